@@ -1,0 +1,175 @@
+"""ChatVLMLLM — the Streamlit view. It reads state, calls one engine and shows results;
+every decision lives in models/ and managers/."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from managers.availability import default_choice, models_for_mode, probe_host, vram_warning, why_not
+from managers.engines import make_engine
+from models import render
+from models.config import MODE_LABELS, MODES, AppConfig, load_config
+from models.document import UPLOAD_TYPES, Document, open_document, select_pages
+from models.errors import ChatVLMError
+from models.result import OCRResult
+
+st.set_page_config(page_title="ChatVLMLLM", page_icon="📄", layout="wide")
+
+
+@st.cache_resource
+def cached_config() -> AppConfig:
+    return load_config()
+
+
+@st.cache_resource(ttl=15, show_spinner="Looking for Docker and GPUs…")
+def cached_host(_config: AppConfig):
+    return probe_host(_config)
+
+
+@st.cache_resource(max_entries=4, show_spinner="Opening the document…")
+def cached_document(file_id: str, _data: bytes, name: str, _config: AppConfig) -> Document:
+    return open_document(_data, name, _config.limits)
+
+
+def sidebar(config: AppConfig, host) -> tuple[str, str, str | None]:
+    st.sidebar.title("📄 ChatVLMLLM")
+    default_mode, default_key = default_choice(config, host)
+    mode = st.sidebar.radio("Mode", MODES, index=MODES.index(default_mode),
+                            format_func=MODE_LABELS.get, horizontal=True, key="mode")
+    keys = models_for_mode(config, mode)
+    reasons = {k: why_not(config.models[k], mode, host, config) for k in keys}
+    # The app's default where this mode has it, else something that runs, else the configured default.
+    ranked = [default_key] + [k for k in keys if reasons[k] is None] + [config.default_model] + keys
+    preferred = next(k for k in ranked if k in keys)
+
+    def label(k: str) -> str:
+        m = config.models[k]
+        vram = f"{m.vram_gb:g} GB VRAM" if m.vram_gb else "no GPU"
+        return f"{'✅' if reasons[k] is None else '⛔'} {m.name} · {vram}"
+
+    key = st.sidebar.selectbox("Model", keys, index=keys.index(preferred),
+                               format_func=label, key=f"model_{mode}")
+    model = config.models[key]
+    reason = reasons[key]
+    if model.description:
+        st.sidebar.caption(model.description)
+    if reason:
+        st.sidebar.warning(f"Cannot run here: {reason}.")
+    elif warning := vram_warning(model, config):
+        st.sidebar.info(warning + ".")
+
+    st.sidebar.divider()
+    st.sidebar.markdown(f"**Active model:** {model.name if mode == 'cpu' and not reason else 'none'}")
+    st.sidebar.caption(host.docker_error or "Docker engine: reachable")
+    gpu = host.gpu
+    st.sidebar.caption("GPU: " + (", ".join(f"{g.name} ({g.free_gb:.1f} of {g.total_gb:.1f} GB free)"
+                                            for g in gpu.gpus) or gpu.error))
+    return mode, key, reason
+
+
+def choose_pages(document: Document, config: AppConfig) -> list[int] | None:
+    if document.page_count == 1:
+        return [0]
+    limit = config.limits.max_pages
+    if document.page_count > limit:
+        st.info(f"This document has {document.page_count} pages; up to {limit} are read at a time. "
+                "Choose the range to read.")
+    first, last = st.slider("Pages", 1, document.page_count,
+                            (1, min(document.page_count, limit)), key=f"pages_{document.name}")
+    try:
+        return select_pages(document, f"{first}-{last}")
+    except ChatVLMError as exc:
+        st.error(str(exc))
+        return None
+
+
+def run(config: AppConfig, mode: str, key: str, task: str, document: Document,
+        indexes: list[int]) -> OCRResult | None:
+    try:
+        engine = make_engine(config, key, mode)
+    except ChatVLMError as exc:
+        st.error(str(exc))
+        return None
+    bar = st.progress(0.0, text=f"Reading page 1 of {len(indexes)}…")
+
+    def on_page(done: int, total: int, page) -> None:
+        more = f"Reading page {done + 1} of {total}…" if done < total else f"Page {done} of {total} read."
+        bar.progress(done / total, text=more)
+
+    return engine.ocr(document.pages(indexes), task, on_page=on_page)
+
+
+def show_result(result: OCRResult, document: Document) -> None:
+    failed = len(result.failed)
+    st.success(f"Read {len(result.pages) - failed} of {len(result.pages)} pages with "
+               f"{result.engine} in {result.seconds:.1f} s.")
+    pages = {p.index: p for p in result.pages}
+    if len(pages) > 1:
+        index = st.selectbox("Page", list(pages), key="page_nav",
+                             format_func=lambda i: f"Page {i + 1}" + (" ⚠ failed" if pages[i].error else ""))
+    else:
+        index = next(iter(pages))
+    page = pages[index]
+    st.caption(f"Page {page.number}: {page.width}×{page.height} px, read in {page.seconds:.2f} s")
+    if page.error:
+        st.error(page.error)
+    for warning in page.warnings:
+        st.warning(warning)
+
+    text_tab, md_tab, layout_tab, json_tab = st.tabs(["Text", "Markdown", "Layout", "JSON"])
+    with text_tab:
+        st.code(page.text or "(no text)", language=None, wrap_lines=True)
+    with md_tab:
+        st.markdown(page.markdown or "_(no text)_")
+    with layout_tab:
+        if not page.error:
+            st.image(render.overlay(document.page(index).image, page),
+                     caption=f"{len(page.blocks)} boxes", width="stretch")
+            st.caption(" · ".join(f"{cat}" for cat in render.legend(page)))
+    with json_tab:
+        st.json(page.model_dump(), expanded=1)
+
+    st.markdown("**Download**")
+    columns = st.columns(6)
+    for n, fmt in enumerate(render.FORMATS):
+        columns[n].download_button(f"Page {page.number} .{fmt}", render.PAGE_RENDERERS[fmt](page),
+                                   file_name=render.output_name(document.name, fmt, page),
+                                   mime=render.FORMATS[fmt], key=f"dl_page_{fmt}")
+        columns[n + 3].download_button(f"Document .{fmt}", render.render(result, fmt),
+                                       file_name=render.output_name(document.name, fmt),
+                                       mime=render.FORMATS[fmt], key=f"dl_doc_{fmt}")
+
+
+def main() -> None:
+    try:
+        config = cached_config()
+    except ChatVLMError as exc:
+        st.error(str(exc))
+        st.stop()
+    host = cached_host(config)
+    mode, key, reason = sidebar(config, host)
+    model = config.models[key]
+
+    st.title("Read a document")
+    uploaded = st.file_uploader("Document image or PDF", type=UPLOAD_TYPES,
+                                max_upload_size=config.limits.max_upload_mb)
+    if uploaded is None:
+        st.info("Upload a scan, photo or PDF to read it.")
+        return
+    try:
+        document = cached_document(uploaded.file_id, uploaded.getvalue(), uploaded.name, config)
+    except ChatVLMError as exc:
+        st.error(str(exc))
+        return
+    indexes = choose_pages(document, config)
+    task = st.selectbox("Task", list(model.tasks), format_func=lambda t: model.tasks[t].label,
+                        key=f"task_{key}")
+    if st.button("Run", type="primary", disabled=reason is not None or indexes is None):
+        result = run(config, mode, key, task, document, indexes)
+        st.session_state["result"] = (uploaded.file_id, result) if result else None
+    stored = st.session_state.get("result")
+    if stored and stored[0] == uploaded.file_id:
+        show_result(stored[1], document)
+
+
+main()

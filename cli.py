@@ -1,0 +1,139 @@
+#!/usr/bin/env python3
+"""ChatVLMLLM without a browser: list models and read documents to txt, md or json.
+
+Results go to standard output (or files under --out); progress and messages go to
+standard error. Exit codes: 0 all pages read, 1 some pages or files failed, 2 bad usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from managers.availability import probe_host, why_not
+from managers.engines import make_engine
+from models import render
+from models.config import MODE_LABELS, MODES, load_config
+from models.document import open_path, select_pages
+from models.errors import ChatVLMError
+from models.result import OCRResult, PageResult
+
+
+class ProgressBar:
+    """A one-line bar on a terminal; one line per page when stderr is a file or a pipe."""
+
+    def __init__(self, label: str, total: int, stream=sys.stderr):
+        self.label, self.total, self.stream = label, total, stream
+        self.tty = stream.isatty()
+        self.started = time.perf_counter()
+        self._draw(0, None)
+
+    def __call__(self, done: int, total: int, page: PageResult) -> None:
+        self._draw(done, page)
+        if page.error:
+            self._line(f"page {page.number}: {page.error}")
+
+    def _draw(self, done: int, page: PageResult | None) -> None:
+        width = 24
+        filled = width * done // max(self.total, 1)
+        elapsed = time.perf_counter() - self.started
+        bar = f"{self.label} [{'#' * filled}{'.' * (width - filled)}] {done}/{self.total} pages {elapsed:.1f}s"
+        if self.tty:
+            self.stream.write("\r" + bar + ("\n" if done == self.total else ""))
+            self.stream.flush()
+        elif page is not None:
+            self.stream.write(bar + "\n")
+
+    def _line(self, text: str) -> None:
+        self.stream.write(("\n" if self.tty else "") + text + "\n")
+
+
+def cmd_models(args, config) -> int:
+    host = probe_host(config)
+    rows = [("KEY", "NAME", "MODE", "VRAM", "AVAILABLE HERE")]
+    for key, model in config.models.items():
+        for mode in model.modes:
+            reason = why_not(model, mode, host, config)
+            vram = f"{model.vram_gb:g} GB" if model.vram_gb else "-"
+            rows.append((key, model.name, MODE_LABELS[mode], vram, reason or "yes"))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    for row in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths)) + "  " + row[4])
+    return 0
+
+
+def cmd_ocr(args, config) -> int:
+    engine = make_engine(config, args.model, args.mode)
+    engine.task(args.task)  # an unknown task fails before any page is read
+    outputs: list[tuple[Path, OCRResult]] = []
+    status = 0
+    for file in args.files:
+        try:
+            document = open_path(file, config.limits)
+            indexes = select_pages(document, args.pages)
+        except ChatVLMError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            status = 1
+            continue
+        bar = ProgressBar(Path(file).name, len(indexes))
+        result = engine.ocr(document.pages(indexes), args.task, on_page=bar)
+        if result.failed:
+            status = 1
+        outputs.append((Path(file), result))
+        if args.out:
+            args.out.mkdir(parents=True, exist_ok=True)
+            target = args.out / render.output_name(file, args.format)
+            target.write_text(render.render(result, args.format), encoding="utf-8")
+            print(f"wrote {target}", file=sys.stderr)
+    if not args.out and outputs:
+        sys.stdout.write(_joined(outputs, args.format))
+    return status
+
+
+def _joined(outputs: list[tuple[Path, OCRResult]], fmt: str) -> str:
+    if fmt == "json":
+        results = [json.loads(render.json(r)) for _, r in outputs]
+        return json.dumps(results[0] if len(results) == 1 else results, ensure_ascii=False, indent=2) + "\n"
+    separator = render.PAGE_BREAK if fmt == "txt" else "\n\n---\n\n"
+    return separator.join(render.render(r, fmt) for _, r in outputs) + "\n"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cli.py", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", help="config file (default: $CHATVLMLLM_CONFIG or config.yaml)")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    models = commands.add_parser("models", help="list models, their modes and whether they run here")
+    models.set_defaults(run=cmd_models)
+
+    ocr = commands.add_parser("ocr", help="read documents (images or PDFs) into txt, md or json")
+    ocr.add_argument("files", nargs="+", metavar="FILE", help="PNG, JPEG, TIFF, BMP, WebP or PDF")
+    ocr.add_argument("--model", required=True, metavar="KEY", help="a model key from `cli.py models`")
+    ocr.add_argument("--mode", choices=MODES, help="default: the model's first backend")
+    ocr.add_argument("--task", metavar="T", help="a task of the model (default: its first)")
+    ocr.add_argument("--pages", metavar="RANGE", help="pages to read, e.g. 1-20 or 1,3,5-7")
+    ocr.add_argument("--format", choices=tuple(render.FORMATS), default="txt")
+    ocr.add_argument("--out", type=Path, metavar="DIR", help="write FILE.<format> here instead of stdout")
+    ocr.set_defaults(run=cmd_ocr)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        config = load_config(args.config)
+        return args.run(args, config)
+    except ChatVLMError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted; pages already written are kept.", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

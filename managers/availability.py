@@ -1,0 +1,84 @@
+"""Can a model run in a mode on this machine, and if not, why and what to do.
+
+``probe_host`` gathers the facts (Docker, NVML, Tesseract); ``why_not`` is a pure
+function of those facts and the config, so every rule is unit-testable without them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from managers.docker_host import docker_error
+from managers.engines import not_built
+from managers.gpu import GPUProbe, probe_gpus
+from models.config import MODE_LABELS, AppConfig, Mode, ModelConfig
+from models.errors import NotAvailable
+from models.tesseract_engine import INSTALL_HINT, installed_languages
+
+
+@dataclass(frozen=True)
+class HostFacts:
+    docker_error: str | None
+    gpu: GPUProbe
+    tesseract_languages: frozenset[str] | None  # None: Tesseract is not installed
+
+
+def probe_host(config: AppConfig) -> HostFacts:
+    try:
+        languages = installed_languages()
+    except NotAvailable:
+        languages = None
+    needs_docker = any(m.vllm for m in config.models.values())
+    return HostFacts(docker_error() if needs_docker else None, probe_gpus(), languages)
+
+
+def why_not(model: ModelConfig, mode: Mode, host: HostFacts, config: AppConfig) -> str | None:
+    """None when ``model`` can run in ``mode`` here; otherwise one sentence saying why
+    not and what to do."""
+    if mode not in model.modes:
+        return f"{model.name} has no {MODE_LABELS[mode]} backend"
+    if mode == "cpu":
+        assert model.cpu is not None
+        if host.tesseract_languages is None:
+            return f"Tesseract is not installed — install it with: {INSTALL_HINT}"
+        missing = [lang for lang in model.cpu.languages if lang not in host.tesseract_languages]
+        if missing:
+            packages = " ".join(f"tesseract-ocr-{lang}" for lang in missing)
+            return f"Tesseract lacks {', '.join(missing)} — install: sudo apt-get install {packages}"
+        return not_built(mode)
+    if mode == "vllm":
+        assert model.vllm is not None
+        if host.docker_error:
+            return host.docker_error
+        if model.vllm.gpu and not host.gpu.gpus:
+            return ("no NVIDIA GPU found — this entry requests a GPU; use CPU mode, "
+                    "or set gpu: false for a CPU build of vLLM")
+    uses_gpu = (mode == "vllm" and model.vllm.gpu) or (mode == "local" and host.gpu.gpus)
+    usable = config.gpu.vram_usable_gb
+    if uses_gpu and model.vram_gb > usable:
+        return (f"needs {model.vram_gb:g} GB of VRAM, over the {usable:g} GB usable "
+                "(gpu.vram_usable_gb) — pick a smaller model")
+    return not_built(mode)
+
+
+def vram_warning(model: ModelConfig, config: AppConfig) -> str | None:
+    limit = config.gpu.vram_recommended_max_gb
+    if model.vram_gb > limit:
+        return (f"{model.name} needs {model.vram_gb:g} GB, above the recommended {limit:g} GB: "
+                "close other GPU programs before starting it")
+    return None
+
+
+def default_choice(config: AppConfig, host: HostFacts) -> tuple[Mode, str]:
+    """The mode and model the app opens with: default_model in its first mode that can run
+    here, else the CPU fallback."""
+    key = config.default_model
+    model = config.models[key]
+    for mode in model.modes:
+        if why_not(model, mode, host, config) is None:
+            return mode, key
+    return "cpu", config.fallback_model
+
+
+def models_for_mode(config: AppConfig, mode: Mode) -> list[str]:
+    return [key for key, m in config.models.items() if mode in m.modes]

@@ -1,0 +1,213 @@
+"""The config schema: every model, its backends and its tasks, and the app's limits.
+
+Models are data: adding one to config.yaml needs no code as long as its backends and
+output kinds are ones the engines know. Validation names the key that is wrong.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
+
+from models.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG = ROOT / "config.yaml"
+
+Mode = Literal["vllm", "local", "cpu"]
+MODES: tuple[Mode, ...] = ("vllm", "local", "cpu")
+MODE_LABELS: dict[str, str] = {"vllm": "vLLM", "local": "Local", "cpu": "CPU"}
+
+PositiveGB = Annotated[float, Field(ge=0)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class GPUBudget(Strict):
+    vram_total_gb: PositiveGB
+    vram_usable_gb: PositiveGB
+    vram_recommended_max_gb: PositiveGB
+
+    @model_validator(mode="after")
+    def _ordered(self) -> GPUBudget:
+        if not self.vram_recommended_max_gb <= self.vram_usable_gb <= self.vram_total_gb:
+            raise ValueError(
+                "expected vram_recommended_max_gb <= vram_usable_gb <= vram_total_gb"
+            )
+        return self
+
+
+class Limits(Strict):
+    max_upload_mb: Annotated[int, Field(gt=0)]
+    max_pages: Annotated[int, Field(gt=0)]
+    max_image_pixels: Annotated[int, Field(gt=0)]
+    pdf_dpi: Annotated[int, Field(ge=36, le=600)]
+    use_pdf_text_layer: bool = True
+
+
+class Task(Strict):
+    label: str
+    prompt: str = ""
+    # How the engine's answer is read: plain text, Markdown/HTML, or dots.ocr layout JSON.
+    output: Literal["text", "markdown", "layout"] = "text"
+
+
+class VLLMBackend(Strict):
+    image: str
+    container_name: str
+    port: Annotated[int, Field(ge=1, le=65535)]
+    # Published on loopback by default: the container serves an unauthenticated API.
+    host: str = "127.0.0.1"
+    model: str
+    served_model_name: str
+    gpu: bool = True
+    gpu_memory_utilization: Annotated[float, Field(gt=0, le=1)]
+    max_model_len: Annotated[int, Field(gt=0)]
+    args: list[str] = []
+    env: dict[str, str] = {}
+    shm_size: str = "2g"
+    start_timeout_s: Annotated[float, Field(gt=0)] = 900
+
+
+class LocalBackend(Strict):
+    model_id: str
+    path: str | None = None
+    dtype: Literal["bfloat16", "float16", "float32", "auto"] = "bfloat16"
+    trust_remote_code: bool = False
+
+
+class CPUBackend(Strict):
+    engine: Literal["tesseract"] = "tesseract"
+    languages: Annotated[list[str], Field(min_length=1)] = ["rus", "eng"]
+    psm: Annotated[int, Field(ge=0, le=13)] = 3
+
+
+class ModelConfig(Strict):
+    name: str
+    description: str = ""
+    vram_gb: PositiveGB
+    min_pixels: Annotated[int, Field(gt=0)] | None = None
+    max_pixels: Annotated[int, Field(gt=0)] | None = None
+    tasks: Annotated[dict[str, Task], Field(min_length=1)]
+    vllm: VLLMBackend | None = None
+    local: LocalBackend | None = None
+    cpu: CPUBackend | None = None
+
+    _modes: tuple[Mode, ...] = PrivateAttr(default=())
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _remember_backend_order(cls, data, handler):
+        model = handler(data)
+        # The first backend written in the file is the model's default mode.
+        keys = list(data) if isinstance(data, dict) else list(MODES)
+        model._modes = tuple(k for k in keys if k in MODES and getattr(model, k) is not None)
+        if not model._modes:
+            raise ValueError("a model needs at least one backend: vllm, local or cpu")
+        return model
+
+    @property
+    def modes(self) -> tuple[Mode, ...]:
+        return self._modes
+
+    @property
+    def default_task(self) -> str:
+        return next(iter(self.tasks))
+
+
+class AppConfig(Strict):
+    default_model: str
+    gpu: GPUBudget
+    limits: Limits
+    hf_cache_volume: str = "chatvlmllm-hf-cache"
+    models: Annotated[dict[str, ModelConfig], Field(min_length=1)]
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> AppConfig:
+        if self.default_model not in self.models:
+            raise ValueError(f"default_model '{self.default_model}' is not a key of models")
+        if not any(m.cpu for m in self.models.values()):
+            raise ValueError("models: at least one model needs a cpu backend to fall back on")
+        seen: dict[tuple[str, object], str] = {}
+        for key, m in self.models.items():
+            if m.vllm is None:
+                continue
+            for field in ("port", "container_name", "served_model_name"):
+                value = getattr(m.vllm, field)
+                if (field, value) in seen:
+                    raise ValueError(
+                        f"models.{key}.vllm.{field} {value!r} is also used by {seen[field, value]}"
+                    )
+                seen[field, value] = key
+        return self
+
+    def model(self, key: str) -> ModelConfig:
+        try:
+            return self.models[key]
+        except KeyError:
+            raise ConfigError(
+                f"Unknown model '{key}'; known models: {', '.join(self.models)}."
+            ) from None
+
+    @property
+    def fallback_model(self) -> str:
+        return next(k for k, m in self.models.items() if m.cpu)
+
+
+def config_path(explicit: str | os.PathLike | None = None) -> Path:
+    return Path(explicit or os.environ.get("CHATVLMLLM_CONFIG") or DEFAULT_CONFIG)
+
+
+def data_dir() -> Path:
+    """Where local state lives (switch history, locks); created on first use."""
+    default = Path.home() / ".local" / "share" / "chatvlmllm"
+    path = Path(os.environ.get("CHATVLMLLM_DATA_DIR") or default)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _describe(err: dict) -> str:
+    where = ".".join(str(p) for p in err["loc"])
+    if err["type"] == "extra_forbidden":
+        return f"{where}: unknown key"
+    if err["type"] == "missing":
+        return f"{where}: required key is missing"
+    msg = err["msg"].removeprefix("Value error, ")
+    if not where:  # a cross-field check names its keys in the message itself
+        return msg
+    if "input" in err and not isinstance(err["input"], (dict, list)):
+        msg += f" (got {err['input']!r})"
+    return f"{where}: {msg}"
+
+
+def parse_config(data: object, source: str = "config") -> AppConfig:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping of settings at the top level.")
+    try:
+        return AppConfig.model_validate(data)
+    except ValidationError as exc:
+        errors = exc.errors()
+        more = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""
+        raise ConfigError(f"{source}: {_describe(errors[0])}{more}.") from None
+
+
+def load_config(path: str | os.PathLike | None = None) -> AppConfig:
+    path = config_path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"Cannot read the config file {path}: {exc.strerror}.") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f" line {mark.line + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise ConfigError(f"{path.name}{line}: {problem}.") from None
+    return parse_config(data, path.name)

@@ -1,0 +1,332 @@
+"""Document intake: bytes in, validated RGB pages out.
+
+A document is opened once and checked up front (type, size, pixel limit, encryption,
+truncation of single images); pages are decoded lazily so a 500-page PDF costs memory
+for the pages being read, not for all of them. A page that fails to decode later raises
+InputError for that page alone, and the engine keeps the others.
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, ImageSequence, UnidentifiedImageError
+
+from models.config import Limits
+from models.errors import InputError
+
+# Decompression bombs are refused by our own check on the header size, with a message
+# that names the limit; Pillow's generic warning/error would come too late or too vague.
+Image.MAX_IMAGE_PIXELS = None
+
+FORMATS = {"png": "PNG", "jpeg": "JPEG", "tiff": "TIFF", "bmp": "BMP", "webp": "WebP", "pdf": "PDF"}
+EXTENSIONS = {
+    ".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".jpe": "jpeg", ".tif": "tiff",
+    ".tiff": "tiff", ".bmp": "bmp", ".webp": "webp", ".pdf": "pdf",
+}
+UPLOAD_TYPES = sorted(ext.lstrip(".") for ext in EXTENSIONS)
+# Formats people commonly upload by mistake, named so the error says what the file is.
+_OTHER_SIGNATURES = {
+    b"GIF8": "a GIF image", b"PK\x03\x04": "a ZIP archive (or an Office document)",
+    b"\xd0\xcf\x11\xe0": "an old Office document", b"{\\rtf": "an RTF document",
+    b"\x1f\x8b": "a gzip archive", b"\x00\x00\x00\x0cjP": "a JPEG 2000 image",
+}
+
+
+def sniff(data: bytes) -> str | None:
+    """The format the bytes really hold, from their signature."""
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "png"
+    if data.startswith(b"\xff\xd8\xff"):
+        return "jpeg"
+    if data[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
+        return "tiff"
+    if data.startswith(b"BM"):
+        return "bmp"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "webp"
+    if b"%PDF-" in data[:1024]:
+        return "pdf"
+    return None
+
+
+def _what_it_is(data: bytes) -> str:
+    for signature, what in _OTHER_SIGNATURES.items():
+        if data.startswith(signature):
+            return what
+    try:
+        data[:4096].decode("utf-8")
+        return "text"
+    except UnicodeDecodeError:
+        return "data of an unknown kind"
+
+
+@dataclass(frozen=True)
+class TextSpan:
+    """A line of a born-digital PDF's own text, in page pixels."""
+
+    bbox: tuple[int, int, int, int]
+    text: str
+
+
+@dataclass
+class Page:
+    index: int
+    image: Image.Image
+    # A born-digital PDF's own text: paragraphs of lines, in page pixels.
+    text_layer: list[list[TextSpan]] | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    def load(self) -> Page:
+        return self
+
+
+@dataclass(frozen=True)
+class PageRef:
+    """A page not decoded yet; ``load()`` decodes it (and may raise InputError)."""
+
+    document: Document
+    index: int
+
+    def load(self) -> Page:
+        return self.document.page(self.index)
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Any Pillow image as 8-bit RGB: EXIF orientation applied, transparency over white,
+    16-bit and float data scaled rather than clipped."""
+    img = ImageOps.exif_transpose(img)
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        top = arr.max() if arr.size else 0
+        if img.mode == "F" and top <= 1.0:
+            arr = arr * 255.0
+        elif top > 255:
+            arr = arr / 257.0
+        img = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), "L")
+    if img.mode == "P":
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+    elif img.mode in ("L", "RGB") and "transparency" in img.info:
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = img.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    return img if img.mode == "RGB" else img.convert("RGB")
+
+
+class Document:
+    """An opened, validated document; use ``open_document`` or ``open_path``."""
+
+    def __init__(self, name: str, kind: str, page_count: int, limits: Limits):
+        self.name = name
+        self.kind = kind
+        self.page_count = page_count
+        self.limits = limits
+
+    def page(self, index: int) -> Page:
+        raise NotImplementedError
+
+    def pages(self, indexes: list[int] | None = None) -> list[PageRef]:
+        indexes = list(range(self.page_count)) if indexes is None else indexes
+        return [PageRef(self, i) for i in indexes]
+
+    def _check_pixels(self, width: int, height: int, where: str) -> None:
+        pixels = width * height
+        if pixels > self.limits.max_image_pixels:
+            raise InputError(
+                f"{where} is {width}×{height} pixels ({pixels / 1e6:.0f} Mpx), over the "
+                f"{self.limits.max_image_pixels / 1e6:.0f} Mpx limit (limits.max_image_pixels); "
+                "scale it down and upload it again."
+            )
+
+
+class ImageDocument(Document):
+    def __init__(self, name: str, kind: str, data: bytes, limits: Limits):
+        self._data = data
+        self._lock = threading.Lock()
+        damaged = InputError(f"'{name}' is damaged: it starts like a {FORMATS[kind]} image "
+                             "but cannot be decoded; export it again and upload the new file.")
+        try:
+            img = Image.open(io.BytesIO(data))
+            # Only TIFF pages are pages; animated WebP frames are not document pages.
+            count = getattr(img, "n_frames", 1) if kind == "tiff" else 1
+            sizes = [frame.size for _, frame in zip(range(count), ImageSequence.Iterator(img))]
+        except Exception:  # Pillow raises many types for damaged headers
+            raise damaged from None
+        super().__init__(name, kind, count, limits)
+        self._image = img
+        for i, size in enumerate(sizes):
+            self._check_pixels(*size, self._where(i))
+        self._decoded: dict[int, Page] = {}
+        if count == 1:
+            # A single image is decoded now, so truncation is reported at upload.
+            self._decoded[0] = self.page(0)
+
+    def _where(self, index: int) -> str:
+        return f"'{self.name}'" if self.page_count == 1 else f"Page {index + 1} of '{self.name}'"
+
+    def page(self, index: int) -> Page:
+        if index in self._decoded:
+            return self._decoded[index]
+        with self._lock:
+            try:
+                self._image.seek(index)
+                frame = self._image.copy()
+                frame.load()
+                rgb = to_rgb(frame)
+            except Exception as exc:  # truncated data surfaces as OSError, SyntaxError, ...
+                raise InputError(
+                    f"{self._where(index)} is truncated or damaged ({exc}); "
+                    "export it again and upload the new file."
+                ) from None
+        return Page(index, rgb)
+
+
+class PDFDocument(Document):
+    def __init__(self, name: str, data: bytes, limits: Limits):
+        import pymupdf
+
+        self._lock = threading.Lock()
+        try:
+            pdf = pymupdf.open(stream=data, filetype="pdf")
+        except Exception:
+            raise InputError(f"'{name}' is a broken PDF that cannot be opened; "
+                             "save or print it to PDF again and upload the new file.") from None
+        # A PDF with only an owner password opens with the empty user password.
+        if pdf.needs_pass and not pdf.authenticate(""):
+            raise InputError(f"'{name}' is password-protected; remove the password "
+                             "(e.g. print it to a new PDF) and upload it again.")
+        if pdf.page_count == 0:
+            raise InputError(f"'{name}' has no pages.")
+        super().__init__(name, "pdf", pdf.page_count, limits)
+        self._pdf = pdf
+
+    def page(self, index: int) -> Page:
+        with self._lock:  # PyMuPDF documents are not safe to share between threads
+            try:
+                return self._render(index)
+            except InputError:
+                raise
+            except Exception as exc:
+                raise InputError(f"Page {index + 1} of '{self.name}' cannot be rendered "
+                                 f"({exc}); the other pages are not affected.") from None
+
+    def _render(self, index: int) -> Page:
+        pdf_page = self._pdf[index]
+        warnings = []
+        dpi = self.limits.pdf_dpi
+        w_in, h_in = pdf_page.rect.width / 72, pdf_page.rect.height / 72
+        if w_in * h_in * dpi * dpi > self.limits.max_image_pixels:
+            # A poster-sized page is read at a lower resolution rather than refused.
+            dpi = int((self.limits.max_image_pixels / (w_in * h_in)) ** 0.5)
+            if dpi < 36:
+                raise InputError(f"Page {index + 1} of '{self.name}' is {w_in:.0f}×{h_in:.0f} "
+                                 "inches, too large to render under the pixel limit "
+                                 "(limits.max_image_pixels).")
+            warnings.append(f"Page {index + 1} is {w_in:.0f}×{h_in:.0f} inches; "
+                            f"rendered at {dpi} dpi to stay under the pixel limit.")
+        pix = pdf_page.get_pixmap(dpi=dpi, alpha=False)
+        image = Image.frombytes("RGB", (pix.width, pix.height), pix.samples)
+        layer = self._text_layer(pdf_page, dpi) if self.limits.use_pdf_text_layer else None
+        return Page(index, image, layer, warnings)
+
+    @staticmethod
+    def _text_layer(pdf_page, dpi: int) -> list[list[TextSpan]] | None:
+        scale = dpi / 72
+        paragraphs = []
+        for block in pdf_page.get_text("dict")["blocks"]:
+            lines = []
+            for line in block.get("lines", []):
+                text = "".join(span["text"] for span in line["spans"]).strip()
+                if text:
+                    x0, y0, x1, y1 = (round(v * scale) for v in line["bbox"])
+                    lines.append(TextSpan((x0, y0, x1, y1), text))
+            if lines:
+                paragraphs.append(lines)
+        return paragraphs or None
+
+
+def open_document(data: bytes, name: str, limits: Limits) -> Document:
+    """Validate and open a document; raises InputError with one sentence on bad input."""
+    size_mb = len(data) / 2**20
+    if not data:
+        raise InputError(f"'{name}' is empty (0 bytes); choose the file again.")
+    if size_mb > limits.max_upload_mb:
+        raise InputError(f"'{name}' is {size_mb:.0f} MB, over the {limits.max_upload_mb} MB "
+                         "limit (limits.max_upload_mb); split it or raise the limit.")
+    kind = sniff(data)
+    claimed = EXTENSIONS.get(Path(name).suffix.lower())
+    if kind is None:
+        what = _what_it_is(data)
+        if claimed:
+            raise InputError(f"'{name}' is not a {FORMATS[claimed]} file: it holds {what}.")
+        raise InputError(f"'{name}' holds {what}; upload a PNG, JPEG, TIFF, BMP, WebP or PDF.")
+    if claimed and claimed != kind:
+        raise InputError(f"'{name}' is named as {FORMATS[claimed]} but holds {FORMATS[kind]} "
+                         "data; rename it with the right extension and upload it again.")
+    if kind == "pdf":
+        return PDFDocument(name, data, limits)
+    return ImageDocument(name, kind, data, limits)
+
+
+def open_path(path: str | Path, limits: Limits) -> Document:
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        # Checked before reading so a huge file is refused without loading it.
+        if size > limits.max_upload_mb * 2**20:
+            raise InputError(f"'{path.name}' is {size / 2**20:.0f} MB, over the "
+                             f"{limits.max_upload_mb} MB limit (limits.max_upload_mb); "
+                             "split it or raise the limit.")
+        data = path.read_bytes()
+    except IsADirectoryError:
+        raise InputError(f"'{path}' is a folder, not a file.") from None
+    except FileNotFoundError:
+        raise InputError(f"'{path}' does not exist.") from None
+    except OSError as exc:
+        raise InputError(f"'{path}' cannot be read: {exc.strerror}.") from None
+    return open_document(data, path.name, limits)
+
+
+def parse_page_range(spec: str, page_count: int) -> list[int]:
+    """'1-20', '3', '1-3,7,10-' → 0-based page indexes, in order, without repeats."""
+    indexes: list[int] = []
+    for part in spec.replace(" ", "").split(","):
+        if not part:
+            continue
+        try:
+            if "-" in part:
+                first, _, last = part.partition("-")
+                lo, hi = int(first or 1), int(last or page_count)
+            else:
+                lo = hi = int(part)
+        except ValueError:
+            raise InputError(f"'{spec}' is not a page range; write it like 1-20 or 1,3,5-7.") from None
+        if lo < 1 or hi > page_count or lo > hi:
+            raise InputError(f"Pages {part} are outside the document's 1-{page_count}.")
+        indexes.extend(i for i in range(lo - 1, hi) if i not in indexes)
+    if not indexes:
+        raise InputError(f"'{spec}' names no pages.")
+    return indexes
+
+
+def select_pages(document: Document, spec: str | None) -> list[int]:
+    """The pages to read: all of them, or the given range, within limits.max_pages."""
+    limit = document.limits.max_pages
+    if spec is None:
+        if document.page_count > limit:
+            raise InputError(
+                f"'{document.name}' has {document.page_count} pages, over the limit of {limit}; "
+                f"choose a range of at most {limit} pages (e.g. --pages 1-{limit})."
+            )
+        return list(range(document.page_count))
+    indexes = parse_page_range(spec, document.page_count)
+    if len(indexes) > limit:
+        raise InputError(f"The range {spec} has {len(indexes)} pages, over the limit of {limit}; "
+                         "choose a shorter range.")
+    return indexes

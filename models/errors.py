@@ -1,0 +1,22 @@
+"""Domain errors. Each carries one sentence a person can act on; the UI and the CLI
+show ``str(error)`` as it is and never a traceback."""
+
+
+class ChatVLMError(Exception):
+    """Base of every failure the user is meant to read."""
+
+
+class ConfigError(ChatVLMError):
+    """config.yaml (or the file CHATVLMLLM_CONFIG names) is missing or invalid."""
+
+
+class InputError(ChatVLMError):
+    """The uploaded document cannot be read: empty, damaged, too large, wrong type."""
+
+
+class EngineError(ChatVLMError):
+    """An engine failed to read a page; other pages are not affected."""
+
+
+class NotAvailable(ChatVLMError):
+    """A model cannot run in the chosen mode on this machine; the text says why and what to do."""

@@ -1,0 +1,51 @@
+"""The one result contract every engine returns; the JSON export is this model as it is.
+
+    {model, engine, task, seconds,
+     pages: [{index, width, height, seconds, error, warnings, text, markdown,
+              blocks: [{bbox: [x1, y1, x2, y2] in original-page pixels, category, text}]}]}
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field, field_validator
+
+
+class Block(BaseModel):
+    bbox: tuple[int, int, int, int]
+    category: str = "Text"
+    text: str = ""
+
+    @field_validator("bbox")
+    @classmethod
+    def _ordered(cls, bbox: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
+        x1, y1, x2, y2 = bbox
+        return min(x1, x2), min(y1, y2), max(x1, x2), max(y1, y2)
+
+
+class PageResult(BaseModel):
+    index: int = Field(description="0-based position of the page in the document")
+    width: int = 0
+    height: int = 0
+    seconds: float = 0.0
+    error: str | None = None
+    warnings: list[str] = []
+    text: str = ""
+    markdown: str = ""
+    blocks: list[Block] = []
+
+    @property
+    def number(self) -> int:
+        """1-based page number, as people count pages."""
+        return self.index + 1
+
+
+class OCRResult(BaseModel):
+    model: str
+    engine: str
+    task: str
+    seconds: float = 0.0
+    pages: list[PageResult] = []
+
+    @property
+    def failed(self) -> list[PageResult]:
+        return [p for p in self.pages if p.error]

@@ -1,0 +1,115 @@
+"""The Streamlit view driven headless through AppTest: sidebar, upload → run → result."""
+
+import pytest
+import streamlit as st
+import yaml
+from streamlit.testing.v1 import AppTest
+
+from tests.conftest import ROOT
+from tests.helpers import ENGLISH, MIXED, RUSSIAN, cer, encode, pdf_of_images, render_lines
+from tests.test_document import bad_inputs
+
+
+@pytest.fixture(autouse=True)
+def fresh_caches():
+    st.cache_resource.clear()
+    yield
+    st.cache_resource.clear()
+
+
+def start() -> AppTest:
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120).run()
+    assert not at.exception
+    return at
+
+
+def upload(at: AppTest, name: str, data: bytes, mime="application/octet-stream") -> AppTest:
+    at.file_uploader[0].upload(name, data, mime)
+    return at.run()
+
+
+def test_sidebar_opens_on_cpu_with_tesseract_here():
+    at = start()
+    assert at.sidebar.radio(key="mode").value == "cpu"
+    assert at.sidebar.selectbox(key="model_cpu").value == "tesseract"
+    assert "**Active model:** Tesseract 5" in [m.value for m in at.sidebar.markdown]
+    assert not at.error
+
+
+@pytest.mark.parametrize("mode", ["vllm", "local"])
+def test_other_modes_explain_why_they_cannot_run(mode):
+    at = start()
+    at.sidebar.radio(key="mode").set_value(mode).run()
+    assert not at.exception
+    picker = at.sidebar.selectbox(key=f"model_{mode}")
+    assert picker.value == "qwen3_vl_2b"
+    assert "4.4 GB VRAM" in picker.format_func(picker.value)
+    assert len(picker.options) == 5
+    warning = at.sidebar.warning[0].value
+    assert warning.startswith("Cannot run here: ")
+    assert any(s in warning for s in ("Docker engine not reachable", "no NVIDIA GPU found", "not available yet"))
+    upload(at, "page.png", encode(render_lines(ENGLISH[:1], size=(1000, 200)), "PNG"))
+    assert at.button[0].disabled and not at.exception
+
+
+def test_upload_run_and_read_the_result():
+    at = upload(start(), "mixed.png", encode(render_lines(MIXED), "PNG"), "image/png")
+    at.button[0].click().run()
+    assert not at.exception and not at.error
+    assert at.success[0].value.startswith("Read 1 of 1 pages with tesseract")
+    assert cer("\n".join(MIXED), at.code[0].value) <= 0.02
+    assert [t.label for t in at.tabs] == ["Text", "Markdown", "Layout", "JSON"]
+    assert len(at.tabs[2].image) == 1  # the layout overlay
+    assert "Text" in at.tabs[2].caption[0].value
+    assert RUSSIAN[0] in at.tabs[1].markdown[0].value
+    assert '"category": "Text"' in at.tabs[3].json[0].value
+    assert len(at.get("download_button")) == 6
+
+
+def test_multipage_pdf_has_page_navigation_and_progress():
+    pdf = pdf_of_images([render_lines(RUSSIAN), render_lines(ENGLISH)])
+    at = upload(start(), "two.pdf", pdf, "application/pdf")
+    assert at.slider(key="pages_two.pdf").value == (1, 2)
+    at.button[0].click().run()
+    assert not at.exception
+    assert at.get("progress")[0].proto.value == 100
+    nav = at.selectbox(key="page_nav")
+    assert nav.options == ["Page 1", "Page 2"]
+    assert cer("\n".join(RUSSIAN), at.code[0].value) <= 0.02
+    nav.set_value(1).run()
+    assert cer("\n".join(ENGLISH), at.code[0].value) <= 0.02
+    assert "Page 2: 1653×2339 px" in at.caption[0].value or any("Page 2: 1653×2339 px" in c.value for c in at.caption)
+
+
+@pytest.mark.parametrize("case", ["empty", "truncated png", "text named png", "bomb", "encrypted pdf", "broken pdf"])
+def test_bad_upload_is_one_readable_error(case):
+    data, name, expected = bad_inputs()[case]
+    at = upload(start(), name, data)
+    assert not at.exception
+    assert len(at.error) == 1 and expected in at.error[0].value
+    assert not at.button  # nothing to run
+
+
+def test_long_document_offers_a_page_range(tmp_path, monkeypatch):
+    data = yaml.safe_load((ROOT / "config.yaml").read_text())
+    data["limits"]["max_pages"] = 2
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(data, allow_unicode=True))
+    monkeypatch.setenv("CHATVLMLLM_CONFIG", str(tmp_path / "c.yaml"))
+    blank = render_lines([], size=(100, 100))
+    at = upload(start(), "three.pdf", pdf_of_images([blank] * 3))
+    assert "has 3 pages; up to 2 are read at a time" in at.info[0].value
+    slider = at.slider(key="pages_three.pdf")
+    assert slider.value == (1, 2)
+    slider.set_value((1, 3)).run()
+    assert "over the limit of 2" in at.error[0].value and at.button[0].disabled
+    slider.set_value((2, 3)).run()
+    at.button[0].click().run()
+    assert at.selectbox(key="page_nav").options == ["Page 2", "Page 3"]
+
+
+def test_broken_config_is_shown_not_raised(tmp_path, monkeypatch):
+    (tmp_path / "c.yaml").write_text("default_model: tesseract\nmodels: {}\n")
+    monkeypatch.setenv("CHATVLMLLM_CONFIG", str(tmp_path / "c.yaml"))
+    at = AppTest.from_file(str(ROOT / "app.py")).run()
+    assert not at.exception
+    assert at.error[0].value.startswith("c.yaml: ")
