@@ -5,12 +5,17 @@ from __future__ import annotations
 
 import streamlit as st
 
-from managers.availability import default_choice, models_for_mode, probe_host, vram_warning, why_not
+from managers.arbiter import Arbiter
+from managers.availability import (
+    default_choice, models_for_mode, probe_host, vram_warning, why_not, why_not_start,
+)
+from managers.container_manager import SwitchEvent
+from managers.containers import State
 from managers.engines import make_engine
 from models import render
 from models.config import MODE_LABELS, MODES, AppConfig, load_config
 from models.document import UPLOAD_TYPES, Document, open_document, select_pages
-from models.errors import ChatVLMError
+from models.errors import ChatVLMError, SwitchError
 from models.result import OCRResult
 
 st.set_page_config(page_title="ChatVLMLLM", page_icon="📄", layout="wide")
@@ -59,12 +64,68 @@ def sidebar(config: AppConfig, host) -> tuple[str, str, str | None]:
         st.sidebar.info(warning + ".")
 
     st.sidebar.divider()
-    st.sidebar.markdown(f"**Active model:** {model.name if mode == 'cpu' and not reason else 'none'}")
+    if mode == "vllm":
+        vllm_controls(config, key, why_not_start(model, mode, host, config))
+    else:
+        st.sidebar.markdown(f"**Active model:** {model.name if mode == 'cpu' and not reason else 'none'}")
     st.sidebar.caption(host.docker_error or "Docker engine: reachable")
     gpu = host.gpu
     st.sidebar.caption("GPU: " + (", ".join(f"{g.name} ({g.free_gb:.1f} of {g.total_gb:.1f} GB free)"
                                             for g in gpu.gpus) or gpu.error))
     return mode, key, reason
+
+
+def vllm_controls(config: AppConfig, key: str, cannot_start: str | None) -> None:
+    """Active container, its port and age, Switch and Stop; switches show live progress."""
+    arbiter = Arbiter(config)
+    try:
+        statuses = arbiter.manager.status()
+    except ChatVLMError as exc:
+        st.sidebar.markdown("**Active model:** none")
+        st.sidebar.caption(str(exc))
+        return
+    active = next((s for s in statuses.values() if s.state in (State.READY, State.STARTING)), None)
+    if active:
+        st.sidebar.markdown(f"**Active model:** {config.models[active.key].name} ({active.state.value})")
+        st.sidebar.caption(f"port {active.port} · since {active.since}")
+    else:
+        st.sidebar.markdown("**Active model:** none")
+    for failed in (s for s in statuses.values() if s.state is State.FAILED):
+        st.sidebar.caption(f"⚠ {config.models[failed.key].name} failed: {failed.detail}")
+    left, right = st.sidebar.columns(2)
+    already = active is not None and active.key == key and active.state is State.READY
+    if left.button("Switch" if active else "Start", disabled=bool(cannot_start) or already,
+                   key="vllm_switch", type="primary"):
+        switch_with_progress(arbiter, config, key)
+    if right.button("Stop", disabled=active is None, key="vllm_stop"):
+        with st.sidebar.status("Stopping…") as box:
+            stopped = arbiter.stop(on_event=lambda e: box.update(label=e.message))
+            box.update(label=f"Stopped {', '.join(stopped) or 'nothing'}.", state="complete")
+        st.rerun()
+
+
+def switch_with_progress(arbiter: Arbiter, config: AppConfig, key: str) -> None:
+    name = config.models[key].name
+    with st.sidebar.status(f"Switching to {name}…", expanded=True) as box:
+        newest = st.empty()
+
+        def on_event(event: SwitchEvent) -> None:
+            usual = f" (usually {event.estimate:.0f} s)" if event.estimate else ""
+            box.update(label=f"{event.message} · {event.elapsed:.0f} s{usual}")
+            if event.log_line:
+                newest.caption(event.log_line[-200:])
+
+        try:
+            arbiter.switch(key, on_event=on_event)
+        except ChatVLMError as exc:
+            box.update(label=f"Switch to {name} failed", state="error")
+            st.sidebar.error(str(exc))
+            if isinstance(exc, SwitchError) and exc.log_tail:
+                with st.sidebar.expander("Container log"):
+                    st.code(exc.log_tail, language=None)
+            return
+        box.update(label=f"{name} is ready.", state="complete", expanded=False)
+    st.rerun()
 
 
 def choose_pages(document: Document, config: AppConfig) -> list[int] | None:

@@ -13,13 +13,17 @@ import sys
 import time
 from pathlib import Path
 
+from managers.arbiter import Arbiter
 from managers.availability import probe_host, why_not
+from managers.container_manager import SingleContainerManager, SwitchEvent
 from managers.engines import make_engine
 from models import render
 from models.config import MODE_LABELS, MODES, load_config
 from models.document import open_path, select_pages
-from models.errors import ChatVLMError
+from models.errors import ChatVLMError, Superseded, SwitchError
 from models.result import OCRResult, PageResult
+
+EXIT_SUPERSEDED = 3
 
 
 class ProgressBar:
@@ -62,6 +66,52 @@ def cmd_models(args, config) -> int:
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     for row in rows:
         print("  ".join(c.ljust(w) for c, w in zip(row, widths)) + "  " + row[4])
+    return 0
+
+
+def print_event(event: SwitchEvent) -> None:
+    line = f"[{event.elapsed:6.1f}s] {event.message}"
+    if event.estimate and event.stage == "starting":
+        line += f" (usually ready in {event.estimate:.0f}s)"
+    if event.log_line:
+        line += f" | {event.log_line[:120]}"
+    print(line, file=sys.stderr, flush=True)
+
+
+def cmd_switch(args, config) -> int:
+    try:
+        status = Arbiter(config).switch(args.model, on_event=print_event)
+    except Superseded as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_SUPERSEDED
+    except SwitchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        if exc.log_tail:
+            print("--- last log lines ---\n" + exc.log_tail.rstrip(), file=sys.stderr)
+        return 1
+    print(f"{status.key} ready on port {status.port}")
+    return 0
+
+
+def cmd_status(args, config) -> int:
+    statuses = SingleContainerManager(config).status()
+    rows = [("MODEL", "STATE", "PORT", "SINCE", "DETAIL")]
+    for key, st in statuses.items():
+        rows.append((key, st.state.value, str(st.port or "-"), st.since or "-", st.detail))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    for row in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths)) + "  " + row[4])
+    return 0
+
+
+def cmd_stop(args, config) -> int:
+    stopped = Arbiter(config).stop(on_event=print_event)
+    print(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
+    return 0
+
+
+def cmd_logs(args, config) -> int:
+    sys.stdout.write(SingleContainerManager(config).logs(args.model, args.tail))
     return 0
 
 
@@ -119,6 +169,18 @@ def build_parser() -> argparse.ArgumentParser:
     ocr.add_argument("--format", choices=tuple(render.FORMATS), default="txt")
     ocr.add_argument("--out", type=Path, metavar="DIR", help="write FILE.<format> here instead of stdout")
     ocr.set_defaults(run=cmd_ocr)
+
+    switch = commands.add_parser("switch", help="make MODEL the one vLLM model running (stops the others)")
+    switch.add_argument("model", metavar="MODEL", help="a model key with a vllm backend")
+    switch.set_defaults(run=cmd_switch)
+    status = commands.add_parser("status", help="state of every vLLM model container")
+    status.set_defaults(run=cmd_status)
+    stop = commands.add_parser("stop", help="stop the running vLLM model (after pages in progress)")
+    stop.set_defaults(run=cmd_stop)
+    logs = commands.add_parser("logs", help="the log of a model's container")
+    logs.add_argument("model", metavar="MODEL")
+    logs.add_argument("--tail", type=int, default=100, metavar="N", help="last N lines (default 100)")
+    logs.set_defaults(run=cmd_logs)
     return parser
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from managers.admission import admit, over_budget
 from managers.docker_host import docker_error
 from managers.engines import not_built
 from managers.gpu import GPUProbe, probe_gpus
@@ -32,9 +33,9 @@ def probe_host(config: AppConfig) -> HostFacts:
     return HostFacts(docker_error() if needs_docker else None, probe_gpus(), languages)
 
 
-def why_not(model: ModelConfig, mode: Mode, host: HostFacts, config: AppConfig) -> str | None:
-    """None when ``model`` can run in ``mode`` here; otherwise one sentence saying why
-    not and what to do."""
+def why_not_start(model: ModelConfig, mode: Mode, host: HostFacts, config: AppConfig) -> str | None:
+    """None when this machine can start ``model`` in ``mode``; otherwise one sentence
+    saying why not and what to do."""
     if mode not in model.modes:
         return f"{model.name} has no {MODE_LABELS[mode]} backend"
     if mode == "cpu":
@@ -45,7 +46,7 @@ def why_not(model: ModelConfig, mode: Mode, host: HostFacts, config: AppConfig) 
         if missing:
             packages = " ".join(f"tesseract-ocr-{lang}" for lang in missing)
             return f"Tesseract lacks {', '.join(missing)} — install: sudo apt-get install {packages}"
-        return not_built(mode)
+        return None
     if mode == "vllm":
         assert model.vllm is not None
         if host.docker_error:
@@ -54,19 +55,22 @@ def why_not(model: ModelConfig, mode: Mode, host: HostFacts, config: AppConfig) 
             return ("no NVIDIA GPU found — this entry requests a GPU; use CPU mode, "
                     "or set gpu: false for a CPU build of vLLM")
     uses_gpu = (mode == "vllm" and model.vllm.gpu) or (mode == "local" and host.gpu.gpus)
-    usable = config.gpu.vram_usable_gb
-    if uses_gpu and model.vram_gb > usable:
-        return (f"needs {model.vram_gb:g} GB of VRAM, over the {usable:g} GB usable "
-                "(gpu.vram_usable_gb) — pick a smaller model")
-    return not_built(mode)
+    if uses_gpu and (reason := over_budget(model, config)):
+        return reason
+    return None
+
+
+def why_not(model: ModelConfig, mode: Mode, host: HostFacts, config: AppConfig) -> str | None:
+    """None when ``model`` can read documents in ``mode`` here; else why not and what to do."""
+    return why_not_start(model, mode, host, config) or not_built(mode)
 
 
 def vram_warning(model: ModelConfig, config: AppConfig) -> str | None:
-    limit = config.gpu.vram_recommended_max_gb
-    if model.vram_gb > limit:
-        return (f"{model.name} needs {model.vram_gb:g} GB, above the recommended {limit:g} GB: "
-                "close other GPU programs before starting it")
-    return None
+    try:
+        warnings = admit(model, config, None)
+    except NotAvailable:
+        return None  # why_not already says so
+    return warnings[0] if warnings else None
 
 
 def default_choice(config: AppConfig, host: HostFacts) -> tuple[Mode, str]:

@@ -51,6 +51,16 @@ class Limits(Strict):
     use_pdf_text_layer: bool = True
 
 
+class Switching(Strict):
+    """How model switches behave; the defaults suit a 12 GB card and a 7 GB vLLM image."""
+
+    poll_interval_s: Annotated[float, Field(gt=0, le=0.5)] = 0.25
+    stop_timeout_s: Annotated[float, Field(gt=0)] = 30
+    pages_wait_timeout_s: Annotated[float, Field(gt=0)] = 600
+    gpu_memory_wait_s: Annotated[float, Field(ge=0)] = 60
+    min_free_disk_gb: Annotated[float, Field(ge=0)] = 25
+
+
 class Task(Strict):
     label: str
     prompt: str = ""
@@ -71,8 +81,18 @@ class VLLMBackend(Strict):
     max_model_len: Annotated[int, Field(gt=0)]
     args: list[str] = []
     env: dict[str, str] = {}
+    # None keeps the image's own entrypoint (`vllm serve` in vllm/vllm-openai).
+    entrypoint: list[str] | None = None
+    # Extra bind mounts, as in compose: "HOST:CONTAINER" or "HOST:CONTAINER:ro".
+    volumes: list[Annotated[str, Field(pattern=r"^[^:]+:[^:]+(:(ro|rw))?$")]] = []
     shm_size: str = "2g"
     start_timeout_s: Annotated[float, Field(gt=0)] = 900
+
+    def command(self) -> list[str]:
+        """The server's arguments; the image's entrypoint (or ``entrypoint``) runs them."""
+        return ["--model", self.model, "--served-model-name", self.served_model_name,
+                "--gpu-memory-utilization", f"{self.gpu_memory_utilization:g}",
+                "--max-model-len", str(self.max_model_len), *self.args]
 
 
 class LocalBackend(Strict):
@@ -126,6 +146,7 @@ class AppConfig(Strict):
     gpu: GPUBudget
     limits: Limits
     hf_cache_volume: str = "chatvlmllm-hf-cache"
+    switching: Switching = Switching()
     models: Annotated[dict[str, ModelConfig], Field(min_length=1)]
 
     @model_validator(mode="after")

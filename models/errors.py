@@ -20,3 +20,15 @@ class EngineError(ChatVLMError):
 
 class NotAvailable(ChatVLMError):
     """A model cannot run in the chosen mode on this machine; the text says why and what to do."""
+
+
+class SwitchError(ChatVLMError):
+    """A model container could not be started or stopped; ``log_tail`` holds its last lines."""
+
+    def __init__(self, message: str, log_tail: str = ""):
+        super().__init__(message)
+        self.log_tail = log_tail
+
+
+class Superseded(ChatVLMError):
+    """A newer switch request for another model overtook this one before it began."""

@@ -35,3 +35,36 @@ def pytest_runtest_makereport(item, call):
     if os.environ.get("CI") and report.skipped and not hasattr(report, "wasxfail"):
         report.outcome = "failed"
         report.longrepr = f"skipped in CI, which must run every test: {report.longrepr}"
+
+
+# --- Docker and vLLM: real engine, real images built offline; a missing one fails, never skips.
+
+@pytest.fixture(scope="session")
+def docker_client():
+    from managers.docker_host import connect
+    from models.errors import NotAvailable
+
+    try:
+        client = connect()
+    except NotAvailable as exc:
+        pytest.fail(f"{exc} The docker tests need a running engine (scripts/install.sh --test starts one).")
+    from tests.containers import ensure_images
+    ensure_images(client)
+    return client
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    from tests.containers import build_tiny_model
+    folder = tmp_path_factory.mktemp("tiny-qwen2-vl")
+    folder.chmod(0o755)
+    return build_tiny_model(folder)
+
+
+@pytest.fixture
+def clean_docker(docker_client):
+    """No model containers before or after the test (only the project's labelled ones)."""
+    from tests.containers import remove_managed
+    remove_managed(docker_client)
+    yield docker_client
+    remove_managed(docker_client)

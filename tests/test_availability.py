@@ -36,9 +36,9 @@ def test_entry_without_gpu_request_is_not_blocked_by_a_missing_gpu(config):
 
 def test_model_over_the_usable_budget(config):
     big = config.models["dots_ocr"].model_copy(update={"vram_gb": 11.5})
-    assert "needs 11.5 GB of VRAM, over the 10 GB usable" in why_not(big, "vllm", host(docker=None, gpu=ONE_GPU), config)
+    assert "dots.ocr needs 11.5 GB of VRAM, over the 10 GB usable" in why_not(big, "vllm", host(docker=None, gpu=ONE_GPU), config)
     assert vram_warning(config.models["dots_ocr"], config) is None
-    assert "above the recommended 8 GB" in vram_warning(big, config)
+    assert "above the recommended 8 GB" in vram_warning(big.model_copy(update={"vram_gb": 9.0}), config)
 
 
 def test_tesseract_missing_or_without_russian(config):

@@ -1,0 +1,337 @@
+"""SingleContainerManager: the Docker side of vLLM mode.
+
+Contract:
+- ``switch(key)`` stops every other container of this project, makes sure the GPU memory
+  came back, admits the model, pulls its image if missing, starts its container and
+  returns once the container runs *and* ``GET /health`` is 200 *and* ``GET /v1/models``
+  lists the served name. Polls every ``switching.poll_interval_s`` (≤ 0.5 s), no sleeps.
+- A container that exits while starting fails the switch at once, with its exit code and
+  its last 30 log lines; one that outlives ``start_timeout_s`` is stopped and removed. A
+  half-started container is never left running.
+- Only containers labelled ``io.chatvlmllm.managed=true`` are stopped or removed.
+- It does not serialise callers: go through ``managers.arbiter.Arbiter``, which does.
+
+The decisions (what to stop, what state a container is in, the create request) are pure
+functions in ``managers.containers``; this class only carries them out.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from managers.admission import admit
+from managers.containers import (
+    LABEL_MANAGED, ContainerInfo, ModelStatus, State,
+    container_spec, derive_state, has_gpu_runtime, plan_switch,
+)
+from managers.docker_host import connect
+from managers.gpu import GPUProbe, probe_gpus
+from managers.history import StartHistory
+from managers.readiness import api_ready
+from models.config import AppConfig, data_dir
+from models.errors import NotAvailable, SwitchError
+
+LOG_TAIL = 30
+
+
+@dataclass(frozen=True)
+class SwitchEvent:
+    stage: str  # waiting, stopping, memory, pulling, starting, ready
+    message: str
+    elapsed: float
+    log_line: str = ""
+    estimate: float | None = None  # seconds this model took to start before (median)
+
+
+OnEvent = Callable[[SwitchEvent], None]
+
+
+@dataclass
+class SwitchReport:
+    """Where a switch spent its time; the benchmark reads it."""
+
+    stop_s: float = 0.0
+    memory_s: float = 0.0
+    pull_s: float = 0.0
+    start_s: float = 0.0  # create/start call until ready
+    total_s: float = 0.0
+    stopped: list[str] = field(default_factory=list)
+    container_id: str = ""
+
+
+class SingleContainerManager:
+    def __init__(self, config: AppConfig, client=None, gpu_probe: Callable[[], GPUProbe] = probe_gpus):
+        self.config = config
+        self._client = client
+        self.gpu_probe = gpu_probe
+        self.history = StartHistory(data_dir())
+        self.last_report = SwitchReport()
+
+    @property
+    def client(self):
+        if self._client is None:
+            self._client = connect()
+        return self._client
+
+    # --- reading ------------------------------------------------------------------------
+
+    def _managed(self) -> list:
+        return self.client.containers.list(all=True, filters={"label": f"{LABEL_MANAGED}=true"})
+
+    def _named(self, name: str) -> list:
+        # Docker's name filter matches substrings; keep the exact name only.
+        return [c for c in self.client.containers.list(all=True, filters={"name": name})
+                if c.name == name]
+
+    def _vllm(self, key: str):
+        model = self.config.model(key)
+        if model.vllm is None:
+            raise NotAvailable(f"{model.name} has no vLLM backend in config.yaml.")
+        return model, model.vllm
+
+    def base_url(self, key: str) -> str:
+        _, v = self._vllm(key)
+        return f"http://{v.host}:{v.port}"
+
+    def status(self) -> dict[str, ModelStatus]:
+        by_model = {}
+        for c in self._managed():
+            info = ContainerInfo.from_attrs(c.attrs)
+            if info.model:
+                by_model[info.model] = info
+        result = {}
+        for key, model in self.config.models.items():
+            if model.vllm is None:
+                continue
+            info = by_model.get(key)
+            ready = bool(info and info.status == "running"
+                         and api_ready(self.base_url(key), model.vllm.served_model_name)[0])
+            state = derive_state(info, ready)
+            detail = ""
+            if state is State.FAILED and info:
+                detail = f"exited with code {info.exit_code}" + (" (out of memory)" if info.oom_killed else "")
+            since = (info.started_at if info and info.running else info.finished_at if info else None) or None
+            result[key] = ModelStatus(key, state, model.vllm.port if info and info.running else None,
+                                      since, info.name if info else None, detail)
+        return result
+
+    def active(self) -> str | None:
+        """The model whose container is running (ready or still starting), if any."""
+        for c in self._managed():
+            info = ContainerInfo.from_attrs(c.attrs)
+            if info.running:
+                return info.model
+        return None
+
+    def logs(self, key: str, tail: int = 100) -> str:
+        _, v = self._vllm(key)
+        found = self._named(v.container_name)
+        if not found or not ContainerInfo.from_attrs(found[0].attrs).managed:
+            raise NotAvailable(f"No container of {key} exists (it is stopped and removed).")
+        return found[0].logs(tail=tail).decode(errors="replace")
+
+    # --- acting -------------------------------------------------------------------------
+
+    def switch(self, key: str, on_event: OnEvent | None = None) -> ModelStatus:
+        import docker.errors
+
+        model, v = self._vllm(key)
+        started = time.monotonic()
+        report = self.last_report = SwitchReport()
+        estimate = self.history.estimate(key)
+
+        def emit(stage: str, message: str, log_line: str = "") -> None:
+            if on_event:
+                on_event(SwitchEvent(stage, message, time.monotonic() - started, log_line, estimate))
+
+        containers = {c.id: c for c in self._managed() + self._named(v.container_name)}
+        plan = plan_switch(key, v.container_name,
+                           [ContainerInfo.from_attrs(c.attrs) for c in containers.values()])
+        mark = time.monotonic()
+        for info in plan.stop:
+            emit("stopping", f"stopping {info.model or info.name}")
+            self._stop(containers[info.id])
+            report.stopped.append(info.model or info.name)
+        for info in plan.remove:
+            if info not in plan.stop:  # stopped ones were removed already
+                self._remove(containers[info.id], force=True)
+        report.stop_s = time.monotonic() - mark
+
+        if plan.reuse is None:
+            mark = time.monotonic()
+            free_gb = self._wait_for_gpu_memory(model, emit) if v.gpu else None
+            report.memory_s = time.monotonic() - mark
+            for warning in admit(model, self.config, free_gb) if v.gpu else []:
+                emit("memory", warning)
+            mark = time.monotonic()
+            self._ensure_image(v.image, emit)
+            report.pull_s = time.monotonic() - mark
+
+        mark = time.monotonic()
+        if plan.reuse:
+            container = containers[plan.reuse.id]
+        elif plan.start_existing:
+            container = containers[plan.start_existing.id]
+            emit("starting", f"starting {v.container_name} (created by docker compose)")
+            container.start()
+        else:
+            emit("starting", f"starting {v.container_name}")
+            gpu_runtime = v.gpu and has_gpu_runtime(self.client.info())
+            if v.gpu and not gpu_runtime:
+                raise NotAvailable(f"{model.name} requests a GPU but the Docker engine has no NVIDIA "
+                                   "runtime — install the NVIDIA Container Toolkit and restart Docker.")
+            container = self.client.containers.create(**container_spec(key, model, self.config, gpu_runtime))
+            try:
+                container.start()
+            except docker.errors.APIError as exc:  # e.g. the port is taken by another program
+                self._remove(container, force=True)
+                raise SwitchError(f"{v.container_name} could not start: "
+                                  f"{exc.explanation or exc}.") from None
+        report.container_id = container.id
+        self._wait_ready(container, key, emit)
+        report.start_s = time.monotonic() - mark
+        report.total_s = time.monotonic() - started
+        if plan.create or plan.start_existing:
+            self.history.record(key, report.start_s)
+        emit("ready", f"{model.name} is ready on port {v.port}")
+        return ModelStatus(key, State.READY, v.port, ContainerInfo.from_attrs(container.attrs).started_at,
+                           v.container_name)
+
+    def stop_all(self, on_event: OnEvent | None = None) -> list[str]:
+        """Stop every running container of this project; nothing to stop is not an error."""
+        stopped = []
+        started = time.monotonic()
+        for c in self._managed():
+            info = ContainerInfo.from_attrs(c.attrs)
+            if info.running:
+                if on_event:
+                    on_event(SwitchEvent("stopping", f"stopping {info.model or info.name}",
+                                         time.monotonic() - started))
+                self._stop(c)
+                stopped.append(info.model or info.name)
+        return stopped
+
+    # --- steps ----------------------------------------------------------------------------
+
+    def _stop(self, container) -> None:
+        """Graceful stop (SIGTERM, SIGKILL after stop_timeout_s), then remove it unless
+        docker compose created it, and confirm it no longer runs."""
+        import docker.errors
+
+        info = ContainerInfo.from_attrs(container.attrs)
+        try:
+            container.stop(timeout=int(self.config.switching.stop_timeout_s))
+            if not info.compose:
+                self._remove(container)
+            else:
+                container.reload()
+                if ContainerInfo.from_attrs(container.attrs).running:
+                    raise SwitchError(f"{info.name} is still running after docker stop.")
+        except docker.errors.NotFound:
+            pass  # gone already: that is what we wanted
+
+    def _remove(self, container, force: bool = False) -> None:
+        import docker.errors
+
+        try:
+            container.remove(force=force)
+        except docker.errors.NotFound:
+            pass
+        except docker.errors.APIError as exc:
+            if "already in progress" not in str(exc):
+                raise
+
+    def _wait_for_gpu_memory(self, model, emit) -> float | None:
+        """Poll NVML until the model's VRAM is free again, bounded by gpu_memory_wait_s;
+        returns the free GB last read (None where NVML cannot be read)."""
+        deadline = time.monotonic() + self.config.switching.gpu_memory_wait_s
+        while True:
+            probe = self.gpu_probe()
+            if probe.free_gb is None:
+                return None
+            if probe.free_gb >= model.vram_gb or time.monotonic() >= deadline:
+                return probe.free_gb
+            emit("memory", f"waiting for GPU memory: {probe.free_gb:.1f} GB free, "
+                           f"{model.vram_gb:g} GB needed")
+            time.sleep(0.5)
+
+    def _ensure_image(self, image: str, emit) -> None:
+        import docker.errors
+
+        try:
+            self.client.images.get(image)
+            return
+        except docker.errors.ImageNotFound:
+            pass
+        root = self.client.info().get("DockerRootDir", "/var/lib/docker")
+        try:
+            free_gb = shutil.disk_usage(root).free / 1e9
+        except OSError:
+            free_gb = None  # a remote engine: its disk cannot be read from here
+        need = self.config.switching.min_free_disk_gb
+        if free_gb is not None and free_gb < need:
+            raise NotAvailable(f"Only {free_gb:.0f} GB are free under {root}; pulling {image} needs "
+                               f"about {need:g} GB (switching.min_free_disk_gb) — free disk space first.")
+        repo, _, tag = image.rpartition(":") if ":" in image.split("/")[-1] else (image, "", "latest")
+        emit("pulling", f"pulling {image}")
+        try:
+            for event in self.client.api.pull(repo, tag=tag, stream=True, decode=True):
+                if "error" in event:
+                    raise SwitchError(f"Could not pull {image}: {event['error']}.")
+                progress = event.get("progress", "")
+                emit("pulling", f"pulling {image}: {event.get('status', '')} {progress}".strip())
+        except docker.errors.APIError as exc:
+            raise SwitchError(f"Could not pull {image} ({exc.explanation or exc}); check the "
+                              f"network, or pull it by hand: docker pull {image}.") from None
+
+    def _wait_ready(self, container, key: str, emit) -> None:
+        import docker.errors
+
+        _, v = self._vllm(key)
+        url = self.base_url(key)
+        poll = self.config.switching.poll_interval_s
+        deadline = time.monotonic() + v.start_timeout_s
+        ready = False
+        try:
+            while True:
+                try:
+                    container.reload()
+                except docker.errors.NotFound:
+                    raise SwitchError(f"{v.container_name} disappeared while starting "
+                                      "(removed by someone else?).") from None
+                info = ContainerInfo.from_attrs(container.attrs)
+                if info.status in ("exited", "dead"):
+                    tail = container.logs(tail=LOG_TAIL).decode(errors="replace")
+                    last = next((line for line in reversed(tail.splitlines()) if line.strip()), "")
+                    raise SwitchError(f"{v.container_name} exited with code {info.exit_code} while "
+                                      f"starting: {last.strip()[:200]}", tail)
+                ready, why = api_ready(url, v.served_model_name, timeout=min(2.0, poll * 4))
+                if ready:
+                    return
+                if time.monotonic() >= deadline:
+                    tail = container.logs(tail=LOG_TAIL).decode(errors="replace")
+                    raise SwitchError(f"{v.container_name} was not ready after {v.start_timeout_s:g} s "
+                                      f"({why}); it was stopped.", tail)
+                newest = container.logs(tail=1).decode(errors="replace").strip()
+                emit("starting", f"starting {v.container_name}: {why}", newest)
+                time.sleep(poll)
+        finally:
+            if not ready:
+                self._abandon(container)
+
+    def _abandon(self, container) -> None:
+        """Never leave a half-started container running; an exited one stays for its logs
+        and is removed by the next switch."""
+        import docker.errors
+
+        try:
+            container.reload()
+            if ContainerInfo.from_attrs(container.attrs).running:
+                container.stop(timeout=int(self.config.switching.stop_timeout_s))
+                container.remove()
+        except docker.errors.NotFound:
+            pass
+

@@ -1,0 +1,143 @@
+"""Docker fixtures' building blocks: the offline test image, the tiny vLLM model, config
+entries for light fake servers and real vLLM servers, and a sampler of running containers."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import yaml
+
+from managers.containers import LABEL_MANAGED
+from tests.conftest import ROOT
+
+BASE_IMAGE = "chatvlmllm-test/base:bookworm"
+RUNTIME_IMAGE = "chatvlmllm-test/runtime:1"
+DEBIAN_MIRROR = "http://deb.debian.org/debian"
+VLLM_VENV = ROOT / ".venv-vllm"
+TEST_VOLUME = "chatvlmllm-test-hf-cache"
+
+
+def ensure_images(client) -> None:
+    """Build the test images offline: a debootstrap base, then Python and vLLM's libraries."""
+    import docker.errors
+
+    try:
+        client.images.get(BASE_IMAGE)
+    except docker.errors.ImageNotFound:
+        work = Path(tempfile.mkdtemp(prefix="chatvlmllm-rootfs-"))
+        try:
+            subprocess.run(["debootstrap", "--variant=minbase", "bookworm", str(work / "root"), DEBIAN_MIRROR],
+                           check=True, capture_output=True)
+            subprocess.run(["tar", "-C", str(work / "root"), "-cf", str(work / "root.tar"), "."], check=True)
+            repository, tag = BASE_IMAGE.split(":")
+            client.api.import_image(src=str(work / "root.tar"), repository=repository, tag=tag)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    client.images.build(path=str(ROOT / "tests" / "fixtures"), tag=RUNTIME_IMAGE, rm=True)
+
+
+def vllm_site_packages() -> Path:
+    found = sorted(VLLM_VENV.glob("lib/python3.*/site-packages"))
+    assert found, f"the vLLM virtualenv is missing at {VLLM_VENV}: run scripts/install.sh --test"
+    return found[0]
+
+
+def build_tiny_model(out: Path) -> Path:
+    python = VLLM_VENV / "bin" / "python"
+    subprocess.run([str(python), str(ROOT / "tests" / "fixtures" / "tiny_qwen2_vl.py"), str(out)],
+                   check=True, capture_output=True)
+    for path in out.iterdir():  # the container's server may run as another user
+        path.chmod(0o644)
+    out.chmod(0o755)
+    return out
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def fake_entry(name: str, delay: float = 1.0, extra_args=(), timeout: float = 120, port=None) -> dict:
+    return {
+        "name": f"Fake {name}", "vram_gb": 1.0, "tasks": {"text": {"label": "Text"}},
+        "vllm": {
+            "image": RUNTIME_IMAGE, "container_name": f"chatvlmllm-test-{name}", "port": port or free_port(),
+            "model": f"fake/{name}", "served_model_name": name, "gpu": False,
+            "gpu_memory_utilization": 0.5, "max_model_len": 1024,
+            "args": ["--startup-delay", str(delay), *extra_args],
+            "entrypoint": ["python3", "/srv/fake_vllm.py"], "shm_size": "64m", "start_timeout_s": timeout,
+        },
+    }
+
+
+def vllm_entry(name: str, model_dir: Path, timeout: float = 400) -> dict:
+    sp = str(vllm_site_packages())
+    return {
+        "name": f"Tiny Qwen2-VL {name}", "vram_gb": 1.0, "max_pixels": 401408,
+        "tasks": {"text": {"label": "Text", "prompt": "Read the text."}},
+        "vllm": {
+            "image": RUNTIME_IMAGE, "container_name": f"chatvlmllm-test-{name}", "port": free_port(),
+            "model": "/models/tiny", "served_model_name": name, "gpu": False,
+            "gpu_memory_utilization": 0.5, "max_model_len": 2048, "args": ["--enforce-eager"],
+            "env": {"PYTHONPATH": sp, "VLLM_CPU_KVCACHE_SPACE": "1"},
+            "entrypoint": ["python3", "-m", "vllm.entrypoints.openai.api_server"],
+            "volumes": [f"{sp}:{sp}:ro", f"{model_dir}:/models/tiny:ro"],
+            "shm_size": "1g", "start_timeout_s": timeout,
+        },
+    }
+
+
+def write_config(path: Path, entries: dict, **switching) -> Path:
+    data = yaml.safe_load((ROOT / "config.yaml").read_text())
+    data["default_model"] = "tesseract"
+    data["hf_cache_volume"] = TEST_VOLUME
+    data["switching"].update({"stop_timeout_s": 10, "gpu_memory_wait_s": 0, **switching})
+    data["models"] = {**entries, "tesseract": data["models"]["tesseract"]}
+    path.write_text(yaml.safe_dump(data, allow_unicode=True))
+    return path
+
+
+def running_managed(client) -> list[str]:
+    return [c.name for c in client.containers.list(filters={"label": f"{LABEL_MANAGED}=true"})]
+
+
+def remove_managed(client) -> None:
+    for c in client.containers.list(all=True, filters={"label": f"{LABEL_MANAGED}=true"}):
+        c.remove(force=True)
+
+
+class Sampler(threading.Thread):
+    """Counts running model containers every 0.2 s; ``most`` is the highest count seen."""
+
+    def __init__(self, client, every: float = 0.2):
+        super().__init__(daemon=True)
+        self.client, self.every = client, every
+        self.most, self.samples, self.seen = 0, 0, []
+        self._stop_event = threading.Event()
+
+    def run(self):
+        while not self._stop_event.is_set():
+            names = running_managed(self.client)
+            self.most = max(self.most, len(names))
+            self.samples += 1
+            if len(names) > 1:
+                self.seen.append(names)
+            time.sleep(self.every)
+
+    def stop(self) -> Sampler:
+        self._stop_event.set()
+        self.join()
+        return self
+
+
+def cli(*args, env=None, timeout=600):
+    return subprocess.run([sys.executable, "cli.py", *map(str, args)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=timeout, env=env)

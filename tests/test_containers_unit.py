@@ -1,0 +1,159 @@
+"""Pure decisions of vLLM mode, and the GPU-only parts with recorded responses (CI has no GPU)."""
+
+import pytest
+
+from managers.admission import admit
+from managers.container_manager import SingleContainerManager
+from managers.containers import (
+    LABEL_MANAGED, LABEL_MODEL, ContainerInfo, State, container_spec, derive_state, has_gpu_runtime,
+    plan_switch,
+)
+from managers.gpu import GPU, GPUProbe
+from managers.history import StartHistory
+from models.errors import NotAvailable, SwitchError
+
+
+def info(name, status="running", model=None, managed=True, code=0, compose=False, oom=False):
+    return ContainerInfo(id=name, name=name, status=status, managed=managed, model=model,
+                         exit_code=code, compose=compose, oom_killed=oom)
+
+
+def test_plan_stops_every_other_running_model_and_creates_the_target():
+    plan = plan_switch("b", "cb", [info("ca", model="a"), info("cx", status="exited", model="x")])
+    assert [c.name for c in plan.stop] == ["ca"] and plan.remove == () and plan.create
+
+
+def test_plan_joins_a_running_target():
+    plan = plan_switch("a", "ca", [info("ca", model="a")])
+    assert plan.reuse.name == "ca" and plan.stop == () and not plan.create
+
+
+def test_plan_removes_an_exited_container_of_the_same_name():
+    plan = plan_switch("a", "ca", [info("ca", status="exited", model="a", code=2)])
+    assert [c.name for c in plan.remove] == ["ca"] and plan.create
+
+
+def test_plan_starts_a_stopped_compose_container_as_it_is():
+    plan = plan_switch("a", "ca", [info("ca", status="exited", model="a", compose=True)])
+    assert plan.start_existing.name == "ca" and plan.remove == ()
+
+
+def test_plan_replaces_a_same_named_container_serving_another_model():
+    plan = plan_switch("a", "ca", [info("ca", model="old")])
+    assert [c.name for c in plan.stop] == ["ca"] and [c.name for c in plan.remove] == ["ca"]
+
+
+def test_plan_refuses_a_foreign_container_with_the_name():
+    with pytest.raises(SwitchError, match="'ca' exists without the project's label .* left alone"):
+        plan_switch("a", "ca", [info("ca", managed=False)])
+    plan = plan_switch("a", "ca", [info("other", managed=False)])
+    assert plan.stop == ()  # a foreign running container is never stopped
+
+
+@pytest.mark.parametrize("container, ready, state", [
+    (None, False, State.STOPPED),
+    (info("c", "running"), False, State.STARTING),
+    (info("c", "created"), False, State.STARTING),
+    (info("c", "running"), True, State.READY),
+    (info("c", "removing"), False, State.STOPPING),
+    (info("c", "exited", code=0), False, State.STOPPED),
+    (info("c", "exited", code=143), False, State.STOPPED),
+    (info("c", "exited", code=2), False, State.FAILED),
+    (info("c", "exited", code=137, oom=True), False, State.FAILED),
+    (info("c", "dead", code=1), False, State.FAILED),
+])
+def test_states(container, ready, state):
+    assert derive_state(container, ready) is state
+
+
+def test_container_info_from_docker_inspect():
+    attrs = {"Id": "abc", "Name": "/chatvlmllm-vllm-qwen3-vl-2b",
+             "Config": {"Labels": {LABEL_MANAGED: "true", LABEL_MODEL: "qwen3_vl_2b",
+                                   "com.docker.compose.project": "chatvlmllm"}},
+             "State": {"Status": "exited", "ExitCode": 137, "OOMKilled": True,
+                       "StartedAt": "2026-11-27T10:00:00Z", "FinishedAt": "2026-11-27T10:05:00Z"}}
+    c = ContainerInfo.from_attrs(attrs)
+    assert (c.name, c.model, c.managed, c.compose, c.exit_code, c.oom_killed) == (
+        "chatvlmllm-vllm-qwen3-vl-2b", "qwen3_vl_2b", True, True, 137, True)
+
+
+# --- GPU-only parts, from recorded Docker and NVML answers ---------------------------------
+
+RECORDED_INFO_WITH_TOOLKIT = {"Runtimes": {"io.containerd.runc.v2": {}, "nvidia": {"path": "nvidia-container-runtime"}, "runc": {}},
+                              "DefaultRuntime": "runc", "DockerRootDir": "/var/lib/docker"}
+RECORDED_INFO_WITHOUT = {"Runtimes": {"io.containerd.runc.v2": {}, "runc": {}}, "DefaultRuntime": "runc"}
+
+
+def test_gpu_entry_gets_a_device_request_when_the_engine_has_the_toolkit(config):
+    model = config.models["qwen3_vl_2b"]
+    assert has_gpu_runtime(RECORDED_INFO_WITH_TOOLKIT) and not has_gpu_runtime(RECORDED_INFO_WITHOUT)
+    spec = container_spec("qwen3_vl_2b", model, config, gpu_runtime=True)
+    (request,) = spec["device_requests"]
+    assert request["Count"] == 1 and request["Capabilities"] == [["gpu"]]
+    assert "device_requests" not in container_spec("qwen3_vl_2b", model, config, gpu_runtime=False)
+
+
+def test_container_spec_follows_the_config(config):
+    model = config.models["dots_ocr"]
+    spec = container_spec("dots_ocr", model, config, gpu_runtime=False)
+    assert spec["image"] == "vllm/vllm-openai:v0.32.0"
+    assert spec["name"] == "chatvlmllm-vllm-dots-ocr"
+    assert spec["labels"] == {LABEL_MANAGED: "true", LABEL_MODEL: "dots_ocr"}
+    assert spec["ports"] == {"8000/tcp": ("127.0.0.1", 8001)}
+    assert spec["volumes"] == {"chatvlmllm-hf-cache": {"bind": "/root/.cache/huggingface", "mode": "rw"}}
+    assert spec["command"][:4] == ["--model", "rednote-hilab/dots.ocr", "--served-model-name", "dots-ocr"]
+    assert "--trust-remote-code" in spec["command"] and "entrypoint" not in spec
+
+
+class RecordedNVML:
+    """Free memory as NVML reported it, second by second, after a 7.7 GB model stopped."""
+
+    def __init__(self, free_gb):
+        self.free_gb = list(free_gb)
+        self.calls = 0
+
+    def __call__(self):
+        self.calls += 1
+        free = self.free_gb.pop(0) if len(self.free_gb) > 1 else self.free_gb[0]
+        return GPUProbe((GPU(0, "NVIDIA GeForce RTX 5070 Ti", 12.0, free),))
+
+
+def test_switch_waits_for_gpu_memory_to_come_back(config):
+    nvml = RecordedNVML([3.1, 3.1, 6.9, 11.2])
+    manager = SingleContainerManager(config, client=object(), gpu_probe=nvml)
+    events = []
+    free = manager._wait_for_gpu_memory(config.models["dots_ocr"], lambda s, m: events.append(m))
+    assert free == 11.2 and nvml.calls == 4
+    assert events[0] == "waiting for GPU memory: 3.1 GB free, 8 GB needed"
+
+
+def test_gpu_memory_wait_is_bounded_and_admission_refuses_with_numbers(config):
+    short = config.model_copy(update={"switching": config.switching.model_copy(update={"gpu_memory_wait_s": 0.6})})
+    manager = SingleContainerManager(short, client=object(), gpu_probe=RecordedNVML([2.5]))
+    free = manager._wait_for_gpu_memory(config.models["dots_ocr"], lambda s, m: None)
+    assert free == 2.5
+    with pytest.raises(NotAvailable, match=r"dots.ocr needs 8 GB of VRAM but only 2.5 GB are free; close other GPU programs"):
+        admit(config.models["dots_ocr"], config, free)
+
+
+def test_no_nvml_means_no_wait(config):
+    manager = SingleContainerManager(config, client=object(), gpu_probe=lambda: GPUProbe((), "no NVIDIA GPU found"))
+    assert manager._wait_for_gpu_memory(config.models["dots_ocr"], lambda s, m: None) is None
+
+
+def test_admission(config):
+    assert admit(config.models["qwen3_vl_2b"], config, 11.0) == []
+    phi = admit(config.models["dots_ocr"], config, 11.0)
+    assert phi == [] and admit(config.models["phi35_vision"], config, None) == []
+    big = config.models["dots_ocr"].model_copy(update={"vram_gb": 9.0})
+    assert "above the recommended 8 GB" in admit(big, config, 11.0)[0]
+    with pytest.raises(NotAvailable, match="over the 10 GB usable"):
+        admit(big.model_copy(update={"vram_gb": 10.5}), config, 12.0)
+
+
+def test_start_history_estimates_from_the_median(tmp_path):
+    history = StartHistory(tmp_path)
+    assert history.estimate("a") is None
+    for seconds in (40, 42, 90):
+        history.record("a", seconds)
+    assert history.estimate("a") == 42
