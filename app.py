@@ -12,11 +12,13 @@ from managers.availability import (
 from managers.container_manager import SwitchEvent
 from managers.containers import State
 from managers.engines import make_engine
+from managers.openai_engine import GROUNDING_MARK
+from managers.readiness import api_ready
 from models import render
 from models.config import MODE_LABELS, MODES, AppConfig, load_config
 from models.document import UPLOAD_TYPES, Document, open_document, select_pages
 from models.errors import ChatVLMError, SwitchError
-from models.result import OCRResult
+from models.result import Block, OCRResult, PageResult
 
 st.set_page_config(page_title="ChatVLMLLM", page_icon="📄", layout="wide")
 
@@ -29,6 +31,11 @@ def cached_config() -> AppConfig:
 @st.cache_resource(ttl=15, show_spinner="Looking for Docker and GPUs…")
 def cached_host(_config: AppConfig):
     return probe_host(_config)
+
+
+@st.cache_data(ttl=10, show_spinner=False)
+def cached_remote_ready(base_url: str, served: str) -> tuple[bool, str]:
+    return api_ready(base_url, served)
 
 
 @st.cache_resource(max_entries=4, show_spinner="Opening the document…")
@@ -49,8 +56,9 @@ def sidebar(config: AppConfig, host) -> tuple[str, str, str | None]:
 
     def label(k: str) -> str:
         m = config.models[k]
-        vram = f"{m.vram_gb:g} GB VRAM" if m.vram_gb else "no GPU"
-        return f"{'✅' if reasons[k] is None else '⛔'} {m.name} · {vram}"
+        where = "remote" if mode == "vllm" and m.vllm.remote else (
+            f"{m.vram_gb:g} GB VRAM" if m.vram_gb else "no GPU")
+        return f"{'✅' if reasons[k] is None else '⛔'} {m.name} · {where}"
 
     key = st.sidebar.selectbox("Model", keys, index=keys.index(preferred),
                                format_func=label, key=f"model_{mode}")
@@ -64,7 +72,11 @@ def sidebar(config: AppConfig, host) -> tuple[str, str, str | None]:
         st.sidebar.info(warning + ".")
 
     st.sidebar.divider()
-    if mode == "vllm":
+    if mode == "vllm" and model.vllm.remote:
+        ok, why = cached_remote_ready(model.vllm.base_url, model.vllm.served_model_name)
+        st.sidebar.markdown(f"**Remote endpoint:** {model.vllm.endpoint}")
+        st.sidebar.caption("answering" if ok else f"not answering: {why}")
+    elif mode == "vllm":
         vllm_controls(config, key, why_not_start(model, mode, host, config))
     else:
         st.sidebar.markdown(f"**Active model:** {model.name if mode == 'cpu' and not reason else 'none'}")
@@ -96,7 +108,8 @@ def vllm_controls(config: AppConfig, key: str, cannot_start: str | None) -> None
     already = active is not None and active.key == key and active.state is State.READY
     if left.button("Switch" if active else "Start", disabled=bool(cannot_start) or already,
                    key="vllm_switch", type="primary"):
-        switch_with_progress(arbiter, config, key)
+        if switch_with_progress(arbiter, config, key):
+            st.rerun()
     if right.button("Stop", disabled=active is None, key="vllm_stop"):
         with st.sidebar.status("Stopping…") as box:
             stopped = arbiter.stop(on_event=lambda e: box.update(label=e.message))
@@ -104,7 +117,7 @@ def vllm_controls(config: AppConfig, key: str, cannot_start: str | None) -> None
         st.rerun()
 
 
-def switch_with_progress(arbiter: Arbiter, config: AppConfig, key: str) -> None:
+def switch_with_progress(arbiter: Arbiter, config: AppConfig, key: str) -> bool:
     name = config.models[key].name
     with st.sidebar.status(f"Switching to {name}…", expanded=True) as box:
         newest = st.empty()
@@ -123,9 +136,9 @@ def switch_with_progress(arbiter: Arbiter, config: AppConfig, key: str) -> None:
             if isinstance(exc, SwitchError) and exc.log_tail:
                 with st.sidebar.expander("Container log"):
                     st.code(exc.log_tail, language=None)
-            return
+            return False
         box.update(label=f"{name} is ready.", state="complete", expanded=False)
-    st.rerun()
+    return True
 
 
 def choose_pages(document: Document, config: AppConfig) -> list[int] | None:
@@ -144,23 +157,65 @@ def choose_pages(document: Document, config: AppConfig) -> list[int] | None:
         return None
 
 
+def task_options(spec, document: Document, first_page: int) -> dict:
+    """Settings some tasks need: hiding header/footer for layouts, a box for grounding."""
+    options = {}
+    if spec.output == "layout":
+        options["hide_header_footer"] = st.checkbox("Hide page header and footer", key="hide_hf")
+    if spec.prompt.endswith(GROUNDING_MARK):
+        image = document.page(first_page).image
+        st.caption(f"The box to read, in pixels of the page ({image.width}×{image.height}):")
+        cells = st.columns(4)
+        box = tuple(int(cells[n].number_input(label, 0, limit, value, key=f"box_{label}"))
+                    for n, (label, limit, value) in enumerate(
+                        [("x1", image.width, 0), ("y1", image.height, 0),
+                         ("x2", image.width, image.width // 2), ("y2", image.height, image.height // 4)]))
+        if box[2] > box[0] and box[3] > box[1]:
+            options["box"] = box
+            preview = PageResult(index=first_page, blocks=[Block(bbox=box, category="Title")])
+            st.image(render.overlay(image, preview), caption="The box", width=360)
+        else:
+            st.warning("x2 must be right of x1 and y2 below y1.")
+    return options
+
+
 def run(config: AppConfig, mode: str, key: str, task: str, document: Document,
-        indexes: list[int]) -> OCRResult | None:
+        indexes: list[int], options: dict, file_id: str) -> OCRResult | None:
+    vllm = config.models[key].vllm
+    if mode == "vllm" and not vllm.remote:
+        # The same path as the sidebar's Switch: joins the model if it is already running.
+        if not switch_with_progress(Arbiter(config), config, key):
+            return None
     try:
         engine = make_engine(config, key, mode)
     except ChatVLMError as exc:
         st.error(str(exc))
         return None
+    for name, value in options.items():
+        setattr(engine, name, value)
+    # A click on Cancel reruns the script, which interrupts engine.ocr at its next progress
+    # update; the engine then sends no more pages, and the pages read so far are kept.
+    cancel_slot = st.empty()
+    cancel_slot.button("Cancel", key="cancel_run")
     bar = st.progress(0.0, text=f"Reading page 1 of {len(indexes)}…")
+    read: dict[int, PageResult] = {}
 
-    def on_page(done: int, total: int, page) -> None:
+    def on_page(done: int, total: int, page: PageResult) -> None:
+        read[page.index] = page
+        pages = [read.get(i) or PageResult(index=i, error=f"Page {i + 1} was not read: cancelled.")
+                 for i in indexes]
+        partial = OCRResult(model=key, engine=engine.engine_name, task=task, pages=pages)
+        st.session_state["result"] = {"file": file_id, "result": partial, "mode": mode, "key": key}
         more = f"Reading page {done + 1} of {total}…" if done < total else f"Page {done} of {total} read."
         bar.progress(done / total, text=more)
 
-    return engine.ocr(document.pages(indexes), task, on_page=on_page)
+    result = engine.ocr(document.pages(indexes), task, on_page=on_page)
+    cancel_slot.empty()
+    return result
 
 
-def show_result(result: OCRResult, document: Document) -> None:
+def show_result(config: AppConfig, stored: dict, document: Document) -> None:
+    result = stored["result"]
     failed = len(result.failed)
     st.success(f"Read {len(result.pages) - failed} of {len(result.pages)} pages with "
                f"{result.engine} in {result.seconds:.1f} s.")
@@ -177,7 +232,7 @@ def show_result(result: OCRResult, document: Document) -> None:
     for warning in page.warnings:
         st.warning(warning)
 
-    text_tab, md_tab, layout_tab, json_tab = st.tabs(["Text", "Markdown", "Layout", "JSON"])
+    text_tab, md_tab, layout_tab, json_tab, chat_tab = st.tabs(["Text", "Markdown", "Layout", "JSON", "Chat"])
     with text_tab:
         st.code(page.text or "(no text)", language=None, wrap_lines=True)
     with md_tab:
@@ -189,6 +244,8 @@ def show_result(result: OCRResult, document: Document) -> None:
             st.caption(" · ".join(f"{cat}" for cat in render.legend(page)))
     with json_tab:
         st.json(page.model_dump(), expanded=1)
+    with chat_tab:
+        chat(config, stored, document, index)
 
     st.markdown("**Download**")
     columns = st.columns(6)
@@ -199,6 +256,26 @@ def show_result(result: OCRResult, document: Document) -> None:
         columns[n + 3].download_button(f"Document .{fmt}", render.render(result, fmt),
                                        file_name=render.output_name(document.name, fmt),
                                        mime=render.FORMATS[fmt], key=f"dl_doc_{fmt}")
+
+
+def chat(config: AppConfig, stored: dict, document: Document, index: int) -> None:
+    """Questions about the page, with the conversation so far, through the same model."""
+    if stored["mode"] != "vllm":
+        st.info("Chat needs a vision-language model: read the page in vLLM mode.")
+        return
+    history = st.session_state.setdefault(f"chat_{stored['file']}_{index}", [])
+    for role, text in history:
+        st.chat_message(role).write(text)
+    question = st.chat_input("Ask about this page", key="chat_input")
+    if question:
+        try:
+            engine = make_engine(config, stored["key"], "vllm")
+            answer = engine.chat(document.page(index).image, history, question)
+        except ChatVLMError as exc:
+            st.error(str(exc))
+            return
+        history += [("user", question), ("assistant", answer)]
+        st.rerun()
 
 
 def main() -> None:
@@ -225,12 +302,14 @@ def main() -> None:
     indexes = choose_pages(document, config)
     task = st.selectbox("Task", list(model.tasks), format_func=lambda t: model.tasks[t].label,
                         key=f"task_{key}")
+    options = task_options(model.tasks[task], document, indexes[0] if indexes else 0)
     if st.button("Run", type="primary", disabled=reason is not None or indexes is None):
-        result = run(config, mode, key, task, document, indexes)
-        st.session_state["result"] = (uploaded.file_id, result) if result else None
+        result = run(config, mode, key, task, document, indexes, options, uploaded.file_id)
+        if result:
+            st.session_state["result"] = {"file": uploaded.file_id, "result": result, "mode": mode, "key": key}
     stored = st.session_state.get("result")
-    if stored and stored[0] == uploaded.file_id:
-        show_result(stored[1], document)
+    if stored and stored["file"] == uploaded.file_id:
+        show_result(config, stored, document)
 
 
 main()

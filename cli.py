@@ -116,7 +116,18 @@ def cmd_logs(args, config) -> int:
 
 
 def cmd_ocr(args, config) -> int:
-    engine = make_engine(config, args.model, args.mode)
+    model = config.model(args.model)
+    if args.endpoint:
+        if model.vllm is None:
+            raise ChatVLMError(f"{model.name} has no vLLM backend to send to an endpoint.")
+        remote = model.vllm.model_copy(update={"endpoint": args.endpoint})
+        models = {**config.models, args.model: model.model_copy(update={"vllm": remote})}
+        config = config.model_copy(update={"models": models})
+        args.mode = "vllm"
+    mode = args.mode or model.modes[0]
+    if mode == "vllm" and not config.models[args.model].vllm.remote:
+        Arbiter(config).switch(args.model, on_event=print_event)  # the sidebar's path
+    engine = make_engine(config, args.model, mode)
     engine.task(args.task)  # an unknown task fails before any page is read
     outputs: list[tuple[Path, OCRResult]] = []
     status = 0
@@ -168,6 +179,8 @@ def build_parser() -> argparse.ArgumentParser:
     ocr.add_argument("--pages", metavar="RANGE", help="pages to read, e.g. 1-20 or 1,3,5-7")
     ocr.add_argument("--format", choices=tuple(render.FORMATS), default="txt")
     ocr.add_argument("--out", type=Path, metavar="DIR", help="write FILE.<format> here instead of stdout")
+    ocr.add_argument("--endpoint", metavar="URL",
+                     help="send pages to this OpenAI-compatible server instead of a managed container")
     ocr.set_defaults(run=cmd_ocr)
 
     switch = commands.add_parser("switch", help="make MODEL the one vLLM model running (stops the others)")

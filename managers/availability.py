@@ -6,6 +6,7 @@ function of those facts and the config, so every rule is unit-testable without t
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from managers.admission import admit, over_budget
@@ -29,7 +30,7 @@ def probe_host(config: AppConfig) -> HostFacts:
         languages = installed_languages()
     except NotAvailable:
         languages = None
-    needs_docker = any(m.vllm for m in config.models.values())
+    needs_docker = any(m.vllm and not m.vllm.remote for m in config.models.values())
     return HostFacts(docker_error() if needs_docker else None, probe_gpus(), languages)
 
 
@@ -49,6 +50,11 @@ def why_not_start(model: ModelConfig, mode: Mode, host: HostFacts, config: AppCo
         return None
     if mode == "vllm":
         assert model.vllm is not None
+        if model.vllm.remote:
+            key_env = model.vllm.api_key_env
+            if key_env and not os.environ.get(key_env):
+                return f"the endpoint's API key is not set — export {key_env}=…"
+            return None
         if host.docker_error:
             return host.docker_error
         if model.vllm.gpu and not host.gpu.gpus:

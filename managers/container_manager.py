@@ -90,11 +90,13 @@ class SingleContainerManager:
         model = self.config.model(key)
         if model.vllm is None:
             raise NotAvailable(f"{model.name} has no vLLM backend in config.yaml.")
+        if model.vllm.remote:
+            raise NotAvailable(f"{model.name} is served by the remote endpoint {model.vllm.endpoint}; "
+                               "no container is managed for it.")
         return model, model.vllm
 
     def base_url(self, key: str) -> str:
-        _, v = self._vllm(key)
-        return f"http://{v.host}:{v.port}"
+        return self._vllm(key)[1].base_url
 
     def status(self) -> dict[str, ModelStatus]:
         by_model = {}
@@ -104,7 +106,7 @@ class SingleContainerManager:
                 by_model[info.model] = info
         result = {}
         for key, model in self.config.models.items():
-            if model.vllm is None:
+            if model.vllm is None or model.vllm.remote:
                 continue
             info = by_model.get(key)
             ready = bool(info and info.status == "running"

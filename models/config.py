@@ -61,6 +61,21 @@ class Switching(Strict):
     min_free_disk_gb: Annotated[float, Field(ge=0)] = 25
 
 
+class Requests(Strict):
+    """How pages are sent to a vLLM server or an OpenAI-compatible endpoint."""
+
+    concurrency: Annotated[int, Field(ge=1, le=64)] = 4
+    timeout_s: Annotated[float, Field(gt=0)] = 300
+    max_tokens: Annotated[int, Field(gt=0)] = 4096
+    temperature: Annotated[float, Field(ge=0, le=2)] = 0.0
+
+
+class RequestOverrides(Strict):
+    timeout_s: Annotated[float, Field(gt=0)] | None = None
+    max_tokens: Annotated[int, Field(gt=0)] | None = None
+    temperature: Annotated[float, Field(ge=0, le=2)] | None = None
+
+
 class Task(Strict):
     label: str
     prompt: str = ""
@@ -69,16 +84,21 @@ class Task(Strict):
 
 
 class VLLMBackend(Strict):
-    image: str
-    container_name: str
-    port: Annotated[int, Field(ge=1, le=65535)]
+    """A vLLM server in a container this app manages, or, with ``endpoint``, any
+    OpenAI-compatible server elsewhere (no container is managed for it)."""
+
+    served_model_name: str
+    endpoint: Annotated[str, Field(pattern=r"^https?://")] | None = None
+    api_key_env: str | None = None  # the environment variable holding the endpoint's key
+    image: str = ""
+    container_name: str = ""
+    port: Annotated[int, Field(ge=1, le=65535)] = 8000
     # Published on loopback by default: the container serves an unauthenticated API.
     host: str = "127.0.0.1"
-    model: str
-    served_model_name: str
+    model: str = ""
     gpu: bool = True
-    gpu_memory_utilization: Annotated[float, Field(gt=0, le=1)]
-    max_model_len: Annotated[int, Field(gt=0)]
+    gpu_memory_utilization: Annotated[float, Field(gt=0, le=1)] = 0.9
+    max_model_len: Annotated[int, Field(gt=0)] = 8192
     args: list[str] = []
     env: dict[str, str] = {}
     # None keeps the image's own entrypoint (`vllm serve` in vllm/vllm-openai).
@@ -87,6 +107,23 @@ class VLLMBackend(Strict):
     volumes: list[Annotated[str, Field(pattern=r"^[^:]+:[^:]+(:(ro|rw))?$")]] = []
     shm_size: str = "2g"
     start_timeout_s: Annotated[float, Field(gt=0)] = 900
+
+    @model_validator(mode="after")
+    def _container_or_endpoint(self) -> VLLMBackend:
+        if self.endpoint is None:
+            missing = [f for f in ("image", "container_name", "model") if not getattr(self, f)]
+            if missing:
+                raise ValueError(f"needs {', '.join(missing)} (or an endpoint URL for a remote server)")
+        return self
+
+    @property
+    def remote(self) -> bool:
+        return self.endpoint is not None
+
+    @property
+    def base_url(self) -> str:
+        """The server root, without /v1."""
+        return (self.endpoint or f"http://{self.host}:{self.port}").rstrip("/").removesuffix("/v1")
 
     def command(self) -> list[str]:
         """The server's arguments; the image's entrypoint (or ``entrypoint``) runs them."""
@@ -115,6 +152,7 @@ class ModelConfig(Strict):
     min_pixels: Annotated[int, Field(gt=0)] | None = None
     max_pixels: Annotated[int, Field(gt=0)] | None = None
     tasks: Annotated[dict[str, Task], Field(min_length=1)]
+    requests: RequestOverrides = RequestOverrides()
     vllm: VLLMBackend | None = None
     local: LocalBackend | None = None
     cpu: CPUBackend | None = None
@@ -147,6 +185,7 @@ class AppConfig(Strict):
     limits: Limits
     hf_cache_volume: str = "chatvlmllm-hf-cache"
     switching: Switching = Switching()
+    requests: Requests = Requests()
     models: Annotated[dict[str, ModelConfig], Field(min_length=1)]
 
     @model_validator(mode="after")
@@ -155,9 +194,15 @@ class AppConfig(Strict):
             raise ValueError(f"default_model '{self.default_model}' is not a key of models")
         if not any(m.cpu for m in self.models.values()):
             raise ValueError("models: at least one model needs a cpu backend to fall back on")
+        for key, m in self.models.items():
+            if m.vllm and not m.vllm.remote:
+                tokens = self.requests_for(key).max_tokens
+                if tokens >= m.vllm.max_model_len:
+                    raise ValueError(f"models.{key}: requests.max_tokens {tokens} leaves no room for the "
+                                     f"page in vllm.max_model_len {m.vllm.max_model_len}")
         seen: dict[tuple[str, object], str] = {}
         for key, m in self.models.items():
-            if m.vllm is None:
+            if m.vllm is None or m.vllm.remote:
                 continue
             for field in ("port", "container_name", "served_model_name"):
                 value = getattr(m.vllm, field)
@@ -175,6 +220,11 @@ class AppConfig(Strict):
             raise ConfigError(
                 f"Unknown model '{key}'; known models: {', '.join(self.models)}."
             ) from None
+
+    def requests_for(self, key: str) -> Requests:
+        """The request settings for one model: the defaults with its overrides."""
+        overrides = self.model(key).requests.model_dump(exclude_none=True)
+        return self.requests.model_copy(update=overrides)
 
     @property
     def fallback_model(self) -> str:

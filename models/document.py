@@ -80,8 +80,15 @@ class Page:
     # A born-digital PDF's own text: paragraphs of lines, in page pixels.
     text_layer: list[list[TextSpan]] | None = None
     warnings: list[str] = field(default_factory=list)
+    # The page's size in result pixels, when ``image`` was rendered smaller for a model.
+    full_size: tuple[int, int] | None = None
 
-    def load(self) -> Page:
+    @property
+    def size(self) -> tuple[int, int]:
+        """Width and height in the pixels results are given in (the page at pdf_dpi)."""
+        return self.full_size or self.image.size
+
+    def load(self, max_pixels: int | None = None) -> Page:
         return self
 
 
@@ -92,8 +99,8 @@ class PageRef:
     document: Document
     index: int
 
-    def load(self) -> Page:
-        return self.document.page(self.index)
+    def load(self, max_pixels: int | None = None) -> Page:
+        return self.document.page(self.index, max_pixels)
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
@@ -128,7 +135,9 @@ class Document:
         self.page_count = page_count
         self.limits = limits
 
-    def page(self, index: int) -> Page:
+    def page(self, index: int, max_pixels: int | None = None) -> Page:
+        """Page ``index`` as RGB. ``max_pixels``: the reader will shrink it to this anyway,
+        so a format that can (PDF) renders it that small to begin with."""
         raise NotImplementedError
 
     def pages(self, indexes: list[int] | None = None) -> list[PageRef]:
@@ -170,7 +179,7 @@ class ImageDocument(Document):
     def _where(self, index: int) -> str:
         return f"'{self.name}'" if self.page_count == 1 else f"Page {index + 1} of '{self.name}'"
 
-    def page(self, index: int) -> Page:
+    def page(self, index: int, max_pixels: int | None = None) -> Page:
         if index in self._decoded:
             return self._decoded[index]
         with self._lock:
@@ -206,17 +215,19 @@ class PDFDocument(Document):
         super().__init__(name, "pdf", pdf.page_count, limits)
         self._pdf = pdf
 
-    def page(self, index: int) -> Page:
+    def page(self, index: int, max_pixels: int | None = None) -> Page:
         with self._lock:  # PyMuPDF documents are not safe to share between threads
             try:
-                return self._render(index)
+                return self._render(index, max_pixels)
             except InputError:
                 raise
             except Exception as exc:
                 raise InputError(f"Page {index + 1} of '{self.name}' cannot be rendered "
                                  f"({exc}); the other pages are not affected.") from None
 
-    def _render(self, index: int) -> Page:
+    def _render(self, index: int, max_pixels: int | None) -> Page:
+        import pymupdf
+
         pdf_page = self._pdf[index]
         warnings = []
         dpi = self.limits.pdf_dpi
@@ -230,10 +241,17 @@ class PDFDocument(Document):
                                  "(limits.max_image_pixels).")
             warnings.append(f"Page {index + 1} is {w_in:.0f}×{h_in:.0f} inches; "
                             f"rendered at {dpi} dpi to stay under the pixel limit.")
-        pix = pdf_page.get_pixmap(dpi=dpi, alpha=False)
+        full = (pdf_page.rect * pymupdf.Matrix(dpi / 72, dpi / 72)).irect
+        render_dpi = dpi
+        if max_pixels and full.width * full.height > 1.2 * max_pixels:
+            # Rendering 4 Mpx to shrink it to 1 Mpx costs CPU that a busy model server needs.
+            render_dpi = dpi * (1.1 * max_pixels / (full.width * full.height)) ** 0.5
+        zoom = render_dpi / 72
+        pix = pdf_page.get_pixmap(matrix=pymupdf.Matrix(zoom, zoom), alpha=False)
         image = Image.frombytes("RGB", (pix.width, pix.height), pix.samples)
         layer = self._text_layer(pdf_page, dpi) if self.limits.use_pdf_text_layer else None
-        return Page(index, image, layer, warnings)
+        full_size = (full.width, full.height) if render_dpi != dpi else None
+        return Page(index, image, layer, warnings, full_size)
 
     @staticmethod
     def _text_layer(pdf_page, dpi: int) -> list[list[TextSpan]] | None:

@@ -10,7 +10,7 @@ import logging
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from typing import ClassVar, Protocol
+from typing import ClassVar, Protocol, TypeVar
 
 from PIL import Image
 
@@ -20,12 +20,13 @@ from models.errors import ChatVLMError
 from models.result import OCRResult, PageResult
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class PageSource(Protocol):
     index: int
 
-    def load(self) -> Page: ...
+    def load(self, max_pixels: int | None = None) -> Page: ...
 
 
 OnPage = Callable[[int, int, PageResult], None]
@@ -34,6 +35,9 @@ OnPage = Callable[[int, int, PageResult], None]
 
 class Engine(ABC):
     engine_name: ClassVar[str]
+    # Whether pages are shrunk to the model's max_pixels before reading (VLMs), so they
+    # may be decoded that small; OCR engines read every pixel.
+    shrinks_pages: ClassVar[bool] = False
 
     def __init__(self, key: str, model: ModelConfig):
         self.key = key
@@ -68,16 +72,25 @@ class Engine(ABC):
                          seconds=round(time.perf_counter() - started, 3), pages=results)
 
     def _read_one(self, source: PageSource, task: Task) -> PageResult:
-        started = time.perf_counter()
-        try:
-            page = source.load()
+        def read() -> PageResult:
+            page = source.load(self.model.max_pixels if self.shrinks_pages else None)
             result = self.read_page(page, task)
             result.warnings = page.warnings + result.warnings
+            return result
+        return self.guarded(source.index, read)
+
+    @staticmethod
+    def guarded(index: int, step: Callable[[], T]) -> T | PageResult:
+        """Run one step of page ``index``; its failure becomes that page's error result.
+        Page results are timed."""
+        started = time.perf_counter()
+        try:
+            result = step()
         except ChatVLMError as exc:
-            result = PageResult(index=source.index, error=str(exc))
+            result = PageResult(index=index, error=str(exc))
         except Exception as exc:  # an engine bug must not lose the other pages
-            log.exception("page %d failed", source.index + 1)
-            result = PageResult(index=source.index,
-                                error=f"Page {source.index + 1} failed unexpectedly: {exc}")
-        result.seconds = round(time.perf_counter() - started, 3)
+            log.exception("page %d failed", index + 1)
+            result = PageResult(index=index, error=f"Page {index + 1} failed unexpectedly: {exc}")
+        if isinstance(result, PageResult):
+            result.seconds = round(time.perf_counter() - started, 3)
         return result

@@ -51,7 +51,7 @@ class TesseractEngine(Engine):
         check_languages(self.cpu.languages)
 
     def read_page(self, page: Page, task: Task) -> PageResult:
-        width, height = page.image.size
+        width, height = page.size
         if page.text_layer:
             paragraphs = page.text_layer
             warnings = [f"Page {page.index + 1} was read from the PDF's own text layer, not by OCR."]

@@ -71,7 +71,7 @@ def fake_entry(name: str, delay: float = 1.0, extra_args=(), timeout: float = 12
         "vllm": {
             "image": RUNTIME_IMAGE, "container_name": f"chatvlmllm-test-{name}", "port": port or free_port(),
             "model": f"fake/{name}", "served_model_name": name, "gpu": False,
-            "gpu_memory_utilization": 0.5, "max_model_len": 1024,
+            "gpu_memory_utilization": 0.5, "max_model_len": 8192,
             "args": ["--startup-delay", str(delay), *extra_args],
             "entrypoint": ["python3", "/srv/fake_vllm.py"], "shm_size": "64m", "start_timeout_s": timeout,
         },
@@ -83,6 +83,7 @@ def vllm_entry(name: str, model_dir: Path, timeout: float = 400) -> dict:
     return {
         "name": f"Tiny Qwen2-VL {name}", "vram_gb": 1.0, "max_pixels": 401408,
         "tasks": {"text": {"label": "Text", "prompt": "Read the text."}},
+        "requests": {"max_tokens": 16},
         "vllm": {
             "image": RUNTIME_IMAGE, "container_name": f"chatvlmllm-test-{name}", "port": free_port(),
             "model": "/models/tiny", "served_model_name": name, "gpu": False,
@@ -101,7 +102,7 @@ def write_config(path: Path, entries: dict, **switching) -> Path:
     data["hf_cache_volume"] = TEST_VOLUME
     data["switching"].update({"stop_timeout_s": 10, "gpu_memory_wait_s": 0, **switching})
     data["models"] = {**entries, "tesseract": data["models"]["tesseract"]}
-    path.write_text(yaml.safe_dump(data, allow_unicode=True))
+    path.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False))
     return path
 
 

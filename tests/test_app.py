@@ -58,7 +58,8 @@ def test_upload_run_and_read_the_result():
     assert not at.exception and not at.error
     assert at.success[0].value.startswith("Read 1 of 1 pages with tesseract")
     assert cer("\n".join(MIXED), at.code[0].value) <= 0.02
-    assert [t.label for t in at.tabs] == ["Text", "Markdown", "Layout", "JSON"]
+    assert [t.label for t in at.tabs] == ["Text", "Markdown", "Layout", "JSON", "Chat"]
+    assert "Chat needs a vision-language model" in at.tabs[4].info[0].value
     assert len(at.tabs[2].image) == 1  # the layout overlay
     assert "Text" in at.tabs[2].caption[0].value
     assert RUSSIAN[0] in at.tabs[1].markdown[0].value
@@ -93,7 +94,7 @@ def test_bad_upload_is_one_readable_error(case):
 def test_long_document_offers_a_page_range(tmp_path, monkeypatch):
     data = yaml.safe_load((ROOT / "config.yaml").read_text())
     data["limits"]["max_pages"] = 2
-    (tmp_path / "c.yaml").write_text(yaml.safe_dump(data, allow_unicode=True))
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False))
     monkeypatch.setenv("CHATVLMLLM_CONFIG", str(tmp_path / "c.yaml"))
     blank = render_lines([], size=(100, 100))
     at = upload(start(), "three.pdf", pdf_of_images([blank] * 3))

@@ -24,8 +24,12 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def app_url(tmp_path_factory):
+    yield from serve_app(tmp_path_factory, {})
+
+
+def serve_app(tmp_path_factory, extra_env: dict):
     port = free_port()
-    env = {**os.environ, "CHATVLMLLM_DATA_DIR": str(tmp_path_factory.mktemp("data"))}
+    env = {**os.environ, "CHATVLMLLM_DATA_DIR": str(tmp_path_factory.mktemp("data")), **extra_env}
     server = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
          "--server.headless", "true", "--browser.gatherUsageStats", "false"],
@@ -64,12 +68,18 @@ def browser():
         browser.close()
 
 
-def test_read_a_page_in_the_browser(app_url, browser, tmp_path):
+def open_app(browser, url: str, tmp_path, height: int = 1000):
+    """A browser page on the app, and a rendered Russian+English scan to upload."""
     scan = tmp_path / "tender.png"
     scan.write_bytes(encode(render_lines(MIXED), "PNG"))
-    page = browser.new_page(viewport={"width": 1400, "height": 1000})
-    page.goto(app_url)
+    page = browser.new_page(viewport={"width": 1400, "height": height})
+    page.goto(url)
     page.get_by_text("Read a document").wait_for(timeout=60_000)
+    return page, scan
+
+
+def test_read_a_page_in_the_browser(app_url, browser, tmp_path):
+    page, scan = open_app(browser, app_url, tmp_path)
     sidebar = page.get_by_test_id("stSidebar")
     assert "Active model: Tesseract 5" in sidebar.inner_text()
 
@@ -101,3 +111,47 @@ def test_bad_upload_shows_one_sentence_in_the_browser(app_url, browser, tmp_path
     alert.wait_for(timeout=30_000)
     assert alert.inner_text().strip() == "'notes.png' is not a PNG file: it holds text."
     assert "Traceback" not in page.content()
+
+
+@pytest.fixture(scope="module")
+def stub_app(tmp_path_factory):
+    from tests.fixtures.openai_stub import OpenAIStub
+    from tests.test_openai_engine import stub_config
+
+    stub = OpenAIStub()
+    folder = tmp_path_factory.mktemp("stub")
+    stub_config(folder, stub.url)
+    yield from serve_app(tmp_path_factory, {"CHATVLMLLM_CONFIG": str(folder / "stub.yaml")})
+    stub.close()
+
+
+def test_layout_overlay_from_a_dots_ocr_answer(stub_app, browser, tmp_path):
+    """dots.ocr's layout answer (replayed by a stub endpoint) drawn on the page in the browser."""
+    from tests.helpers import line_boxes
+
+    page, scan = open_app(browser, stub_app, tmp_path, height=1100)
+    page.get_by_text("vLLM", exact=True).click()
+    sidebar = page.get_by_test_id("stSidebar")
+    sidebar.get_by_text("Remote endpoint:").wait_for(timeout=30_000)
+    page.locator("input[type=file]").set_input_files(str(scan))
+    page.get_by_role("button", name="Run").click()
+    page.get_by_text("Read 1 of 1 pages with remote").wait_for(timeout=60_000)
+    page.get_by_role("tab", name="Layout").click()
+    overlay = page.get_by_test_id("stImage").locator("img").first
+    overlay.wait_for(timeout=30_000)
+    # Sample the overlay where the first drawn line's box edge must be, in page pixels.
+    x0, y0, x1, y1 = line_boxes(MIXED)[0]
+    # Streamlit may serve the image scaled down; the box must scale with it.
+    colour = overlay.evaluate(
+        """(img, [x, y, width]) => { const c = document.createElement('canvas');
+            c.width = img.naturalWidth; c.height = img.naturalHeight;
+            const g = c.getContext('2d'); g.drawImage(img, 0, 0);
+            const s = img.naturalWidth / width;
+            return Array.from(g.getImageData(Math.round(x * s), Math.round(y * s), 1, 1).data).slice(0, 3); }""",
+        [x0 + 30, y0 + 2, 1654])
+    ratio = overlay.evaluate("img => img.naturalHeight / img.naturalWidth")
+    assert abs(ratio - 2339 / 1654) < 0.01
+    expected = (31, 119, 180)  # the Text category's colour, on the first line's top edge
+    assert all(abs(a - b) <= 40 for a, b in zip(colour, expected)), colour
+    (ROOT / "test-results").mkdir(exist_ok=True)
+    page.screenshot(path=str(ROOT / "test-results" / "browser-layout.png"), full_page=True)

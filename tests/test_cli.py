@@ -109,7 +109,7 @@ def test_long_document_asks_for_a_range(tmp_path, config):
     data = yaml.safe_load((ROOT / "config.yaml").read_text())
     data["limits"]["max_pages"] = 2
     small = tmp_path / "small.yaml"
-    small.write_text(yaml.safe_dump(data, allow_unicode=True))
+    small.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False))
     blank = render_lines([], size=(100, 100))
     (tmp_path / "three.pdf").write_bytes(pdf_of_images([blank] * 3))
     done = cli("--config", small, "ocr", tmp_path / "three.pdf", "--model", "tesseract")

@@ -18,7 +18,7 @@ def compose_services():
 
 def test_compose_defines_the_same_servers_as_the_config(config):
     services = compose_services()
-    assert set(services) == {k for k, m in config.models.items() if m.vllm}
+    assert set(services) == {k for k, m in config.models.items() if m.vllm and not m.vllm.remote}
     for key, (name, svc) in services.items():
         v = config.models[key].vllm
         assert svc["image"] == v.image, key

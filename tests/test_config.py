@@ -71,6 +71,10 @@ def test_streamlit_settings_follow_the_config(config):
     (lambda c: c["models"]["phi35_vision"]["tasks"]["text"].update(output="pdf"),
      "models.phi35_vision.tasks.text.output: Input should be 'text', 'markdown' or 'layout'"),
     (lambda c: c["gpu"].update(vram_usable_gb=20), "gpu: expected vram_recommended_max_gb <= vram_usable_gb"),
+    (lambda c: c["models"]["phi35_vision"].update(requests={"max_tokens": 9000}),
+     "models.phi35_vision: requests.max_tokens 9000 leaves no room for the page in vllm.max_model_len 8192"),
+    (lambda c: c["models"]["qwen2_vl_2b"]["vllm"].pop("image"),
+     "models.qwen2_vl_2b.vllm: needs image (or an endpoint URL for a remote server)"),
 ])
 def test_broken_config_names_the_key(mutate, expected):
     data = raw()
@@ -110,7 +114,7 @@ def test_missing_file_and_environment_override(tmp_path, monkeypatch):
     other = tmp_path / "other.yaml"
     data = raw()
     data["default_model"] = "tesseract"
-    other.write_text(yaml.safe_dump(data, allow_unicode=True))
+    other.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False))
     monkeypatch.setenv("CHATVLMLLM_CONFIG", str(other))
     assert load_config().default_model == "tesseract"
 
@@ -119,7 +123,7 @@ def test_cli_stops_on_a_broken_config_with_one_line(tmp_path):
     data = raw()
     data["limits"]["max_upload_mb"] = -1
     bad = tmp_path / "bad.yaml"
-    bad.write_text(yaml.safe_dump(data, allow_unicode=True))
+    bad.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False))
     done = subprocess.run([sys.executable, "cli.py", "--config", str(bad), "models"], cwd=ROOT,
                           capture_output=True, text=True)
     assert done.returncode == 2

@@ -305,3 +305,20 @@ def test_sidebar_shows_a_failed_start_as_one_sentence_and_a_log(tmp_path, clean_
     assert not at.exception
     assert at.sidebar.error[0].value.startswith("chatvlmllm-test-fake_a exited with code 2 while starting")
     assert "unrecognized arguments" in at.sidebar.expander[0].code[0].value
+
+
+def test_a_missing_image_is_pulled_as_its_own_stage(tmp_path, clean_docker):
+    # A registry on loopback that is not there: the pull fails at once and stays on this machine.
+    image = "127.0.0.1:9/chatvlmllm-test/not-built:0"
+    entry = fake_entry("fake_a")
+    entry["vllm"]["image"] = image
+    manager = SingleContainerManager(load_config(write_config(tmp_path / "c.yaml", {"fake_a": entry})))
+    events = []
+    with pytest.raises(SwitchError, match=rf"Could not pull {image} .*docker pull {image}\."):
+        manager.switch("fake_a", events.append)
+    assert [e.stage for e in events][-1] == "pulling"
+    full = SingleContainerManager(load_config(write_config(tmp_path / "d.yaml", {"fake_a": entry},
+                                                           min_free_disk_gb=10**6)))
+    with pytest.raises(NotAvailable, match=rf"GB are free under .*; pulling {image} needs about 1e\+06 GB"):
+        full.switch("fake_a")
+    assert running_managed(clean_docker) == []

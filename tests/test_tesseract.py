@@ -53,14 +53,14 @@ class FailingPage:
 
     index = 1
 
-    def load(self):
+    def load(self, max_pixels=None):
         raise InputError("Page 2 of 'x.pdf' cannot be rendered (damaged stream); the other pages are not affected.")
 
 
 class CrashingPage(FailingPage):
     index = 2
 
-    def load(self):
+    def load(self, max_pixels=None):
         raise RuntimeError("boom")
 
 

@@ -1,0 +1,231 @@
+"""Reading pages through an OpenAI-compatible server: a vLLM container this app manages,
+or a remote endpoint named in config.yaml.
+
+Each page goes as a base64 data URL, resized into the model's pixel range the way its
+processor would (so layout boxes come back in pixels we know), with the task's prompt
+verbatim. Pages of a document are sent concurrently — vLLM batches them — with at most
+``requests.concurrency`` in flight; results come back in page order, a failed page keeps
+its error, and a cancel stops the pages not yet sent.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+import re
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from functools import partial
+
+from PIL import Image
+
+from models import layout
+from models.config import AppConfig, Task
+from models.document import Page
+from models.engine import Engine, OnPage, PageSource
+from models.errors import EngineError
+from models.markdown import escape_line
+from models.result import Block, OCRResult, PageResult
+
+GROUNDING_MARK = "Bounding Box:\n"
+
+
+class OpenAIEngine(Engine):
+    engine_name = "vllm"
+    shrinks_pages = True
+
+    def __init__(self, config: AppConfig, key: str, arbiter=None):
+        import openai
+
+        model = config.model(key)
+        super().__init__(key, model)
+        assert model.vllm is not None
+        self.vllm = model.vllm
+        self.requests = config.requests_for(key)
+        self.arbiter = None if model.vllm.remote else arbiter
+        if model.vllm.remote:
+            self.engine_name = "remote"
+        api_key = os.environ.get(model.vllm.api_key_env or "", "") or "EMPTY"
+        self.client = openai.OpenAI(base_url=model.vllm.base_url + "/v1", api_key=api_key,
+                                    timeout=self.requests.timeout_s, max_retries=0)
+        self.hide_header_footer = False
+        self.box: tuple[int, int, int, int] | None = None  # for the grounding task, page pixels
+
+    # --- one request ------------------------------------------------------------------------
+
+    def prepare(self, image: Image.Image) -> Image.Image:
+        """The image as the model will see it: resized into its pixel range, sides multiples
+        of 28, so the processor leaves it as it is and boxes map back exactly."""
+        if self.model.max_pixels is None:
+            return image
+        h, w = layout.smart_resize(image.height, image.width, min_pixels=self.model.min_pixels or 3136,
+                                   max_pixels=self.model.max_pixels)
+        return image if (w, h) == image.size else image.resize((w, h), Image.Resampling.BICUBIC)
+
+    def ask(self, messages: list[dict], page_number: int | None = None) -> tuple[str, str]:
+        """The answer's text and its finish reason; EngineError with one sentence on failure."""
+        import openai
+
+        where = f"page {page_number}" if page_number else "the question"
+        try:
+            response = self.client.chat.completions.create(
+                model=self.vllm.served_model_name, messages=messages,
+                max_tokens=self.requests.max_tokens, temperature=self.requests.temperature)
+        except openai.APITimeoutError:
+            raise EngineError(f"The model server did not answer {where} within "
+                              f"{self.requests.timeout_s:g} s (requests.timeout_s).") from None
+        except openai.APIConnectionError:
+            raise EngineError(f"Cannot reach the model server at {self.vllm.base_url} for {where}; "
+                              "is it running?") from None
+        except openai.APIStatusError as exc:
+            detail = re.sub(r"^Error code: \d+ - ", "", (exc.message or "").splitlines()[0] if exc.message else "")[:200]
+            raise EngineError(f"The model server refused {where} ({exc.status_code}): {detail}") from None
+        choice = response.choices[0]
+        return choice.message.content or "", choice.finish_reason or ""
+
+    @staticmethod
+    def image_part(image: Image.Image) -> dict:
+        buf = io.BytesIO()
+        image.save(buf, format="PNG", compress_level=1)
+        url = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+        return {"type": "image_url", "image_url": {"url": url}}
+
+    def prompt_for(self, task: Task, page_size: tuple[int, int], seen_size: tuple[int, int]) -> str:
+        if not task.prompt.endswith(GROUNDING_MARK):
+            return task.prompt
+        if self.box is None:
+            raise EngineError("This task reads the text inside a box: enter the box first.")
+        sx, sy = seen_size[0] / page_size[0], seen_size[1] / page_size[1]
+        x1, y1, x2, y2 = self.box
+        return task.prompt + str([round(x1 * sx), round(y1 * sy), round(x2 * sx), round(y2 * sy)])
+
+    def prepare_page(self, page: Page, task: Task) -> Prepared:
+        seen = self.prepare(page.image)
+        prompt = self.prompt_for(task, page.size, seen.size)
+        messages = [{"role": "user", "content": [self.image_part(seen), {"type": "text", "text": prompt}]}]
+        return Prepared(page.index, page.size, seen.size, messages, list(page.warnings))
+
+    def answer(self, request: Prepared, task: Task, source: PageSource | None = None) -> PageResult:
+        """Send a prepared page and read the answer as the task says. ``source`` gives the
+        page again for picture crops (only layouts with pictures need it)."""
+        answer, finish = self.ask(request.messages, request.index + 1)
+        width, height = request.size
+        warnings = list(request.warnings)
+        if finish == "length":
+            warnings.append(f"The answer was cut at {self.requests.max_tokens} tokens (requests.max_tokens).")
+        if task.output == "layout":
+            cells, repaired = layout.parse_layout(answer)
+            warnings += repaired
+            if cells or not answer.strip():
+                blocks = layout.to_blocks(cells, request.seen_size, request.size)
+                pictures = source is not None and any(b.category == "Picture" for b in blocks)
+                page = self._full(source.load()) if pictures else None
+                return PageResult(index=request.index, width=width, height=height, warnings=warnings,
+                                  blocks=blocks, text=layout.to_text(blocks, self.hide_header_footer),
+                                  markdown=layout.to_markdown(blocks, page, self.hide_header_footer))
+            warnings.append("The answer held no layout JSON; it is shown as plain text.")
+        # Plain answers become one block over the whole page, so every view still works.
+        markdown = answer if task.output == "markdown" else "\n".join(escape_line(l) for l in answer.splitlines())
+        return PageResult(index=request.index, width=width, height=height, warnings=warnings, text=answer,
+                          markdown=markdown, blocks=[Block(bbox=(0, 0, width, height), text=answer)])
+
+    def read_page(self, page: Page, task: Task) -> PageResult:
+        return self.answer(self.prepare_page(page, task), task, page)
+
+    @staticmethod
+    def _full(page: Page) -> Image.Image:
+        """The page at its result size, for crops whose boxes are in those pixels."""
+        return page.image if page.full_size is None else page.image.resize(page.full_size)
+
+    def chat(self, image: Image.Image, history: list[tuple[str, str]], question: str) -> str:
+        """Answer a question about a page, given the conversation so far (role, text)."""
+        messages: list[dict] = []
+        turns = [*history, ("user", question)]
+        for n, (role, text) in enumerate(turns):
+            if n == 0:
+                content = [self.image_part(self.prepare(image)), {"type": "text", "text": text}]
+                messages.append({"role": "user", "content": content})
+            else:
+                messages.append({"role": role, "content": text})
+        return self.ask(messages)[0]
+
+    # --- a document ---------------------------------------------------------------------------
+
+    def ocr(self, pages: Sequence[PageSource], task: str | None = None, on_page: OnPage | None = None,
+            cancel: threading.Event | None = None) -> OCRResult:
+        name, spec = self.task(task)
+        cancel = cancel or threading.Event()
+        started = time.perf_counter()
+        results: dict[int, PageResult] = {}
+        lease = self.arbiter.lease(self.key, len(pages)) if self.arbiter else _NoLease()
+        with lease as held, ThreadPoolExecutor(self.requests.concurrency, thread_name_prefix="page") as pool:
+            try:
+                # Every page is decoded and encoded before the first is sent: where the model
+                # server shares the CPU (vLLM's CPU build), decoding beside it runs several
+                # times slower and starves its batch. An encoded page is small (≤ max_pixels).
+                queue: list[tuple[PageSource, Prepared]] = []
+                for source in pages:
+                    prepared = self.guarded(source.index, partial(self._prepare_source, source, spec))
+                    if isinstance(prepared, PageResult):
+                        results[source.index] = prepared
+                        held.done(1)
+                    else:
+                        queue.append((source, prepared))
+                in_flight: dict[Future, PageSource] = {}
+                while queue or in_flight:
+                    while queue and len(in_flight) < self.requests.concurrency and not cancel.is_set():
+                        source, request = queue.pop(0)
+                        step = partial(self.answer, request, spec, source)
+                        in_flight[pool.submit(self.guarded, source.index, step)] = source
+                    if cancel.is_set():
+                        for source, _ in queue:
+                            results[source.index] = PageResult(
+                                index=source.index, error=f"Page {source.index + 1} was not read: cancelled.")
+                        held.done(len(queue))
+                        queue = []
+                    if not in_flight:
+                        break
+                    done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+                    for future in done:
+                        source = in_flight.pop(future)
+                        results[source.index] = future.result()
+                        held.done(1)
+                        if on_page:
+                            on_page(len(results), len(pages), results[source.index])
+            except BaseException:
+                cancel.set()  # an interrupted caller (e.g. a Streamlit rerun) sends nothing more
+                raise
+        ordered = [results[source.index] for source in pages if source.index in results]
+        return OCRResult(model=self.key, engine=self.engine_name, task=name,
+                         seconds=round(time.perf_counter() - started, 3), pages=ordered)
+
+    def _prepare_source(self, source: PageSource, task: Task) -> Prepared:
+        return self.prepare_page(source.load(self.model.max_pixels), task)
+
+
+@dataclass
+class Prepared:
+    """A page turned into its request: the messages (image as a PNG data URL, prompt)."""
+
+    index: int
+    size: tuple[int, int]  # the page in result pixels
+    seen_size: tuple[int, int]  # the image the model sees
+    messages: list[dict]
+    warnings: list[str] = field(default_factory=list)
+
+
+class _NoLease:
+    """A remote endpoint's pages: nothing on this machine's GPU to hold."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def done(self, pages: int = 1) -> None:
+        pass

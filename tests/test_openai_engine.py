@@ -1,0 +1,197 @@
+"""The OpenAI-compatible engine against a stub server that answers like dots.ocr: boxes
+land on the right pixels of a page the model saw resized, pages come back in order while
+several are in flight, failures and cancels keep the other pages."""
+
+import json
+import os
+import subprocess
+import sys
+import threading
+
+import pytest
+import yaml
+
+from managers.engines import make_engine
+from managers.openai_engine import OpenAIEngine
+from models import layout
+from models.config import load_config
+from models.document import Page, open_document
+from models.errors import EngineError
+from tests.conftest import ROOT
+from tests.containers import free_port
+from tests.fixtures.openai_stub import OpenAIStub, ink_lines
+from tests.helpers import ENGLISH, MIXED, encode, line_boxes, pdf_of_images, render_lines
+from tests.test_tesseract import FailingPage
+
+
+def stub_config(tmp_path, url: str, **requests):
+    data = yaml.safe_load((ROOT / "config.yaml").read_text())
+    dots = data["models"]["dots_ocr"]
+    dots["max_pixels"] = 1_003_520  # a small cap, so every A4 page is resized before it is sent
+    dots["vllm"] = {"endpoint": url, "served_model_name": "stub"}
+    data["requests"].update(requests)
+    data["default_model"] = "tesseract"
+    path = tmp_path / "stub.yaml"
+    path.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False))
+    return load_config(path)
+
+
+@pytest.fixture
+def stub():
+    server = OpenAIStub()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def engine(tmp_path, stub):
+    return make_engine(stub_config(tmp_path, stub.url), "dots_ocr", "vllm")
+
+
+def test_remote_entry_needs_no_container(engine):
+    assert isinstance(engine, OpenAIEngine) and engine.engine_name == "remote" and engine.arbiter is None
+
+
+def test_layout_boxes_land_on_the_lines_of_a_resized_page(engine, stub):
+    page = engine.process_image(render_lines(MIXED), "layout_all")
+    assert page.error is None, page.error
+    sent = stub.requests[0]["messages"][0]["content"]
+    assert sent[1]["text"] == engine.model.tasks["layout_all"].prompt  # verbatim, after the image
+    h, w = layout.smart_resize(2339, 1654, max_pixels=1_003_520)
+    assert (w, h) != (1654, 2339)
+    assert [b.text for b in page.blocks] == [f"line {n}" for n in range(1, 5)]
+    for block, drawn in zip(page.blocks, line_boxes(MIXED)):
+        assert all(abs(a - b) <= 6 for a, b in zip(block.bbox, drawn)), (block.bbox, drawn)
+    assert page.markdown.startswith("line 1\n\nline 2")
+
+
+def test_pages_come_back_in_order_while_several_are_in_flight(tmp_path, stub, limits):
+    # Page k has k + 1 lines; pages with an even count are slow, so answers finish out of order.
+    stub.delay = lambda image: 0.6 if len(ink_lines(image)) % 2 == 0 else 0.05
+    engine = make_engine(stub_config(tmp_path, stub.url, concurrency=3), "dots_ocr", "vllm")
+    pages = [render_lines(ENGLISH[:1] * (k + 1)) for k in range(7)]
+    doc = open_document(pdf_of_images(pages), "seven.pdf", limits)
+    progress = []
+    result = engine.ocr(doc.pages(), "layout_all", on_page=lambda done, total, p: progress.append((done, p.index)))
+    assert [p.index for p in result.pages] == list(range(7))
+    assert [len(p.blocks) for p in result.pages] == [k + 1 for k in range(7)]
+    assert [d for d, _ in progress] == list(range(1, 8))
+    assert [i for _, i in progress] != list(range(7))  # completion order differed
+    assert 2 <= stub.most_in_flight <= 3
+
+
+def test_a_failed_page_keeps_its_error_and_the_others(engine):
+    pages = [Page(0, render_lines(ENGLISH[:1], size=(800, 300))), FailingPage(),
+             Page(2, render_lines(ENGLISH[:2], size=(800, 300)))]
+    result = engine.ocr(pages, "layout_all")
+    assert [p.index for p in result.pages] == [0, 1, 2]
+    assert result.pages[1].error.startswith("Page 2 of 'x.pdf' cannot be rendered")
+    assert [len(p.blocks) for p in (result.pages[0], result.pages[2])] == [1, 2]
+
+
+def test_cancel_stops_the_pages_not_yet_sent(tmp_path, stub):
+    stub.delay = 0.3
+    engine = make_engine(stub_config(tmp_path, stub.url, concurrency=2), "dots_ocr", "vllm")
+    cancel = threading.Event()
+    pages = [Page(i, render_lines(ENGLISH[:1], size=(600, 200))) for i in range(8)]
+    result = engine.ocr(pages, "layout_all", on_page=lambda *a: cancel.set(), cancel=cancel)
+    read = [p for p in result.pages if not p.error]
+    cancelled = [p for p in result.pages if p.error]
+    assert len(result.pages) == 8 and 2 <= len(read) <= 3
+    assert all(p.error == f"Page {p.index + 1} was not read: cancelled." for p in cancelled)
+    assert len(stub.requests) == len(read)
+
+
+def test_request_timeout_is_one_sentence(tmp_path, stub):
+    stub.delay = 2.0
+    engine = make_engine(stub_config(tmp_path, stub.url, timeout_s=0.3), "dots_ocr", "vllm")
+    page = engine.process_image(render_lines(ENGLISH[:1], size=(600, 200)), "layout_all")
+    assert page.error == "The model server did not answer page 1 within 0.3 s (requests.timeout_s)."
+
+
+def test_unreachable_endpoint(tmp_path):
+    url = f"http://127.0.0.1:{free_port()}"
+    engine = make_engine(stub_config(tmp_path, url), "dots_ocr", "vllm")
+    page = engine.process_image(render_lines(ENGLISH[:1], size=(600, 200)), "ocr")
+    assert page.error == f"Cannot reach the model server at {url} for page 1; is it running?"
+
+
+def test_an_answer_without_json_is_kept_as_text(engine, stub):
+    stub.answer = lambda image: "Just some words, no JSON here."
+    page = engine.process_image(render_lines(ENGLISH[:1], size=(600, 200)), "layout_all")
+    assert page.text == "Just some words, no JSON here."
+    assert page.warnings[-1] == "The answer held no layout JSON; it is shown as plain text."
+    assert page.blocks[0].bbox == (0, 0, 600, 200)
+
+
+def test_text_tasks_give_one_block_over_the_page(engine, stub):
+    stub.answer = lambda image: "# Heading\nbody"
+    page = engine.process_image(render_lines(ENGLISH[:1], size=(600, 200)), "ocr")
+    assert page.markdown == "# Heading\nbody" and page.text == "# Heading\nbody"
+    assert [(b.bbox, b.category) for b in page.blocks] == [((0, 0, 600, 200), "Text")]
+
+
+def test_grounding_sends_the_box_in_the_models_pixels(engine, stub):
+    stub.answer = lambda image: "Invoice"
+    image = render_lines(ENGLISH, size=(1654, 2339))
+    assert "enter the box first" in engine.process_image(image, "grounding_ocr").error
+    engine.box = (100, 100, 900, 300)
+    assert engine.process_image(image, "grounding_ocr").text == "Invoice"
+    prompt = stub.requests[-1]["messages"][0]["content"][1]["text"]
+    h, w = layout.smart_resize(2339, 1654, max_pixels=1_003_520)
+    assert prompt.endswith("Bounding Box:\n" + str([round(100 * w / 1654), round(100 * h / 2339),
+                                                     round(900 * w / 1654), round(300 * h / 2339)]))
+
+
+def test_chat_sends_the_image_and_the_conversation(engine, stub):
+    stub.answer = lambda image: f"an answer about a {image.width}px wide page"
+    image = render_lines(ENGLISH[:1], size=(600, 200))
+    reply = engine.chat(image, [("user", "What is this?"), ("assistant", "An invoice.")], "Which number?")
+    assert reply.startswith("an answer about a ")
+    messages = stub.requests[-1]["messages"]
+    assert [m["role"] for m in messages] == ["user", "assistant", "user"]
+    assert messages[0]["content"][0]["type"] == "image_url" and messages[2]["content"] == "Which number?"
+
+
+def test_cli_sends_to_an_endpoint(tmp_path, stub):
+    (tmp_path / "p.png").write_bytes(encode(render_lines(MIXED), "PNG"))
+    done = subprocess.run([sys.executable, "cli.py", "ocr", str(tmp_path / "p.png"), "--model", "dots_ocr",
+                           "--endpoint", stub.url, "--task", "layout_all", "--format", "json"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "CHATVLMLLM_CONFIG": str(ROOT / "config.yaml")})
+    # The shipped entry serves dots-ocr; the stub answers whatever name it is asked for.
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["engine"] == "remote" and len(result["pages"][0]["blocks"]) == 4
+
+
+def test_app_reads_through_a_remote_endpoint_and_chats(tmp_path, stub, monkeypatch):
+    import streamlit as st
+    from streamlit.testing.v1 import AppTest
+
+    config = stub_config(tmp_path, stub.url)
+    monkeypatch.setenv("CHATVLMLLM_CONFIG", str(tmp_path / "stub.yaml"))
+    st.cache_resource.clear()
+    st.cache_data.clear()
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120).run()
+    at.sidebar.radio(key="mode").set_value("vllm").run()
+    picker = at.sidebar.selectbox(key="model_vllm")
+    assert picker.value == "dots_ocr" and picker.format_func("dots_ocr").endswith("dots.ocr · remote")
+    assert f"**Remote endpoint:** {stub.url}" in [m.value for m in at.sidebar.markdown]
+    assert "answering" in [c.value for c in at.sidebar.caption]
+    at.file_uploader[0].upload("tender.png", encode(render_lines(MIXED), "PNG"), "image/png")
+    at.run()
+    assert at.selectbox(key="task_dots_ocr").value == "layout_all"
+    at.checkbox(key="hide_hf").check()
+    next(b for b in at.button if b.label == "Run").click().run()
+    assert not at.exception and not at.error
+    assert at.success[0].value.startswith("Read 1 of 1 pages with remote")
+    assert len(at.tabs[2].image) == 1 and at.tabs[2].caption[0].value == "Text"  # overlay and legend
+    assert len(json.loads(at.tabs[3].json[0].value)["blocks"]) == 4
+    assert at.code[0].value.startswith("line 1")
+    at.chat_input(key="chat_input").set_value("What is on this page?").run()
+    assert not at.exception
+    said = [m.markdown[0].value for m in at.tabs[4].chat_message]
+    assert said[0] == "What is on this page?" and len(said) == 2
+    assert stub.requests[-1]["messages"][-1]["content"][1]["text"] == "What is on this page?"
+    assert config.models["dots_ocr"].vllm.remote

