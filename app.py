@@ -7,14 +7,14 @@ import streamlit as st
 
 from managers.arbiter import Arbiter
 from managers.availability import (
-    default_choice, models_for_mode, probe_host, vram_warning, why_not, why_not_start,
+    default_choice, models_for_mode, probe_host, vram_warning, why_not,
 )
 from managers.container_manager import SwitchEvent
 from managers.containers import State
 from managers.engines import make_engine
-from managers.openai_engine import GROUNDING_MARK
 from managers.readiness import api_ready
 from models import render
+from models.answers import GROUNDING_MARK
 from models.config import MODE_LABELS, MODES, AppConfig, load_config
 from models.document import UPLOAD_TYPES, Document, open_document, select_pages
 from models.errors import ChatVLMError, SwitchError
@@ -77,7 +77,9 @@ def sidebar(config: AppConfig, host) -> tuple[str, str, str | None]:
         st.sidebar.markdown(f"**Remote endpoint:** {model.vllm.endpoint}")
         st.sidebar.caption("answering" if ok else f"not answering: {why}")
     elif mode == "vllm":
-        vllm_controls(config, key, why_not_start(model, mode, host, config))
+        vllm_controls(config, key, reason)
+    elif mode == "local":
+        local_controls(config, key, reason)
     else:
         st.sidebar.markdown(f"**Active model:** {model.name if mode == 'cpu' and not reason else 'none'}")
     st.sidebar.caption(host.docker_error or "Docker engine: reachable")
@@ -115,6 +117,43 @@ def vllm_controls(config: AppConfig, key: str, cannot_start: str | None) -> None
             stopped = arbiter.stop(on_event=lambda e: box.update(label=e.message))
             box.update(label=f"Stopped {', '.join(stopped) or 'nothing'}.", state="complete")
         st.rerun()
+
+
+def local_controls(config: AppConfig, key: str, cannot_load: str | None) -> None:
+    """The model loaded in this process, Load with progress, and Unload."""
+    from models.model_loader import ModelLoader  # PyTorch is optional
+
+    current = ModelLoader.current()
+    if current:
+        st.sidebar.markdown(f"**Active model:** {current.model.name} (local, {current.device})")
+        st.sidebar.caption(f"loaded in {current.load_seconds:.1f} s · {current.memory_bytes / 1e9:.2f} GB")
+    else:
+        st.sidebar.markdown("**Active model:** none")
+    left, right = st.sidebar.columns(2)
+    loaded = current is not None and current.key == key
+    if left.button("Load", disabled=bool(cannot_load) or loaded, key="local_load", type="primary"):
+        if load_with_progress(config, key):
+            st.rerun()
+    if right.button("Unload", disabled=current is None, key="local_unload"):
+        st.session_state["unloaded"] = str(ModelLoader.unload_all_models())
+        st.rerun()
+    if note := st.session_state.pop("unloaded", None):
+        st.sidebar.caption(f"Unloaded: {note}.")
+
+
+def load_with_progress(config: AppConfig, key: str) -> bool:
+    from models.model_loader import ModelLoader
+
+    name = config.models[key].name
+    with st.sidebar.status(f"Loading {name}…", expanded=True) as box:
+        try:
+            ModelLoader(config, Arbiter(config)).load_model(key, on_progress=lambda m: box.update(label=m))
+        except ChatVLMError as exc:
+            box.update(label=f"Loading {name} failed", state="error")
+            st.sidebar.error(str(exc))
+            return False
+        box.update(state="complete", expanded=False)
+    return True
 
 
 def switch_with_progress(arbiter: Arbiter, config: AppConfig, key: str) -> bool:
@@ -186,6 +225,8 @@ def run(config: AppConfig, mode: str, key: str, task: str, document: Document,
         # The same path as the sidebar's Switch: joins the model if it is already running.
         if not switch_with_progress(Arbiter(config), config, key):
             return None
+    if mode == "local" and not load_with_progress(config, key):  # the sidebar's Load
+        return None
     try:
         engine = make_engine(config, key, mode)
     except ChatVLMError as exc:
@@ -260,8 +301,8 @@ def show_result(config: AppConfig, stored: dict, document: Document) -> None:
 
 def chat(config: AppConfig, stored: dict, document: Document, index: int) -> None:
     """Questions about the page, with the conversation so far, through the same model."""
-    if stored["mode"] != "vllm":
-        st.info("Chat needs a vision-language model: read the page in vLLM mode.")
+    if stored["mode"] == "cpu":
+        st.info("Chat needs a vision-language model: read the page in vLLM or local mode.")
         return
     history = st.session_state.setdefault(f"chat_{stored['file']}_{index}", [])
     for role, text in history:
@@ -269,7 +310,7 @@ def chat(config: AppConfig, stored: dict, document: Document, index: int) -> Non
     question = st.chat_input("Ask about this page", key="chat_input")
     if question:
         try:
-            engine = make_engine(config, stored["key"], "vllm")
+            engine = make_engine(config, stored["key"], stored["mode"])
             answer = engine.chat(document.page(index).image, history, question)
         except ChatVLMError as exc:
             st.error(str(exc))

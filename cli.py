@@ -127,6 +127,11 @@ def cmd_ocr(args, config) -> int:
     mode = args.mode or model.modes[0]
     if mode == "vllm" and not config.models[args.model].vllm.remote:
         Arbiter(config).switch(args.model, on_event=print_event)  # the sidebar's path
+    if mode == "local":
+        from models.model_loader import ModelLoader  # PyTorch is optional
+
+        ModelLoader(config, Arbiter(config)).load_model(
+            args.model, on_progress=lambda message: print(message, file=sys.stderr, flush=True))
     engine = make_engine(config, args.model, mode)
     engine.task(args.task)  # an unknown task fails before any page is read
     outputs: list[tuple[Path, OCRResult]] = []

@@ -28,7 +28,7 @@ from pathlib import Path
 from managers.container_manager import OnEvent, SingleContainerManager, SwitchEvent
 from managers.containers import ModelStatus
 from models.config import AppConfig, data_dir
-from models.errors import SwitchError, Superseded
+from models.errors import NotAvailable, Superseded, SwitchError
 
 WAIT_POLL_S = 0.1
 
@@ -60,16 +60,13 @@ class Lease:
         self._write()
 
 
-class Arbiter:
-    def __init__(self, config: AppConfig, manager: SingleContainerManager | None = None,
-                 directory: Path | None = None):
-        self.config = config
-        self.manager = manager or SingleContainerManager(config)
+class StateStore:
+    """The lock files, the state file and the leases under the data directory."""
+
+    def __init__(self, directory: Path | None = None):
         self.dir = directory or data_dir()
         self.leases_dir = self.dir / "leases"
         self.leases_dir.mkdir(parents=True, exist_ok=True)
-
-    # --- files ----------------------------------------------------------------------------
 
     @contextlib.contextmanager
     def _locked(self, name: str, blocking: bool = True) -> Iterator[bool]:
@@ -104,6 +101,14 @@ class Arbiter:
         with self._state() as state:
             return dict(state)
 
+    def local_holder(self) -> dict | None:
+        """The live process other than this one that holds the GPU with a local model."""
+        with self._state() as state:
+            active = state.get("active") or {}
+        if active.get("mode") == "local" and active.get("pid") != os.getpid() and _alive(active["pid"]):
+            return active
+        return None
+
     def _live_leases(self) -> list[dict]:
         leases = []
         for path in self.leases_dir.glob("*.json"):
@@ -116,6 +121,45 @@ class Arbiter:
             else:
                 path.unlink(missing_ok=True)
         return leases
+
+
+
+def release_local_claim(directory: Path | None = None) -> None:
+    """This process no longer holds the GPU with a local model."""
+    with StateStore(directory)._state() as state:
+        active = state.get("active") or {}
+        if active.get("mode") == "local" and active.get("pid") == os.getpid():
+            state.pop("active")
+
+
+class Arbiter(StateStore):
+    def __init__(self, config: AppConfig, manager: SingleContainerManager | None = None,
+                 directory: Path | None = None):
+        super().__init__(directory)
+        self.config = config
+        self.manager = manager or SingleContainerManager(config)
+
+    def _refuse_foreign_local(self) -> None:
+        holder = self.local_holder()
+        if holder:
+            model = self.config.models.get(holder["model"])
+            raise NotAvailable(
+                f"Process {holder['pid']} holds the GPU with {model.name if model else holder['model']} "
+                "in local mode; unload it there (the Unload button, or end that process) and try again.")
+
+    def claim_local(self, key: str, on_event: OnEvent | None = None) -> None:
+        """Make way for a local model: stop this project's vLLM containers (after their pages),
+        refusing while another live process holds a local model."""
+        with self._locked("switch.lock"):
+            self._refuse_foreign_local()
+            self._wait_for_leases(lambda lease: lease["model"] != key, on_event)
+            try:
+                self.manager.stop_all(on_event)
+            except NotAvailable:
+                pass  # no Docker engine answers, so none of its containers can hold the GPU
+            with self._state() as state:
+                state["active"] = {"mode": "local", "model": key, "pid": os.getpid(),
+                                   "since": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
     # --- requests ---------------------------------------------------------------------------
 
@@ -149,7 +193,9 @@ class Arbiter:
         with self._state() as state:
             state["switching"] = {"model": key, "pid": os.getpid()}
         try:
+            self._refuse_foreign_local()
             self._wait_for_leases(lambda lease: lease["model"] != key, on_event)
+            self._unload_own_local_model()
             status = self.manager.switch(key, on_event)
             with self._state() as state:
                 state["active"] = {"mode": "vllm", "model": key, "pid": os.getpid(),
@@ -162,6 +208,13 @@ class Arbiter:
         finally:
             with self._state() as state:
                 state.pop("switching", None)
+
+    @staticmethod
+    def _unload_own_local_model() -> None:
+        from models.model_loader import ModelLoader  # local mode is optional; import on use
+
+        if ModelLoader.current() is not None:
+            ModelLoader.unload_all_models()
 
     def stop(self, on_event: OnEvent | None = None) -> list[str]:
         """Stop the active model (waiting for its pages); nothing to stop is not an error."""

@@ -6,12 +6,13 @@ function of those facts and the config, so every rule is unit-testable without t
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 from managers.admission import admit, over_budget
 from managers.docker_host import docker_error
-from managers.engines import not_built
 from managers.gpu import GPUProbe, probe_gpus
 from models.config import MODE_LABELS, AppConfig, Mode, ModelConfig
 from models.errors import NotAvailable
@@ -23,6 +24,20 @@ class HostFacts:
     docker_error: str | None
     gpu: GPUProbe
     tesseract_languages: frozenset[str] | None  # None: Tesseract is not installed
+    transformers: bool = True  # PyTorch and Transformers are importable (local mode)
+    # (model_id, path) of the local backends whose weights are on this machine
+    local_weights: frozenset[tuple[str, str | None]] = frozenset()
+
+
+def has_local_weights(model: ModelConfig) -> bool:
+    local = model.local
+    if local.path:
+        return (Path(local.path) / "config.json").exists()
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:
+        return False
+    return isinstance(try_to_load_from_cache(local.model_id, "config.json"), str)
 
 
 def probe_host(config: AppConfig) -> HostFacts:
@@ -31,11 +46,14 @@ def probe_host(config: AppConfig) -> HostFacts:
     except NotAvailable:
         languages = None
     needs_docker = any(m.vllm and not m.vllm.remote for m in config.models.values())
-    return HostFacts(docker_error() if needs_docker else None, probe_gpus(), languages)
+    transformers = all(importlib.util.find_spec(name) for name in ("torch", "transformers"))
+    weights = frozenset((m.local.model_id, m.local.path) for m in config.models.values()
+                        if m.local and has_local_weights(m))
+    return HostFacts(docker_error() if needs_docker else None, probe_gpus(), languages, transformers, weights)
 
 
-def why_not_start(model: ModelConfig, mode: Mode, host: HostFacts, config: AppConfig) -> str | None:
-    """None when this machine can start ``model`` in ``mode``; otherwise one sentence
+def why_not(model: ModelConfig, mode: Mode, host: HostFacts, config: AppConfig) -> str | None:
+    """None when ``model`` can run in ``mode`` on this machine; otherwise one sentence
     saying why not and what to do."""
     if mode not in model.modes:
         return f"{model.name} has no {MODE_LABELS[mode]} backend"
@@ -60,15 +78,17 @@ def why_not_start(model: ModelConfig, mode: Mode, host: HostFacts, config: AppCo
         if model.vllm.gpu and not host.gpu.gpus:
             return ("no NVIDIA GPU found — this entry requests a GPU; use CPU mode, "
                     "or set gpu: false for a CPU build of vLLM")
+    if mode == "local":
+        if not host.transformers:
+            return "local mode needs PyTorch and Transformers — .venv/bin/pip install -r requirements-local.txt"
+        if (model.local.model_id, model.local.path) not in host.local_weights:
+            where = model.local.path or model.local.model_id
+            return (f"no model at {where}" if model.local.path
+                    else f"the weights are not on this machine — download them with: hf download {where}")
     uses_gpu = (mode == "vllm" and model.vllm.gpu) or (mode == "local" and host.gpu.gpus)
     if uses_gpu and (reason := over_budget(model, config)):
         return reason
     return None
-
-
-def why_not(model: ModelConfig, mode: Mode, host: HostFacts, config: AppConfig) -> str | None:
-    """None when ``model`` can read documents in ``mode`` here; else why not and what to do."""
-    return why_not_start(model, mode, host, config) or not_built(mode)
 
 
 def vram_warning(model: ModelConfig, config: AppConfig) -> str | None:

@@ -306,7 +306,7 @@ class SingleContainerManager:
                                       "(removed by someone else?).") from None
                 info = ContainerInfo.from_attrs(container.attrs)
                 if info.status in ("exited", "dead"):
-                    tail = container.logs(tail=LOG_TAIL).decode(errors="replace")
+                    tail = _log_tail(container, LOG_TAIL)
                     last = next((line for line in reversed(tail.splitlines()) if line.strip()), "")
                     raise SwitchError(f"{v.container_name} exited with code {info.exit_code} while "
                                       f"starting: {last.strip()[:200]}", tail)
@@ -314,10 +314,10 @@ class SingleContainerManager:
                 if ready:
                     return
                 if time.monotonic() >= deadline:
-                    tail = container.logs(tail=LOG_TAIL).decode(errors="replace")
+                    tail = _log_tail(container, LOG_TAIL)
                     raise SwitchError(f"{v.container_name} was not ready after {v.start_timeout_s:g} s "
                                       f"({why}); it was stopped.", tail)
-                newest = container.logs(tail=1).decode(errors="replace").strip()
+                newest = _log_tail(container, 1).strip()
                 emit("starting", f"starting {v.container_name}: {why}", newest)
                 time.sleep(poll)
         finally:
@@ -337,3 +337,13 @@ class SingleContainerManager:
         except docker.errors.NotFound:
             pass
 
+
+
+def _log_tail(container, lines: int) -> str:
+    """The container's last log lines; empty when Docker has none to give (being removed)."""
+    import docker.errors
+
+    try:
+        return container.logs(tail=lines).decode(errors="replace")
+    except docker.errors.APIError:
+        return ""

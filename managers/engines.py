@@ -1,7 +1,4 @@
-"""Which engine reads pages for a model in a mode.
-
-Capabilities are data: a mode is offered once its engine factory is registered here.
-"""
+"""Which engine reads pages for a model in a mode: one factory per mode."""
 
 from __future__ import annotations
 
@@ -27,17 +24,17 @@ def _vllm(config: AppConfig, key: str) -> Engine:
     return OpenAIEngine(config, key, arbiter)
 
 
+def _local(config: AppConfig, key: str) -> Engine:
+    from models.model_loader import ModelLoader  # PyTorch is optional; import on use
+
+    return ModelLoader(config, Arbiter(config)).load_model(key)
+
+
 ENGINES: dict[str, Callable[[AppConfig, str], Engine]] = {
     "cpu": lambda config, key: TesseractEngine(key, config.model(key)),
     "vllm": _vllm,
+    "local": _local,
 }
-
-
-def not_built(mode: Mode) -> str | None:
-    if mode in ENGINES:
-        return None
-    return (f"{MODE_LABELS[mode]} mode is not available yet in this version — "
-            "use CPU mode (Tesseract) for now")
 
 
 def make_engine(config: AppConfig, key: str, mode: Mode | None = None) -> Engine:
@@ -46,6 +43,4 @@ def make_engine(config: AppConfig, key: str, mode: Mode | None = None) -> Engine
     if mode not in model.modes:
         modes = ", ".join(MODE_LABELS[m] for m in model.modes)
         raise NotAvailable(f"{model.name} has no {MODE_LABELS[mode]} backend; it runs in: {modes}.")
-    if reason := not_built(mode):
-        raise NotAvailable(reason + ".")
     return ENGINES[mode](config, key)

@@ -18,21 +18,16 @@ import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
 from functools import partial
 
 from PIL import Image
 
-from models import layout
+from models.answers import Prepared, fit_to_model, page_from_answer, prompt_for
 from models.config import AppConfig, Task
 from models.document import Page
 from models.engine import Engine, OnPage, PageSource
 from models.errors import EngineError
-from models.markdown import escape_line
-from models.result import Block, OCRResult, PageResult
-
-GROUNDING_MARK = "Bounding Box:\n"
-
+from models.result import OCRResult, PageResult
 
 class OpenAIEngine(Engine):
     engine_name = "vllm"
@@ -62,9 +57,7 @@ class OpenAIEngine(Engine):
         of 28, so the processor leaves it as it is and boxes map back exactly."""
         if self.model.max_pixels is None:
             return image
-        h, w = layout.smart_resize(image.height, image.width, min_pixels=self.model.min_pixels or 3136,
-                                   max_pixels=self.model.max_pixels)
-        return image if (w, h) == image.size else image.resize((w, h), Image.Resampling.BICUBIC)
+        return fit_to_model(image, self.model)
 
     def ask(self, messages: list[dict], page_number: int | None = None) -> tuple[str, str]:
         """The answer's text and its finish reason; EngineError with one sentence on failure."""
@@ -94,18 +87,9 @@ class OpenAIEngine(Engine):
         url = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
         return {"type": "image_url", "image_url": {"url": url}}
 
-    def prompt_for(self, task: Task, page_size: tuple[int, int], seen_size: tuple[int, int]) -> str:
-        if not task.prompt.endswith(GROUNDING_MARK):
-            return task.prompt
-        if self.box is None:
-            raise EngineError("This task reads the text inside a box: enter the box first.")
-        sx, sy = seen_size[0] / page_size[0], seen_size[1] / page_size[1]
-        x1, y1, x2, y2 = self.box
-        return task.prompt + str([round(x1 * sx), round(y1 * sy), round(x2 * sx), round(y2 * sy)])
-
     def prepare_page(self, page: Page, task: Task) -> Prepared:
         seen = self.prepare(page.image)
-        prompt = self.prompt_for(task, page.size, seen.size)
+        prompt = prompt_for(task, self.box, page.size, seen.size)
         messages = [{"role": "user", "content": [self.image_part(seen), {"type": "text", "text": prompt}]}]
         return Prepared(page.index, page.size, seen.size, messages, list(page.warnings))
 
@@ -113,33 +97,11 @@ class OpenAIEngine(Engine):
         """Send a prepared page and read the answer as the task says. ``source`` gives the
         page again for picture crops (only layouts with pictures need it)."""
         answer, finish = self.ask(request.messages, request.index + 1)
-        width, height = request.size
-        warnings = list(request.warnings)
-        if finish == "length":
-            warnings.append(f"The answer was cut at {self.requests.max_tokens} tokens (requests.max_tokens).")
-        if task.output == "layout":
-            cells, repaired = layout.parse_layout(answer)
-            warnings += repaired
-            if cells or not answer.strip():
-                blocks = layout.to_blocks(cells, request.seen_size, request.size)
-                pictures = source is not None and any(b.category == "Picture" for b in blocks)
-                page = self._full(source.load()) if pictures else None
-                return PageResult(index=request.index, width=width, height=height, warnings=warnings,
-                                  blocks=blocks, text=layout.to_text(blocks, self.hide_header_footer),
-                                  markdown=layout.to_markdown(blocks, page, self.hide_header_footer))
-            warnings.append("The answer held no layout JSON; it is shown as plain text.")
-        # Plain answers become one block over the whole page, so every view still works.
-        markdown = answer if task.output == "markdown" else "\n".join(escape_line(l) for l in answer.splitlines())
-        return PageResult(index=request.index, width=width, height=height, warnings=warnings, text=answer,
-                          markdown=markdown, blocks=[Block(bbox=(0, 0, width, height), text=answer)])
+        return page_from_answer(answer, finish == "length", request, task, self.requests.max_tokens,
+                                self.hide_header_footer, source)
 
     def read_page(self, page: Page, task: Task) -> PageResult:
         return self.answer(self.prepare_page(page, task), task, page)
-
-    @staticmethod
-    def _full(page: Page) -> Image.Image:
-        """The page at its result size, for crops whose boxes are in those pixels."""
-        return page.image if page.full_size is None else page.image.resize(page.full_size)
 
     def chat(self, image: Image.Image, history: list[tuple[str, str]], question: str) -> str:
         """Answer a question about a page, given the conversation so far (role, text)."""
@@ -205,17 +167,6 @@ class OpenAIEngine(Engine):
 
     def _prepare_source(self, source: PageSource, task: Task) -> Prepared:
         return self.prepare_page(source.load(self.model.max_pixels), task)
-
-
-@dataclass
-class Prepared:
-    """A page turned into its request: the messages (image as a PNG data URL, prompt)."""
-
-    index: int
-    size: tuple[int, int]  # the page in result pixels
-    seen_size: tuple[int, int]  # the image the model sees
-    messages: list[dict]
-    warnings: list[str] = field(default_factory=list)
 
 
 class _NoLease:

@@ -151,6 +151,8 @@ class ModelConfig(Strict):
     vram_gb: PositiveGB
     min_pixels: Annotated[int, Field(gt=0)] | None = None
     max_pixels: Annotated[int, Field(gt=0)] | None = None
+    # Image sides are multiples of this (vision patch × merge): 28 for Qwen2-VL and dots.ocr, 32 for Qwen3-VL.
+    resize_factor: Annotated[int, Field(ge=1)] = 28
     tasks: Annotated[dict[str, Task], Field(min_length=1)]
     requests: RequestOverrides = RequestOverrides()
     vllm: VLLMBackend | None = None

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs ChatVLMLLM on Debian/Ubuntu into .venv, with the system packages it needs.
 #   scripts/install.sh          what the app needs: Tesseract (eng+rus), fonts, Python venv
+#   scripts/install.sh --local  also PyTorch and Transformers, for local mode
 #   scripts/install.sh --test   also what the test suite needs: Chromium for the browser tests,
 #                               a Docker engine (started if it is not running), debootstrap for
 #                               the offline test images, and vLLM's CPU build in .venv-vllm
@@ -9,7 +10,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 TEST=0
+LOCAL=0
 [ "${1:-}" = "--test" ] && TEST=1
+[ "${1:-}" = "--local" ] && LOCAL=1
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 
@@ -69,4 +72,6 @@ if [ "$TEST" = 1 ]; then
 else
     phase "apt packages" apt_install "${RUNTIME_APT[@]}"
     phase "python packages" python_env requirements.txt
+    [ "$LOCAL" = 1 ] && phase "local mode packages" python_env requirements-local.txt
 fi
+exit 0

@@ -49,9 +49,8 @@ def vllm_site_packages() -> Path:
     return found[0]
 
 
-def build_tiny_model(out: Path) -> Path:
-    python = VLLM_VENV / "bin" / "python"
-    subprocess.run([str(python), str(ROOT / "tests" / "fixtures" / "tiny_qwen2_vl.py"), str(out)],
+def build_tiny_model(out: Path, family: str = "qwen2_vl", python: Path = VLLM_VENV / "bin" / "python") -> Path:
+    subprocess.run([str(python), str(ROOT / "tests" / "fixtures" / "tiny_vlm.py"), str(out), family],
                    check=True, capture_output=True)
     for path in out.iterdir():  # the container's server may run as another user
         path.chmod(0o644)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import io
+import os
 
 from PIL import Image, ImageDraw, ImageFont
 
-FONT = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"
+# Debian's fonts-dejavu-core; elsewhere (the GPU machine) the benchmark carries the file.
+FONT = os.environ.get("CHATVLMLLM_TEST_FONT", "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf")
 # A4 at 200 dpi, as the intake renders PDF pages.
 A4 = (1654, 2339)
 

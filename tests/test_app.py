@@ -47,7 +47,8 @@ def test_other_modes_explain_why_they_cannot_run(mode):
     assert len(picker.options) == 5
     warning = at.sidebar.warning[0].value
     assert warning.startswith("Cannot run here: ")
-    assert any(s in warning for s in ("Docker engine not reachable", "no NVIDIA GPU found", "not available yet"))
+    assert any(s in warning for s in ("Docker engine not reachable", "no NVIDIA GPU found",
+                                      "weights are not on this machine"))
     upload(at, "page.png", encode(render_lines(ENGLISH[:1], size=(1000, 200)), "PNG"))
     assert at.button[0].disabled and not at.exception
 

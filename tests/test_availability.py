@@ -49,14 +49,25 @@ def test_tesseract_missing_or_without_russian(config):
     assert default_choice(config, host(langs=None)) == ("cpu", "tesseract")
 
 
+def test_local_mode_needs_transformers_and_weights(config):
+    qwen = config.models["qwen3_vl_2b"]
+    no_torch = HostFacts(None, NO_GPU, LANGS, transformers=False)
+    assert "requirements-local.txt" in why_not(qwen, "local", no_torch, config)
+    assert why_not(qwen, "local", HostFacts(None, NO_GPU, LANGS), config) == (
+        "the weights are not on this machine — download them with: hf download Qwen/Qwen3-VL-2B-Instruct")
+    present = HostFacts(None, NO_GPU, LANGS, local_weights=frozenset({("Qwen/Qwen3-VL-2B-Instruct", None)}))
+    assert why_not(qwen, "local", present, config) is None
+
+
 def test_mode_without_backend(config):
     assert why_not(config.models["tesseract"], "vllm", host(), config) == "Tesseract 5 has no vLLM backend"
     with pytest.raises(NotAvailable, match="Tesseract 5 has no vLLM backend; it runs in: CPU"):
         make_engine(config, "tesseract", "vllm")
 
 
-def test_unbuilt_modes_say_so_and_never_crash(config):
-    with pytest.raises(NotAvailable, match="Local mode is not available yet"):
+def test_modes_that_cannot_run_say_so_and_never_crash(config):
+    with pytest.raises(NotAvailable, match="The weights of Qwen/Qwen3-VL-2B-Instruct are not on this machine "
+                                           "— download them with: hf download Qwen/Qwen3-VL-2B-Instruct"):
         make_engine(config, "qwen3_vl_2b", "local")
     with pytest.raises(NotAvailable, match="is not running — start it first|Docker engine not reachable"):
         make_engine(config, "qwen3_vl_2b", "vllm")

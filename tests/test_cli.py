@@ -86,7 +86,7 @@ def test_bad_input_is_one_line_and_a_failing_exit(tmp_path, case):
 @pytest.mark.parametrize("args, expected", [
     (["--model", "nope"], "error: Unknown model 'nope'; known models: dots_ocr"),
     (["--model", "tesseract", "--task", "layout"], "error: Tesseract 5 has no task 'layout'"),
-    (["--model", "qwen3_vl_2b", "--mode", "local"], "error: Local mode is not available yet"),
+    (["--model", "qwen3_vl_2b", "--mode", "local"], "error: The weights of Qwen/Qwen3-VL-2B-Instruct are not on this machine"),
     (["--model", "tesseract", "--pages", "3-4"], "error: Pages 3-4 are outside the document's 1-2."),
 ])
 def test_bad_usage_is_one_line(scans, args, expected):

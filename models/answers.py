@@ -1,0 +1,88 @@
+"""A model's answer for one page → the page's result, the same for every VLM engine.
+
+dots.ocr layouts become blocks in original-page pixels with Markdown; any other answer
+becomes one Text block over the whole page, so every view works for every model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from PIL import Image
+
+from models import layout
+from models.config import ModelConfig, Task
+from models.errors import EngineError
+from models.document import Page
+from models.markdown import escape_line
+from models.result import Block, PageResult
+
+
+GROUNDING_MARK = "Bounding Box:\n"
+
+
+def fit_to_model(image: Image.Image, model: ModelConfig) -> Image.Image:
+    """The image as the model will see it: resized into its pixel range, sides multiples of
+    its resize factor, so its processor leaves it as it is and boxes map back exactly."""
+    if model.max_pixels is None:
+        return image
+    h, w = layout.smart_resize(image.height, image.width, factor=model.resize_factor,
+                               min_pixels=model.min_pixels or 3136, max_pixels=model.max_pixels)
+    return image if (w, h) == image.size else image.resize((w, h), Image.Resampling.BICUBIC)
+
+
+def prompt_for(task: Task, box: tuple[int, int, int, int] | None, page_size: tuple[int, int],
+               seen_size: tuple[int, int]) -> str:
+    """The task's prompt; a grounding prompt gets the box, moved into the seen image's pixels."""
+    if not task.prompt.endswith(GROUNDING_MARK):
+        return task.prompt
+    if box is None:
+        raise EngineError("This task reads the text inside a box: enter the box first.")
+    sx, sy = seen_size[0] / page_size[0], seen_size[1] / page_size[1]
+    x1, y1, x2, y2 = box
+    return task.prompt + str([round(x1 * sx), round(y1 * sy), round(x2 * sx), round(y2 * sy)])
+
+
+@dataclass
+class Prepared:
+    """A page turned into its request: what the model is sent, and the sizes to map back."""
+
+    index: int
+    size: tuple[int, int]  # the page in result pixels
+    seen_size: tuple[int, int]  # the image the model sees
+    messages: list[dict]
+    warnings: list[str] = field(default_factory=list)
+
+
+class Reloadable(Protocol):
+    def load(self, max_pixels: int | None = None) -> Page: ...
+
+
+def full_page(page: Page) -> Image.Image:
+    """The page at its result size, for crops whose boxes are in those pixels."""
+    return page.image if page.full_size is None else page.image.resize(page.full_size)
+
+
+def page_from_answer(answer: str, cut: bool, request: Prepared, task: Task, max_tokens: int,
+                     hide_header_footer: bool = False, source: Reloadable | None = None) -> PageResult:
+    """``cut``: generation stopped at max_tokens. ``source`` gives the page again for
+    picture crops (only layouts with pictures need it)."""
+    width, height = request.size
+    warnings = list(request.warnings)
+    if cut:
+        warnings.append(f"The answer was cut at {max_tokens} tokens (requests.max_tokens).")
+    if task.output == "layout":
+        cells, repaired = layout.parse_layout(answer)
+        warnings += repaired
+        if cells or not answer.strip():
+            blocks = layout.to_blocks(cells, request.seen_size, request.size)
+            pictures = source is not None and any(b.category == "Picture" for b in blocks)
+            page = full_page(source.load()) if pictures else None
+            return PageResult(index=request.index, width=width, height=height, warnings=warnings,
+                              blocks=blocks, text=layout.to_text(blocks, hide_header_footer),
+                              markdown=layout.to_markdown(blocks, page, hide_header_footer))
+        warnings.append("The answer held no layout JSON; it is shown as plain text.")
+    markdown = answer if task.output == "markdown" else "\n".join(escape_line(l) for l in answer.splitlines())
+    return PageResult(index=request.index, width=width, height=height, warnings=warnings, text=answer,
+                      markdown=markdown, blocks=[Block(bbox=(0, 0, width, height), text=answer)])

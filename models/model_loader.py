@@ -1,0 +1,261 @@
+"""Local mode: models loaded in-process with Hugging Face Transformers, one at a time.
+
+Contract:
+- ``load_model(key)`` returns a LocalModel that reads pages like every engine
+  (``ocr``, ``process_image``). It claims the GPU through the arbiter first (stopping the
+  project's vLLM containers; refusing while another live process holds a local model),
+  refuses a model that does not fit in the VRAM left, and loads offline only — missing
+  weights give the command that downloads them.
+- ``unload_all_models()`` drops every reference this process holds (the model lives only
+  here, never in a Streamlit cache), collects garbage, empties the CUDA cache, and checks
+  that allocated GPU memory is back at its baseline; the report names what still holds
+  memory when it is not.
+- CUDA out-of-memory while loading or reading unloads the model and becomes one sentence.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from PIL import Image
+
+from models.answers import Prepared, fit_to_model, page_from_answer, prompt_for
+from models.config import AppConfig, ModelConfig, Task
+from models.document import Page
+from models.engine import Engine
+from models.errors import ChatVLMError, EngineError, NotAvailable
+from models.result import PageResult
+
+log = logging.getLogger(__name__)
+
+
+def _torch():
+    try:
+        import torch
+        import transformers  # noqa: F401
+    except ImportError:
+        raise NotAvailable("Local mode needs PyTorch and Transformers — install them with: "
+                           ".venv/bin/pip install -r requirements-local.txt") from None
+    return torch
+
+
+def _is_oom(exc: BaseException) -> bool:
+    torch = _torch()
+    return isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc).lower()
+
+
+@dataclass
+class UnloadReport:
+    freed_bytes: int = 0
+    leftover_bytes: int = 0
+    holders: list[str] = field(default_factory=list)  # what still holds GPU memory, if anything
+
+    def __str__(self) -> str:
+        text = f"freed {self.freed_bytes / 1e9:.2f} GB"
+        if self.leftover_bytes:
+            text += (f"; {self.leftover_bytes / 1e9:.2f} GB still allocated, held by "
+                     + (", ".join(self.holders) or "objects outside Python's reach"))
+        return text
+
+
+class LocalModel(Engine):
+    engine_name = "transformers"
+    shrinks_pages = True
+
+    def __init__(self, key: str, model: ModelConfig, config: AppConfig, hf_model, processor, device: str,
+                 load_seconds: float, memory_bytes: int):
+        super().__init__(key, model)
+        self.requests = config.requests_for(key)
+        self.hf_model, self.processor, self.device = hf_model, processor, device
+        self.load_seconds, self.memory_bytes = load_seconds, memory_bytes
+        self.hide_header_footer = False
+        self.box: tuple[int, int, int, int] | None = None
+        self._lock = threading.Lock()  # one generate at a time on one model
+
+    def _generate(self, image: Image.Image, messages: list[dict]) -> tuple[str, bool, tuple[int, int]]:
+        torch = _torch()
+        text = self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        inputs = self.processor(text=[text], images=[image], return_tensors="pt").to(self.device)
+        grid = inputs["image_grid_thw"][0].tolist()
+        patch = getattr(self.processor.image_processor, "patch_size", 14)
+        seen = (int(grid[2]) * patch, int(grid[1]) * patch)
+        sampling = ({"do_sample": True, "temperature": self.requests.temperature}
+                    if self.requests.temperature > 0 else {"do_sample": False})
+        with self._lock, torch.inference_mode():
+            out = self.hf_model.generate(**inputs, max_new_tokens=self.requests.max_tokens, **sampling)
+        new = out[0, inputs["input_ids"].shape[1]:]
+        answer = self.processor.decode(new, skip_special_tokens=True)
+        return answer, len(new) >= self.requests.max_tokens, seen
+
+    def read_page(self, page: Page, task: Task) -> PageResult:
+        seen = fit_to_model(page.image, self.model)
+        prompt = prompt_for(task, self.box, page.size, seen.size)
+        messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]
+        try:
+            answer, cut, seen_size = self._generate(seen, messages)
+        except Exception as exc:
+            if not _is_oom(exc):
+                raise
+            ModelLoader.unload_all_models()
+            raise EngineError(f"The GPU ran out of memory reading page {page.index + 1}; {self.model.name} "
+                              "was unloaded. Lower its max_pixels or pick a smaller model.") from None
+        request = Prepared(page.index, page.size, seen_size, messages, [])
+        return page_from_answer(answer, cut, request, task, self.requests.max_tokens,
+                                self.hide_header_footer, page)
+
+    def chat(self, image: Image.Image, history: list[tuple[str, str]], question: str) -> str:
+        turns = [*history, ("user", question)]
+        messages = [{"role": role, "content": ([{"type": "image"}, {"type": "text", "text": text}] if n == 0
+                                                else [{"type": "text", "text": text}])}
+                    for n, (role, text) in enumerate(turns)]
+        return self._generate(fit_to_model(image, self.model), messages)[0]
+
+
+class ModelLoader:
+    """The process-wide holder of the one local model."""
+
+    _current: LocalModel | None = None
+    _baseline: int | None = None  # GPU bytes allocated before the first model loaded
+    _lock = threading.RLock()
+
+    def __init__(self, config: AppConfig, arbiter=None):
+        self.config = config
+        self.arbiter = arbiter
+
+    @classmethod
+    def current(cls) -> LocalModel | None:
+        return cls._current
+
+    def load_model(self, key: str, on_progress=None) -> LocalModel:
+        model = self.config.model(key)
+        if model.local is None:
+            raise NotAvailable(f"{model.name} has no local backend in config.yaml; use vLLM mode for it.")
+        with self._lock:
+            if self._current is not None and self._current.key == key:
+                return self._current
+            if self._current is not None:
+                self.unload_all_models()
+            torch = _torch()
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+            source = self._weights(model)
+            if self.arbiter is not None:
+                self.arbiter.claim_local(key, on_event=on_progress and (lambda e: on_progress(e.message)))
+            try:
+                if device == "cuda":
+                    from managers.admission import admit  # the one admission rule
+
+                    free, _ = torch.cuda.mem_get_info()
+                    for warning in admit(model, self.config, free / 1e9):
+                        log.warning(warning)
+                    if ModelLoader._baseline is None:
+                        ModelLoader._baseline = torch.cuda.memory_allocated()
+                elif on_progress:
+                    on_progress(f"no CUDA GPU: {model.name} runs on the CPU, which is slow")
+                if on_progress:
+                    on_progress(f"loading {model.name} from {source}")
+                ModelLoader._current = self._load(key, model, source, device, on_progress)
+                return ModelLoader._current
+            except BaseException:
+                self.unload_all_models()
+                raise
+
+    @staticmethod
+    def _weights(model: ModelConfig) -> str:
+        """A local directory, or the model id when its weights are in the Hugging Face cache."""
+        local = model.local
+        if local.path:
+            if not (Path(local.path) / "config.json").exists():
+                raise NotAvailable(f"No model at {local.path} (models.*.local.path): the folder has no "
+                                   "config.json.")
+            return local.path
+        from huggingface_hub import try_to_load_from_cache
+
+        if not isinstance(try_to_load_from_cache(local.model_id, "config.json"), str):
+            raise NotAvailable(f"The weights of {local.model_id} are not on this machine — download them "
+                               f"with: hf download {local.model_id}")
+        return local.model_id
+
+    def _load(self, key, model: ModelConfig, source: str, device: str, on_progress) -> LocalModel:
+        torch = _torch()
+        from transformers import AutoModelForImageTextToText, AutoProcessor, __version__
+
+        dtype = getattr(torch, model.local.dtype) if model.local.dtype != "auto" else "auto"
+        if device == "cpu" and dtype is torch.float16:
+            dtype = torch.float32  # half precision is slow or missing on CPUs
+        before = torch.cuda.memory_allocated() if device == "cuda" else 0
+        started = time.perf_counter()
+        try:
+            processor = AutoProcessor.from_pretrained(source, local_files_only=True,
+                                                      trust_remote_code=model.local.trust_remote_code)
+            hf_model = AutoModelForImageTextToText.from_pretrained(
+                source, dtype=dtype, local_files_only=True, trust_remote_code=model.local.trust_remote_code)
+            hf_model = hf_model.to(device).eval()
+        except ChatVLMError:
+            raise
+        except Exception as exc:
+            if _is_oom(exc):
+                raise NotAvailable(f"{model.name} did not fit in GPU memory while loading; close other GPU "
+                                   "programs or pick a smaller model.") from None
+            if model.local.trust_remote_code:
+                raise NotAvailable(f"{model.name}'s own model code does not run on Transformers {__version__} "
+                                   f"({type(exc).__name__}); use vLLM mode for this model.") from None
+            raise NotAvailable(f"{model.name} could not be loaded from {source}: {exc}") from None
+        seconds = time.perf_counter() - started
+        memory = (torch.cuda.memory_allocated() - before) if device == "cuda" else sum(
+            p.numel() * p.element_size() for p in hf_model.parameters())
+        if on_progress:
+            on_progress(f"{model.name} ready in {seconds:.1f} s, {memory / 1e9:.2f} GB")
+        return LocalModel(key, model, self.config, hf_model, processor, device, seconds, memory)
+
+    @classmethod
+    def unload_all_models(cls) -> UnloadReport:
+        with cls._lock:
+            current = cls._current
+            cls._current = None
+            torch = _torch()
+            cuda = torch.cuda.is_available()
+            before = torch.cuda.memory_allocated() if cuda else 0
+            if current is not None:
+                current.hf_model = current.processor = None  # callers may still hold the engine
+            del current
+            gc.collect()
+            if cuda:
+                # cuBLAS keeps a workspace per handle in the caching allocator (33 MiB on Hopper),
+                # which would otherwise stay allocated after the model is gone.
+                clear_workspaces = getattr(torch._C, "_cuda_clearCublasWorkspaces", None)
+                if clear_workspaces:
+                    clear_workspaces()
+                torch.cuda.empty_cache()
+            report = UnloadReport()
+            if cuda:
+                after = torch.cuda.memory_allocated()
+                report.freed_bytes = max(0, before - after)
+                report.leftover_bytes = max(0, after - (cls._baseline or 0))
+                if report.leftover_bytes:
+                    report.holders = _cuda_holders()
+            _release_claim()
+            return report
+
+
+def _release_claim() -> None:
+    from managers.arbiter import release_local_claim
+
+    release_local_claim()
+
+
+def _cuda_holders(limit: int = 5) -> list[str]:
+    """Live tensors on the GPU, largest first, described by type and shape."""
+    torch = _torch()
+    found = []
+    for obj in gc.get_objects():
+        try:
+            if torch.is_tensor(obj) and obj.is_cuda:
+                found.append((obj.numel() * obj.element_size(), f"{type(obj).__name__}{tuple(obj.shape)}"))
+        except Exception:  # objects that fail on inspection are not tensors we can name
+            continue
+    return [name for _, name in sorted(found, reverse=True)[:limit]]

@@ -1,0 +1,215 @@
+"""Local mode on the CPU: tiny random-weight Qwen2-VL and Qwen3-VL built here and loaded
+through the real from_pretrained path; one model at a time; memory given back; the arbiter
+keeps a local model and a vLLM container off the GPU together."""
+
+import gc
+import os
+import subprocess
+import sys
+import time
+import weakref
+
+import psutil
+import pytest
+
+from managers.arbiter import Arbiter
+from models.config import load_config
+from models.errors import NotAvailable
+from models.model_loader import ModelLoader
+from tests.conftest import ROOT
+from tests.containers import build_tiny_model, cli, fake_entry, running_managed, write_config
+from tests.helpers import ENGLISH, encode, render_lines
+
+pytestmark = pytest.mark.local
+
+
+@pytest.fixture(scope="session")
+def tiny_dirs(tmp_path_factory):
+    return {family: build_tiny_model(tmp_path_factory.mktemp(family), family, python=sys.executable)
+            for family in ("qwen2_vl", "qwen3_vl")}
+
+
+def local_entry(name: str, path, factor=28, **extra) -> dict:
+    return {"name": f"Tiny {name}", "vram_gb": 1.0, "max_pixels": 401408, "min_pixels": 4096,
+            "resize_factor": factor, "requests": {"max_tokens": 8},
+            "tasks": {"text": {"label": "Text", "prompt": "Read the text."}},
+            "local": {"model_id": f"tiny/{name}", "path": str(path), "dtype": "float32", **extra}}
+
+
+@pytest.fixture
+def config(tmp_path, tiny_dirs, monkeypatch):
+    path = write_config(tmp_path / "c.yaml", {
+        "tiny2": local_entry("tiny2", tiny_dirs["qwen2_vl"]),
+        "tiny3": local_entry("tiny3", tiny_dirs["qwen3_vl"], factor=32),
+        "fake_a": fake_entry("fake_a"),
+    })
+    monkeypatch.setenv("CHATVLMLLM_CONFIG", str(path))
+    yield load_config(path)
+    ModelLoader.unload_all_models()
+
+
+@pytest.mark.parametrize("key", ["tiny2", "tiny3"])
+def test_load_and_read_a_page(config, key):
+    model = ModelLoader(config).load_model(key)
+    assert model.device == "cpu" and model.engine_name == "transformers" and model.load_seconds > 0
+    page = model.process_image(render_lines(ENGLISH))
+    assert page.error is None, page.error
+    assert (page.width, page.height) == (1654, 2339)
+    assert page.blocks[0].bbox == (0, 0, 1654, 2339)
+    assert isinstance(page.text, str)
+
+
+def test_one_model_at_a_time_and_no_reference_left(config):
+    loader = ModelLoader(config)
+    first = weakref.ref(loader.load_model("tiny2").hf_model)
+    assert loader.load_model("tiny2").hf_model is first()  # the same model joins
+    second = loader.load_model("tiny3")
+    gc.collect()
+    assert first() is None and ModelLoader.current() is second
+    held = weakref.ref(second.hf_model)
+    report = ModelLoader.unload_all_models()
+    assert held() is None and ModelLoader.current() is None
+    assert report.leftover_bytes == 0 and "freed" in str(report)
+
+
+def test_resident_memory_is_stable_over_load_unload_cycles(config):
+    loader = ModelLoader(config)
+    process = psutil.Process()
+
+    def cycle():
+        loader.load_model("tiny2").process_image(render_lines(ENGLISH[:1], size=(600, 200)))
+        ModelLoader.unload_all_models()
+
+    for _ in range(5):
+        cycle()
+    gc.collect()
+    before = process.memory_info().rss
+    for _ in range(20):
+        cycle()
+    gc.collect()
+    grown = process.memory_info().rss - before
+    assert grown < 100 * 2**20, f"resident memory grew by {grown / 2**20:.0f} MB over 20 cycles"
+
+
+def test_out_of_memory_while_reading_unloads_and_says_so(config, monkeypatch):
+    import torch
+
+    model = ModelLoader(config).load_model("tiny2")
+
+    def oom(**kwargs):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(model.hf_model, "generate", oom)
+    page = model.process_image(render_lines(ENGLISH[:1], size=(600, 200)))
+    assert page.error == ("The GPU ran out of memory reading page 1; Tiny tiny2 was unloaded. "
+                          "Lower its max_pixels or pick a smaller model.")
+    assert ModelLoader.current() is None
+    assert ModelLoader(config).load_model("tiny3").process_image(render_lines(["x"], size=(300, 100))).error is None
+
+
+def test_out_of_memory_while_loading(config, monkeypatch):
+    import torch
+    import transformers
+
+    def oom(*args, **kwargs):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory.")
+
+    monkeypatch.setattr(transformers.AutoModelForImageTextToText, "from_pretrained", oom)
+    with pytest.raises(NotAvailable, match="Tiny tiny2 did not fit in GPU memory while loading"):
+        ModelLoader(config).load_model("tiny2")
+    assert ModelLoader.current() is None
+
+
+def test_missing_weights_and_foreign_model_code(tmp_path, tiny_dirs):
+    import shutil
+    import json
+
+    broken = tmp_path / "remote-code"
+    shutil.copytree(tiny_dirs["qwen2_vl"], broken)
+    cfg = json.loads((broken / "config.json").read_text())
+    cfg["auto_map"] = {"AutoConfig": "configuration_dots.DotsOCRConfig",
+                       "AutoModelForImageTextToText": "modeling_dots_ocr.DotsOCRForCausalLM"}
+    cfg["model_type"] = "dots_ocr"
+    (broken / "config.json").write_text(json.dumps(cfg))
+    config = load_config(write_config(tmp_path / "c.yaml", {
+        "remote": local_entry("remote", broken, trust_remote_code=True),
+        "absent": {**local_entry("absent", tmp_path), "local": {"model_id": "org/not-downloaded"}},
+    }))
+    with pytest.raises(NotAvailable, match=r"Tiny remote's own model code does not run on Transformers 5\.\S+ "
+                                           r"\(.*\); use vLLM mode for this model\."):
+        ModelLoader(config).load_model("remote")
+    with pytest.raises(NotAvailable, match="The weights of org/not-downloaded are not on this machine — "
+                                           "download them with: hf download org/not-downloaded"):
+        ModelLoader(config).load_model("absent")
+
+
+def test_cli_reads_in_local_mode(config, tmp_path):
+    (tmp_path / "p.png").write_bytes(encode(render_lines(ENGLISH), "PNG"))
+    done = cli("ocr", tmp_path / "p.png", "--model", "tiny3", "--mode", "local", "--format", "json")
+    assert done.returncode == 0, done.stderr
+    assert "Tiny tiny3 ready in" in done.stderr and "runs on the CPU, which is slow" in done.stderr
+    assert '"engine": "transformers"' in done.stdout
+
+
+HOLDER = """
+import sys, time
+sys.path.insert(0, {root!r})
+from managers.arbiter import Arbiter
+from models.config import load_config
+from models.model_loader import ModelLoader
+config = load_config()
+ModelLoader(config, Arbiter(config)).load_model("tiny2")
+print("loaded", flush=True)
+time.sleep(120)
+"""
+
+
+def test_another_process_holding_a_local_model_is_named(config):
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER.format(root=str(ROOT))], stdout=subprocess.PIPE,
+                              text=True, env=os.environ.copy())
+    try:
+        assert holder.stdout.readline().strip() == "loaded"
+        arbiter = Arbiter(config)
+        expected = f"Process {holder.pid} holds the GPU with Tiny tiny2 in local mode; unload it there"
+        with pytest.raises(NotAvailable, match=expected):
+            ModelLoader(config, arbiter).load_model("tiny3")
+        with pytest.raises(NotAvailable, match=expected):
+            arbiter.switch("fake_a")
+    finally:
+        holder.kill()
+        holder.wait()
+    assert ModelLoader(config, Arbiter(config)).load_model("tiny3").key == "tiny3"  # a dead holder frees it
+
+
+@pytest.mark.docker
+def test_local_load_stops_the_vllm_container_and_vllm_unloads_local(config, clean_docker):
+    arbiter = Arbiter(config)
+    arbiter.switch("fake_a")
+    assert running_managed(clean_docker) == ["chatvlmllm-test-fake_a"]
+    ModelLoader(config, arbiter).load_model("tiny2")
+    assert running_managed(clean_docker) == []
+    assert arbiter.state()["active"]["mode"] == "local"
+    arbiter.switch("fake_a")
+    assert ModelLoader.current() is None
+    assert arbiter.state()["active"] == {**arbiter.state()["active"], "mode": "vllm", "model": "fake_a"}
+
+
+def test_sidebar_loads_and_unloads(config):
+    import streamlit as st
+    from streamlit.testing.v1 import AppTest
+
+    st.cache_resource.clear()
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120).run()
+    at.sidebar.radio(key="mode").set_value("local").run()
+    at.sidebar.selectbox(key="model_local").set_value("tiny3").run()
+    at.sidebar.button(key="local_load").click().run()
+    assert not at.exception and not at.sidebar.error
+    assert "**Active model:** Tiny tiny3 (local, cpu)" in [m.value for m in at.sidebar.markdown]
+    at.file_uploader[0].upload("p.png", encode(render_lines(ENGLISH), "PNG"), "image/png")
+    at.run()
+    next(b for b in at.button if b.label == "Run").click().run()
+    assert not at.exception and at.success[0].value.startswith("Read 1 of 1 pages with transformers")
+    at.sidebar.button(key="local_unload").click().run()
+    assert "**Active model:** none" in [m.value for m in at.sidebar.markdown]
+    assert any(c.value.startswith("Unloaded: freed") for c in at.sidebar.caption)
+    assert ModelLoader.current() is None
