@@ -80,7 +80,7 @@ def why_not(model: ModelConfig, mode: Mode, host: HostFacts, config: AppConfig) 
                     "or set gpu: false for a CPU build of vLLM")
     if mode == "local":
         if not host.transformers:
-            return "local mode needs PyTorch and Transformers — .venv/bin/pip install -r requirements-local.txt"
+            return "local mode needs PyTorch and Transformers — install them with: scripts/install.sh --local"
         if (model.local.model_id, model.local.path) not in host.local_weights:
             where = model.local.path or model.local.model_id
             return (f"no model at {where}" if model.local.path

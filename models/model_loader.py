@@ -40,7 +40,7 @@ def _torch():
         import transformers  # noqa: F401
     except ImportError:
         raise NotAvailable("Local mode needs PyTorch and Transformers — install them with: "
-                           ".venv/bin/pip install -r requirements-local.txt") from None
+                           "scripts/install.sh --local") from None
     return torch
 
 

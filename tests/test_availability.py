@@ -52,7 +52,8 @@ def test_tesseract_missing_or_without_russian(config):
 def test_local_mode_needs_transformers_and_weights(config):
     qwen = config.models["qwen3_vl_2b"]
     no_torch = HostFacts(None, NO_GPU, LANGS, transformers=False)
-    assert "requirements-local.txt" in why_not(qwen, "local", no_torch, config)
+    assert why_not(qwen, "local", no_torch, config) == (
+        "local mode needs PyTorch and Transformers — install them with: scripts/install.sh --local")
     assert why_not(qwen, "local", HostFacts(None, NO_GPU, LANGS), config) == (
         "the weights are not on this machine — download them with: hf download Qwen/Qwen3-VL-2B-Instruct")
     present = HostFacts(None, NO_GPU, LANGS, local_weights=frozenset({("Qwen/Qwen3-VL-2B-Instruct", None)}))
