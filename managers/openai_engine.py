@@ -91,7 +91,7 @@ class OpenAIEngine(Engine):
         seen = self.prepare(page.image)
         prompt = prompt_for(task, self.box, page.size, seen.size)
         messages = [{"role": "user", "content": [self.image_part(seen), {"type": "text", "text": prompt}]}]
-        return Prepared(page.index, page.size, seen.size, messages, list(page.warnings))
+        return Prepared(page.index, page.size, seen.size, messages)
 
     def answer(self, request: Prepared, task: Task, source: PageSource | None = None) -> PageResult:
         """Send a prepared page and read the answer as the task says. ``source`` gives the
@@ -166,7 +166,10 @@ class OpenAIEngine(Engine):
                          seconds=round(time.perf_counter() - started, 3), pages=ordered)
 
     def _prepare_source(self, source: PageSource, task: Task) -> Prepared:
-        return self.prepare_page(source.load(self.model.max_pixels), task)
+        page = source.load(self.model.max_pixels)
+        prepared = self.prepare_page(page, task)
+        prepared.warnings = list(page.warnings)  # read_page's callers add them on the other path
+        return prepared
 
 
 class _NoLease:

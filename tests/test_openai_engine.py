@@ -195,3 +195,14 @@ def test_app_reads_through_a_remote_endpoint_and_chats(tmp_path, stub, monkeypat
     assert said[0] == "What is on this page?" and len(said) == 2
     assert stub.requests[-1]["messages"][-1]["content"][1]["text"] == "What is on this page?"
     assert config.models["dots_ocr"].vllm.remote
+
+
+def test_page_warnings_appear_once(engine, limits):
+    import pymupdf
+
+    pdf = pymupdf.open()
+    pdf.new_page(width=72 * 30, height=72 * 30)  # a poster page, rendered below pdf_dpi
+    doc = open_document(pdf.tobytes(), "poster.pdf", limits.model_copy(update={"max_image_pixels": 4_000_000}))
+    through_ocr = engine.ocr(doc.pages(), "ocr").pages[0].warnings
+    one_page = engine._read_one(doc.pages()[0], engine.model.tasks["ocr"]).warnings
+    assert through_ocr == one_page and sum("rendered at 66 dpi" in w for w in one_page) == 1
