@@ -312,7 +312,8 @@ def test_a_missing_image_is_pulled_as_its_own_stage(tmp_path, clean_docker):
     image = "127.0.0.1:9/chatvlmllm-test/not-built:0"
     entry = fake_entry("fake_a")
     entry["vllm"]["image"] = image
-    manager = SingleContainerManager(load_config(write_config(tmp_path / "c.yaml", {"fake_a": entry})))
+    manager = SingleContainerManager(load_config(write_config(tmp_path / "c.yaml", {"fake_a": entry},
+                                                              min_free_disk_gb=0)))
     events = []
     with pytest.raises(SwitchError, match=rf"Could not pull {image} .*docker pull {image}\."):
         manager.switch("fake_a", events.append)
