@@ -55,6 +55,13 @@ class ProgressBar:
         self.stream.write(("\n" if self.tty else "") + text + "\n")
 
 
+def print_table(rows: list[tuple[str, ...]]) -> None:
+    """Columns padded to their widest cell; the last one, a free sentence, is not padded."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[-1])
+
+
 def cmd_models(args, config) -> int:
     host = probe_host(config)
     rows = [("KEY", "NAME", "MODE", "VRAM", "AVAILABLE HERE")]
@@ -63,9 +70,7 @@ def cmd_models(args, config) -> int:
             reason = why_not(model, mode, host, config)
             vram = f"{model.vram_gb:g} GB" if model.vram_gb else "-"
             rows.append((key, model.name, MODE_LABELS[mode], vram, reason or "yes"))
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
-    for row in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(row, widths)) + "  " + row[4])
+    print_table(rows)
     return 0
 
 
@@ -98,9 +103,7 @@ def cmd_status(args, config) -> int:
     rows = [("MODEL", "STATE", "PORT", "SINCE", "DETAIL")]
     for key, st in statuses.items():
         rows.append((key, st.state.value, str(st.port or "-"), st.since or "-", st.detail))
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
-    for row in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(row, widths)) + "  " + row[4])
+    print_table(rows)
     return 0
 
 

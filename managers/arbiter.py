@@ -150,16 +150,14 @@ class Arbiter(StateStore):
     def claim_local(self, key: str, on_event: OnEvent | None = None) -> None:
         """Make way for a local model: stop this project's vLLM containers (after their pages),
         refusing while another live process holds a local model."""
-        with self._locked("switch.lock"):
+        with self._locked("switch.lock"), self._under_way(key):
             self._refuse_foreign_local()
             self._wait_for_leases(lambda lease: lease["model"] != key, on_event)
             try:
                 self.manager.stop_all(on_event)
             except NotAvailable:
                 pass  # no Docker engine answers, so none of its containers can hold the GPU
-            with self._state() as state:
-                state["active"] = {"mode": "local", "model": key, "pid": os.getpid(),
-                                   "since": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+            self._set_active("local", key)
 
     # --- requests ---------------------------------------------------------------------------
 
@@ -175,7 +173,8 @@ class Arbiter(StateStore):
             with self._locked("switch.lock", blocking=False) as got:
                 if got:
                     self._check_not_overtaken(seq, key, name)
-                    return self._switch_locked(key, on_event)
+                    with self._under_way(key):
+                        return self._switch_locked(key, on_event)
             if on_event and not announced:
                 on_event(SwitchEvent("waiting", "waiting for another switch to finish",
                                      time.monotonic() - started))
@@ -189,25 +188,35 @@ class Arbiter(StateStore):
             newer = self.config.models.get(wanted["model"])
             raise Superseded(f"The switch to {name} was superseded by {newer.name if newer else wanted['model']}.")
 
-    def _switch_locked(self, key: str, on_event: OnEvent | None) -> ModelStatus:
+    @contextlib.contextmanager
+    def _under_way(self, model: str | None) -> Iterator[None]:
+        """Mark a change of the active model (to ``model``; None: a stop) while it runs, so
+        that ``lease`` refuses readers of a model about to stop."""
         with self._state() as state:
-            state["switching"] = {"model": key, "pid": os.getpid()}
+            state["switching"] = {"model": model, "pid": os.getpid()}
+        try:
+            yield
+        finally:
+            with self._state() as state:
+                state.pop("switching", None)
+
+    def _set_active(self, mode: str, key: str) -> None:
+        with self._state() as state:
+            state["active"] = {"mode": mode, "model": key, "pid": os.getpid(),
+                               "since": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+
+    def _switch_locked(self, key: str, on_event: OnEvent | None) -> ModelStatus:
         try:
             self._refuse_foreign_local()
             self._wait_for_leases(lambda lease: lease["model"] != key, on_event)
             self._unload_own_local_model()
             status = self.manager.switch(key, on_event)
-            with self._state() as state:
-                state["active"] = {"mode": "vllm", "model": key, "pid": os.getpid(),
-                                   "since": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+            self._set_active("vllm", key)
             return status
         except BaseException:
             with self._state() as state:
                 state.pop("active", None)  # whatever ran before was stopped, or is unknown
             raise
-        finally:
-            with self._state() as state:
-                state.pop("switching", None)
 
     @staticmethod
     def _unload_own_local_model() -> None:
@@ -218,21 +227,12 @@ class Arbiter(StateStore):
 
     def stop(self, on_event: OnEvent | None = None) -> list[str]:
         """Stop the active model (waiting for its pages); nothing to stop is not an error."""
-        while True:
-            with self._locked("switch.lock", blocking=False) as got:
-                if got:
-                    with self._state() as state:
-                        state["switching"] = {"model": None, "pid": os.getpid()}
-                    try:
-                        self._wait_for_leases(lambda lease: True, on_event)
-                        stopped = self.manager.stop_all(on_event)
-                        with self._state() as state:
-                            state.pop("active", None)
-                        return stopped
-                    finally:
-                        with self._state() as state:
-                            state.pop("switching", None)
-            time.sleep(WAIT_POLL_S)
+        with self._locked("switch.lock"), self._under_way(None):
+            self._wait_for_leases(lambda lease: True, on_event)
+            stopped = self.manager.stop_all(on_event)
+            with self._state() as state:
+                state.pop("active", None)
+            return stopped
 
     def _wait_for_leases(self, blocks, on_event: OnEvent | None) -> None:
         timeout = self.config.switching.pages_wait_timeout_s
