@@ -9,13 +9,13 @@ from __future__ import annotations
 import importlib.util
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
 from managers.admission import admit, over_budget
 from managers.docker_host import docker_error
 from managers.gpu import GPUProbe, probe_gpus
 from models.config import MODE_LABELS, AppConfig, Mode, ModelConfig
 from models.errors import NotAvailable
+from models.model_loader import has_weights
 from models.tesseract_engine import INSTALL_HINT, installed_languages
 
 
@@ -29,17 +29,6 @@ class HostFacts:
     local_weights: frozenset[tuple[str, str | None]] = frozenset()
 
 
-def has_local_weights(model: ModelConfig) -> bool:
-    local = model.local
-    if local.path:
-        return (Path(local.path) / "config.json").exists()
-    try:
-        from huggingface_hub import try_to_load_from_cache
-    except ImportError:
-        return False
-    return isinstance(try_to_load_from_cache(local.model_id, "config.json"), str)
-
-
 def probe_host(config: AppConfig) -> HostFacts:
     try:
         languages = installed_languages()
@@ -48,7 +37,7 @@ def probe_host(config: AppConfig) -> HostFacts:
     needs_docker = any(m.vllm and not m.vllm.remote for m in config.models.values())
     transformers = all(importlib.util.find_spec(name) for name in ("torch", "transformers"))
     weights = frozenset((m.local.model_id, m.local.path) for m in config.models.values()
-                        if m.local and has_local_weights(m))
+                        if m.local and has_weights(m))
     return HostFacts(docker_error() if needs_docker else None, probe_gpus(), languages, transformers, weights)
 
 

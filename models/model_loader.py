@@ -63,6 +63,18 @@ class UnloadReport:
         return text
 
 
+def has_weights(model: ModelConfig) -> bool:
+    """Whether the model's local weights are on this machine (its folder, or the HF cache)."""
+    local = model.local
+    if local.path:
+        return (Path(local.path) / "config.json").exists()
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:
+        return False
+    return isinstance(try_to_load_from_cache(local.model_id, "config.json"), str)
+
+
 class LocalModel(Engine):
     engine_name = "transformers"
     shrinks_pages = True
@@ -168,17 +180,13 @@ class ModelLoader:
     def _weights(model: ModelConfig) -> str:
         """A local directory, or the model id when its weights are in the Hugging Face cache."""
         local = model.local
-        if local.path:
-            if not (Path(local.path) / "config.json").exists():
+        if not has_weights(model):
+            if local.path:
                 raise NotAvailable(f"No model at {local.path} (models.*.local.path): the folder has no "
                                    "config.json.")
-            return local.path
-        from huggingface_hub import try_to_load_from_cache
-
-        if not isinstance(try_to_load_from_cache(local.model_id, "config.json"), str):
             raise NotAvailable(f"The weights of {local.model_id} are not on this machine — download them "
                                f"with: hf download {local.model_id}")
-        return local.model_id
+        return local.path or local.model_id
 
     def _load(self, key, model: ModelConfig, source: str, device: str, on_progress) -> LocalModel:
         torch = _torch()
