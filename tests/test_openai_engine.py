@@ -16,7 +16,6 @@ from managers.openai_engine import OpenAIEngine
 from models import layout
 from models.config import load_config
 from models.document import Page, open_document
-from models.errors import EngineError
 from tests.conftest import ROOT
 from tests.containers import free_port
 from tests.fixtures.openai_stub import OpenAIStub, ink_lines
