@@ -121,7 +121,7 @@ def vllm_controls(config: AppConfig, key: str, cannot_start: str | None) -> None
 
 def local_controls(config: AppConfig, key: str, cannot_load: str | None) -> None:
     """The model loaded in this process, Load with progress, and Unload."""
-    from models.model_loader import ModelLoader  # PyTorch is optional
+    from managers.model_loader import ModelLoader  # PyTorch is optional
 
     current = ModelLoader.current()
     if current:
@@ -142,7 +142,7 @@ def local_controls(config: AppConfig, key: str, cannot_load: str | None) -> None
 
 
 def load_with_progress(config: AppConfig, key: str) -> bool:
-    from models.model_loader import ModelLoader
+    from managers.model_loader import ModelLoader
 
     name = config.models[key].name
     with st.sidebar.status(f"Loading {name}…", expanded=True) as box:

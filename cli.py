@@ -131,7 +131,7 @@ def cmd_ocr(args, config) -> int:
     if mode == "vllm" and not config.models[args.model].vllm.remote:
         Arbiter(config).switch(args.model, on_event=print_event)  # the sidebar's path
     if mode == "local":
-        from models.model_loader import ModelLoader  # PyTorch is optional
+        from managers.model_loader import ModelLoader  # PyTorch is optional
 
         ModelLoader(config, Arbiter(config)).load_model(
             args.model, on_progress=lambda message: print(message, file=sys.stderr, flush=True))

@@ -27,7 +27,7 @@ import transformers as tf  # noqa: E402
 
 from models.config import parse_config  # noqa: E402
 from models.errors import NotAvailable  # noqa: E402
-from models.model_loader import ModelLoader  # noqa: E402
+from managers.model_loader import ModelLoader  # noqa: E402
 from tests.fixtures.tiny_vlm import CHAT_TEMPLATE, SPECIAL, build_tokenizer  # noqa: E402
 from tests.helpers import ENGLISH, RUSSIAN, render_lines  # noqa: E402
 

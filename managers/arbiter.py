@@ -220,7 +220,7 @@ class Arbiter(StateStore):
 
     @staticmethod
     def _unload_own_local_model() -> None:
-        from models.model_loader import ModelLoader  # local mode is optional; import on use
+        from managers.model_loader import ModelLoader  # local mode is optional; import on use
 
         if ModelLoader.current() is not None:
             ModelLoader.unload_all_models()

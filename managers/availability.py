@@ -15,8 +15,8 @@ from managers.docker_host import docker_error
 from managers.gpu import GPUProbe, probe_gpus
 from models.config import MODE_LABELS, AppConfig, Mode, ModelConfig
 from models.errors import NotAvailable
-from models.model_loader import has_weights
-from models.tesseract_engine import INSTALL_HINT, installed_languages
+from managers.engines.local import has_weights
+from managers.engines.tesseract import INSTALL_HINT, installed_languages
 
 
 @dataclass(frozen=True)

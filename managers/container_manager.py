@@ -29,7 +29,7 @@ from managers.containers import (
 )
 from managers.docker_host import connect
 from managers.gpu import GPUProbe, probe_gpus
-from managers.history import StartHistory
+from managers.start_times import StartTimes
 from managers.readiness import api_ready
 from models.config import AppConfig, data_dir
 from models.errors import NotAvailable, SwitchError
@@ -67,7 +67,7 @@ class SingleContainerManager:
         self.config = config
         self._client = client
         self.gpu_probe = gpu_probe
-        self.history = StartHistory(data_dir())
+        self.history = StartTimes(data_dir())
         self.last_report = SwitchReport()
 
     @property

@@ -9,7 +9,7 @@ from managers.containers import (
     plan_switch,
 )
 from managers.gpu import GPU, GPUProbe
-from managers.history import StartHistory
+from managers.start_times import StartTimes
 from models.errors import NotAvailable, SwitchError
 
 
@@ -152,7 +152,7 @@ def test_admission(config):
 
 
 def test_start_history_estimates_from_the_median(tmp_path):
-    history = StartHistory(tmp_path)
+    history = StartTimes(tmp_path)
     assert history.estimate("a") is None
     for seconds in (40, 42, 90):
         history.record("a", seconds)

@@ -14,7 +14,7 @@ import pytest
 from managers.arbiter import Arbiter
 from models.config import load_config
 from models.errors import NotAvailable
-from models.model_loader import ModelLoader
+from managers.model_loader import ModelLoader
 from tests.conftest import ROOT
 from tests.containers import build_tiny_model, cli, fake_entry, running_managed, write_config
 from tests.helpers import ENGLISH, encode, render_lines
@@ -155,7 +155,7 @@ import sys, time
 sys.path.insert(0, {root!r})
 from managers.arbiter import Arbiter
 from models.config import load_config
-from models.model_loader import ModelLoader
+from managers.model_loader import ModelLoader
 config = load_config()
 ModelLoader(config, Arbiter(config)).load_model("tiny2")
 print("loaded", flush=True)

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from managers.engines import make_engine
-from managers.openai_engine import OpenAIEngine
+from managers.engines.openai import OpenAIEngine
 from models import layout
 from models.config import load_config
 from models.document import Page, open_document

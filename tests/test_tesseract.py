@@ -4,7 +4,7 @@ from PIL import Image
 from models.config import CPUBackend
 from models.document import InputError, Page, open_document
 from models.errors import NotAvailable
-from models.tesseract_engine import TesseractEngine, parse_tsv
+from managers.engines.tesseract import TesseractEngine, parse_tsv
 from tests.helpers import ENGLISH, MIXED, RUSSIAN, cer, line_boxes, pdf_of_images, pdf_with_text, render_lines
 
 

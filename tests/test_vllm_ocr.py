@@ -6,7 +6,7 @@ import pytest
 
 from managers.arbiter import Arbiter
 from managers.engines import make_engine
-from managers.openai_engine import OpenAIEngine
+from managers.engines.openai import OpenAIEngine
 from models.config import load_config
 from models.document import open_document
 from tests.containers import remove_managed, vllm_entry, write_config

@@ -9,7 +9,7 @@ from pathlib import Path
 KEEP = 10
 
 
-class StartHistory:
+class StartTimes:
     def __init__(self, data_dir: Path):
         self.path = data_dir / "start_times.json"
 

@@ -20,33 +20,11 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
-
-from PIL import Image
-
-from models.answers import Prepared, fit_to_model, page_from_answer, prompt_for
-from models.config import AppConfig, ModelConfig, Task
-from models.document import Page
-from models.engine import Engine
-from models.errors import ChatVLMError, EngineError, NotAvailable
-from models.result import PageResult
+from managers.engines.local import LocalModel, _is_oom, _torch, has_weights
+from models.config import AppConfig, ModelConfig
+from models.errors import ChatVLMError, NotAvailable
 
 log = logging.getLogger(__name__)
-
-
-def _torch():
-    try:
-        import torch
-        import transformers  # noqa: F401
-    except ImportError:
-        raise NotAvailable("Local mode needs PyTorch and Transformers — install them with: "
-                           "scripts/install.sh --local") from None
-    return torch
-
-
-def _is_oom(exc: BaseException) -> bool:
-    torch = _torch()
-    return isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc).lower()
 
 
 @dataclass
@@ -61,71 +39,6 @@ class UnloadReport:
             text += (f"; {self.leftover_bytes / 1e9:.2f} GB still allocated, held by "
                      + (", ".join(self.holders) or "objects outside Python's reach"))
         return text
-
-
-def has_weights(model: ModelConfig) -> bool:
-    """Whether the model's local weights are on this machine (its folder, or the HF cache)."""
-    local = model.local
-    if local.path:
-        return (Path(local.path) / "config.json").exists()
-    try:
-        from huggingface_hub import try_to_load_from_cache
-    except ImportError:
-        return False
-    return isinstance(try_to_load_from_cache(local.model_id, "config.json"), str)
-
-
-class LocalModel(Engine):
-    engine_name = "transformers"
-    shrinks_pages = True
-
-    def __init__(self, key: str, model: ModelConfig, config: AppConfig, hf_model, processor, device: str,
-                 load_seconds: float, memory_bytes: int):
-        super().__init__(key, model)
-        self.requests = config.requests_for(key)
-        self.hf_model, self.processor, self.device = hf_model, processor, device
-        self.load_seconds, self.memory_bytes = load_seconds, memory_bytes
-        self.hide_header_footer = False
-        self.box: tuple[int, int, int, int] | None = None
-        self._lock = threading.Lock()  # one generate at a time on one model
-
-    def _generate(self, image: Image.Image, messages: list[dict]) -> tuple[str, bool, tuple[int, int]]:
-        torch = _torch()
-        text = self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        inputs = self.processor(text=[text], images=[image], return_tensors="pt").to(self.device)
-        grid = inputs["image_grid_thw"][0].tolist()
-        patch = getattr(self.processor.image_processor, "patch_size", 14)
-        seen = (int(grid[2]) * patch, int(grid[1]) * patch)
-        sampling = ({"do_sample": True, "temperature": self.requests.temperature}
-                    if self.requests.temperature > 0 else {"do_sample": False})
-        with self._lock, torch.inference_mode():
-            out = self.hf_model.generate(**inputs, max_new_tokens=self.requests.max_tokens, **sampling)
-        new = out[0, inputs["input_ids"].shape[1]:]
-        answer = self.processor.decode(new, skip_special_tokens=True)
-        return answer, len(new) >= self.requests.max_tokens, seen
-
-    def read_page(self, page: Page, task: Task) -> PageResult:
-        seen = fit_to_model(page.image, self.model)
-        prompt = prompt_for(task, self.box, page.size, seen.size)
-        messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]
-        try:
-            answer, cut, seen_size = self._generate(seen, messages)
-        except Exception as exc:
-            if not _is_oom(exc):
-                raise
-            ModelLoader.unload_all_models()
-            raise EngineError(f"The GPU ran out of memory reading page {page.index + 1}; {self.model.name} "
-                              "was unloaded. Lower its max_pixels or pick a smaller model.") from None
-        request = Prepared(page.index, page.size, seen_size, messages, [])
-        return page_from_answer(answer, cut, request, task, self.requests.max_tokens,
-                                self.hide_header_footer, page)
-
-    def chat(self, image: Image.Image, history: list[tuple[str, str]], question: str) -> str:
-        turns = [*history, ("user", question)]
-        messages = [{"role": role, "content": ([{"type": "image"}, {"type": "text", "text": text}] if n == 0
-                                                else [{"type": "text", "text": text}])}
-                    for n, (role, text) in enumerate(turns)]
-        return self._generate(fit_to_model(image, self.model), messages)[0]
 
 
 class ModelLoader:
@@ -218,7 +131,9 @@ class ModelLoader:
             p.numel() * p.element_size() for p in hf_model.parameters())
         if on_progress:
             on_progress(f"{model.name} ready in {seconds:.1f} s, {memory / 1e9:.2f} GB")
-        return LocalModel(key, model, self.config, hf_model, processor, device, seconds, memory)
+        engine = LocalModel(key, model, self.config, hf_model, processor, device, seconds, memory)
+        engine.on_oom = self.unload_all_models
+        return engine
 
     @classmethod
     def unload_all_models(cls) -> UnloadReport:

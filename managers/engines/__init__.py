@@ -6,11 +6,11 @@ from collections.abc import Callable
 
 from managers.arbiter import Arbiter
 from managers.containers import State
-from managers.openai_engine import OpenAIEngine
+from managers.engines.openai import OpenAIEngine
 from models.config import MODE_LABELS, AppConfig, Mode
 from models.engine import Engine
 from models.errors import NotAvailable
-from models.tesseract_engine import TesseractEngine
+from managers.engines.tesseract import TesseractEngine
 
 
 def _vllm(config: AppConfig, key: str) -> Engine:
@@ -25,7 +25,7 @@ def _vllm(config: AppConfig, key: str) -> Engine:
 
 
 def _local(config: AppConfig, key: str) -> Engine:
-    from models.model_loader import ModelLoader  # PyTorch is optional; import on use
+    from managers.model_loader import ModelLoader  # PyTorch is optional; import on use
 
     return ModelLoader(config, Arbiter(config)).load_model(key)
 
