@@ -1,0 +1,54 @@
+"""A result as files people work with: its tables as CSV and Excel, the document as Word, and
+the pages as a searchable PDF. The one implementation the app and ``cli.py ocr --format`` use.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image
+
+from models import tables
+from models.errors import NothingToExport
+from models.exports import csv_files, searchable_pdf, word, workbook
+from models.result import OCRResult
+
+PageImage = Callable[[int], Image.Image]
+"""A page's index → that page's image, in the pixels the result's boxes are in (or scaled)."""
+
+MIME = {
+    "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+    "docx": "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+    "pdf": "application/pdf",
+}
+FORMATS = ("csv", *MIME)
+
+
+@dataclass(frozen=True)
+class File:
+    name: str
+    data: bytes
+    mime: str
+
+
+def export(result: OCRResult, fmt: str, document_name: str, page_image: PageImage) -> File:
+    """The result in ``fmt``, named after the document. Raises NothingToExport for CSV of a
+    result without tables. ``page_image`` is called for the PDF's pages only."""
+    stem = Path(document_name).stem or "document"
+    if fmt == "csv":
+        found = tables.of_result(result)
+        if not found:
+            raise NothingToExport("No tables were found, so no CSV was written.")
+        if len(found) == 1:
+            return File(f"{stem}.csv", csv_files.table_csv(found[0]), "text/csv")
+        return File(f"{stem}.csv.zip", csv_files.zipped(found, stem), "application/zip")
+    mime = MIME[fmt]
+    if fmt == "xlsx":
+        data = workbook.export(result)
+    elif fmt == "docx":
+        data = word.export(result)
+    else:
+        data = searchable_pdf.export(result, page_image)
+    return File(f"{stem}.{fmt}", data, mime)

@@ -1,0 +1,105 @@
+"""The result as a searchable PDF: each page's image with the read text laid over it,
+invisible (render mode 3), so a PDF viewer finds, selects and copies the text where it is
+seen — what ocrmypdf makes of a scan.
+
+Each block's lines are placed top to bottom inside its box, one line per equal share of
+the box's height, with the font size that fills that share and the line stretched
+horizontally to the box's width, as ocrmypdf's hOCR renderer does. Text is placed as the
+model wrote it (a layout model's Markdown marks included). The font is the DejaVu
+Sans shipped beside this package (PDF's built-in fonts have no Cyrillic, and the GPU
+machine has no system fonts).
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+import pymupdf
+from PIL import Image
+
+from models import tables
+from models.errors import ChatVLMError
+from models.result import Block, OCRResult, PageResult
+
+FONT = Path(__file__).resolve().parent.parent / "fonts" / "DejaVuSans.ttf"
+DPI = 200  # result pixels are pages at the intake's PDF resolution: an A4 scan stays A4
+A4 = (1654, 2339)  # in pixels at DPI, for a page whose image and size are both unknown
+POINTS = 72 / DPI
+
+
+def export(result: OCRResult, page_image: Callable[[int], Image.Image]) -> bytes:
+    pdf = pymupdf.open()
+    font = pymupdf.Font(fontfile=str(FONT))
+    for page in result.pages:
+        try:
+            image = page_image(page.index)
+        except ChatVLMError:  # a page that cannot be decoded stays a page, blank
+            image = None
+        if page.width and page.height:
+            width, height = page.width, page.height
+        else:  # a page that failed before its size was known
+            width, height = image.size if image else A4
+        out = pdf.new_page(width=width * POINTS, height=height * POINTS)
+        if image is not None:
+            out.insert_image(out.rect, stream=_jpeg(image))
+        if not page.error:
+            _text_layer(out, page, font)
+    pdf.subset_fonts()
+    return pdf.tobytes(garbage=3, deflate=True)
+
+
+def _jpeg(image: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    image.convert("RGB").save(buf, format="JPEG", quality=85)
+    return buf.getvalue()
+
+
+def _text_layer(out: pymupdf.Page, page: PageResult, font: pymupdf.Font) -> None:
+    em = font.ascender - font.descender  # a line's height per point of font size
+    for block in page.blocks:
+        x1, y1, x2, y2 = (v * POINTS for v in block.bbox)
+        lines = _lines(block)
+        if not lines or x2 <= x1 or y2 <= y1:
+            continue
+        lines = _wrap(lines, font, (x2 - x1) / ((y2 - y1) / em))
+        share = (y2 - y1) / len(lines)
+        size = share / em
+        for n, line in enumerate(lines):
+            length = font.text_length(line, fontsize=size)
+            if length <= 0:
+                continue
+            baseline = pymupdf.Point(x1, y1 + n * share + font.ascender * size)
+            out.insert_text(baseline, line, fontsize=size, fontname="dejavu", fontfile=str(FONT),
+                            render_mode=3, morph=(baseline, pymupdf.Matrix((x2 - x1) / length, 1)))
+
+
+def _wrap(lines: list[str], font: pymupdf.Font, aspect: float) -> list[str]:
+    """A layout model gives a paragraph as one line however many lines it covers on the page:
+    split it into as many lines as the box holds when each line fills the box's width.
+    ``aspect`` is the box's width over its height in ems. n lines of a text t ems long fill
+    the box when t / n = aspect * n, so n = sqrt(t / aspect)."""
+    text = " ".join(lines)
+    ems = font.text_length(text, fontsize=1)
+    count = max(1, round(math.sqrt(ems / aspect)))
+    if count <= len(lines):
+        return lines
+    wrapped: list[list[str]] = [[]]
+    done = 0.0
+    for word in text.split():
+        if wrapped[-1] and done >= len(wrapped) * ems / count:
+            wrapped.append([])
+        wrapped[-1].append(word)
+        done += font.text_length(word + " ", fontsize=1)
+    return [" ".join(words) for words in wrapped]
+
+
+def _lines(block: Block) -> list[str]:
+    """A block's text as the lines to place; a table's rows (its HTML is not what is seen)."""
+    if block.category == "Picture":
+        return []
+    grids = tables.find(block.text) if block.category == "Table" else []
+    rows = [" ".join(c for c in row if c) for grid in grids for row in grid.cells]
+    return [line.strip() for line in (rows or block.text.splitlines()) if line.strip()]
