@@ -82,6 +82,10 @@ class Page:
     warnings: list[str] = field(default_factory=list)
     # The page's size in result pixels, when ``image`` was rendered smaller for a model.
     full_size: tuple[int, int] | None = None
+    # What an OCR engine reads instead of ``image`` when preparation cleaned or enlarged it
+    # (managers/prepare.py), and its pixels per ``image`` pixel: boxes are divided by it.
+    ocr_image: Image.Image | None = None
+    ocr_scale: float = 1.0
 
     @property
     def size(self) -> tuple[int, int]:
