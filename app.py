@@ -3,22 +3,29 @@ every decision lives in models/ and managers/."""
 
 from __future__ import annotations
 
+import threading
+import time
+from datetime import datetime
+
 import streamlit as st
 
-from managers.arbiter import Arbiter
+from managers import runs
 from managers.availability import (
     default_choice, models_for_mode, probe_host, vram_warning, why_not,
 )
-from managers.container_manager import SwitchEvent
+from managers.container_manager import SingleContainerManager
 from managers.containers import State
-from managers.engines import make_engine
-from managers.readiness import api_ready
+from managers.idle import IdleWatcher, idle_deadline
+from managers.model_loader import ModelLoader
+from managers.operations import OPERATIONS, Operation
+from managers.prepare import describe as describe_preparation
+from managers.readiness import endpoint_ready
 from models import render
 from models.answers import GROUNDING_MARK
 from models.config import MODE_LABELS, MODES, AppConfig, load_config
 from models.document import UPLOAD_TYPES, Document, open_document, select_pages
-from models.errors import ChatVLMError, SwitchError
-from models.result import Block, OCRResult, PageResult
+from models.errors import ChatVLMError
+from models.result import Block, PageResult
 
 st.set_page_config(page_title="ChatVLMLLM", page_icon="📄", layout="wide")
 
@@ -34,8 +41,8 @@ def cached_host(_config: AppConfig):
 
 
 @st.cache_data(ttl=10, show_spinner=False)
-def cached_remote_ready(base_url: str, served: str) -> tuple[bool, str]:
-    return api_ready(base_url, served)
+def cached_remote_ready(key: str, _config: AppConfig) -> tuple[bool, str]:
+    return endpoint_ready(_config.models[key].vllm)
 
 
 @st.cache_resource(max_entries=4, show_spinner="Opening the document…")
@@ -73,7 +80,7 @@ def sidebar(config: AppConfig, host) -> tuple[str, str, str | None]:
 
     st.sidebar.divider()
     if mode == "vllm" and model.vllm.remote:
-        ok, why = cached_remote_ready(model.vllm.base_url, model.vllm.served_model_name)
+        ok, why = cached_remote_ready(key, config)
         st.sidebar.markdown(f"**Remote endpoint:** {model.vllm.endpoint}")
         st.sidebar.caption("answering" if ok else f"not answering: {why}")
     elif mode == "vllm":
@@ -90,10 +97,9 @@ def sidebar(config: AppConfig, host) -> tuple[str, str, str | None]:
 
 
 def vllm_controls(config: AppConfig, key: str, cannot_start: str | None) -> None:
-    """Active container, its port and age, Switch and Stop; switches show live progress."""
-    arbiter = Arbiter(config)
+    """Active container, its port and age, Switch and Stop; they run as process operations."""
     try:
-        statuses = arbiter.manager.status()
+        statuses = SingleContainerManager(config).status()
     except ChatVLMError as exc:
         st.sidebar.markdown("**Active model:** none")
         st.sidebar.caption(str(exc))
@@ -108,21 +114,16 @@ def vllm_controls(config: AppConfig, key: str, cannot_start: str | None) -> None
         st.sidebar.caption(f"⚠ {config.models[failed.key].name} failed: {failed.detail}")
     left, right = st.sidebar.columns(2)
     already = active is not None and active.key == key and active.state is State.READY
-    if left.button("Switch" if active else "Start", disabled=bool(cannot_start) or already,
+    busy = bool(OPERATIONS.running())
+    if left.button("Switch" if active else "Start", disabled=bool(cannot_start) or already or busy,
                    key="vllm_switch", type="primary"):
-        if switch_with_progress(arbiter, config, key):
-            st.rerun()
-    if right.button("Stop", disabled=active is None, key="vllm_stop"):
-        with st.sidebar.status("Stopping…") as box:
-            stopped = arbiter.stop(on_event=lambda e: box.update(label=e.message))
-            box.update(label=f"Stopped {', '.join(stopped) or 'nothing'}.", state="complete")
-        st.rerun()
+        watch(runs.switch(config, key))
+    if right.button("Stop", disabled=active is None or busy, key="vllm_stop"):
+        watch(runs.stop(config))
 
 
 def local_controls(config: AppConfig, key: str, cannot_load: str | None) -> None:
-    """The model loaded in this process, Load with progress, and Unload."""
-    from managers.model_loader import ModelLoader  # PyTorch is optional
-
+    """The model loaded in this process, Load and Unload; they run as process operations."""
     current = ModelLoader.current()
     if current:
         st.sidebar.markdown(f"**Active model:** {current.model.name} (local, {current.device})")
@@ -131,53 +132,62 @@ def local_controls(config: AppConfig, key: str, cannot_load: str | None) -> None
         st.sidebar.markdown("**Active model:** none")
     left, right = st.sidebar.columns(2)
     loaded = current is not None and current.key == key
-    if left.button("Load", disabled=bool(cannot_load) or loaded, key="local_load", type="primary"):
-        if load_with_progress(config, key):
-            st.rerun()
-    if right.button("Unload", disabled=current is None, key="local_unload"):
-        st.session_state["unloaded"] = str(ModelLoader.unload_all_models())
-        st.rerun()
-    if note := st.session_state.pop("unloaded", None):
-        st.sidebar.caption(f"Unloaded: {note}.")
+    busy = bool(OPERATIONS.running())
+    if left.button("Load", disabled=bool(cannot_load) or loaded or busy, key="local_load", type="primary"):
+        watch(runs.load(config, key))
+    if right.button("Unload", disabled=current is None or busy, key="local_unload"):
+        watch(runs.unload(config))
 
 
-def load_with_progress(config: AppConfig, key: str) -> bool:
-    from managers.model_loader import ModelLoader
-
-    name = config.models[key].name
-    with st.sidebar.status(f"Loading {name}…", expanded=True) as box:
-        try:
-            ModelLoader(config, Arbiter(config)).load_model(key, on_progress=lambda m: box.update(label=m))
-        except ChatVLMError as exc:
-            box.update(label=f"Loading {name} failed", state="error")
-            st.sidebar.error(str(exc))
-            return False
-        box.update(state="complete", expanded=False)
-    return True
+def watch(op: Operation) -> None:
+    """This session follows ``op``: its progress now, its outcome once it ends."""
+    st.session_state["watched_op"] = op.id
+    st.session_state["redraw"] = True  # the sidebar was drawn before it began
 
 
-def switch_with_progress(arbiter: Arbiter, config: AppConfig, key: str) -> bool:
-    name = config.models[key].name
-    with st.sidebar.status(f"Switching to {name}…", expanded=True) as box:
-        newest = st.empty()
+def idle_note(config: AppConfig) -> None:
+    deadline = idle_deadline(config)
+    if deadline is not None:
+        minutes = config.switching.idle_unload_s / 60
+        st.sidebar.caption(f"Unloads after {minutes:g} min without use "
+                           f"(at {datetime.fromtimestamp(deadline):%H:%M} if unused).")
 
-        def on_event(event: SwitchEvent) -> None:
-            usual = f" (usually {event.estimate:.0f} s)" if event.estimate else ""
-            box.update(label=f"{event.message} · {event.elapsed:.0f} s{usual}")
-            if event.log_line:
-                newest.caption(event.log_line[-200:])
 
-        try:
-            arbiter.switch(key, on_event=on_event)
-        except ChatVLMError as exc:
-            box.update(label=f"Switch to {name} failed", state="error")
-            st.sidebar.error(str(exc))
-            if isinstance(exc, SwitchError) and exc.log_tail:
-                with st.sidebar.expander("Container log"):
-                    st.code(exc.log_tail, language=None)
-            return False
-        box.update(label=f"{name} is ready.", state="complete", expanded=False)
-    return True
+def describe(op: Operation, config: AppConfig) -> str:
+    what = {"switch": "Switching to", "load": "Loading", "stop": "Stopping", "unload": "Unloading"}[op.kind]
+    name = config.models[op.key].name if op.key in config.models else "the active model"
+    event = op.last_event
+    if event is None:
+        return f"{what} {name}…"
+    usual = f" (usually {event.estimate:.0f} s)" if event.estimate else ""
+    return f"{event.message} · {event.elapsed:.0f} s{usual}"
+
+
+def operations_panel(config: AppConfig):
+    """Every operation running in this process, with its own Cancel; the outcome of the one
+    this session started. Returns the slot that ``follow`` keeps up to date."""
+    for op in OPERATIONS.running():
+        if st.sidebar.button(f"Cancel {op.kind}", key=f"cancel_op_{op.id}"):
+            op.cancel.set()
+    slot = st.sidebar.empty()
+    watched = OPERATIONS.get(st.session_state.get("watched_op", -1))
+    if watched and not watched.running and watched.error:
+        st.sidebar.error(str(watched.error))
+        if watched.log_tail:
+            with st.sidebar.expander("Container log"):
+                st.code(watched.log_tail, language=None)
+    elif watched and watched.state == "done" and watched.kind == "unload" and watched.result:
+        st.sidebar.caption(f"Unloaded: {watched.result}.")
+    return slot
+
+
+def draw_operations(slot, config: AppConfig) -> None:
+    running = OPERATIONS.running()
+    with slot.container():
+        for op in running:
+            st.info(describe(op, config))
+            if op.last_event and op.last_event.log_line:
+                st.caption(op.last_event.log_line[-200:])
 
 
 def choose_pages(document: Document, config: AppConfig) -> list[int] | None:
@@ -218,45 +228,94 @@ def task_options(spec, document: Document, first_page: int) -> dict:
     return options
 
 
-def run(config: AppConfig, mode: str, key: str, task: str, document: Document,
-        indexes: list[int], options: dict, file_id: str) -> OCRResult | None:
-    vllm = config.models[key].vllm
-    if mode == "vllm" and not vllm.remote:
-        # The same path as the sidebar's Switch: joins the model if it is already running.
-        if not switch_with_progress(Arbiter(config), config, key):
-            return None
-    if mode == "local" and not load_with_progress(config, key):  # the sidebar's Load
-        return None
-    try:
-        engine = make_engine(config, key, mode)
-    except ChatVLMError as exc:
-        st.error(str(exc))
-        return None
-    for name, value in options.items():
-        setattr(engine, name, value)
-    # A click on Cancel reruns the script, which interrupts engine.ocr at its next progress
-    # update; the engine then sends no more pages, and the pages read so far are kept.
-    cancel_slot = st.empty()
-    cancel_slot.button("Cancel", key="cancel_run")
-    bar = st.progress(0.0, text=f"Reading page 1 of {len(indexes)}…")
-    read: dict[int, PageResult] = {}
+class Job:
+    """One document being read for this session, in its own thread so that a click
+    elsewhere (a rerun) never stops it; Cancel answers at once."""
 
-    def on_page(done: int, total: int, page: PageResult) -> None:
-        read[page.index] = page
-        pages = [read.get(i) or PageResult(index=i, error=f"Page {i + 1} was not read: cancelled.")
-                 for i in indexes]
-        partial = OCRResult(model=key, engine=engine.engine_name, task=task, pages=pages)
-        st.session_state["result"] = {"file": file_id, "result": partial, "mode": mode, "key": key}
-        more = f"Reading page {done + 1} of {total}…" if done < total else f"Page {done} of {total} read."
-        bar.progress(done / total, text=more)
+    def __init__(self, config: AppConfig, choice: runs.Choice, document: Document, indexes: list[int],
+                 file_id: str):
+        self.choice, self.file_id, self.total = choice, file_id, len(indexes)
+        self.cancel = threading.Event()
+        self.done_pages = 0
+        self.status = ""
+        self.run: runs.Run | None = None
+        self.error: str | None = None
+        self.thread = threading.Thread(target=self._read, args=(config, document, indexes), daemon=True)
+        self.thread.start()
 
-    result = engine.ocr(document.pages(indexes), task, on_page=on_page)
-    cancel_slot.empty()
-    return result
+    def _read(self, config: AppConfig, document: Document, indexes: list[int]) -> None:
+        def on_page(done: int, total: int, page: PageResult) -> None:
+            self.done_pages = done
+
+        try:
+            self.run = runs.read_document(config, self.choice, document.pages(indexes), on_page=on_page,
+                                          on_event=lambda e: setattr(self, "status", e.message),
+                                          cancel=self.cancel)
+        except ChatVLMError as exc:
+            self.error = str(exc)
+
+    @property
+    def running(self) -> bool:
+        return self.thread.is_alive()
+
+
+def job_panel():
+    """The session's document job: Cancel, and a slot ``follow`` keeps up to date."""
+    job: Job | None = st.session_state.get("job")
+    if job is None or not job.running:
+        return None
+    if st.button("Cancel", key="cancel_run"):
+        job.cancel.set()
+    return st.empty()
+
+
+def draw_job(slot, job: Job) -> None:
+    with slot.container():
+        if job.done_pages == 0 and job.status:
+            st.info(job.status)
+        more = (f"Reading page {job.done_pages + 1} of {job.total}…" if job.done_pages < job.total
+                else f"Page {job.done_pages} of {job.total} read.")
+        st.progress(job.done_pages / job.total, text=more)
+
+
+def follow(config: AppConfig, ops_slot, job_slot) -> None:
+    """Keep the progress of running operations and of this session's job up to date until
+    they end, then show the outcome. A rerun (any click) leaves them running and the next
+    run follows them again."""
+    followed = st.session_state.pop("redraw", False)
+    while True:
+        job: Job | None = st.session_state.get("job")
+        job_running = job is not None and job.running and job_slot is not None
+        if not OPERATIONS.running() and not job_running:
+            break
+        followed = True
+        draw_operations(ops_slot, config)
+        if job_running:
+            draw_job(job_slot, job)
+        time.sleep(0.25)
+    if followed:
+        st.rerun()
+
+
+def collect(job: Job | None) -> None:
+    """A finished job's result becomes the session's result (or its one error)."""
+    if job is None or job.running:
+        return
+    del st.session_state["job"]
+    if job.error:
+        st.session_state["run_error"] = job.error
+    elif job.run:
+        st.session_state["result"] = {"file": job.file_id, "run": job.run}
+
+
+def page_image(run: runs.Run, document: Document, index: int):
+    """The page the boxes belong to: as prepared for reading, else the document's own."""
+    return run.images.get(index) or document.page(index).image
 
 
 def show_result(config: AppConfig, stored: dict, document: Document) -> None:
-    result = stored["result"]
+    run: runs.Run = stored["run"]
+    result = run.result
     failed = len(result.failed)
     st.success(f"Read {len(result.pages) - failed} of {len(result.pages)} pages with "
                f"{result.engine} in {result.seconds:.1f} s.")
@@ -267,11 +326,14 @@ def show_result(config: AppConfig, stored: dict, document: Document) -> None:
     else:
         index = next(iter(pages))
     page = pages[index]
-    st.caption(f"Page {page.number}: {page.width}×{page.height} px, read in {page.seconds:.2f} s")
+    prepared = describe_preparation(page.warnings)
+    st.caption(f"Page {page.number}: {page.width}×{page.height} px, read in {page.seconds:.2f} s"
+               + (f" · the page was {prepared} before reading" if prepared else ""))
     if page.error:
         st.error(page.error)
     for warning in page.warnings:
-        st.warning(warning)
+        if not describe_preparation([warning]):
+            st.warning(warning)
 
     text_tab, md_tab, layout_tab, json_tab, chat_tab = st.tabs(["Text", "Markdown", "Layout", "JSON", "Chat"])
     with text_tab:
@@ -280,13 +342,14 @@ def show_result(config: AppConfig, stored: dict, document: Document) -> None:
         st.markdown(page.markdown or "_(no text)_")
     with layout_tab:
         if not page.error:
-            st.image(render.overlay(document.page(index).image, page),
-                     caption=f"{len(page.blocks)} boxes", width="stretch")
+            shown = f"; the page as read: {prepared}" if prepared else ""
+            st.image(render.overlay(page_image(run, document, index), page),
+                     caption=f"{len(page.blocks)} boxes{shown}", width="stretch")
             st.caption(" · ".join(f"{cat}" for cat in render.legend(page)))
     with json_tab:
         st.json(page.model_dump(), expanded=1)
     with chat_tab:
-        chat(config, stored, document, index)
+        chat(config, run, stored["file"], page_image(run, document, index), index)
 
     st.markdown("**Download**")
     columns = st.columns(6)
@@ -299,24 +362,32 @@ def show_result(config: AppConfig, stored: dict, document: Document) -> None:
                                        mime=render.FORMATS[fmt], key=f"dl_doc_{fmt}")
 
 
-def chat(config: AppConfig, stored: dict, document: Document, index: int) -> None:
+def chat(config: AppConfig, run: runs.Run, file_id: str, image, index: int) -> None:
     """Questions about the page, with the conversation so far, through the same model."""
-    if stored["mode"] == "cpu":
+    mode = run.choice.mode or config.models[run.choice.key].modes[0]
+    if mode == "cpu":
         st.info("Chat needs a vision-language model: read the page in vLLM or local mode.")
         return
-    history = st.session_state.setdefault(f"chat_{stored['file']}_{index}", [])
+    history = st.session_state.setdefault(f"chat_{file_id}_{index}", [])
     for role, text in history:
         st.chat_message(role).write(text)
     question = st.chat_input("Ask about this page", key="chat_input")
     if question:
         try:
-            engine = make_engine(config, stored["key"], stored["mode"])
-            answer = engine.chat(document.page(index).image, history, question)
+            answer = runs.chat(config, run.choice, image, history, question)
         except ChatVLMError as exc:
             st.error(str(exc))
             return
         history += [("user", question), ("assistant", answer)]
         st.rerun()
+
+
+@st.cache_resource
+def idle_watcher(_config: AppConfig) -> IdleWatcher:
+    """One per app process: unloads what this process holds after switching.idle_unload_s."""
+    watcher = IdleWatcher(_config)
+    watcher.start()
+    return watcher
 
 
 def main() -> None:
@@ -325,32 +396,43 @@ def main() -> None:
     except ChatVLMError as exc:
         st.error(str(exc))
         st.stop()
+    idle_watcher(config)
     host = cached_host(config)
     mode, key, reason = sidebar(config, host)
+    ops_slot = operations_panel(config)
+    idle_note(config)
     model = config.models[key]
 
     st.title("Read a document")
+    collect(st.session_state.get("job"))
     uploaded = st.file_uploader("Document image or PDF", type=UPLOAD_TYPES,
                                 max_upload_size=config.limits.max_upload_mb)
     if uploaded is None:
         st.info("Upload a scan, photo or PDF to read it.")
+        follow(config, ops_slot, None)
         return
     try:
         document = cached_document(uploaded.file_id, uploaded.getvalue(), uploaded.name, config)
     except ChatVLMError as exc:
         st.error(str(exc))
+        follow(config, ops_slot, None)
         return
     indexes = choose_pages(document, config)
     task = st.selectbox("Task", list(model.tasks), format_func=lambda t: model.tasks[t].label,
                         key=f"task_{key}")
     options = task_options(model.tasks[task], document, indexes[0] if indexes else 0)
-    if st.button("Run", type="primary", disabled=reason is not None or indexes is None):
-        result = run(config, mode, key, task, document, indexes, options, uploaded.file_id)
-        if result:
-            st.session_state["result"] = {"file": uploaded.file_id, "result": result, "mode": mode, "key": key}
+    reading = "job" in st.session_state
+    if st.button("Run", type="primary", disabled=reason is not None or indexes is None or reading):
+        st.session_state.pop("run_error", None)
+        choice = runs.Choice(key, mode, task, **options)
+        st.session_state["job"] = Job(config, choice, document, indexes, uploaded.file_id)
+    job_slot = job_panel()
+    if error := st.session_state.get("run_error"):
+        st.error(error)
     stored = st.session_state.get("result")
     if stored and stored["file"] == uploaded.file_id:
         show_result(config, stored, document)
+    follow(config, ops_slot, job_slot)
 
 
 main()

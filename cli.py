@@ -8,19 +8,21 @@ standard error. Exit codes: 0 all pages read, 1 some pages or files failed, 2 ba
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
 from pathlib import Path
 
-from managers.arbiter import Arbiter
+from managers import runs
 from managers.availability import probe_host, why_not
 from managers.container_manager import SingleContainerManager, SwitchEvent
-from managers.engines import make_engine
-from models import render
+from managers.runs import check_mode
+from managers.operations import Operation
+from models import exports, render
 from models.config import MODE_LABELS, MODES, load_config
 from models.document import open_path, select_pages
-from models.errors import ChatVLMError, Superseded, SwitchError
+from models.errors import ChatVLMError, NothingToExport, Superseded, SwitchError
 from models.result import OCRResult, PageResult
 
 EXIT_SUPERSEDED = 3
@@ -83,9 +85,21 @@ def print_event(event: SwitchEvent) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
+def wait_for(op: Operation):
+    """Follow a switch, load or stop to its end; Ctrl-C cancels it (and cleans up) first."""
+    try:
+        return op.wait(print_event)
+    except KeyboardInterrupt:
+        op.cancel.set()
+        print("cancelling…", file=sys.stderr, flush=True)
+        with contextlib.suppress(ChatVLMError):
+            op.wait()
+        raise
+
+
 def cmd_switch(args, config) -> int:
     try:
-        status = Arbiter(config).switch(args.model, on_event=print_event)
+        status = wait_for(runs.switch(config, args.model))
     except Superseded as exc:
         print(str(exc), file=sys.stderr)
         return EXIT_SUPERSEDED
@@ -108,7 +122,7 @@ def cmd_status(args, config) -> int:
 
 
 def cmd_stop(args, config) -> int:
-    stopped = Arbiter(config).stop(on_event=print_event)
+    stopped = wait_for(runs.stop(config))
     print(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
     return 0
 
@@ -119,6 +133,8 @@ def cmd_logs(args, config) -> int:
 
 
 def cmd_ocr(args, config) -> int:
+    if args.format in exports.FORMATS and not args.out:
+        raise ChatVLMError(f"{args.format} is a binary format: give --out DIR.")
     model = config.model(args.model)
     if args.endpoint:
         if model.vllm is None:
@@ -127,16 +143,9 @@ def cmd_ocr(args, config) -> int:
         models = {**config.models, args.model: model.model_copy(update={"vllm": remote})}
         config = config.model_copy(update={"models": models})
         args.mode = "vllm"
-    mode = args.mode or model.modes[0]
-    if mode == "vllm" and not config.models[args.model].vllm.remote:
-        Arbiter(config).switch(args.model, on_event=print_event)  # the sidebar's path
-    if mode == "local":
-        from managers.model_loader import ModelLoader  # PyTorch is optional
-
-        ModelLoader(config, Arbiter(config)).load_model(
-            args.model, on_progress=lambda message: print(message, file=sys.stderr, flush=True))
-    engine = make_engine(config, args.model, mode)
-    engine.task(args.task)  # an unknown task fails before any page is read
+    choice = runs.Choice(args.model, check_mode(config, args.model, args.mode), args.task)
+    model.task(args.task)  # an unknown task is refused before anything starts
+    runs.make_ready(config, choice.key, choice.mode, on_event=print_event)  # the sidebar's path
     outputs: list[tuple[Path, OCRResult]] = []
     status = 0
     for file in args.files:
@@ -148,18 +157,49 @@ def cmd_ocr(args, config) -> int:
             status = 1
             continue
         bar = ProgressBar(Path(file).name, len(indexes))
-        result = engine.ocr(document.pages(indexes), args.task, on_page=bar)
+        run = runs.read_document(config, choice, document.pages(indexes), on_page=bar, on_event=print_event)
+        result = run.result
         if result.failed:
             status = 1
         outputs.append((Path(file), result))
         if args.out:
-            args.out.mkdir(parents=True, exist_ok=True)
-            target = args.out / render.output_name(file, args.format)
-            target.write_text(render.render(result, args.format), encoding="utf-8")
-            print(f"wrote {target}", file=sys.stderr)
+            _write(args.out, outputs, args.format, lambda i: run.images.get(i) or document.page(i).image)
     if not args.out and outputs:
         sys.stdout.write(_joined(outputs, args.format))
     return status
+
+
+def _write(out: Path, outputs: list[tuple[Path, OCRResult]], fmt: str, page_image: exports.PageImage) -> None:
+    """Write the newest output under ``out``, named after its input; an input whose name an
+    earlier one took (a.png and a.pdf, two dirs/x.png) is written as "a (2)" and said so."""
+    file, result = outputs[-1]
+    stem = _unique_stems([f for f, _ in outputs])[-1]
+    name = stem + file.suffix
+    try:
+        if fmt in exports.FORMATS:
+            made = exports.export(result, fmt, name, page_image)
+            target, data = out / made.name, made.data
+        else:
+            target, data = out / render.output_name(name, fmt), render.render(result, fmt).encode("utf-8")
+    except NothingToExport as exc:
+        print(f"{file.name}: {exc}", file=sys.stderr)
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(data)
+    renamed = f" ({file} has the name of an earlier input)" if stem != file.stem else ""
+    print(f"wrote {target}{renamed}", file=sys.stderr)
+
+
+def _unique_stems(files: list[Path]) -> list[str]:
+    stems: list[str] = []
+    for file in files:
+        stem = candidate = file.stem
+        n = 1
+        while candidate in stems:
+            n += 1
+            candidate = f"{stem} ({n})"
+        stems.append(candidate)
+    return stems
 
 
 def _joined(outputs: list[tuple[Path, OCRResult]], fmt: str) -> str:
@@ -185,7 +225,8 @@ def build_parser() -> argparse.ArgumentParser:
     ocr.add_argument("--mode", choices=MODES, help="default: the model's first backend")
     ocr.add_argument("--task", metavar="T", help="a task of the model (default: its first)")
     ocr.add_argument("--pages", metavar="RANGE", help="pages to read, e.g. 1-20 or 1,3,5-7")
-    ocr.add_argument("--format", choices=tuple(render.FORMATS), default="txt")
+    ocr.add_argument("--format", choices=(*render.FORMATS, *exports.FORMATS), default="txt",
+                     help="txt, md, json; or, with --out, csv (a file per table), xlsx, docx, pdf (searchable)")
     ocr.add_argument("--out", type=Path, metavar="DIR", help="write FILE.<format> here instead of stdout")
     ocr.add_argument("--endpoint", metavar="URL",
                      help="send pages to this OpenAI-compatible server instead of a managed container")

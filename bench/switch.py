@@ -34,7 +34,7 @@ from managers.containers import container_spec  # noqa: E402
 from managers.docker_host import connect  # noqa: E402
 from models.config import load_config  # noqa: E402
 from tests.containers import (  # noqa: E402
-    build_tiny_model, ensure_images, fake_entry, remove_managed, vllm_entry, write_config,
+    build_tiny_model, ensure_images, fake_entry, remove_test_containers, vllm_entry, write_config,
 )
 
 
@@ -129,11 +129,11 @@ def main() -> None:
 
     rows = {}
     for name, make in (("seed baseline", lambda: seed_baseline(config, client)), ("ChatVLMLLM", lambda: ours(config))):
-        remove_managed(client)
+        remove_test_containers(client)
         switch = make()
         switch(order[0])  # warm: the first start has nothing to stop
         rows[name] = [measure(switch, client, config, key) for key in order[1:args.switches + 1]]
-        remove_managed(client)
+        remove_test_containers(client)
 
     print(f"\n{args.switches} switches between two {'vLLM (CPU, tiny Qwen2-VL)' if args.vllm else 'light'} "
           f"servers, medians in seconds\n")

@@ -22,10 +22,10 @@ sys.path.insert(0, str(ROOT))
 
 from managers.arbiter import Arbiter  # noqa: E402
 from managers.docker_host import connect  # noqa: E402
-from managers.engines import make_engine  # noqa: E402
+from managers.runs import make_engine  # noqa: E402
 from models.config import load_config  # noqa: E402
 from models.document import open_document  # noqa: E402
-from tests.containers import build_tiny_model, ensure_images, remove_managed, vllm_entry, write_config  # noqa: E402
+from tests.containers import build_tiny_model, ensure_images, remove_test_containers, vllm_entry, write_config  # noqa: E402
 from tests.helpers import ENGLISH, RUSSIAN, pdf_of_images, render_lines  # noqa: E402
 
 
@@ -41,7 +41,7 @@ def main() -> None:
     os.environ["CHATVLMLLM_DATA_DIR"] = str(work / "data")
     client = connect()
     ensure_images(client)
-    remove_managed(client)
+    remove_test_containers(client)
     model_dir = work / "tiny"
     model_dir.mkdir(mode=0o755)
     build_tiny_model(model_dir)
@@ -65,7 +65,7 @@ def main() -> None:
             rows.append((concurrency, seconds))
         rows = rows[1:]
     finally:
-        remove_managed(client)
+        remove_test_containers(client)
 
     base = rows[0][1]
     print(f"\n{args.pages} pages (A4 at 200 dpi, up to {args.max_tokens} tokens each, temperature "

@@ -14,12 +14,28 @@ def over_budget(model: ModelConfig, config: AppConfig) -> str | None:
     return None
 
 
-def admit(model: ModelConfig, config: AppConfig, free_gb: float | None) -> list[str]:
+def vllm_reservation_gb(model: ModelConfig, total_gb: float) -> float:
+    """What vLLM really takes: it reserves gpu_memory_utilization of the card's whole memory
+    up front (weights, KV cache, graphs), whatever the model's own size."""
+    assert model.vllm is not None
+    return model.vllm.gpu_memory_utilization * total_gb
+
+
+def admit(model: ModelConfig, config: AppConfig, free_gb: float | None,
+          total_gb: float | None = None) -> list[str]:
     """Warnings to show, or NotAvailable with the numbers when the model must not start.
-    ``free_gb`` is the free VRAM NVML reports after other models stopped (None: unknown)."""
+    ``free_gb`` is the free VRAM NVML reports after other models stopped (None: unknown);
+    ``total_gb``, the card's memory, is given for a vLLM server, which reserves a share of it."""
     if reason := over_budget(model, config):
         raise NotAvailable(reason + ".")
-    if free_gb is not None and model.vram_gb > free_gb:
+    if free_gb is not None and total_gb is not None:
+        need = vllm_reservation_gb(model, total_gb)
+        if need > free_gb:
+            raise NotAvailable(
+                f"{model.name}'s vLLM server reserves {need:.1f} GB (gpu_memory_utilization "
+                f"{model.vllm.gpu_memory_utilization:g} × {total_gb:.1f} GB) but only {free_gb:.1f} GB are "
+                "free; close other GPU programs or lower its gpu_memory_utilization.")
+    elif free_gb is not None and model.vram_gb > free_gb:
         raise NotAvailable(
             f"{model.name} needs {model.vram_gb:g} GB of VRAM but only {free_gb:.1f} GB are free; "
             "close other GPU programs (nvidia-smi lists them) and try again.")

@@ -1,268 +1,367 @@
-"""The arbiter: one model on the GPU, across every browser session and CLI process.
+"""The arbiter: one model on the GPU, across every browser session, thread and CLI process.
 
 Contract:
-- ``switch(key)`` returns once ``key`` is active. A request for the model already active
-  or starting joins it; a request for another model waits for the switch in progress;
-  when several wait, the newest wins and the ones it overtook raise Superseded("… by Y").
-  Switches run one at a time under one file lock, so nobody ever starts a second model.
-- A switch never cuts a document in the middle: readers hold a ``lease`` for the pages
-  they are reading, and a switch to another model waits for them (up to
-  ``switching.pages_wait_timeout_s``), reporting "waiting for N pages in progress".
-- The lock, the state file (owner process, mode, model) and the leases live under the
-  data directory. A process that dies releases its lock (flock) and its leases (its pid
-  is gone), so nothing stays stuck.
+- ``switch(key)`` returns once ``key``'s vLLM server is the one model on the GPU; a request
+  for the model already active joins it; requests for other models wait for the change in
+  progress, and when several wait the newest wins — the ones it overtook raise
+  Superseded("… by Y").
+- ``claim_local(key, load)`` makes way for a local model (stops the project's containers,
+  refuses while another live process holds a local model) and runs ``load`` while no other
+  change can begin; ``release_local()`` unloads it after the pages being read.
+- ``lease(mode, key, pages)`` holds (mode, key) on the GPU while pages are read. It is taken
+  atomically with the check that (mode, key) *is* the active model and that no change away
+  from it is under way; a change waits for the leases it would cut
+  (``switching.pages_wait_timeout_s``), reporting "waiting for N pages in progress".
+- A failed change leaves the record saying what really holds the GPU.
+
+How it stays true (see managers/locks.py): every claim is a kernel lock — ``switch.lock``
+while a change runs, ``local.lock`` while a process holds a local model, one slot lock per
+lease and per waiting request — so death and pid reuse release them at once. The record of
+what holds the GPU (``gpu.json``: mode, model, owner) is written in one place, ``_write``,
+under ``state.lock``. One lock order on every path: switch.lock → the local loader's lock →
+state.lock; slot and probe locks are only ever tried, never waited on.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
+import socket
+import threading
 import time
-import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
 from managers.container_manager import OnEvent, SingleContainerManager, SwitchEvent
 from managers.containers import ModelStatus
-from models.config import AppConfig, data_dir
-from models.errors import NotAvailable, Superseded, SwitchError
+from managers.locks import FileLock, Slots, held_by_someone
+from models.config import AppConfig, lock_dir
+from models.errors import Cancelled, NotAvailable, Superseded, SwitchError
 
 WAIT_POLL_S = 0.1
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+@dataclass(frozen=True)
+class Holder:
+    """What holds the GPU: a vLLM server (mode "vllm") or a process's local model."""
+
+    mode: str
+    model: str
+    pid: int  # who started it (for messages; liveness comes from locks, never from a pid)
+    host: str
+    since: str
+
+
+@dataclass
+class GPUState:
+    """The one record of the GPU's owner, kept in ``gpu.json``."""
+
+    holder: Holder | None = None
+    switching: dict | None = None  # {"mode", "model"} while a change runs (valid with switch.lock held)
+    seq: int = 0  # numbers switch requests, so the newest one wins
+    last_used: float = field(default_factory=time.time)  # a page read or a chat, for idle unload
+
+    @classmethod
+    def parse(cls, data: dict) -> GPUState:
+        holder = data.get("holder")
+        return cls(Holder(**holder) if holder else None, data.get("switching"), data.get("seq", 0),
+                   data.get("last_used", time.time()))
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 class Lease:
-    """Pages of one document being read with one model; ``done(n)`` counts them down."""
+    """Pages of one document being read with one (mode, model); ``done(n)`` counts them down."""
 
-    def __init__(self, path: Path, model: str, pages: int):
-        self.path, self.model, self.pages = path, model, pages
-        self._write()
+    def __init__(self, arbiter: Arbiter, slot):
+        self._arbiter, self._slot = arbiter, slot
 
-    def _write(self) -> None:
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"pid": os.getpid(), "model": self.model, "pages": self.pages}))
-        tmp.replace(self.path)
+    @property
+    def pages(self) -> int:
+        return self._slot.record["pages"]
 
     def done(self, pages: int = 1) -> None:
-        self.pages = max(0, self.pages - pages)
-        self._write()
+        with self._arbiter._state():  # written under state.lock, so scans see whole records
+            self._slot.update(pages=max(0, self.pages - pages))
 
 
-class StateStore:
-    """The lock files, the state file and the leases under the data directory."""
+class Arbiter:
+    # The local model of this process, if any, is unloaded through this callback (set by
+    # managers.model_loader), so the arbiter never imports the loader.
+    release_local_model: Callable[[], object] | None = None
+    _local_claim: FileLock | None = None  # this process's hold on local.lock
+    _claim_guard = threading.Lock()
+    # Before each step of a change, for tests that need a change held at a known point.
+    hooks: dict[str, Callable[[], None]] = {}
 
-    def __init__(self, directory: Path | None = None):
-        self.dir = directory or data_dir()
-        self.leases_dir = self.dir / "leases"
-        self.leases_dir.mkdir(parents=True, exist_ok=True)
-
-    @contextlib.contextmanager
-    def _locked(self, name: str, blocking: bool = True) -> Iterator[bool]:
-        with open(self.dir / name, "a+") as handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
-            except BlockingIOError:
-                yield False
-                return
-            try:
-                yield True
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
-
-    @contextlib.contextmanager
-    def _state(self) -> Iterator[dict]:
-        """The shared state, read and written under its own short lock."""
-        path = self.dir / "arbiter.json"
-        with self._locked("state.lock"):
-            try:
-                state = json.loads(path.read_text())
-            except (OSError, ValueError):
-                state = {}
-            before = json.dumps(state, sort_keys=True)
-            yield state
-            if json.dumps(state, sort_keys=True) != before:
-                tmp = path.with_suffix(".tmp")
-                tmp.write_text(json.dumps(state, indent=1))
-                tmp.replace(path)
-
-    def state(self) -> dict:
-        with self._state() as state:
-            return dict(state)
-
-    def local_holder(self) -> dict | None:
-        """The live process other than this one that holds the GPU with a local model."""
-        with self._state() as state:
-            active = state.get("active") or {}
-        if active.get("mode") == "local" and active.get("pid") != os.getpid() and _alive(active["pid"]):
-            return active
-        return None
-
-    def _live_leases(self) -> list[dict]:
-        leases = []
-        for path in self.leases_dir.glob("*.json"):
-            try:
-                lease = json.loads(path.read_text())
-            except (OSError, ValueError):
-                continue  # being written or removed right now
-            if _alive(lease["pid"]):
-                leases.append(lease)
-            else:
-                path.unlink(missing_ok=True)
-        return leases
-
-
-
-def release_local_claim(directory: Path | None = None) -> None:
-    """This process no longer holds the GPU with a local model."""
-    with StateStore(directory)._state() as state:
-        active = state.get("active") or {}
-        if active.get("mode") == "local" and active.get("pid") == os.getpid():
-            state.pop("active")
-
-
-class Arbiter(StateStore):
     def __init__(self, config: AppConfig, manager: SingleContainerManager | None = None,
                  directory: Path | None = None):
-        super().__init__(directory)
         self.config = config
-        self.manager = manager or SingleContainerManager(config)
+        self.dir = directory or lock_dir(config)
+        self.manager = manager or SingleContainerManager(config, directory=self.dir)
+        self.leases = Slots(self.dir / "leases")
+        self.wants = Slots(self.dir / "wants")
 
-    def _refuse_foreign_local(self) -> None:
-        holder = self.local_holder()
-        if holder:
-            model = self.config.models.get(holder["model"])
-            raise NotAvailable(
-                f"Process {holder['pid']} holds the GPU with {model.name if model else holder['model']} "
-                "in local mode; unload it there (the Unload button, or end that process) and try again.")
+    def _hook(self, name: str) -> None:
+        if hook := self.hooks.get(name):
+            hook()
 
-    def claim_local(self, key: str, on_event: OnEvent | None = None) -> None:
-        """Make way for a local model: stop this project's vLLM containers (after their pages),
-        refusing while another live process holds a local model."""
-        with self._locked("switch.lock"), self._under_way(key):
+    # --- the record ----------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _state(self) -> Iterator[GPUState]:
+        """The record, read and written under its own short lock."""
+        path = self.dir / "gpu.json"
+        with FileLock(self.dir / "state.lock"):
+            try:
+                state = GPUState.parse(json.loads(path.read_text()))
+            except (OSError, ValueError, TypeError):
+                state = GPUState()
+            before = asdict(state)
+            yield state
+            if asdict(state) != before:
+                self._write(path, state)
+
+    @staticmethod
+    def _write(path: Path, state: GPUState) -> None:
+        tmp = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
+        tmp.write_text(json.dumps(asdict(state), indent=1))
+        tmp.replace(path)
+
+    def state(self) -> GPUState:
+        with self._state() as state:
+            return state
+
+    def holder(self) -> Holder | None:
+        """What holds the GPU now. A local holder counts only while its process lives."""
+        holder = self.state().holder
+        if holder and holder.mode == "local" and not held_by_someone(self.dir / "local.lock"):
+            return None
+        return holder
+
+    def _set_holder(self, mode: str | None, key: str | None) -> None:
+        with self._state() as state:
+            state.holder = (Holder(mode, key, os.getpid(), socket.gethostname(), _now())
+                            if mode else None)
+            state.last_used = time.time()
+
+    def _reconcile(self) -> None:
+        """After a failed change: record what really holds the GPU, whatever was recorded."""
+        if held_by_someone(self.dir / "local.lock"):
+            return  # a live local model: the record of it was not touched by a vLLM change
+        try:
+            running = self.manager.active()
+        except NotAvailable:
+            running = None  # no engine answers, so no container of it holds the GPU
+        with self._state() as state:
+            if running is None:
+                state.holder = None
+            elif not (state.holder and state.holder.mode == "vllm" and state.holder.model == running):
+                state.holder = Holder("vllm", running, os.getpid(), socket.gethostname(), _now())
+
+    def touch(self) -> None:
+        """A page was read or a question answered: the model is not idle."""
+        with self._state() as state:
+            state.last_used = time.time()
+
+    # --- changes -------------------------------------------------------------------------
+
+    def switch(self, key: str, on_event: OnEvent | None = None,
+               cancel: threading.Event | None = None) -> ModelStatus:
+        name = self.config.model(key).name
+        with self._state() as state:
+            state.seq += 1
+            seq = state.seq
+            want = self.wants.take({"seq": seq, "model": key})
+        try:
+            with self._change(("vllm", key), on_event, cancel, lambda: self._check_not_overtaken(seq, key, name)):
+                self._refuse_foreign_local()
+                self._wait_for_leases(lambda lease: (lease.get("mode"), lease.get("model")) != ("vllm", key),
+                                      on_event, cancel)
+                self._hook("before_unload")
+                self._unload_own_local_model()
+                self._hook("before_start")
+                status = self.manager.switch(key, on_event, cancel)
+                self._set_holder("vllm", key)
+                return status
+        finally:
+            want.release()
+
+    def claim_local(self, key: str, load: Callable[[], object], on_event: OnEvent | None = None,
+                    cancel: threading.Event | None = None):
+        """Make way for local model ``key`` and run ``load`` while no other change can begin."""
+        with self._change(("local", key), on_event, cancel):
             self._refuse_foreign_local()
-            self._wait_for_leases(lambda lease: lease["model"] != key, on_event)
+            self._wait_for_leases(lambda lease: (lease.get("mode"), lease.get("model")) != ("local", key),
+                                  on_event, cancel)
             try:
                 self.manager.stop_all(on_event)
             except NotAvailable:
-                pass  # no Docker engine answers, so none of its containers can hold the GPU
-            self._set_active("local", key)
+                pass  # no Docker engine answers, so none of its containers holds the GPU
+            self._take_local_claim()
+            self._hook("before_load")
+            try:
+                loaded = load()
+            except BaseException:
+                self.drop_local_claim()
+                raise
+            self._set_holder("local", key)
+            return loaded
 
-    # --- requests ---------------------------------------------------------------------------
+    def release_local(self, on_event: OnEvent | None = None, cancel: threading.Event | None = None):
+        """Unload this process's local model once the pages being read with it are done."""
+        with self._change(None, on_event, cancel):
+            self._wait_for_leases(lambda lease: lease.get("mode") == "local", on_event, cancel)
+            return self._unload_own_local_model()
 
-    def switch(self, key: str, on_event: OnEvent | None = None) -> ModelStatus:
-        name = self.config.model(key).name
-        with self._state() as state:
-            seq = state["seq"] = state.get("seq", 0) + 1
-            state["wanted"] = {"seq": seq, "model": key, "pid": os.getpid()}
+    def stop(self, on_event: OnEvent | None = None, cancel: threading.Event | None = None,
+             only_if_idle_since: float | None = None) -> list[str]:
+        """Stop what holds the GPU (after its pages): the project's containers, and this
+        process's local model. ``only_if_idle_since``: do nothing if it was used after that."""
+        with self._change(None, on_event, cancel):
+            if only_if_idle_since is not None and (
+                    self.state().last_used > only_if_idle_since or any(self.leases.live())):
+                return []
+            self._wait_for_leases(lambda lease: True, on_event, cancel)
+            stopped = self.manager.stop_all(on_event)
+            if self._unload_own_local_model() is not None:
+                stopped.append("local model")
+            with self._state() as state:
+                if state.holder and (state.holder.mode == "vllm" or not held_by_someone(self.dir / "local.lock")):
+                    state.holder = None
+            return stopped
+
+    @contextlib.contextmanager
+    def _change(self, target: tuple[str, str] | None, on_event: OnEvent | None,
+                cancel: threading.Event | None, still_wanted: Callable[[], None] = lambda: None):
+        """Hold switch.lock for one change of what holds the GPU, marked as under way so that
+        ``lease`` refuses readers of what is about to stop. Leaves the record true on failure."""
+        lock = FileLock(self.dir / "switch.lock")
         started = time.monotonic()
         announced = False
         while True:
-            self._check_not_overtaken(seq, key, name)
-            with self._locked("switch.lock", blocking=False) as got:
-                if got:
-                    self._check_not_overtaken(seq, key, name)
-                    with self._under_way(key):
-                        return self._switch_locked(key, on_event)
+            still_wanted()
+            if cancel is not None and cancel.is_set():
+                raise Cancelled("The change was cancelled before it began.")
+            if lock.acquire(blocking=False):
+                break
             if on_event and not announced:
                 on_event(SwitchEvent("waiting", "waiting for another switch to finish",
                                      time.monotonic() - started))
                 announced = True
             time.sleep(WAIT_POLL_S)
+        try:
+            still_wanted()
+            with self._state() as state:
+                state.switching = {"mode": target[0], "model": target[1]} if target else {"mode": None, "model": None}
+            try:
+                yield
+            except BaseException:
+                self._reconcile()
+                raise
+            finally:
+                with self._state() as state:
+                    state.switching = None
+        finally:
+            lock.release()
 
     def _check_not_overtaken(self, seq: int, key: str, name: str) -> None:
+        with self._state():
+            wants = [w for w in self.wants.live() if "seq" in w]
+        newest = max(wants, key=lambda w: w["seq"], default=None)
+        if newest and newest["seq"] > seq and newest["model"] != key:
+            other = self.config.models.get(newest["model"])
+            raise Superseded(f"The switch to {name} was superseded by {other.name if other else newest['model']}.")
+
+    # --- the local claim ------------------------------------------------------------------
+
+    def _take_local_claim(self) -> None:
+        with Arbiter._claim_guard:
+            if Arbiter._local_claim is None:
+                claim = FileLock(self.dir / "local.lock")
+                if not claim.acquire(blocking=False):
+                    raise NotAvailable("Another process holds a local model; unload it there and try again.")
+                Arbiter._local_claim = claim
+
+    def forget_local(self) -> None:
+        """This process unloaded its local model: drop the claim and the record of it."""
+        self.drop_local_claim()
         with self._state() as state:
-            wanted = state["wanted"]
-        if wanted["seq"] != seq and wanted["model"] != key:
-            newer = self.config.models.get(wanted["model"])
-            raise Superseded(f"The switch to {name} was superseded by {newer.name if newer else wanted['model']}.")
+            if state.holder and state.holder.mode == "local" and state.holder.pid == os.getpid():
+                state.holder = None
 
-    @contextlib.contextmanager
-    def _under_way(self, model: str | None) -> Iterator[None]:
-        """Mark a change of the active model (to ``model``; None: a stop) while it runs, so
-        that ``lease`` refuses readers of a model about to stop."""
-        with self._state() as state:
-            state["switching"] = {"model": model, "pid": os.getpid()}
-        try:
-            yield
-        finally:
-            with self._state() as state:
-                state.pop("switching", None)
+    @classmethod
+    def drop_local_claim(cls) -> None:
+        """This process no longer holds a local model (the loader calls it after unloading)."""
+        with cls._claim_guard:
+            if cls._local_claim is not None:
+                cls._local_claim.release()
+                cls._local_claim = None
 
-    def _set_active(self, mode: str, key: str) -> None:
-        with self._state() as state:
-            state["active"] = {"mode": mode, "model": key, "pid": os.getpid(),
-                               "since": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    def _refuse_foreign_local(self) -> None:
+        if Arbiter._local_claim is not None or not held_by_someone(self.dir / "local.lock"):
+            return  # nobody, or this very process (which unloads its own model)
+        holder = self.state().holder
+        if holder and holder.mode == "local":
+            model = self.config.models.get(holder.model)
+            what = f"{model.name if model else holder.model} in local mode"
+        else:
+            what = "a local model"
+        raise NotAvailable(f"Process {holder.pid if holder else '?'} holds the GPU with {what}; unload it "
+                           "there (the Unload button, or end that process) and try again.")
 
-    def _switch_locked(self, key: str, on_event: OnEvent | None) -> ModelStatus:
-        try:
-            self._refuse_foreign_local()
-            self._wait_for_leases(lambda lease: lease["model"] != key, on_event)
-            self._unload_own_local_model()
-            status = self.manager.switch(key, on_event)
-            self._set_active("vllm", key)
-            return status
-        except BaseException:
-            with self._state() as state:
-                state.pop("active", None)  # whatever ran before was stopped, or is unknown
-            raise
+    def _unload_own_local_model(self):
+        if Arbiter._local_claim is not None and Arbiter.release_local_model is not None:
+            return Arbiter.release_local_model()
+        return None
 
-    @staticmethod
-    def _unload_own_local_model() -> None:
-        from managers.model_loader import ModelLoader  # local mode is optional; import on use
+    # --- leases ----------------------------------------------------------------------------
 
-        if ModelLoader.current() is not None:
-            ModelLoader.unload_all_models()
-
-    def stop(self, on_event: OnEvent | None = None) -> list[str]:
-        """Stop the active model (waiting for its pages); nothing to stop is not an error."""
-        with self._locked("switch.lock"), self._under_way(None):
-            self._wait_for_leases(lambda lease: True, on_event)
-            stopped = self.manager.stop_all(on_event)
-            with self._state() as state:
-                state.pop("active", None)
-            return stopped
-
-    def _wait_for_leases(self, blocks, on_event: OnEvent | None) -> None:
+    def _wait_for_leases(self, blocks: Callable[[dict], bool], on_event: OnEvent | None,
+                         cancel: threading.Event | None) -> None:
         timeout = self.config.switching.pages_wait_timeout_s
         started = time.monotonic()
         while True:
-            pending = [lease for lease in self._live_leases() if blocks(lease) and lease["pages"] > 0]
+            with self._state():
+                pending = [lease for lease in self.leases.live() if blocks(lease) and lease.get("pages", 1) > 0]
             if not pending:
                 return
-            pages = sum(lease["pages"] for lease in pending)
+            pages = sum(lease.get("pages", 1) for lease in pending)
             if time.monotonic() - started > timeout:
                 raise SwitchError(f"{pages} pages are still being read after {timeout:g} s "
                                   "(switching.pages_wait_timeout_s); switch again when they finish.")
+            if cancel is not None and cancel.is_set():
+                raise Cancelled("The change was cancelled while pages were being read.")
             if on_event:
                 on_event(SwitchEvent("waiting", f"waiting for {pages} pages in progress",
                                      time.monotonic() - started))
             time.sleep(self.config.switching.poll_interval_s)
 
     @contextlib.contextmanager
-    def lease(self, key: str, pages: int) -> Iterator[Lease]:
-        """Hold ``key`` on the GPU while ``pages`` pages are read with it. Refused while a
-        switch to another model is under way, so a reader never starts on a model that is
-        about to stop."""
-        path = self.leases_dir / f"{os.getpid()}-{uuid.uuid4().hex}.json"
+    def lease(self, mode: str, key: str, pages: int) -> Iterator[Lease]:
+        """Hold (mode, key) on the GPU while ``pages`` pages are read with it."""
+        name = self.config.model(key).name
         with self._state() as state:
-            switching = state.get("switching")
-            if switching and switching["model"] != key and _alive(switching["pid"]):
-                target = switching["model"] or "stop"
-                raise SwitchError(f"A switch to {target} is under way; read the document when it is done.")
-            lease = Lease(path, key, pages)
+            switching = state.switching if held_by_someone(self.dir / "switch.lock") else None
+            if switching and (switching["mode"], switching["model"]) != (mode, key):
+                target = self.config.models.get(switching["model"] or "")
+                doing = f"A switch to {target.name}" if target else "A stop of the running model"
+                raise SwitchError(f"{doing} is under way; read the document when it is done.")
+            holder = state.holder
+            if holder and holder.mode == "local" and not held_by_someone(self.dir / "local.lock"):
+                holder = None
+            if holder is None or (holder.mode, holder.model) != (mode, key):
+                raise SwitchError(f"{name} is not the active model (it was stopped, or another model "
+                                  "took the GPU); start it again to read.")
+            slot = self.leases.take({"mode": mode, "model": key, "pages": pages, "pid": os.getpid()})
+            state.last_used = time.time()
         try:
-            yield lease
+            yield Lease(self, slot)
         finally:
-            path.unlink(missing_ok=True)
+            slot.release()
+            self.touch()

@@ -9,6 +9,11 @@ Contract:
   its last 30 log lines; one that outlives ``start_timeout_s`` is stopped and removed. A
   half-started container is never left running.
 - Only containers labelled ``io.chatvlmllm.managed=true`` are stopped or removed.
+- Every Docker failure becomes one SwitchError/NotAvailable sentence; clean-up after a
+  failure never replaces the original error. A cancel (``cancel`` event) stops and removes
+  the half-started container.
+- Containers it creates get the API key (``managers.api_key``) as ``VLLM_API_KEY``; every
+  readiness check sends it.
 - It does not serialise callers: go through ``managers.arbiter.Arbiter``, which does.
 
 The decisions (what to stop, what state a container is in, the create request) are pure
@@ -17,24 +22,48 @@ functions in ``managers.containers``; this class only carries them out.
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
 import shutil
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from managers.admission import admit
+from managers.admission import admit, vllm_reservation_gb
+from managers.api_key import api_key
 from managers.containers import (
     LABEL_MANAGED, ContainerInfo, ModelStatus, State,
     container_spec, derive_state, has_gpu_runtime, plan_switch,
 )
 from managers.docker_host import connect
 from managers.gpu import GPUProbe, probe_gpus
-from managers.start_times import StartTimes
 from managers.readiness import api_ready
-from models.config import AppConfig, data_dir
-from models.errors import NotAvailable, SwitchError
+from managers.start_times import StartTimes
+from models.config import AppConfig, lock_dir
+from models.errors import Cancelled, NotAvailable, SwitchError
 
 LOG_TAIL = 30
+log = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def docker_errors(doing: str) -> Iterator[None]:
+    """Any failure of the Docker engine while ``doing`` something, as one sentence."""
+    import docker.errors
+    import requests.exceptions
+
+    try:
+        yield
+    except (requests.exceptions.ConnectionError, requests.exceptions.Timeout):
+        raise NotAvailable(f"The Docker engine stopped answering while {doing}; start Docker "
+                           "(e.g. sudo systemctl start docker) and try again.") from None
+    except docker.errors.APIError as exc:
+        raise SwitchError(f"Docker refused {doing}: {exc.explanation or exc}.") from None
+    except docker.errors.DockerException as exc:
+        raise SwitchError(f"Docker failed while {doing}: {exc}.") from None
 
 
 @dataclass(frozen=True)
@@ -63,12 +92,18 @@ class SwitchReport:
 
 
 class SingleContainerManager:
-    def __init__(self, config: AppConfig, client=None, gpu_probe: Callable[[], GPUProbe] = probe_gpus):
+    def __init__(self, config: AppConfig, client=None, gpu_probe: Callable[[], GPUProbe] = probe_gpus,
+                 directory: Path | None = None):
         self.config = config
         self._client = client
         self.gpu_probe = gpu_probe
-        self.history = StartTimes(data_dir())
+        self.dir = directory or lock_dir(config)
+        self.history = StartTimes(self.dir)
         self.last_report = SwitchReport()
+
+    @property
+    def api_key(self) -> str:
+        return api_key(self.dir)
 
     @property
     def client(self):
@@ -99,6 +134,10 @@ class SingleContainerManager:
         return self._vllm(key)[1].base_url
 
     def status(self) -> dict[str, ModelStatus]:
+        with docker_errors("reading the model containers"):
+            return self._status()
+
+    def _status(self) -> dict[str, ModelStatus]:
         by_model = {}
         for c in self._managed():
             info = ContainerInfo.from_attrs(c.attrs)
@@ -110,7 +149,8 @@ class SingleContainerManager:
                 continue
             info = by_model.get(key)
             ready = bool(info and info.status == "running"
-                         and api_ready(self.base_url(key), model.vllm.served_model_name)[0])
+                         and api_ready(self.base_url(key), model.vllm.served_model_name,
+                                       api_key=self.api_key)[0])
             state = derive_state(info, ready)
             detail = ""
             if state is State.FAILED and info:
@@ -122,22 +162,30 @@ class SingleContainerManager:
 
     def active(self) -> str | None:
         """The model whose container is running (ready or still starting), if any."""
-        for c in self._managed():
-            info = ContainerInfo.from_attrs(c.attrs)
-            if info.running:
-                return info.model
+        with docker_errors("reading the model containers"):
+            for c in self._managed():
+                info = ContainerInfo.from_attrs(c.attrs)
+                if info.running:
+                    return info.model
         return None
 
     def logs(self, key: str, tail: int = 100) -> str:
         _, v = self._vllm(key)
-        found = self._named(v.container_name)
-        if not found or not ContainerInfo.from_attrs(found[0].attrs).managed:
-            raise NotAvailable(f"No container of {key} exists (it is stopped and removed).")
-        return found[0].logs(tail=tail).decode(errors="replace")
+        with docker_errors(f"reading the log of {v.container_name}"):
+            found = self._named(v.container_name)
+            if not found or not ContainerInfo.from_attrs(found[0].attrs).managed:
+                raise NotAvailable(f"No container of {key} exists (it is stopped and removed).")
+            return found[0].logs(tail=tail).decode(errors="replace")
 
     # --- acting -------------------------------------------------------------------------
 
-    def switch(self, key: str, on_event: OnEvent | None = None) -> ModelStatus:
+    def switch(self, key: str, on_event: OnEvent | None = None,
+               cancel: threading.Event | None = None) -> ModelStatus:
+        _, v = self._vllm(key)
+        with docker_errors(f"starting {v.container_name}"):
+            return self._switch(key, on_event, cancel or threading.Event())
+
+    def _switch(self, key: str, on_event: OnEvent | None, cancel: threading.Event) -> ModelStatus:
         import docker.errors
 
         model, v = self._vllm(key)
@@ -164,10 +212,14 @@ class SingleContainerManager:
 
         if plan.reuse is None:
             mark = time.monotonic()
-            free_gb = self._wait_for_gpu_memory(model, emit) if v.gpu else None
+            if v.gpu:
+                free_gb, total_gb = self._wait_for_gpu_memory(model, emit)
+                for warning in admit(model, self.config, free_gb, total_gb):
+                    emit("memory", warning)
             report.memory_s = time.monotonic() - mark
-            for warning in admit(model, self.config, free_gb) if v.gpu else []:
-                emit("memory", warning)
+            if not v.loopback:
+                emit("starting", f"{v.container_name} is published on {v.host}:{v.port} (expose: true): "
+                                 "other machines can reach it; only the API key keeps them out")
             mark = time.monotonic()
             self._ensure_image(v.image, emit)
             report.pull_s = time.monotonic() - mark
@@ -185,15 +237,16 @@ class SingleContainerManager:
             if v.gpu and not gpu_runtime:
                 raise NotAvailable(f"{model.name} requests a GPU but the Docker engine has no NVIDIA "
                                    "runtime — install the NVIDIA Container Toolkit and restart Docker.")
-            container = self.client.containers.create(**container_spec(key, model, self.config, gpu_runtime))
+            container = self.client.containers.create(**container_spec(
+                key, model, self.config, gpu_runtime, self.api_key, os.environ))
             try:
                 container.start()
             except docker.errors.APIError as exc:  # e.g. the port is taken by another program
-                self._remove(container, force=True)
+                self._quietly(self._remove, container, force=True)
                 raise SwitchError(f"{v.container_name} could not start: "
                                   f"{exc.explanation or exc}.") from None
         report.container_id = container.id
-        self._wait_ready(container, key, emit)
+        self._wait_ready(container, key, emit, cancel)
         report.start_s = time.monotonic() - mark
         report.total_s = time.monotonic() - started
         if plan.create or plan.start_existing:
@@ -206,14 +259,15 @@ class SingleContainerManager:
         """Stop every running container of this project; nothing to stop is not an error."""
         stopped = []
         started = time.monotonic()
-        for c in self._managed():
-            info = ContainerInfo.from_attrs(c.attrs)
-            if info.running:
-                if on_event:
-                    on_event(SwitchEvent("stopping", f"stopping {info.model or info.name}",
-                                         time.monotonic() - started))
-                self._stop(c)
-                stopped.append(info.model or info.name)
+        with docker_errors("stopping the model containers"):
+            for c in self._managed():
+                info = ContainerInfo.from_attrs(c.attrs)
+                if info.running:
+                    if on_event:
+                        on_event(SwitchEvent("stopping", f"stopping {info.model or info.name}",
+                                             time.monotonic() - started))
+                    self._stop(c)
+                    stopped.append(info.model or info.name)
         return stopped
 
     # --- steps ----------------------------------------------------------------------------
@@ -246,18 +300,18 @@ class SingleContainerManager:
             if "already in progress" not in str(exc):
                 raise
 
-    def _wait_for_gpu_memory(self, model, emit) -> float | None:
-        """Poll NVML until the model's VRAM is free again, bounded by gpu_memory_wait_s;
-        returns the free GB last read (None where NVML cannot be read)."""
+    def _wait_for_gpu_memory(self, model, emit) -> tuple[float | None, float | None]:
+        """Poll NVML until what vLLM will reserve is free again, bounded by gpu_memory_wait_s;
+        returns the free and total GB last read (None where NVML cannot be read)."""
         deadline = time.monotonic() + self.config.switching.gpu_memory_wait_s
         while True:
             probe = self.gpu_probe()
             if probe.free_gb is None:
-                return None
-            if probe.free_gb >= model.vram_gb or time.monotonic() >= deadline:
-                return probe.free_gb
-            emit("memory", f"waiting for GPU memory: {probe.free_gb:.1f} GB free, "
-                           f"{model.vram_gb:g} GB needed")
+                return None, None
+            need = vllm_reservation_gb(model, probe.total_gb)
+            if probe.free_gb >= need or time.monotonic() >= deadline:
+                return probe.free_gb, probe.total_gb
+            emit("memory", f"waiting for GPU memory: {probe.free_gb:.1f} GB free, {need:.1f} GB needed")
             time.sleep(0.5)
 
     def _ensure_image(self, image: str, emit) -> None:
@@ -289,7 +343,7 @@ class SingleContainerManager:
             raise SwitchError(f"Could not pull {image} ({exc.explanation or exc}); check the "
                               f"network, or pull it by hand: docker pull {image}.") from None
 
-    def _wait_ready(self, container, key: str, emit) -> None:
+    def _wait_ready(self, container, key: str, emit, cancel: threading.Event) -> None:
         import docker.errors
 
         _, v = self._vllm(key)
@@ -299,6 +353,8 @@ class SingleContainerManager:
         ready = False
         try:
             while True:
+                if cancel.is_set():
+                    raise Cancelled(f"The start of {v.container_name} was cancelled; it was stopped.")
                 try:
                     container.reload()
                 except docker.errors.NotFound:
@@ -310,7 +366,8 @@ class SingleContainerManager:
                     last = next((line for line in reversed(tail.splitlines()) if line.strip()), "")
                     raise SwitchError(f"{v.container_name} exited with code {info.exit_code} while "
                                       f"starting: {last.strip()[:200]}", tail)
-                ready, why = api_ready(url, v.served_model_name, timeout=min(2.0, poll * 4))
+                ready, why = api_ready(url, v.served_model_name, timeout=min(2.0, poll * 4),
+                                       api_key=self.api_key)
                 if ready:
                     return
                 if time.monotonic() >= deadline:
@@ -319,10 +376,10 @@ class SingleContainerManager:
                                       f"({why}); it was stopped.", tail)
                 newest = _log_tail(container, 1).strip()
                 emit("starting", f"starting {v.container_name}: {why}", newest)
-                time.sleep(poll)
+                cancel.wait(poll)
         finally:
             if not ready:
-                self._abandon(container)
+                self._quietly(self._abandon, container)
 
     def _abandon(self, container) -> None:
         """Never leave a half-started container running; an exited one stays for its logs
@@ -336,6 +393,14 @@ class SingleContainerManager:
                 container.remove()
         except docker.errors.NotFound:
             pass
+
+    @staticmethod
+    def _quietly(step, *args, **kwargs) -> None:
+        """Clean-up after a failure: its own failure is logged, never raised over the first."""
+        try:
+            step(*args, **kwargs)
+        except Exception:
+            log.exception("clean-up after a failed start failed too")
 
 
 

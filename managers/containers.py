@@ -7,6 +7,7 @@ started for a model to become active; ``derive_state`` names a container's state
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
 
@@ -125,19 +126,26 @@ def plan_switch(key: str, container_name: str, containers: list[ContainerInfo]) 
     return SwitchPlan(stop=stop + ((target,) if target.running else ()), remove=(target,))
 
 
-def container_spec(key: str, model: ModelConfig, config: AppConfig, gpu_runtime: bool) -> dict:
-    """Keyword arguments for docker's ``containers.create`` for this model's vLLM server."""
+def container_spec(key: str, model: ModelConfig, config: AppConfig, gpu_runtime: bool,
+                   api_key: str | None = None, host_env: Mapping[str, str] | None = None) -> dict:
+    """Keyword arguments for docker's ``containers.create`` for this model's vLLM server.
+    ``api_key`` guards its /v1 routes; ``host_env`` gives the values of ``env_from_host``
+    (names missing there are left out: a public model needs no HF_TOKEN)."""
     v = model.vllm
     assert v is not None
     volumes = {config.hf_cache_volume: {"bind": HF_CACHE_IN_CONTAINER, "mode": "rw"}}
     for mount in v.volumes:
         host, inside, *mode = mount.split(":")
         volumes[host] = {"bind": inside, "mode": mode[0] if mode else "rw"}
+    environment = dict(v.env)
+    environment.update({name: host_env[name] for name in v.env_from_host if host_env and name in host_env})
+    if api_key:
+        environment["VLLM_API_KEY"] = api_key
     spec = dict(
         image=v.image, command=v.command(), name=v.container_name, detach=True,
-        labels={LABEL_MANAGED: "true", LABEL_MODEL: key},
+        labels={**v.labels, LABEL_MANAGED: "true", LABEL_MODEL: key},
         ports={f"{CONTAINER_PORT}/tcp": (v.host, v.port)},
-        environment=dict(v.env), volumes=volumes, shm_size=v.shm_size,
+        environment=environment, volumes=volumes, shm_size=v.shm_size,
     )
     if v.entrypoint:
         spec["entrypoint"] = v.entrypoint

@@ -22,6 +22,10 @@ class GPUProbe:
     def free_gb(self) -> float | None:
         return self.gpus[0].free_gb if self.gpus else None
 
+    @property
+    def total_gb(self) -> float | None:
+        return self.gpus[0].total_gb if self.gpus else None
+
 
 def probe_gpus() -> GPUProbe:
     try:

@@ -2,7 +2,7 @@
 
 Contract:
 - ``load_model(key)`` returns a LocalModel that reads pages like every engine
-  (``ocr``, ``process_image``). It claims the GPU through the arbiter first (stopping the
+  (``ocr``, ``process_image``). It loads inside the arbiter's claim (stopping the
   project's vLLM containers; refusing while another live process holds a local model),
   refuses a model that does not fit in the VRAM left, and loads offline only — missing
   weights give the command that downloads them.
@@ -20,9 +20,11 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
+from managers.admission import admit
+from managers.arbiter import Arbiter
 from managers.engines.local import LocalModel, _is_oom, _torch, has_weights
 from models.config import AppConfig, ModelConfig
-from models.errors import ChatVLMError, NotAvailable
+from models.errors import Cancelled, ChatVLMError, NotAvailable
 
 log = logging.getLogger(__name__)
 
@@ -42,24 +44,40 @@ class UnloadReport:
 
 
 class ModelLoader:
-    """The process-wide holder of the one local model."""
+    """The process-wide holder of the one local model.
+
+    Lock order (the arbiter's): a load runs inside ``Arbiter.claim_local`` — switch.lock
+    first, then this class's lock — and an unload asked for by a vLLM switch runs inside the
+    switch the same way; an unload on its own (out of memory) takes only this lock.
+    """
 
     _current: LocalModel | None = None
     _baseline: int | None = None  # GPU bytes allocated before the first model loaded
     _lock = threading.RLock()
+    _arbiter: Arbiter | None = None  # the arbiter of the model loaded now
 
-    def __init__(self, config: AppConfig, arbiter=None):
+    def __init__(self, config: AppConfig, arbiter: Arbiter | None = None):
         self.config = config
-        self.arbiter = arbiter
+        self.arbiter = arbiter or Arbiter(config)
 
     @classmethod
     def current(cls) -> LocalModel | None:
         return cls._current
 
-    def load_model(self, key: str, on_progress=None) -> LocalModel:
+    def load_model(self, key: str, on_progress=None, cancel: threading.Event | None = None) -> LocalModel:
         model = self.config.model(key)
         if model.local is None:
             raise NotAvailable(f"{model.name} has no local backend in config.yaml; use vLLM mode for it.")
+        current = ModelLoader._current
+        if current is not None and current.key == key:
+            return current
+        source = self._weights(model)  # a missing download is refused before anything stops
+        on_event = on_progress and (lambda e: on_progress(e.message))
+        return self.arbiter.claim_local(
+            key, lambda: self._load_claimed(key, model, source, on_progress, cancel), on_event, cancel)
+
+    def _load_claimed(self, key: str, model: ModelConfig, source: str, on_progress,
+                      cancel: threading.Event | None) -> LocalModel:
         with self._lock:
             if self._current is not None and self._current.key == key:
                 return self._current
@@ -67,13 +85,8 @@ class ModelLoader:
                 self.unload_all_models()
             torch = _torch()
             device = "cuda" if torch.cuda.is_available() else "cpu"
-            source = self._weights(model)
-            if self.arbiter is not None:
-                self.arbiter.claim_local(key, on_event=on_progress and (lambda e: on_progress(e.message)))
             try:
                 if device == "cuda":
-                    from managers.admission import admit  # the one admission rule
-
                     free, _ = torch.cuda.mem_get_info()
                     for warning in admit(model, self.config, free / 1e9):
                         log.warning(warning)
@@ -83,7 +96,10 @@ class ModelLoader:
                     on_progress(f"no CUDA GPU: {model.name} runs on the CPU, which is slow")
                 if on_progress:
                     on_progress(f"loading {model.name} from {source}")
+                ModelLoader._arbiter = self.arbiter
                 ModelLoader._current = self._load(key, model, source, device, on_progress)
+                if cancel is not None and cancel.is_set():
+                    raise Cancelled(f"Loading {model.name} was cancelled; it was unloaded.")
                 return ModelLoader._current
             except BaseException:
                 self.unload_all_models()
@@ -161,14 +177,12 @@ class ModelLoader:
                 report.leftover_bytes = max(0, after - (cls._baseline or 0))
                 if report.leftover_bytes:
                     report.holders = _cuda_holders()
-            _release_claim()
+            if cls._arbiter is not None:
+                cls._arbiter.forget_local()
             return report
 
 
-def _release_claim() -> None:
-    from managers.arbiter import release_local_claim
-
-    release_local_claim()
+Arbiter.release_local_model = ModelLoader.unload_all_models
 
 
 def _cuda_holders(limit: int = 5) -> list[str]:

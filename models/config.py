@@ -7,11 +7,13 @@ output kinds are ones the engines know. Validation names the key that is wrong.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator,
+                      model_validator)
 
 from models.errors import ConfigError
 
@@ -23,6 +25,7 @@ MODES: tuple[Mode, ...] = ("vllm", "local", "cpu")
 MODE_LABELS: dict[str, str] = {"vllm": "vLLM", "local": "Local", "cpu": "CPU"}
 
 PositiveGB = Annotated[float, Field(ge=0)]
+_SECRET_NAME = re.compile(r"TOKEN|SECRET|PASSWORD|API_KEY|CREDENTIAL", re.IGNORECASE)
 
 
 class Strict(BaseModel):
@@ -43,12 +46,25 @@ class GPUBudget(Strict):
         return self
 
 
+def usable_cores() -> int:
+    """The cores this process may run on: its CPU affinity, which containers and taskset
+    narrow, rather than the machine's count."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 class Limits(Strict):
     max_upload_mb: Annotated[int, Field(gt=0)]
     max_pages: Annotated[int, Field(gt=0)]
     max_image_pixels: Annotated[int, Field(gt=0)]
     pdf_dpi: Annotated[int, Field(ge=36, le=600)]
     use_pdf_text_layer: bool = True
+    # Pages Tesseract reads at once, one single-threaded process each; null: usable_cores().
+    cpu_workers: Annotated[int, Field(ge=1)] = Field(default_factory=usable_cores)
+
+    @field_validator("cpu_workers", mode="before")
+    @classmethod
+    def _all_cores(cls, value):
+        return usable_cores() if value is None else value
 
 
 class Switching(Strict):
@@ -59,6 +75,11 @@ class Switching(Strict):
     pages_wait_timeout_s: Annotated[float, Field(gt=0)] = 600
     gpu_memory_wait_s: Annotated[float, Field(ge=0)] = 60
     min_free_disk_gb: Annotated[float, Field(ge=0)] = 25
+    # Where the arbiter's locks, its record and the vLLM API key live (default: the data dir).
+    lock_dir: str | None = None
+    # Unload the local model, or stop the container this app started or joined, after this
+    # long with no page read or chat (Ollama's keep_alive, llama-swap's ttl); 0 = never.
+    idle_unload_s: Annotated[float, Field(ge=0)] = 1800
 
 
 class Requests(Strict):
@@ -93,14 +114,19 @@ class VLLMBackend(Strict):
     image: str = ""
     container_name: str = ""
     port: Annotated[int, Field(ge=1, le=65535)] = 8000
-    # Published on loopback by default: the container serves an unauthenticated API.
+    # Published on loopback by default; any other address needs ``expose: true``.
     host: str = "127.0.0.1"
+    expose: bool = False
     model: str = ""
     gpu: bool = True
     gpu_memory_utilization: Annotated[float, Field(gt=0, le=1)] = 0.9
     max_model_len: Annotated[int, Field(gt=0)] = 8192
     args: list[str] = []
     env: dict[str, str] = {}
+    # Secrets are passed by name from the host's environment when the container is created,
+    # never written into config.yaml or docker-compose.yml.
+    env_from_host: list[str] = []
+    labels: dict[str, str] = {}  # extra container labels (the io.chatvlmllm.* ones are the manager's)
     # None keeps the image's own entrypoint (`vllm serve` in vllm/vllm-openai).
     entrypoint: list[str] | None = None
     # Extra bind mounts, as in compose: "HOST:CONTAINER" or "HOST:CONTAINER:ro".
@@ -114,7 +140,20 @@ class VLLMBackend(Strict):
             missing = [f for f in ("image", "container_name", "model") if not getattr(self, f)]
             if missing:
                 raise ValueError(f"needs {', '.join(missing)} (or an endpoint URL for a remote server)")
+        if not self.loopback and not self.expose:
+            raise ValueError(f"host {self.host} publishes the model server beyond this machine; "
+                             "set expose: true to mean it, or use 127.0.0.1")
+        secret = [k for k in self.env if _SECRET_NAME.search(k)]
+        if secret:
+            raise ValueError(f"env holds {', '.join(secret)}: name secrets in env_from_host and set them in "
+                             "the environment instead of writing them into the config")
+        if any(k.startswith("io.chatvlmllm.") for k in self.labels):
+            raise ValueError("labels: the io.chatvlmllm.* labels are set by the manager")
         return self
+
+    @property
+    def loopback(self) -> bool:
+        return self.host in ("localhost", "::1") or self.host.startswith("127.")
 
     @property
     def remote(self) -> bool:
@@ -145,6 +184,22 @@ class CPUBackend(Strict):
     psm: Annotated[int, Field(ge=0, le=13)] = 3
 
 
+class Preprocess(Strict):
+    """Which page-preparation steps may run (managers/prepare.py); each still looks at the
+    page and leaves alone a page that does not need it."""
+
+    orientation: bool = True   # turn a sideways or upside-down page upright
+    deskew: bool = True        # straighten a page scanned at a slant (up to 15°)
+    lighting: bool = False     # even out a shadow or uneven light (recognition only)
+    denoise: bool = False      # remove speckle and JPEG blocks (recognition only)
+    upscale: bool = False      # enlarge small text for the engine (recognition only)
+
+
+# OCR engines read every pixel, so a model with a cpu backend gets every step by default;
+# VLMs cope with light and noise, but a sideways or slanted page confuses them too.
+OCR_PREPROCESS = {"lighting": True, "denoise": True, "upscale": True}
+
+
 class ModelConfig(Strict):
     name: str
     description: str = ""
@@ -158,8 +213,18 @@ class ModelConfig(Strict):
     vllm: VLLMBackend | None = None
     local: LocalBackend | None = None
     cpu: CPUBackend | None = None
+    preprocess: Preprocess = Preprocess()
 
     _modes: tuple[Mode, ...] = PrivateAttr(default=())
+
+    @model_validator(mode="before")
+    @classmethod
+    def _preprocess_defaults(cls, data):
+        if isinstance(data, dict) and data.get("cpu") is not None:
+            given = data.get("preprocess") or {}
+            if isinstance(given, dict):  # anything else is reported by validation
+                data = {**data, "preprocess": {**OCR_PREPROCESS, **given}}
+        return data
 
     @model_validator(mode="wrap")
     @classmethod
@@ -179,6 +244,13 @@ class ModelConfig(Strict):
     @property
     def default_task(self) -> str:
         return next(iter(self.tasks))
+
+    def task(self, name: str | None) -> tuple[str, Task]:
+        """The task called ``name`` (None: the first), or ConfigError naming the tasks there are."""
+        name = name or self.default_task
+        if name not in self.tasks:
+            raise ConfigError(f"{self.name} has no task '{name}'; its tasks are: {', '.join(self.tasks)}.")
+        return name, self.tasks[name]
 
 
 class AppConfig(Strict):
@@ -241,6 +313,14 @@ def data_dir() -> Path:
     """Where local state lives (switch history, locks); created on first use."""
     default = Path.home() / ".local" / "share" / "chatvlmllm"
     path = Path(os.environ.get("CHATVLMLLM_DATA_DIR") or default)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def lock_dir(config: AppConfig) -> Path:
+    """The arbiter's folder: ``switching.lock_dir``, or the data dir. Several users of one
+    machine share one arbiter through a group-owned setgid folder (README)."""
+    path = Path(config.switching.lock_dir) if config.switching.lock_dir else data_dir()
     path.mkdir(parents=True, exist_ok=True)
     return path
 

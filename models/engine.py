@@ -1,15 +1,20 @@
 """What every engine is: something that reads pages into the shared result contract.
 
-Subclasses implement ``read_page``; the page loop, timing and per-page error capture
-live here once, so a page that fails never costs the pages around it.
+Subclasses implement ``read_page``. The one page loop every engine shares lives here
+(``Engine.ocr``): pages are read ``concurrency`` at a time, results come back in page
+order with progress per page, a page that fails keeps its error without costing the pages
+around it, and a cancel returns at once — pages in flight are abandoned (``abort`` stops
+their work), pages read are kept, the rest are marked as not read.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import ClassVar, Protocol, TypeVar
 
 from PIL import Image
@@ -21,6 +26,7 @@ from models.result import OCRResult, PageResult
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+CANCEL_POLL_S = 0.05
 
 
 class PageSource(Protocol):
@@ -32,6 +38,13 @@ class PageSource(Protocol):
 OnPage = Callable[[int, int, PageResult], None]
 """Called after each page with (pages done, pages in all, that page's result)."""
 
+Prepare = Callable[[Page], Page]
+"""Turns a loaded page into the page that is read (upright, straightened, …)."""
+
+
+def not_read(index: int) -> PageResult:
+    return PageResult(index=index, error=f"Page {index + 1} was not read: cancelled.")
+
 
 class Engine(ABC):
     engine_name: ClassVar[str]
@@ -39,16 +52,17 @@ class Engine(ABC):
     # may be decoded that small; OCR engines read every pixel.
     shrinks_pages: ClassVar[bool] = False
 
+    # How many pages are read at once; where the CPU work of a page (decode, shrink, encode)
+    # must be done before any is sent (a model server on the same CPU), ``encode_ahead``.
+    concurrency: int = 1
+    encode_ahead: ClassVar[bool] = False
+
     def __init__(self, key: str, model: ModelConfig):
         self.key = key
         self.model = model
 
     def task(self, name: str | None) -> tuple[str, Task]:
-        name = name or self.model.default_task
-        if name not in self.model.tasks:
-            raise ChatVLMError(f"{self.model.name} has no task '{name}'; "
-                               f"its tasks are: {', '.join(self.model.tasks)}.")
-        return name, self.model.tasks[name]
+        return self.model.task(name)
 
     @abstractmethod
     def read_page(self, page: Page, task: Task) -> PageResult:
@@ -59,17 +73,67 @@ class Engine(ABC):
         _, spec = self.task(task)
         return self._read_one(Page(0, to_rgb(image)), spec)
 
-    def ocr(self, pages: Sequence[PageSource], task: str | None = None,
-            on_page: OnPage | None = None) -> OCRResult:
+    def encode(self, page: Page, task: Task) -> object:
+        """A page's CPU work done ahead (``encode_ahead``); by default, the page itself."""
+        return page
+
+    def read_encoded(self, item, task: Task, source: PageSource) -> PageResult:
+        """Read what ``encode`` made of a page; ``source`` gives the page again if needed."""
+        result = self.read_page(item, task)
+        result.warnings = item.warnings + result.warnings
+        return result
+
+    def abort(self) -> None:
+        """Stop the work of pages in flight (a cancel); by default they finish unseen."""
+
+    def ocr(self, pages: Sequence[PageSource], task: str | None = None, on_page: OnPage | None = None,
+            cancel: threading.Event | None = None, prepare: Prepare | None = None) -> OCRResult:
         name, spec = self.task(task)
+        cancel = cancel or threading.Event()
         started = time.perf_counter()
-        results: list[PageResult] = []
-        for source in pages:
-            results.append(self._read_one(source, spec))
+        results: dict[int, PageResult] = {}
+
+        def load(source: PageSource) -> Page:
+            page = source.load(self.model.max_pixels if self.shrinks_pages else None)
+            return prepare(page) if prepare else page
+
+        def finished(result: PageResult) -> None:
+            results[result.index] = result
             if on_page:
-                on_page(len(results), len(pages), results[-1])
+                on_page(len(results), len(pages), result)
+
+        queue: list[tuple[PageSource, Callable[[], PageResult]]] = []
+        for source in pages:
+            if cancel.is_set():
+                break
+            if self.encode_ahead:
+                item = self.guarded(source.index, lambda s=source: self.encode(load(s), spec))
+                if isinstance(item, PageResult):
+                    finished(item)
+                else:
+                    queue.append((source, lambda s=source, i=item: self.read_encoded(i, spec, s)))
+            else:
+                queue.append((source, lambda s=source: self.read_encoded(load(s), spec, s)))
+
+        pool = ThreadPoolExecutor(max(1, self.concurrency), thread_name_prefix=f"{self.engine_name}-page")
+        in_flight: dict[Future, PageSource] = {}
+        try:
+            while (queue or in_flight) and not cancel.is_set():
+                while queue and len(in_flight) < max(1, self.concurrency):
+                    source, step = queue.pop(0)
+                    in_flight[pool.submit(self.guarded, source.index, step)] = source
+                done, _ = wait(in_flight, timeout=CANCEL_POLL_S, return_when=FIRST_COMPLETED)
+                for future in done:
+                    in_flight.pop(future)
+                    finished(future.result())
+        finally:
+            if in_flight or queue:  # cancelled, or the caller was interrupted
+                cancel.set()
+                self.abort()
+            pool.shutdown(wait=False, cancel_futures=True)
+        ordered = [results.get(source.index) or not_read(source.index) for source in pages]
         return OCRResult(model=self.key, engine=self.engine_name, task=name,
-                         seconds=round(time.perf_counter() - started, 3), pages=results)
+                         seconds=round(time.perf_counter() - started, 3), pages=ordered)
 
     def _read_one(self, source: PageSource, task: Task) -> PageResult:
         def read() -> PageResult:

@@ -32,3 +32,11 @@ class SwitchError(ChatVLMError):
 
 class Superseded(ChatVLMError):
     """A newer switch request for another model overtook this one before it began."""
+
+
+class Cancelled(ChatVLMError):
+    """The user cancelled a switch, a load or a document; what was finished is kept."""
+
+
+class NothingToExport(ChatVLMError):
+    """The chosen export would be empty, e.g. CSV of a document without tables."""

@@ -2,7 +2,7 @@
 
     {model, engine, task, seconds,
      pages: [{index, width, height, seconds, error, warnings, text, markdown,
-              blocks: [{bbox: [x1, y1, x2, y2] in original-page pixels, category, text}]}]}
+              blocks: [{bbox: [x1, y1, x2, y2] in prepared-page pixels, category, text}]}]}
 """
 
 from __future__ import annotations

@@ -61,10 +61,18 @@ def tiny_model_dir(tmp_path_factory):
     return build_tiny_model(folder)
 
 
+@pytest.fixture(scope="session")
+def tiny_dirs(tmp_path_factory):
+    """Tiny random-weight Qwen2-VL and Qwen3-VL for local mode, built with this venv's Transformers."""
+    from tests.containers import build_tiny_model
+    return {family: build_tiny_model(tmp_path_factory.mktemp(family), family, python=sys.executable)
+            for family in ("qwen2_vl", "qwen3_vl")}
+
+
 @pytest.fixture
 def clean_docker(docker_client):
-    """No model containers before or after the test (only the project's labelled ones)."""
-    from tests.containers import remove_managed
-    remove_managed(docker_client)
+    """No test-made model containers before or after the test (others are left alone)."""
+    from tests.containers import remove_test_containers
+    remove_test_containers(docker_client)
     yield docker_client
-    remove_managed(docker_client)
+    remove_test_containers(docker_client)

@@ -15,6 +15,7 @@ from pathlib import Path
 import yaml
 
 from managers.containers import LABEL_MANAGED
+from managers.locks import held_by_someone
 from tests.conftest import ROOT
 
 BASE_IMAGE = "chatvlmllm-test/base:bookworm"
@@ -22,6 +23,9 @@ RUNTIME_IMAGE = "chatvlmllm-test/runtime:1"
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
 VLLM_VENV = ROOT / ".venv-vllm"
 TEST_VOLUME = "chatvlmllm-test-hf-cache"
+# Every container a test makes carries this too; tests clean up by it, never by the product's
+# label alone, so a real model container on the machine is left alone.
+TEST_LABEL = "test.chatvlmllm.created-by"
 
 
 def ensure_images(client) -> None:
@@ -73,6 +77,7 @@ def fake_entry(name: str, delay: float = 1.0, extra_args=(), timeout: float = 12
             "gpu_memory_utilization": 0.5, "max_model_len": 8192,
             "args": ["--startup-delay", str(delay), *extra_args],
             "entrypoint": ["python3", "/srv/fake_vllm.py"], "shm_size": "64m", "start_timeout_s": timeout,
+            "labels": {TEST_LABEL: "pytest"},
         },
     }
 
@@ -90,9 +95,17 @@ def vllm_entry(name: str, model_dir: Path, timeout: float = 400) -> dict:
             "env": {"PYTHONPATH": sp, "VLLM_CPU_KVCACHE_SPACE": "1"},
             "entrypoint": ["python3", "-m", "vllm.entrypoints.openai.api_server"],
             "volumes": [f"{sp}:{sp}:ro", f"{model_dir}:/models/tiny:ro"],
-            "shm_size": "1g", "start_timeout_s": timeout,
+            "shm_size": "1g", "start_timeout_s": timeout, "labels": {TEST_LABEL: "pytest"},
         },
     }
+
+
+def local_entry(name: str, path, factor=28, **extra) -> dict:
+    """A tiny random-weight model (tests/fixtures/tiny_vlm.py) for local mode on the CPU."""
+    return {"name": f"Tiny {name}", "vram_gb": 1.0, "max_pixels": 401408, "min_pixels": 4096,
+            "resize_factor": factor, "requests": {"max_tokens": 8},
+            "tasks": {"text": {"label": "Text", "prompt": "Read the text."}},
+            "local": {"model_id": f"tiny/{name}", "path": str(path), "dtype": "float32", **extra}}
 
 
 def write_config(path: Path, entries: dict, **switching) -> Path:
@@ -109,23 +122,33 @@ def running_managed(client) -> list[str]:
     return [c.name for c in client.containers.list(filters={"label": f"{LABEL_MANAGED}=true"})]
 
 
-def remove_managed(client) -> None:
-    for c in client.containers.list(all=True, filters={"label": f"{LABEL_MANAGED}=true"}):
+def remove_test_containers(client) -> None:
+    for c in client.containers.list(all=True, filters={"label": [f"{LABEL_MANAGED}=true", TEST_LABEL]}):
         c.remove(force=True)
 
 
 class Sampler(threading.Thread):
-    """Counts running model containers every 0.2 s; ``most`` is the highest count seen."""
+    """Counts what holds the GPU as the kernel sees it, every 0.2 s: running model containers,
+    plus a live local-model claim when ``lock_dir`` is given; ``most`` is the highest count."""
 
-    def __init__(self, client, every: float = 0.2):
+    def __init__(self, client, every: float = 0.2, lock_dir: Path | None = None):
         super().__init__(daemon=True)
-        self.client, self.every = client, every
+        self.client, self.every, self.lock_dir = client, every, lock_dir
         self.most, self.samples, self.seen = 0, 0, []
         self._stop_event = threading.Event()
 
+    def holders(self) -> list[str]:
+        if self.lock_dir is None:
+            return running_managed(self.client)
+        before = held_by_someone(self.lock_dir / "local.lock")
+        names = running_managed(self.client)
+        # held before and after the listing: held while the listed containers ran
+        local = before and held_by_someone(self.lock_dir / "local.lock")
+        return names + (["local model"] if local else [])
+
     def run(self):
         while not self._stop_event.is_set():
-            names = running_managed(self.client)
+            names = self.holders()
             self.most = max(self.most, len(names))
             self.samples += 1
             if len(names) > 1:

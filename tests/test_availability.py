@@ -2,7 +2,7 @@ import pytest
 
 from managers.availability import HostFacts, default_choice, probe_host, vram_warning, why_not
 from managers.docker_host import docker_error
-from managers.engines import make_engine
+from managers.runs import make_engine
 from managers.gpu import GPU, GPUProbe
 from models.errors import NotAvailable
 
@@ -67,11 +67,18 @@ def test_mode_without_backend(config):
 
 
 def test_modes_that_cannot_run_say_so_and_never_crash(config):
+    from managers import runs
+    from managers.arbiter import Arbiter
+    from models.errors import SwitchError
+
     with pytest.raises(NotAvailable, match="The weights of Qwen/Qwen3-VL-2B-Instruct are not on this machine "
                                            "— download them with: hf download Qwen/Qwen3-VL-2B-Instruct"):
+        runs.read_document(config, runs.Choice("qwen3_vl_2b", "local"), [])
+    with pytest.raises(NotAvailable, match="Qwen3-VL 2B Instruct is not loaded — load it first"):
         make_engine(config, "qwen3_vl_2b", "local")
-    with pytest.raises(NotAvailable, match="is not running — start it first|Docker engine not reachable"):
-        make_engine(config, "qwen3_vl_2b", "vllm")
+    with pytest.raises(SwitchError, match="Qwen3-VL 2B Instruct is not the active model .*; start it again"):
+        with Arbiter(config).lease("vllm", "qwen3_vl_2b", 1):
+            pass
     assert make_engine(config, "tesseract").engine_name == "tesseract"
 
 

@@ -123,22 +123,44 @@ def test_switch_waits_for_gpu_memory_to_come_back(config):
     manager = SingleContainerManager(config, client=object(), gpu_probe=nvml)
     events = []
     free = manager._wait_for_gpu_memory(config.models["dots_ocr"], lambda s, m: events.append(m))
-    assert free == 11.2 and nvml.calls == 4
-    assert events[0] == "waiting for GPU memory: 3.1 GB free, 8 GB needed"
+    assert free == (11.2, 12.0) and nvml.calls == 4
+    # vLLM reserves gpu_memory_utilization (0.8) of the card's 12 GB, not the model's 8 GB
+    assert events[0] == "waiting for GPU memory: 3.1 GB free, 9.6 GB needed"
 
 
 def test_gpu_memory_wait_is_bounded_and_admission_refuses_with_numbers(config):
     short = config.model_copy(update={"switching": config.switching.model_copy(update={"gpu_memory_wait_s": 0.6})})
-    manager = SingleContainerManager(short, client=object(), gpu_probe=RecordedNVML([2.5]))
-    free = manager._wait_for_gpu_memory(config.models["dots_ocr"], lambda s, m: None)
-    assert free == 2.5
-    with pytest.raises(NotAvailable, match=r"dots.ocr needs 8 GB of VRAM but only 2.5 GB are free; close other GPU programs"):
-        admit(config.models["dots_ocr"], config, free)
+    manager = SingleContainerManager(short, client=object(), gpu_probe=RecordedNVML([9.0]))
+    free, total = manager._wait_for_gpu_memory(config.models["dots_ocr"], lambda s, m: None)
+    assert (free, total) == (9.0, 12.0)
+    # 8 GB of weights would fit in 9 GB; what vLLM reserves does not.
+    with pytest.raises(NotAvailable, match=r"^dots.ocr's vLLM server reserves 9.6 GB \(gpu_memory_utilization "
+                                           r"0.8 × 12.0 GB\) but only 9.0 GB are free; close other GPU programs"):
+        admit(config.models["dots_ocr"], config, free, total)
+    assert admit(config.models["qwen3_vl_2b"], config, 9.0, 12.0) == []  # 0.6 × 12 = 7.2 GB
+
+
+def test_a_model_that_cannot_fit_is_refused_before_its_container_is_created(config):
+    class NoCreate:
+        class containers:
+            @staticmethod
+            def list(**kwargs):
+                return []
+
+            @staticmethod
+            def create(**kwargs):
+                raise AssertionError("a container was created for a model that cannot fit")
+
+    manager = SingleContainerManager(config, client=NoCreate(), gpu_probe=RecordedNVML([7.0]))
+    short = config.switching.model_copy(update={"gpu_memory_wait_s": 0})
+    manager.config = config.model_copy(update={"switching": short})
+    with pytest.raises(NotAvailable, match=r"reserves 9.6 GB .* only 7.0 GB are free"):
+        manager.switch("dots_ocr")
 
 
 def test_no_nvml_means_no_wait(config):
     manager = SingleContainerManager(config, client=object(), gpu_probe=lambda: GPUProbe((), "no NVIDIA GPU found"))
-    assert manager._wait_for_gpu_memory(config.models["dots_ocr"], lambda s, m: None) is None
+    assert manager._wait_for_gpu_memory(config.models["dots_ocr"], lambda s, m: None) == (None, None)
 
 
 def test_admission(config):

@@ -16,23 +16,10 @@ from models.config import load_config
 from models.errors import NotAvailable
 from managers.model_loader import ModelLoader
 from tests.conftest import ROOT
-from tests.containers import build_tiny_model, cli, fake_entry, running_managed, write_config
+from tests.containers import cli, fake_entry, local_entry, running_managed, write_config
 from tests.helpers import ENGLISH, encode, render_lines
 
 pytestmark = pytest.mark.local
-
-
-@pytest.fixture(scope="session")
-def tiny_dirs(tmp_path_factory):
-    return {family: build_tiny_model(tmp_path_factory.mktemp(family), family, python=sys.executable)
-            for family in ("qwen2_vl", "qwen3_vl")}
-
-
-def local_entry(name: str, path, factor=28, **extra) -> dict:
-    return {"name": f"Tiny {name}", "vram_gb": 1.0, "max_pixels": 401408, "min_pixels": 4096,
-            "resize_factor": factor, "requests": {"max_tokens": 8},
-            "tasks": {"text": {"label": "Text", "prompt": "Read the text."}},
-            "local": {"model_id": f"tiny/{name}", "path": str(path), "dtype": "float32", **extra}}
 
 
 @pytest.fixture
@@ -187,10 +174,10 @@ def test_local_load_stops_the_vllm_container_and_vllm_unloads_local(config, clea
     assert running_managed(clean_docker) == ["chatvlmllm-test-fake_a"]
     ModelLoader(config, arbiter).load_model("tiny2")
     assert running_managed(clean_docker) == []
-    assert arbiter.state()["active"]["mode"] == "local"
+    assert (arbiter.holder().mode, arbiter.holder().model) == ("local", "tiny2")
     arbiter.switch("fake_a")
     assert ModelLoader.current() is None
-    assert arbiter.state()["active"] == {**arbiter.state()["active"], "mode": "vllm", "model": "fake_a"}
+    assert (arbiter.holder().mode, arbiter.holder().model) == ("vllm", "fake_a")
 
 
 def test_sidebar_loads_and_unloads(config):

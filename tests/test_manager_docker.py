@@ -49,7 +49,7 @@ def test_switch_a_b_a_keeps_one_container(fakes, clean_docker):
     assert "stopping fake_b" in events_of(events)
     assert events[-1].stage == "ready"
     assert any(e.log_line.startswith("INFO") for e in events if e.stage == "starting")
-    assert arbiter.state()["active"]["model"] == "fake_a"
+    assert (arbiter.holder().mode, arbiter.holder().model) == ("vllm", "fake_a")
     statuses = arbiter.manager.status()
     assert statuses["fake_a"].state is State.READY and statuses["fake_b"].state is State.STOPPED
     assert arbiter.manager.history.estimate("fake_a") > 0
@@ -89,7 +89,7 @@ def test_a_switch_waits_for_pages_in_progress(fakes, clean_docker):
     arbiter = Arbiter(fakes)
     arbiter.switch("fake_a")
     events, result = [], {}
-    with arbiter.lease("fake_a", pages=3) as lease:
+    with arbiter.lease("vllm", "fake_a", pages=3) as lease:
         thread = threading.Thread(target=lambda: result.setdefault("status", arbiter.switch("fake_b", events.append)))
         thread.start()
         time.sleep(1.5)
@@ -98,8 +98,8 @@ def test_a_switch_waits_for_pages_in_progress(fakes, clean_docker):
         lease.done(2)
         time.sleep(0.6)
         assert "waiting for 1 pages in progress" in events_of(events)
-        with pytest.raises(SwitchError, match="A switch to fake_b is under way"):
-            with arbiter.lease("fake_a", pages=1):
+        with pytest.raises(SwitchError, match="A switch to Fake fake_b is under way"):
+            with arbiter.lease("vllm", "fake_a", pages=1):
                 pass
     thread.join(timeout=60)
     assert result["status"].key == "fake_b"
@@ -111,7 +111,7 @@ def test_pages_wait_is_bounded(tmp_path, clean_docker):
                                       pages_wait_timeout_s=1))
     arbiter = Arbiter(config)
     arbiter.switch("fake_a")
-    with arbiter.lease("fake_a", pages=2):
+    with arbiter.lease("vllm", "fake_a", pages=2):
         with pytest.raises(SwitchError, match="2 pages are still being read after 1 s"):
             arbiter.switch("fake_b")
     assert running_managed(clean_docker) == ["chatvlmllm-test-fake_a"]
@@ -224,31 +224,34 @@ def test_dead_docker_daemon_is_one_sentence_and_cpu_mode_still_works(fakes, tmp_
 
 def test_superseded_unit(fakes, clean_docker):
     """A waiting request overtaken by a newer one for another model says so."""
+    from managers.locks import FileLock
+
     arbiter = Arbiter(fakes)
-    with arbiter._state() as state:
-        state["seq"] = 10
-    holder = threading.Event()
-    release = threading.Event()
-
-    def hold_lock():
-        with arbiter._locked("switch.lock"):
-            holder.set()
-            release.wait(10)
-
-    threading.Thread(target=hold_lock, daemon=True).start()
-    holder.wait(5)
+    busy = FileLock(arbiter.dir / "switch.lock")  # another change under way
+    busy.acquire()
     outcome = {}
     waiting = threading.Thread(target=lambda: outcome.update(error=_catch(lambda: arbiter.switch("fake_a"))))
     waiting.start()
-    time.sleep(0.5)
-    with arbiter._state() as state:
-        state["seq"] += 1
-        state["wanted"] = {"seq": state["seq"], "model": "fake_b", "pid": os.getpid()}
+    while not any(w.get("model") == "fake_a" for w in arbiter.wants.live()):
+        time.sleep(0.05)
+    with arbiter._state() as state:  # a newer request for fake_b, from a live requester
+        state.seq += 1
+        newer = arbiter.wants.take({"seq": state.seq, "model": "fake_b"})
     waiting.join(5)
-    release.set()
+    busy.release()
+    newer.release()
     assert isinstance(outcome["error"], Superseded)
     assert str(outcome["error"]) == "The switch to Fake fake_a was superseded by Fake fake_b."
     assert running_managed(clean_docker) == []
+
+
+def test_a_dead_requester_supersedes_nobody(fakes, clean_docker):
+    """A newer request whose process died is not a request any more."""
+    arbiter = Arbiter(fakes)
+    with arbiter._state() as state:
+        state.seq += 1
+        arbiter.wants.take({"seq": state.seq + 100, "model": "fake_b"}).release()  # taken, then gone
+    assert arbiter.switch("fake_a").state is State.READY
 
 
 def _catch(fn):

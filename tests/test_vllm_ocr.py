@@ -5,11 +5,11 @@ concurrently, a request timeout, and the server killed in the middle of a docume
 import pytest
 
 from managers.arbiter import Arbiter
-from managers.engines import make_engine
+from managers.runs import make_engine
 from managers.engines.openai import OpenAIEngine
 from models.config import load_config
 from models.document import open_document
-from tests.containers import remove_managed, vllm_entry, write_config
+from tests.containers import remove_test_containers, vllm_entry, write_config
 from tests.helpers import ENGLISH, MIXED, pdf_of_images, render_lines
 
 pytestmark = [pytest.mark.docker, pytest.mark.vllm]
@@ -17,12 +17,14 @@ pytestmark = [pytest.mark.docker, pytest.mark.vllm]
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory, docker_client, tiny_model_dir):
-    remove_managed(docker_client)
+    remove_test_containers(docker_client)
     folder = tmp_path_factory.mktemp("vllm-ocr")
-    config = load_config(write_config(folder / "c.yaml", {"tiny": vllm_entry("tiny", tiny_model_dir)}))
-    Arbiter(config, directory=folder).switch("tiny")
+    # The module shares one server, so its tests share one arbiter folder (and API key).
+    config = load_config(write_config(folder / "c.yaml", {"tiny": vllm_entry("tiny", tiny_model_dir)},
+                                      lock_dir=str(folder / "locks")))
+    Arbiter(config).switch("tiny")
     yield config
-    remove_managed(docker_client)
+    remove_test_containers(docker_client)
 
 
 @pytest.fixture
@@ -31,7 +33,7 @@ def engine(served, monkeypatch, tmp_path_factory):
 
 
 def test_one_page(engine):
-    assert isinstance(engine, OpenAIEngine) and engine.arbiter is not None
+    assert isinstance(engine, OpenAIEngine)
     page = engine.process_image(render_lines(MIXED))
     assert page.error is None, page.error
     assert (page.width, page.height) == (1654, 2339)

@@ -61,7 +61,15 @@ class LocalModel(Engine):
         self.hide_header_footer = False
         self.box: tuple[int, int, int, int] | None = None
         self._lock = threading.Lock()  # one generate at a time on one model
+        self._stop = threading.Event()  # a cancelled document stops generating at the next token
         self.on_oom: Callable[[], object] = lambda: None  # set by the loader: unload
+
+    def ocr(self, *args, **kwargs):
+        self._stop.clear()
+        return super().ocr(*args, **kwargs)
+
+    def abort(self) -> None:
+        self._stop.set()
 
     def _generate(self, image: Image.Image, messages: list[dict]) -> tuple[str, bool, tuple[int, int]]:
         torch = _torch()
@@ -72,8 +80,17 @@ class LocalModel(Engine):
         seen = (int(grid[2]) * patch, int(grid[1]) * patch)
         sampling = ({"do_sample": True, "temperature": self.requests.temperature}
                     if self.requests.temperature > 0 else {"do_sample": False})
+        from transformers import StoppingCriteria, StoppingCriteriaList
+
+        stop = self._stop
+
+        class Cancelled(StoppingCriteria):
+            def __call__(self, input_ids, scores, **kwargs):
+                return stop.is_set()
+
         with self._lock, torch.inference_mode():
-            out = self.hf_model.generate(**inputs, max_new_tokens=self.requests.max_tokens, **sampling)
+            out = self.hf_model.generate(**inputs, max_new_tokens=self.requests.max_tokens,
+                                         stopping_criteria=StoppingCriteriaList([Cancelled()]), **sampling)
         new = out[0, inputs["input_ids"].shape[1]:]
         answer = self.processor.decode(new, skip_special_tokens=True)
         return answer, len(new) >= self.requests.max_tokens, seen

@@ -3,9 +3,10 @@ or a remote endpoint named in config.yaml.
 
 Each page goes as a base64 data URL, resized into the model's pixel range the way its
 processor would (so layout boxes come back in pixels we know), with the task's prompt
-verbatim. Pages of a document are sent concurrently — vLLM batches them — with at most
-``requests.concurrency`` in flight; results come back in page order, a failed page keeps
-its error, and a cancel stops the pages not yet sent.
+verbatim. Pages are prepared (decoded, shrunk, encoded) before the first is sent, then sent
+``requests.concurrency`` at a time through the shared page loop (models/engine.py), which
+vLLM batches. A managed server is guarded by the project's API key, a remote one by the key
+in ``api_key_env``.
 """
 
 from __future__ import annotations
@@ -14,26 +15,23 @@ import base64
 import io
 import os
 import re
-import threading
-import time
-from collections.abc import Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from functools import partial
 
 from PIL import Image
 
 from models.answers import Prepared, fit_to_model, page_from_answer, prompt_for
 from models.config import AppConfig, Task
 from models.document import Page
-from models.engine import Engine, OnPage, PageSource
+from models.engine import Engine, PageSource
 from models.errors import EngineError
-from models.result import OCRResult, PageResult
+from models.result import PageResult
 
 class OpenAIEngine(Engine):
     engine_name = "vllm"
     shrinks_pages = True
+    encode_ahead = True
 
-    def __init__(self, config: AppConfig, key: str, arbiter=None):
+    def __init__(self, config: AppConfig, key: str, api_key: str | None = None):
+        """``api_key``: the managed server's key; a remote endpoint's comes from api_key_env."""
         import openai
 
         model = config.model(key)
@@ -41,10 +39,11 @@ class OpenAIEngine(Engine):
         assert model.vllm is not None
         self.vllm = model.vllm
         self.requests = config.requests_for(key)
-        self.arbiter = None if model.vllm.remote else arbiter
+        self.concurrency = self.requests.concurrency
         if model.vllm.remote:
             self.engine_name = "remote"
-        api_key = os.environ.get(model.vllm.api_key_env or "", "") or "EMPTY"
+            api_key = os.environ.get(model.vllm.api_key_env or "", "")
+        api_key = api_key or "EMPTY"
         self.client = openai.OpenAI(base_url=model.vllm.base_url + "/v1", api_key=api_key,
                                     timeout=self.requests.timeout_s, max_retries=0)
         self.hide_header_footer = False
@@ -115,71 +114,15 @@ class OpenAIEngine(Engine):
                 messages.append({"role": role, "content": text})
         return self.ask(messages)[0]
 
-    # --- a document ---------------------------------------------------------------------------
+    # --- the page loop's steps ---------------------------------------------------------------
 
-    def ocr(self, pages: Sequence[PageSource], task: str | None = None, on_page: OnPage | None = None,
-            cancel: threading.Event | None = None) -> OCRResult:
-        name, spec = self.task(task)
-        cancel = cancel or threading.Event()
-        started = time.perf_counter()
-        results: dict[int, PageResult] = {}
-        lease = self.arbiter.lease(self.key, len(pages)) if self.arbiter else _NoLease()
-        with lease as held, ThreadPoolExecutor(self.requests.concurrency, thread_name_prefix="page") as pool:
-            try:
-                # Every page is decoded and encoded before the first is sent: where the model
-                # server shares the CPU (vLLM's CPU build), decoding beside it runs several
-                # times slower and starves its batch. An encoded page is small (≤ max_pixels).
-                queue: list[tuple[PageSource, Prepared]] = []
-                for source in pages:
-                    prepared = self.guarded(source.index, partial(self._prepare_source, source, spec))
-                    if isinstance(prepared, PageResult):
-                        results[source.index] = prepared
-                        held.done(1)
-                    else:
-                        queue.append((source, prepared))
-                in_flight: dict[Future, PageSource] = {}
-                while queue or in_flight:
-                    while queue and len(in_flight) < self.requests.concurrency and not cancel.is_set():
-                        source, request = queue.pop(0)
-                        step = partial(self.answer, request, spec, source)
-                        in_flight[pool.submit(self.guarded, source.index, step)] = source
-                    if cancel.is_set():
-                        for source, _ in queue:
-                            results[source.index] = PageResult(
-                                index=source.index, error=f"Page {source.index + 1} was not read: cancelled.")
-                        held.done(len(queue))
-                        queue = []
-                    if not in_flight:
-                        break
-                    done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
-                    for future in done:
-                        source = in_flight.pop(future)
-                        results[source.index] = future.result()
-                        held.done(1)
-                        if on_page:
-                            on_page(len(results), len(pages), results[source.index])
-            except BaseException:
-                cancel.set()  # an interrupted caller (e.g. a Streamlit rerun) sends nothing more
-                raise
-        ordered = [results[source.index] for source in pages if source.index in results]
-        return OCRResult(model=self.key, engine=self.engine_name, task=name,
-                         seconds=round(time.perf_counter() - started, 3), pages=ordered)
-
-    def _prepare_source(self, source: PageSource, task: Task) -> Prepared:
-        page = source.load(self.model.max_pixels)
+    def encode(self, page: Page, task: Task) -> Prepared:
         prepared = self.prepare_page(page, task)
-        prepared.warnings = list(page.warnings)  # read_page's callers add them on the other path
+        prepared.warnings = list(page.warnings)
         return prepared
 
+    def read_encoded(self, item: Prepared, task: Task, source: PageSource) -> PageResult:
+        return self.answer(item, task, source)
 
-class _NoLease:
-    """A remote endpoint's pages: nothing on this machine's GPU to hold."""
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-    def done(self, pages: int = 1) -> None:
-        pass
+    def abort(self) -> None:
+        self.client.close()  # requests in flight fail at once; their pages are abandoned

@@ -1,0 +1,58 @@
+"""Idle unload (Ollama's keep_alive, llama-swap's ttl): after ``switching.idle_unload_s``
+with no page read and no chat, the app process unloads its local model or stops the vLLM
+container it started or joined, so an idle app does not keep the card busy. The next Run
+loads again. The CLI does not watch: ``cli.py stop`` is its way."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from managers.arbiter import Arbiter
+from managers.model_loader import ModelLoader
+from managers.operations import OPERATIONS
+from models.config import AppConfig
+from models.errors import ChatVLMError
+
+log = logging.getLogger(__name__)
+
+
+def idle_deadline(config: AppConfig) -> float | None:
+    """When this process will unload what it holds (epoch seconds), or None if never."""
+    idle = config.switching.idle_unload_s
+    if not idle:
+        return None
+    arbiter = Arbiter(config)
+    holder = arbiter.holder()
+    ours = holder is not None and (
+        (holder.mode == "local" and ModelLoader.current() is not None) or
+        (holder.mode == "vllm" and holder.model in OPERATIONS.joined))
+    return arbiter.state().last_used + idle if ours else None
+
+
+class IdleWatcher(threading.Thread):
+    """One per app process; checks a few times per idle period."""
+
+    def __init__(self, config: AppConfig):
+        super().__init__(name="idle-unload", daemon=True)
+        self.config = config
+        self.every = max(0.2, min(30.0, config.switching.idle_unload_s / 4))
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.wait(self.every):
+            deadline = idle_deadline(self.config)
+            if deadline is None or time.time() < deadline or OPERATIONS.running():
+                continue
+            arbiter = Arbiter(self.config)
+            since = time.time() - self.config.switching.idle_unload_s
+            op = OPERATIONS.start("stop", None, "idle", lambda on_event, cancel:
+                                  arbiter.stop(on_event, cancel, only_if_idle_since=since))
+            try:
+                stopped = op.wait()
+            except ChatVLMError:
+                log.exception("idle unload failed")  # the next check tries again
+                continue
+            if stopped:
+                OPERATIONS.joined.clear()

@@ -1,0 +1,196 @@
+"""The document runner: what the app's Run button and ``cli.py ocr`` both do.
+
+For one document and one choice of (model, mode, task): make the model ready through the
+process's operations (a switch or a load, joined if it is already under way), take a lease
+on (mode, model) so no change cuts the pages being read, and read them through the engine's
+one page loop. Seams for what later features add around a run: ``prepare`` (page
+preparation, on each page as it is loaded) and the ``Run`` it returns (exports, history).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
+
+from PIL import Image
+
+from managers.arbiter import Arbiter
+from managers.api_key import api_key
+from managers.engines.openai import OpenAIEngine
+from managers.engines.tesseract import TesseractEngine
+from managers.model_loader import ModelLoader
+from managers.container_manager import OnEvent, SwitchEvent
+from managers.operations import OPERATIONS, Operation
+from managers.prepare import prepare_page
+from models.answers import full_page
+from models.config import MODE_LABELS, AppConfig, Mode, lock_dir
+from models.engine import Engine, OnPage, PageSource, Prepare
+from models.errors import NotAvailable
+from models.result import OCRResult
+
+
+@dataclass(frozen=True)
+class Choice:
+    """What to read with: a model, a mode (None: its first) and a task (None: its first)."""
+
+    key: str
+    mode: Mode | None = None
+    task: str | None = None
+    hide_header_footer: bool = False
+    box: tuple[int, int, int, int] | None = None  # for grounding tasks, in page pixels
+
+
+@dataclass
+class Run:
+    choice: Choice
+    result: OCRResult
+    # Pages as they were read where preparation changed them, so views and exports draw the
+    # boxes on the page they belong to; other pages are the document's own.
+    images: dict[int, Image.Image] = field(default_factory=dict)
+
+
+# --- which engine reads pages for a model in a mode -----------------------------------------
+
+def _vllm(config: AppConfig, key: str) -> Engine:
+    if config.model(key).vllm.remote:
+        return OpenAIEngine(config, key)
+    return OpenAIEngine(config, key, api_key(lock_dir(config)))
+
+
+def _local(config: AppConfig, key: str) -> Engine:
+    current = ModelLoader.current()
+    if current is None or current.key != key:
+        raise NotAvailable(f"{config.model(key).name} is not loaded — load it first "
+                           "(Load in the sidebar, or cli.py ocr --mode local).")
+    return current
+
+
+ENGINES: dict[str, Callable[[AppConfig, str], Engine]] = {
+    "cpu": lambda config, key: TesseractEngine(key, config.model(key), config.limits.cpu_workers),
+    "vllm": _vllm,
+    "local": _local,
+}
+
+
+def check_mode(config: AppConfig, key: str, mode: Mode | None) -> Mode:
+    """The mode to use (default: the model's first), refused if the model has no such backend."""
+    model = config.model(key)
+    mode = mode or model.modes[0]
+    if mode not in model.modes:
+        modes = ", ".join(MODE_LABELS[m] for m in model.modes)
+        raise NotAvailable(f"{model.name} has no {MODE_LABELS[mode]} backend; it runs in: {modes}.")
+    return mode
+
+
+def make_engine(config: AppConfig, key: str, mode: Mode | None = None) -> Engine:
+    return ENGINES[check_mode(config, key, mode)](config, key)
+
+
+def managed(config: AppConfig, key: str, mode: Mode) -> bool:
+    """Whether reading holds the GPU here (so it needs a ready model and a lease)."""
+    return mode == "local" or (mode == "vllm" and not config.model(key).vllm.remote)
+
+
+def switch(config: AppConfig, key: str) -> Operation:
+    arbiter = Arbiter(config)
+    return OPERATIONS.start("switch", key, "vllm", lambda on_event, cancel: arbiter.switch(key, on_event, cancel))
+
+
+def load(config: AppConfig, key: str) -> Operation:
+    loader = ModelLoader(config)
+
+    def work(on_event: OnEvent, cancel: threading.Event):
+        started = time.monotonic()
+        return loader.load_model(
+            key, on_progress=lambda m: on_event(SwitchEvent("loading", m, time.monotonic() - started)),
+            cancel=cancel)
+
+    return OPERATIONS.start("load", key, "local", work)
+
+
+def stop(config: AppConfig) -> Operation:
+    arbiter = Arbiter(config)
+    return OPERATIONS.start("stop", None, None, lambda on_event, cancel: arbiter.stop(on_event, cancel))
+
+
+def unload(config: AppConfig) -> Operation:
+    arbiter = Arbiter(config)
+    return OPERATIONS.start("unload", None, "local",
+                            lambda on_event, cancel: arbiter.release_local(on_event, cancel))
+
+
+def make_ready(config: AppConfig, key: str, mode: Mode, on_event: OnEvent | None = None,
+               cancel: threading.Event | None = None) -> None:
+    """Switch to or load the model (joining one under way) and wait until it is ready."""
+    if not managed(config, key, mode):
+        return
+    op = switch(config, key) if mode == "vllm" else load(config, key)
+    watcher = threading.Thread(target=_cancel_with, args=(cancel, op), daemon=True) if cancel else None
+    if watcher:
+        watcher.start()
+    op.wait(on_event)
+
+
+def _cancel_with(cancel: threading.Event, op: Operation) -> None:
+    """A cancelled document also cancels the switch it started (joiners share the operation)."""
+    while not op._done.wait(0.1):
+        if cancel.is_set():
+            op.cancel.set()
+            return
+
+
+def read_document(config: AppConfig, choice: Choice, pages: list[PageSource], *,
+                  on_page: OnPage | None = None, on_event: OnEvent | None = None,
+                  cancel: threading.Event | None = None, prepare: Prepare | None = None) -> Run:
+    """Read ``pages`` with ``choice``; a failed page keeps its error, a cancel returns at once
+    with the pages read. Pages are prepared as the model's ``preprocess`` says unless
+    ``prepare`` is given. Raises ChatVLMError (one sentence) when the model cannot be made
+    ready or is taken away before the first page."""
+    mode = check_mode(config, choice.key, choice.mode)
+    config.model(choice.key).task(choice.task)  # an unknown task is refused before anything starts
+    cancel = cancel or threading.Event()
+    make_ready(config, choice.key, mode, on_event, cancel)
+    engine = make_engine(config, choice.key, mode)
+    engine.hide_header_footer = choice.hide_header_footer
+    engine.box = choice.box
+    hold = (Arbiter(config).lease(mode, choice.key, len(pages)) if managed(config, choice.key, mode)
+            else contextlib.nullcontext(None))
+    images: dict[int, Image.Image] = {}
+    settings = config.model(choice.key).preprocess
+    if prepare is None and any(settings.model_dump().values()):
+        prepare = partial(prepare_page, settings=settings)
+
+    def prepared(page):
+        original = page.image
+        page = prepare(page)
+        if page.image is not original:  # turned or straightened: keep what the boxes belong to
+            images[page.index] = full_page(page)
+        return page
+
+    with hold as lease:
+        def counted(done: int, total: int, result) -> None:
+            if lease is not None:
+                lease.done(1)
+            if on_page:
+                on_page(done, total, result)
+
+        result = engine.ocr(pages, choice.task, on_page=counted, cancel=cancel,
+                            prepare=prepared if prepare else None)
+    return Run(choice, result, images)
+
+
+def chat(config: AppConfig, choice: Choice, image: Image.Image, history: list[tuple[str, str]],
+         question: str) -> str:
+    """A question about a page, through the model the page was read with."""
+    mode = check_mode(config, choice.key, choice.mode)
+    make_ready(config, choice.key, mode)
+    engine = make_engine(config, choice.key, mode)
+    hold = (Arbiter(config).lease(mode, choice.key, 1) if managed(config, choice.key, mode)
+            else contextlib.nullcontext())
+    with hold:
+        return engine.chat(image, history, question)
+

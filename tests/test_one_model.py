@@ -1,0 +1,314 @@
+"""One model on the GPU, on a real Docker engine and real processes: under chaos (random
+switches, reads, local loads and stops from six processes, random SIGKILLs), after a crash
+whose pid a live process then owns, and at the exact moments the old arbiter got wrong —
+each reached with a hook or an event, not a sleep."""
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from managers import runs
+from managers.arbiter import Arbiter
+from managers.containers import State
+from managers.locks import read_record
+from managers.model_loader import ModelLoader
+from managers.operations import OPERATIONS
+from models.config import load_config
+from models.errors import Cancelled, NotAvailable, SwitchError
+from tests.conftest import ROOT
+from tests.containers import Sampler, fake_entry, local_entry, running_managed, write_config
+
+pytestmark = pytest.mark.docker
+CHAOS_SECONDS = 75
+
+
+@pytest.fixture
+def setup(tmp_path, clean_docker, tiny_dirs, monkeypatch):
+    """Three light servers, a tiny local model, and a model with both backends; CLI and
+    worker processes see the same config and lock folder through the environment."""
+    dual = {**fake_entry("dual"), "local": local_entry("dual", tiny_dirs["qwen2_vl"])["local"]}
+    entries = {"fake_a": fake_entry("fake_a", delay=0.5), "fake_b": fake_entry("fake_b", delay=0.5),
+               "fake_c": fake_entry("fake_c", delay=0.5), "tiny2": local_entry("tiny2", tiny_dirs["qwen2_vl"]),
+               "dual": dual}
+    path = write_config(tmp_path / "c.yaml", entries)
+    monkeypatch.setenv("CHATVLMLLM_CONFIG", str(path))
+    yield load_config(path)
+    Arbiter.hooks = {}
+    ModelLoader.unload_all_models()
+
+
+def with_switching(tmp_path, config, **switching):
+    """The same models with other switching settings, sharing the lock folder."""
+    data = config.model_dump(exclude_none=True)
+    data["switching"].update(switching)
+    path = tmp_path / "c2.yaml"
+    path.write_text(__import__("yaml").safe_dump(data, sort_keys=False))
+    return load_config(path)
+
+
+def until(condition, timeout: float = 120) -> None:
+    """Wait for something the test caused (not a timing claim: the bound only ends a hang)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "it never happened"
+        time.sleep(0.1)
+
+
+def waiting_events(events):
+    return [e.message for e in events if e.stage == "waiting"]
+
+
+@pytest.mark.local
+def test_chaos_never_two_models_on_the_gpu(setup, tmp_path, clean_docker):
+    arbiter = Arbiter(setup)
+    sampler = Sampler(clean_docker, lock_dir=arbiter.dir)
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    rng = random.Random(8)
+    workers: dict[int, subprocess.Popen] = {}
+    seeds = iter(range(1000))
+
+    def spawn():
+        seed = next(seeds)
+        out = open(logs / f"worker-{seed}.log", "w")
+        workers[seed] = subprocess.Popen([sys.executable, str(ROOT / "tests" / "fixtures" / "chaos_worker.py"),
+                                          str(seed), str(CHAOS_SECONDS)], stdout=out, stderr=subprocess.STDOUT)
+
+    sampler.start()
+    kills = 0
+    try:
+        for _ in range(6):
+            spawn()
+        deadline = time.monotonic() + CHAOS_SECONDS
+        while time.monotonic() < deadline:
+            time.sleep(rng.uniform(2, 6))
+            seed = rng.choice([s for s, p in workers.items() if p.poll() is None] or [None])
+            if seed is not None:
+                workers[seed].send_signal(signal.SIGKILL)
+                workers.pop(seed).wait()
+                kills += 1
+                spawn()
+    finally:
+        for process in workers.values():
+            process.send_signal(signal.SIGKILL)
+            process.wait()
+        sampler.stop()
+    said = "".join(path.read_text() for path in logs.iterdir())
+    assert sampler.samples > 100 and sampler.most <= 1, sampler.seen
+    assert kills >= 8
+    for action in ("switch ok", "read ok", "stop ok", "local ok"):  # every kind of request ran
+        assert action in said, f"no '{action}' in the workers' logs"
+    # The dead leave nothing behind: a switch that would wait forever for their pages does not wait.
+    events = []
+    patient = Arbiter(with_switching(tmp_path, setup, pages_wait_timeout_s=10**6))
+    assert patient.switch("fake_a", events.append).state is State.READY
+    assert waiting_events(events) == []
+    assert running_managed(clean_docker) == ["chatvlmllm-test-fake_a"]
+
+
+LEASE_HOLDER = """
+import os, sys, time
+sys.path.insert(0, {root!r})
+from managers.arbiter import Arbiter
+from models.config import load_config
+arbiter = Arbiter(load_config())
+with arbiter.lease("vllm", "fake_a", 5):
+    print(os.getpid(), flush=True)
+    time.sleep(300)
+"""
+
+
+def test_a_dead_readers_lease_does_not_block_when_its_pid_is_reused(setup, tmp_path, clean_docker):
+    """In a container a restarted app is pid 1 again: the crashed one's pid is alive."""
+    arbiter = Arbiter(setup)
+    arbiter.switch("fake_a")
+    in_own_pid_namespace = ["unshare", "--pid", "--fork", "--mount-proc", sys.executable]
+    crashed = subprocess.Popen([*in_own_pid_namespace, "-c", LEASE_HOLDER.format(root=str(ROOT))],
+                               stdout=subprocess.PIPE, text=True, start_new_session=True)
+    assert crashed.stdout.readline().strip() == "1"  # it read as pid 1 in its namespace
+    os.killpg(crashed.pid, signal.SIGKILL)
+    crashed.wait()
+    restarted = subprocess.Popen([*in_own_pid_namespace, "-c", "import time; time.sleep(300)"],
+                                 start_new_session=True)
+    try:
+        records = [read_record(p) for p in (arbiter.dir / "leases").glob("slot-*.lock")]
+        assert {"mode": "vllm", "model": "fake_a", "pages": 5, "pid": 1} in records  # the file stays
+        events = []
+        patient = Arbiter(with_switching(tmp_path, setup, pages_wait_timeout_s=10**6))
+        assert patient.switch("fake_b", events.append).state is State.READY
+        assert waiting_events(events) == []
+    finally:
+        os.killpg(restarted.pid, signal.SIGKILL)
+        restarted.wait()
+
+
+HOLDER = """
+import sys, time
+sys.path.insert(0, {root!r})
+from managers.model_loader import ModelLoader
+from models.config import load_config
+ModelLoader(load_config()).load_model("tiny2")
+print("loaded", flush=True)
+time.sleep(300)
+"""
+
+
+@pytest.mark.local
+def test_a_refused_switch_leaves_the_local_model_recorded(setup, clean_docker):
+    """Why 1: a refusal must not erase what holds the GPU, nor may a stop erase another's model."""
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER.format(root=str(ROOT))], stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert holder.stdout.readline().strip() == "loaded"
+        arbiter = Arbiter(setup)
+        for _ in range(2):  # the second Switch is refused exactly like the first
+            with pytest.raises(NotAvailable, match=f"Process {holder.pid} holds the GPU with Tiny tiny2"):
+                arbiter.switch("fake_a")
+            assert (arbiter.holder().mode, arbiter.holder().model, arbiter.holder().pid) == \
+                ("local", "tiny2", holder.pid)
+            assert running_managed(clean_docker) == []
+        assert arbiter.stop() == []  # another process's model is not this process's to stop
+        assert arbiter.holder().mode == "local"
+    finally:
+        holder.kill()
+        holder.wait()
+    assert Arbiter(setup).holder() is None  # its death frees the GPU at once
+    assert Arbiter(setup).switch("fake_a").state is State.READY
+
+
+def test_a_reader_never_starts_on_a_model_about_to_stop(setup, clean_docker):
+    """Why 2: the lease is taken with the check that the model is the active one."""
+    arbiter = Arbiter(setup)
+    arbiter.switch("fake_a")
+    reached, release = threading.Event(), threading.Event()
+    Arbiter.hooks = {"before_start": lambda: (reached.set(), release.wait(60))}
+    switching = threading.Thread(target=lambda: arbiter.switch("fake_b"))
+    switching.start()
+    try:
+        assert reached.wait(60)
+        with pytest.raises(SwitchError, match="^A switch to Fake fake_b is under way; read the document when"):
+            with arbiter.lease("vllm", "fake_a", 1):
+                pass
+    finally:
+        release.set()
+        switching.join(60)
+    with pytest.raises(SwitchError, match="^Fake fake_a is not the active model"):
+        with arbiter.lease("vllm", "fake_a", 1):
+            pass
+    with arbiter.lease("vllm", "fake_b", 1):
+        assert running_managed(clean_docker) == ["chatvlmllm-test-fake_b"]
+
+
+@pytest.mark.local
+def test_leases_are_per_mode_and_local_reads_hold_one(setup, clean_docker):
+    """Why 3: loading "dual" locally waits for the pages its vLLM server is reading; an
+    Unload waits for the pages read with the local model."""
+    arbiter = Arbiter(setup)
+    arbiter.switch("dual")
+    waiting = threading.Event()
+    done = {}
+    with arbiter.lease("vllm", "dual", 2) as lease:
+        def load():
+            done["model"] = ModelLoader(setup, arbiter).load_model(
+                "dual", on_progress=lambda m: waiting.set() if m == "waiting for 2 pages in progress" else None)
+
+        loading = threading.Thread(target=load)
+        loading.start()
+        assert waiting.wait(60)
+        assert running_managed(clean_docker) == ["chatvlmllm-test-dual"]  # not stopped under its pages
+        lease.done(2)
+    loading.join(120)
+    assert done["model"].key == "dual" and running_managed(clean_docker) == []
+
+    leased = []
+    from tests.helpers import ENGLISH, render_lines
+    from models.document import Page
+
+    def on_page(done_pages, total, page):
+        leased.extend(r for r in arbiter.leases.live() if r.get("mode") == "local")
+
+    run = runs.read_document(setup, runs.Choice("dual", "local"), [Page(0, render_lines(ENGLISH[:1], size=(300, 100)))],
+                             on_page=on_page)
+    assert run.result.pages[0].error is None
+    assert leased and leased[0]["model"] == "dual"  # the read held a lease while it ran
+
+    unloading_waits = threading.Event()
+    with arbiter.lease("local", "dual", 1):
+        unloading = threading.Thread(target=lambda: arbiter.release_local(
+            lambda e: unloading_waits.set() if e.stage == "waiting" else None))
+        unloading.start()
+        assert unloading_waits.wait(60)
+        assert ModelLoader.current() is not None  # not unloaded under the page being read
+    unloading.join(60)
+    assert ModelLoader.current() is None
+
+
+@pytest.mark.local
+def test_a_switch_during_a_local_load_waits_and_unloads_it(setup, clean_docker):
+    """Why 4: session B's vLLM switch while session A's local load is under way."""
+    arbiter = Arbiter(setup)
+    sampler = Sampler(clean_docker, lock_dir=arbiter.dir)
+    reached, release, b_waits = threading.Event(), threading.Event(), threading.Event()
+    Arbiter.hooks = {"before_load": lambda: (reached.set(), release.wait(60))}
+    sampler.start()
+    a = threading.Thread(target=lambda: ModelLoader(setup, Arbiter(setup)).load_model("tiny2"))
+    b = threading.Thread(target=lambda: Arbiter(setup).switch(
+        "fake_a", lambda e: b_waits.set() if e.stage == "waiting" else None))
+    try:
+        a.start()
+        assert reached.wait(60)
+        b.start()
+        assert b_waits.wait(60)
+        assert running_managed(clean_docker) == []  # B starts nothing while A loads
+    finally:
+        Arbiter.hooks = {}
+        release.set()
+        a.join(120)
+        b.join(120)
+        sampler.stop()
+    assert ModelLoader.current() is None  # B unloaded A's model before starting its own
+    assert running_managed(clean_docker) == ["chatvlmllm-test-fake_a"]
+    assert sampler.most <= 1, sampler.seen
+
+
+def test_a_switch_is_cancelled_by_its_own_button(tmp_path, clean_docker, monkeypatch):
+    slow = write_config(tmp_path / "c.yaml", {"fake_a": fake_entry("fake_a", delay=60)})
+    monkeypatch.setenv("CHATVLMLLM_CONFIG", str(slow))
+    config = load_config(slow)
+    op = runs.switch(config, "fake_a")
+    until(lambda: any(e.stage == "starting" and e.log_line for e in op.events))
+    assert running_managed(clean_docker) == ["chatvlmllm-test-fake_a"] and op.running
+    op.cancel.set()
+    with pytest.raises(Cancelled, match="The start of chatvlmllm-test-fake_a was cancelled; it was stopped."):
+        op.wait()
+    assert op.state == "cancelled" and running_managed(clean_docker) == []
+
+
+def test_idle_unload_stops_what_this_process_started_and_only_that(tmp_path, clean_docker, monkeypatch):
+    from managers.idle import IdleWatcher, idle_deadline
+    from tests.containers import cli
+
+    path = write_config(tmp_path / "c.yaml", {"fake_a": fake_entry("fake_a"), "fake_b": fake_entry("fake_b")},
+                        idle_unload_s=1)
+    monkeypatch.setenv("CHATVLMLLM_CONFIG", str(path))
+    config = load_config(path)
+    assert cli("switch", "fake_b").returncode == 0  # started by another process
+    OPERATIONS.joined.clear()
+    watcher = IdleWatcher(config)
+    watcher.start()
+    try:
+        assert idle_deadline(config) is None  # not this process's to unload
+        time.sleep(3)  # three idle periods: the CLI's server must survive them
+        assert running_managed(clean_docker) == ["chatvlmllm-test-fake_b"]
+        runs.switch(config, "fake_a").wait()
+        assert idle_deadline(config) is not None
+        until(lambda: not running_managed(clean_docker))
+        assert Arbiter(config).holder() is None
+    finally:
+        watcher.stopped.set()
