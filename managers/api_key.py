@@ -1,8 +1,10 @@
 """The API key that guards the vLLM servers this app starts (vLLM's ``VLLM_API_KEY``).
 
 Generated once and kept with mode 0600 in the lock folder, so every process of this user
-(app sessions, the CLI) sends the same key and no other local user can read it. It is
-passed to containers through their environment and never logged.
+(app sessions, the CLI) sends the same key and no other local user can read it; another
+user who shares the lock folder is given the key in ``CHATVLMLLM_VLLM_API_KEY``. It is
+passed to containers through their environment and never logged. The file is written
+whole under a temporary name and then linked into place, so nobody ever reads half a key.
 """
 
 from __future__ import annotations
@@ -11,20 +13,39 @@ import os
 import secrets
 from pathlib import Path
 
+from models.errors import NotAvailable
+
 FILE_NAME = "vllm_api_key"
+ENV = "CHATVLMLLM_VLLM_API_KEY"
 
 
 def api_key(directory: Path) -> str:
+    if key := os.environ.get(ENV, "").strip():
+        return key
     path = directory / FILE_NAME
-    try:
-        return path.read_text().strip()
-    except FileNotFoundError:
-        pass
-    key = secrets.token_urlsafe(32)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:  # another process made it first: use theirs
-        return path.read_text().strip()
+    for _ in range(2):
+        try:
+            key = path.read_text().strip()
+        except FileNotFoundError:
+            _create(path)
+            continue
+        except PermissionError:
+            raise NotAvailable(f"The vLLM API key in {path} belongs to another user; ask them for it "
+                               f"and set {ENV}, or use a lock folder of your own (switching.lock_dir).") from None
+        if not key:
+            raise NotAvailable(f"The vLLM API key file {path} is empty; delete it and a new key is made.")
+        return key
+    raise NotAvailable(f"The vLLM API key could not be made in {directory}.")
+
+
+def _create(path: Path) -> None:
+    tmp = path.with_name(f".{FILE_NAME}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as handle:
-        handle.write(key)
-    return key
+        handle.write(secrets.token_urlsafe(32))
+    try:
+        os.link(tmp, path)  # fails if another process made it first: theirs is the key
+    except FileExistsError:
+        pass
+    finally:
+        tmp.unlink()

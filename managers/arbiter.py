@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import socket
 import threading
@@ -37,11 +38,13 @@ from pathlib import Path
 
 from managers.container_manager import OnEvent, SingleContainerManager, SwitchEvent
 from managers.containers import ModelStatus
-from managers.locks import FileLock, Slots, held_by_someone
+from managers.locks import FILE_MODE, FileLock, Slots, held_by_someone
 from models.config import AppConfig, lock_dir
-from models.errors import Cancelled, NotAvailable, Superseded, SwitchError
+from models.errors import Cancelled, ChatVLMError, NotAvailable, Superseded, SwitchError
 
 WAIT_POLL_S = 0.1
+CLAIM_WAIT_S = 2.0
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -86,8 +89,9 @@ class Lease:
         return self._slot.record["pages"]
 
     def done(self, pages: int = 1) -> None:
-        with self._arbiter._state():  # written under state.lock, so scans see whole records
+        with self._arbiter._state() as state:  # under state.lock, so scans see whole records
             self._slot.update(pages=max(0, self.pages - pages))
+            state.last_used = time.time()  # a page read: the model is not idle
 
 
 class Arbiter:
@@ -130,19 +134,28 @@ class Arbiter:
     @staticmethod
     def _write(path: Path, state: GPUState) -> None:
         tmp = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
-        tmp.write_text(json.dumps(asdict(state), indent=1))
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)  # shared with the group
+        with os.fdopen(fd, "w") as handle:
+            handle.write(json.dumps(asdict(state), indent=1))
         tmp.replace(path)
 
     def state(self) -> GPUState:
         with self._state() as state:
             return state
 
-    def holder(self) -> Holder | None:
-        """What holds the GPU now. A local holder counts only while its process lives."""
-        holder = self.state().holder
-        if holder and holder.mode == "local" and not held_by_someone(self.dir / "local.lock"):
+    def _local_held(self) -> bool:
+        """Whether some live process holds a local model (its lock cannot be taken)."""
+        return held_by_someone(self.dir / "local.lock")
+
+    def _live(self, holder: Holder | None) -> Holder | None:
+        """The recorded holder if it still holds: a local one only while its process lives."""
+        if holder and holder.mode == "local" and not self._local_held():
             return None
         return holder
+
+    def holder(self) -> Holder | None:
+        """What holds the GPU now."""
+        return self._live(self.state().holder)
 
     def _set_holder(self, mode: str | None, key: str | None) -> None:
         with self._state() as state:
@@ -151,13 +164,15 @@ class Arbiter:
             state.last_used = time.time()
 
     def _reconcile(self) -> None:
-        """After a failed change: record what really holds the GPU, whatever was recorded."""
-        if held_by_someone(self.dir / "local.lock"):
-            return  # a live local model: the record of it was not touched by a vLLM change
+        """After a failed change: record what really holds the GPU, whatever was recorded.
+        Never raises: the error that ended the change is the one to report."""
         try:
+            if self._local_held():
+                return  # a live local model: the record of it was not touched by a vLLM change
             running = self.manager.active()
-        except NotAvailable:
-            running = None  # no engine answers, so no container of it holds the GPU
+        except ChatVLMError:
+            log.debug("could not read what holds the GPU after a failed change", exc_info=True)
+            return  # unknown: the record stays as it was
         with self._state() as state:
             if running is None:
                 state.holder = None
@@ -199,10 +214,15 @@ class Arbiter:
             self._refuse_foreign_local()
             self._wait_for_leases(lambda lease: (lease.get("mode"), lease.get("model")) != ("local", key),
                                   on_event, cancel)
+            self._unload_own_local_model()  # another local model of this process, claim and all
             try:
                 self.manager.stop_all(on_event)
-            except NotAvailable:
-                pass  # no Docker engine answers, so none of its containers holds the GPU
+            except NotAvailable as exc:
+                holder = self.holder()
+                if holder and holder.mode == "vllm":  # it may still run: never load beside it
+                    name = self.config.models[holder.model].name if holder.model in self.config.models else holder.model
+                    raise NotAvailable(f"{name}'s vLLM server may still hold the GPU, and this process cannot "
+                                       f"reach Docker to stop it ({exc}); stop it first (cli.py stop).") from None
             self._take_local_claim()
             self._hook("before_load")
             try:
@@ -232,7 +252,7 @@ class Arbiter:
             if self._unload_own_local_model() is not None:
                 stopped.append("local model")
             with self._state() as state:
-                if state.holder and (state.holder.mode == "vllm" or not held_by_someone(self.dir / "local.lock")):
+                if state.holder and (state.holder.mode == "vllm" or not self._local_held()):
                     state.holder = None
             return stopped
 
@@ -284,8 +304,13 @@ class Arbiter:
         with Arbiter._claim_guard:
             if Arbiter._local_claim is None:
                 claim = FileLock(self.dir / "local.lock")
-                if not claim.acquire(blocking=False):
-                    raise NotAvailable("Another process holds a local model; unload it there and try again.")
+                # Under switch.lock only probes (held for microseconds) or a real holder
+                # that slipped past _refuse_foreign_local can hold it: wait out the probes.
+                deadline = time.monotonic() + CLAIM_WAIT_S
+                while not claim.acquire(blocking=False):
+                    if time.monotonic() > deadline:
+                        raise NotAvailable("Another process holds a local model; unload it there and try again.")
+                    time.sleep(0.01)
                 Arbiter._local_claim = claim
 
     def forget_local(self) -> None:
@@ -304,7 +329,7 @@ class Arbiter:
                 cls._local_claim = None
 
     def _refuse_foreign_local(self) -> None:
-        if Arbiter._local_claim is not None or not held_by_someone(self.dir / "local.lock"):
+        if Arbiter._local_claim is not None or not self._local_held():
             return  # nobody, or this very process (which unloads its own model)
         holder = self.state().holder
         if holder and holder.mode == "local":
@@ -347,14 +372,16 @@ class Arbiter:
         """Hold (mode, key) on the GPU while ``pages`` pages are read with it."""
         name = self.config.model(key).name
         with self._state() as state:
-            switching = state.switching if held_by_someone(self.dir / "switch.lock") else None
+            switching = state.switching
+            if switching and not held_by_someone(self.dir / "switch.lock"):
+                # the process changing the model died midway: what holds the GPU is unknown
+                raise SwitchError("The last model switch ended without finishing (its process stopped); "
+                                  f"start {name} again to read.")
             if switching and (switching["mode"], switching["model"]) != (mode, key):
                 target = self.config.models.get(switching["model"] or "")
                 doing = f"A switch to {target.name}" if target else "A stop of the running model"
                 raise SwitchError(f"{doing} is under way; read the document when it is done.")
-            holder = state.holder
-            if holder and holder.mode == "local" and not held_by_someone(self.dir / "local.lock"):
-                holder = None
+            holder = self._live(state.holder)
             if holder is None or (holder.mode, holder.model) != (mode, key):
                 raise SwitchError(f"{name} is not the active model (it was stopped, or another model "
                                   "took the GPU); start it again to read.")

@@ -213,7 +213,7 @@ class SingleContainerManager:
         if plan.reuse is None:
             mark = time.monotonic()
             if v.gpu:
-                free_gb, total_gb = self._wait_for_gpu_memory(model, emit)
+                free_gb, total_gb = self._wait_for_gpu_memory(model, emit, cancel)
                 for warning in admit(model, self.config, free_gb, total_gb):
                     emit("memory", warning)
             report.memory_s = time.monotonic() - mark
@@ -221,15 +221,20 @@ class SingleContainerManager:
                 emit("starting", f"{v.container_name} is published on {v.host}:{v.port} (expose: true): "
                                  "other machines can reach it; only the API key keeps them out")
             mark = time.monotonic()
-            self._ensure_image(v.image, emit)
+            self._ensure_image(v.image, emit, cancel)
             report.pull_s = time.monotonic() - mark
 
         mark = time.monotonic()
+        if cancel.is_set():
+            raise Cancelled(f"The start of {v.container_name} was cancelled before it began.")
         if plan.reuse:
             container = containers[plan.reuse.id]
         elif plan.start_existing:
             container = containers[plan.start_existing.id]
             emit("starting", f"starting {v.container_name} (created by docker compose)")
+            if _env(container).get("VLLM_API_KEY") != self.api_key:
+                emit("starting", f"{v.container_name} was created by docker compose without this app's API key: "
+                                 "its /v1 is not guarded by it — export VLLM_API_KEY as docker-compose.yml says")
             container.start()
         else:
             emit("starting", f"starting {v.container_name}")
@@ -245,8 +250,12 @@ class SingleContainerManager:
                 self._quietly(self._remove, container, force=True)
                 raise SwitchError(f"{v.container_name} could not start: "
                                   f"{exc.explanation or exc}.") from None
+            except BaseException:  # the engine timed out, or we were interrupted: leave nothing
+                self._quietly(self._abandon, container)
+                raise
         report.container_id = container.id
-        self._wait_ready(container, key, emit, cancel)
+        # A server that was already running is not ours to stop when a join gives up.
+        self._wait_ready(container, key, emit, cancel, abandon=plan.reuse is None)
         report.start_s = time.monotonic() - mark
         report.total_s = time.monotonic() - started
         if plan.create or plan.start_existing:
@@ -300,11 +309,14 @@ class SingleContainerManager:
             if "already in progress" not in str(exc):
                 raise
 
-    def _wait_for_gpu_memory(self, model, emit) -> tuple[float | None, float | None]:
+    def _wait_for_gpu_memory(self, model, emit, cancel: threading.Event | None = None
+                             ) -> tuple[float | None, float | None]:
         """Poll NVML until what vLLM will reserve is free again, bounded by gpu_memory_wait_s;
         returns the free and total GB last read (None where NVML cannot be read)."""
         deadline = time.monotonic() + self.config.switching.gpu_memory_wait_s
         while True:
+            if cancel is not None and cancel.is_set():
+                raise Cancelled(f"The start of {model.name} was cancelled while GPU memory came back.")
             probe = self.gpu_probe()
             if probe.free_gb is None:
                 return None, None
@@ -314,7 +326,7 @@ class SingleContainerManager:
             emit("memory", f"waiting for GPU memory: {probe.free_gb:.1f} GB free, {need:.1f} GB needed")
             time.sleep(0.5)
 
-    def _ensure_image(self, image: str, emit) -> None:
+    def _ensure_image(self, image: str, emit, cancel: threading.Event) -> None:
         import docker.errors
 
         try:
@@ -335,6 +347,8 @@ class SingleContainerManager:
         emit("pulling", f"pulling {image}")
         try:
             for event in self.client.api.pull(repo, tag=tag, stream=True, decode=True):
+                if cancel.is_set():
+                    raise Cancelled(f"The pull of {image} was cancelled; what was downloaded is kept.")
                 if "error" in event:
                     raise SwitchError(f"Could not pull {image}: {event['error']}.")
                 progress = event.get("progress", "")
@@ -343,7 +357,7 @@ class SingleContainerManager:
             raise SwitchError(f"Could not pull {image} ({exc.explanation or exc}); check the "
                               f"network, or pull it by hand: docker pull {image}.") from None
 
-    def _wait_ready(self, container, key: str, emit, cancel: threading.Event) -> None:
+    def _wait_ready(self, container, key: str, emit, cancel: threading.Event, abandon: bool = True) -> None:
         import docker.errors
 
         _, v = self._vllm(key)
@@ -378,7 +392,7 @@ class SingleContainerManager:
                 emit("starting", f"starting {v.container_name}: {why}", newest)
                 cancel.wait(poll)
         finally:
-            if not ready:
+            if not ready and abandon:
                 self._quietly(self._abandon, container)
 
     def _abandon(self, container) -> None:
@@ -388,9 +402,11 @@ class SingleContainerManager:
 
         try:
             container.reload()
-            if ContainerInfo.from_attrs(container.attrs).running:
+            info = ContainerInfo.from_attrs(container.attrs)
+            if info.running:
                 container.stop(timeout=int(self.config.switching.stop_timeout_s))
-                container.remove()
+                if not info.compose:  # docker compose's containers are stopped, never removed
+                    container.remove()
         except docker.errors.NotFound:
             pass
 
@@ -400,8 +416,14 @@ class SingleContainerManager:
         try:
             step(*args, **kwargs)
         except Exception:
-            log.exception("clean-up after a failed start failed too")
+            log.debug("clean-up after a failed start failed too", exc_info=True)
 
+
+
+def _env(container) -> dict[str, str]:
+    """The container's environment, from its inspect document."""
+    pairs = (container.attrs.get("Config") or {}).get("Env") or []
+    return dict(pair.split("=", 1) for pair in pairs if "=" in pair)
 
 
 def _log_tail(container, lines: int) -> str:

@@ -7,6 +7,7 @@ import os
 from models.errors import NotAvailable
 
 DEFAULT_HOST = "unix:///var/run/docker.sock"
+CALL_TIMEOUT_S = 120
 
 
 def _unreachable() -> str:
@@ -26,6 +27,9 @@ def connect(timeout: float = 5):
         client.ping()
     except Exception:  # DockerException, and requests' connection errors beneath it
         raise NotAvailable(_unreachable() + ".") from None
+    # The short timeout is for noticing a dead engine; a busy one may take longer than that to
+    # create or start a container (the NVIDIA hook), which is not "unreachable".
+    client.api.timeout = CALL_TIMEOUT_S
     return client
 
 

@@ -46,6 +46,8 @@ class IdleWatcher(threading.Thread):
             if deadline is None or time.time() < deadline or OPERATIONS.running():
                 continue
             arbiter = Arbiter(self.config)
+            if any(arbiter.leases.live()):
+                continue  # pages are being read: not idle, however long ago it began
             since = time.time() - self.config.switching.idle_unload_s
             op = OPERATIONS.start("stop", None, "idle", lambda on_event, cancel:
                                   arbiter.stop(on_event, cancel, only_if_idle_since=since))

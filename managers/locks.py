@@ -22,7 +22,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 RECORD_BYTES = 1024  # a slot's record is written with one pwrite of this size
@@ -38,35 +38,20 @@ def _open(path: Path) -> int:
 
 
 class FileLock:
-    """An exclusive (or shared) flock on ``path``, held by this object's own open file."""
+    """An exclusive flock on ``path``, held by this object's own open file."""
 
     def __init__(self, path: Path):
         self.path = path
         self._fd: int | None = None
 
-    @property
-    def held(self) -> bool:
-        return self._fd is not None
-
-    def acquire(self, blocking: bool = True, shared: bool = False,
-                cancelled: Callable[[], bool] | None = None, poll_s: float = 0.05) -> bool:
-        """Take the lock; ``blocking`` with ``cancelled`` polls so a cancel is noticed."""
+    def acquire(self, blocking: bool = True) -> bool:
         assert self._fd is None, "a FileLock is taken once; open another for another holder"
         fd = _open(self.path)
-        flags = (fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
         try:
-            if blocking and cancelled is None:
-                fcntl.flock(fd, flags)
-            else:
-                while True:
-                    try:
-                        fcntl.flock(fd, flags | fcntl.LOCK_NB)
-                        break
-                    except BlockingIOError:
-                        if not blocking or (cancelled and cancelled()):
-                            os.close(fd)
-                            return False
-                        time.sleep(poll_s)
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        except BlockingIOError:
+            os.close(fd)
+            return False
         except BaseException:
             os.close(fd)
             raise

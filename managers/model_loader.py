@@ -160,7 +160,7 @@ class ModelLoader:
             cuda = torch.cuda.is_available()
             before = torch.cuda.memory_allocated() if cuda else 0
             if current is not None:
-                current.hf_model = current.processor = None  # callers may still hold the engine
+                current.drop()  # views of it (runs, chats) may outlive this call
             del current
             gc.collect()
             if cuda:

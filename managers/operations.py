@@ -57,14 +57,14 @@ class Operation:
     def log_tail(self) -> str:
         return self.error.log_tail if isinstance(self.error, SwitchError) else ""
 
-    def wait(self, on_event: OnEvent | None = None, timeout: float | None = None):
-        """Block until the operation ends, passing each new event on; raise its error."""
+    def wait(self, on_event: OnEvent | None = None, cancel: threading.Event | None = None):
+        """Block until the operation ends, passing each new event on; raise its error.
+        A set ``cancel`` stops the waiting at once (Cancelled), not the operation."""
         seen = 0
-        deadline = None if timeout is None else time.monotonic() + timeout
         while not self._done.wait(0.1):
             seen = self._pass_on(on_event, seen)
-            if deadline is not None and time.monotonic() > deadline:
-                raise TimeoutError(f"operation {self.kind} {self.key} still running")
+            if cancel is not None and cancel.is_set():
+                raise Cancelled("Cancelled while the model was being made ready.")
         self._pass_on(on_event, seen)
         if self.error is not None:
             raise self.error
@@ -88,15 +88,19 @@ class Operations:
         self.joined: set[str] = set()  # vLLM models this process started or joined (idle unload)
 
     def start(self, kind: str, key: str | None, mode: str | None, work: Work) -> Operation:
+        return self.begin(kind, key, mode, work)[0]
+
+    def begin(self, kind: str, key: str | None, mode: str | None, work: Work) -> tuple[Operation, bool]:
+        """The operation, and whether this call started it (False: it joined one running)."""
         with self._lock:
             for op in self._ops:
                 if op.running and (op.kind, op.key, op.mode) == (kind, key, mode):
-                    return op
+                    return op, False
             op = Operation(next(self._ids), kind, key, mode)
             finished = [o for o in self._ops if not o.running][-KEEP_FINISHED:]
             self._ops = [o for o in self._ops if o.running or o in finished] + [op]
         threading.Thread(target=self._run, args=(op, work), name=f"op-{kind}-{key}", daemon=True).start()
-        return op
+        return op, True
 
     def _run(self, op: Operation, work: Work) -> None:
         try:
@@ -111,6 +115,8 @@ class Operations:
         except Exception as exc:  # a bug must still end the operation with a sentence
             op.error, op.state = ChatVLMError(f"The {op.kind} failed unexpectedly: {exc}"), "failed"
         finally:
+            if op.state == "running":  # ended by something no handler above could catch
+                op.error, op.state = ChatVLMError(f"The {op.kind} was interrupted."), "failed"
             op.finished = time.time()
             op._done.set()
 

@@ -179,3 +179,96 @@ def test_start_history_estimates_from_the_median(tmp_path):
     for seconds in (40, 42, 90):
         history.record("a", seconds)
     assert history.estimate("a") == 42
+
+
+def test_the_api_key_is_made_once_and_only_its_owner_reads_it(tmp_path):
+    from managers.api_key import api_key
+
+    key = api_key(tmp_path)
+    assert len(key) >= 40 and api_key(tmp_path) == key
+    assert (tmp_path / "vllm_api_key").stat().st_mode & 0o777 == 0o600
+
+
+def test_the_container_gets_the_key_and_the_named_secrets(config):
+    model = config.models["qwen3_vl_2b"]
+    spec = container_spec("qwen3_vl_2b", model, config, gpu_runtime=False, api_key="k3y",
+                          host_env={"HF_TOKEN": "hf_secret", "OTHER": "not passed"})
+    assert spec["environment"] == {"HF_TOKEN": "hf_secret", "VLLM_API_KEY": "k3y"}
+    assert "k3y" not in " ".join(spec["command"])  # never on a command line `docker inspect` or ps shows
+    unset = container_spec("qwen3_vl_2b", model, config, gpu_runtime=False, api_key="k3y", host_env={})
+    assert unset["environment"] == {"VLLM_API_KEY": "k3y"}  # a public model needs no token
+
+
+class Refusing:
+    """A Docker client whose engine fails in the ways the SDK reports it."""
+
+    def __init__(self, exc):
+        self.exc = exc
+
+    @property
+    def containers(self):
+        raise self.exc
+
+
+@pytest.mark.parametrize("make_exc, error, said", [
+    (lambda: __import__("requests").exceptions.ConnectionError("Connection aborted"), NotAvailable,
+     "The Docker engine stopped answering while {doing}; start Docker (e.g. sudo systemctl start docker) "
+     "and try again."),
+    (lambda: __import__("docker").errors.APIError("500 Server Error", explanation="no space left on device"),
+     SwitchError, "Docker refused {doing}: no space left on device."),
+])
+def test_docker_failures_are_one_sentence(config, make_exc, error, said):
+    manager = SingleContainerManager(config, client=Refusing(make_exc()), gpu_probe=lambda: GPUProbe(()))
+    calls = {"starting chatvlmllm-vllm-qwen3-vl-2b": lambda: manager.switch("qwen3_vl_2b"),
+             "reading the model containers": manager.status,
+             "stopping the model containers": manager.stop_all}
+    for doing, call in calls.items():
+        with pytest.raises(error) as err:
+            call()
+        assert str(err.value) == said.format(doing=doing)
+
+
+def test_clean_up_never_masks_the_first_error(config):
+    """A container that exited while starting is reported as such, even when stopping it fails too."""
+    import docker.errors
+
+    class Exited:
+        id, attrs = "c1", {"Name": "/x", "State": {"Status": "exited", "ExitCode": 2}}
+
+        def reload(self):
+            if getattr(self, "abandoning", False):
+                raise docker.errors.APIError("engine hiccup during clean-up")
+
+        def logs(self, tail):
+            self.abandoning = True
+            return b"error: unrecognized arguments: --bad\n"
+
+    manager = SingleContainerManager(config, client=object(), gpu_probe=lambda: GPUProbe(()))
+    with pytest.raises(SwitchError, match="exited with code 2 while starting: error: unrecognized arguments"):
+        manager._wait_ready(Exited(), "qwen3_vl_2b", lambda *a: None, __import__("threading").Event())
+
+
+def test_a_half_written_or_foreign_key_file_is_one_sentence(tmp_path, monkeypatch):
+    from managers.api_key import api_key
+
+    (tmp_path / "vllm_api_key").write_text("")
+    with pytest.raises(NotAvailable, match="is empty; delete it and a new key is made"):
+        api_key(tmp_path)
+    monkeypatch.setenv("CHATVLMLLM_VLLM_API_KEY", "shared-key")  # another user's, given to this one
+    assert api_key(tmp_path) == "shared-key"
+
+
+def test_racing_processes_agree_on_one_key(tmp_path):
+    """Eight processes make the key at once: they all read the same, whole key."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); from pathlib import Path; "
+            "from managers.api_key import api_key; print(api_key(Path(sys.argv[2])))")
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(ROOT), str(tmp_path)], stdout=subprocess.PIPE,
+                              text=True) for _ in range(8)]
+    keys = {p.communicate()[0].strip() for p in procs}
+    assert len(keys) == 1 and len(keys.pop()) >= 40
+    assert [p.name for p in tmp_path.iterdir()] == ["vllm_api_key"]  # no temporary file left

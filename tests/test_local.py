@@ -6,12 +6,14 @@ import gc
 import os
 import subprocess
 import sys
+import time
 import weakref
 
 import psutil
 import pytest
 
 from managers.arbiter import Arbiter
+from managers.locks import held_by_someone
 from models.config import load_config
 from models.errors import NotAvailable
 from managers.model_loader import ModelLoader
@@ -52,6 +54,8 @@ def test_one_model_at_a_time_and_no_reference_left(config):
     second = loader.load_model("tiny3")
     gc.collect()
     assert first() is None and ModelLoader.current() is second
+    arbiter = Arbiter(config)  # the second model is held like the first: locked and recorded
+    assert held_by_someone(arbiter.dir / "local.lock") and arbiter.holder().model == "tiny3"
     held = weakref.ref(second.hf_model)
     report = ModelLoader.unload_all_models()
     assert held() is None and ModelLoader.current() is None
@@ -191,6 +195,7 @@ def test_sidebar_loads_and_unloads(config):
     at.sidebar.button(key="local_load").click().run()
     assert not at.exception and not at.sidebar.error
     assert "**Active model:** Tiny tiny3 (local, cpu)" in [m.value for m in at.sidebar.markdown]
+    assert any(c.value.startswith("Unloads after 30 min without use (at ") for c in at.sidebar.caption)
     at.file_uploader[0].upload("p.png", encode(render_lines(ENGLISH), "PNG"), "image/png")
     at.run()
     next(b for b in at.button if b.label == "Run").click().run()
@@ -199,3 +204,23 @@ def test_sidebar_loads_and_unloads(config):
     assert "**Active model:** none" in [m.value for m in at.sidebar.markdown]
     assert any(c.value.startswith("Unloaded: freed") for c in at.sidebar.caption)
     assert ModelLoader.current() is None
+
+
+def test_idle_unload_frees_the_local_model(tmp_path, tiny_dirs, monkeypatch):
+    from managers import runs
+    from managers.idle import IdleWatcher
+
+    path = write_config(tmp_path / "idle.yaml", {"tiny2": local_entry("tiny2", tiny_dirs["qwen2_vl"])},
+                        idle_unload_s=1)
+    monkeypatch.setenv("CHATVLMLLM_CONFIG", str(path))
+    config = load_config(path)
+    runs.load(config, "tiny2").wait()
+    watcher = IdleWatcher(config)
+    watcher.start()
+    try:
+        deadline = time.monotonic() + 60
+        while ModelLoader.current() is not None or Arbiter(config).holder() is not None:
+            assert time.monotonic() < deadline, "the idle model was never unloaded"
+            time.sleep(0.1)
+    finally:
+        watcher.stopped.set()

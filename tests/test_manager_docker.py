@@ -88,16 +88,21 @@ def test_six_processes_switch_at_once(tmp_path, clean_docker, monkeypatch):
 def test_a_switch_waits_for_pages_in_progress(fakes, clean_docker):
     arbiter = Arbiter(fakes)
     arbiter.switch("fake_a")
-    events, result = [], {}
+    result = {}
+    seen = {"waiting for 3 pages in progress": threading.Event(), "waiting for 1 pages in progress": threading.Event()}
+
+    def on_event(event):
+        if event.message in seen:
+            seen[event.message].set()
+
     with arbiter.lease("vllm", "fake_a", pages=3) as lease:
-        thread = threading.Thread(target=lambda: result.setdefault("status", arbiter.switch("fake_b", events.append)))
+        thread = threading.Thread(target=lambda: result.setdefault("status", arbiter.switch("fake_b", on_event)))
         thread.start()
-        time.sleep(1.5)
+        assert seen["waiting for 3 pages in progress"].wait(60)
         assert running_managed(clean_docker) == ["chatvlmllm-test-fake_a"]
-        assert "waiting for 3 pages in progress" in events_of(events)
         lease.done(2)
-        time.sleep(0.6)
-        assert "waiting for 1 pages in progress" in events_of(events)
+        assert seen["waiting for 1 pages in progress"].wait(60)
+        assert running_managed(clean_docker) == ["chatvlmllm-test-fake_a"]
         with pytest.raises(SwitchError, match="A switch to Fake fake_b is under way"):
             with arbiter.lease("vllm", "fake_a", pages=1):
                 pass

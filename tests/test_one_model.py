@@ -104,6 +104,7 @@ def test_chaos_never_two_models_on_the_gpu(setup, tmp_path, clean_docker):
     assert kills >= 8
     for action in ("switch ok", "read ok", "stop ok", "local ok"):  # every kind of request ran
         assert action in said, f"no '{action}' in the workers' logs"
+    assert "BROKEN" not in said
     # The dead leave nothing behind: a switch that would wait forever for their pages does not wait.
     events = []
     patient = Arbiter(with_switching(tmp_path, setup, pages_wait_timeout_s=10**6))
@@ -312,3 +313,68 @@ def test_idle_unload_stops_what_this_process_started_and_only_that(tmp_path, cle
         assert Arbiter(config).holder() is None
     finally:
         watcher.stopped.set()
+
+
+DIES_MID_SWITCH = """
+import sys, time
+sys.path.insert(0, {root!r})
+from managers.arbiter import Arbiter
+from models.config import load_config
+Arbiter.hooks = {{"before_start": lambda: (print("stopping now", flush=True), time.sleep(300))}}
+Arbiter(load_config()).switch("fake_b")
+"""
+
+
+def test_a_switch_killed_midway_leaves_no_reader_on_a_stale_record(setup, clean_docker):
+    """Why 5: the record still names fake_a, but the change that was replacing it died:
+    a reader is refused until a switch finishes, rather than sent to a server that may be gone."""
+    arbiter = Arbiter(setup)
+    arbiter.switch("fake_a")
+    dying = subprocess.Popen([sys.executable, "-c", DIES_MID_SWITCH.format(root=str(ROOT))],
+                             stdout=subprocess.PIPE, text=True)
+    assert dying.stdout.readline().strip() == "stopping now"
+    dying.send_signal(signal.SIGKILL)
+    dying.wait()
+    with pytest.raises(SwitchError, match="^The last model switch ended without finishing"):
+        with arbiter.lease("vllm", "fake_a", 1):
+            pass
+    arbiter.switch("fake_a")  # a finished change makes the record true again
+    with arbiter.lease("vllm", "fake_a", 1):
+        assert running_managed(clean_docker) == ["chatvlmllm-test-fake_a"]
+
+
+def test_giving_up_on_joining_a_starting_server_does_not_stop_it(tmp_path, clean_docker):
+    """A second caller joins a server that is still loading and gives up (Cancel): the
+    server the first caller is starting keeps running and becomes ready."""
+    from managers.container_manager import SingleContainerManager
+
+    signal_dir = tmp_path / "signal"
+    signal_dir.mkdir()
+    signal_dir.chmod(0o777)
+    entry = fake_entry("fake_a", delay=0, extra_args=["--wait-for", "/signal/go"])
+    entry["vllm"]["volumes"] = [f"{signal_dir}:/signal:ro"]
+    config = load_config(write_config(tmp_path / "c.yaml", {"fake_a": entry}))
+    first = SingleContainerManager(config)
+    outcome = {}
+    starting = threading.Thread(target=lambda: outcome.update(status=first.switch("fake_a")))
+    starting.start()
+    until(lambda: running_managed(clean_docker) == ["chatvlmllm-test-fake_a"])
+    cancel = threading.Event()
+    joining = threading.Thread(target=lambda: outcome.update(
+        joined=_raised(lambda: SingleContainerManager(config).switch(
+            "fake_a", lambda e: cancel.set() if e.stage == "starting" else None, cancel))))
+    joining.start()
+    joining.join(60)
+    assert isinstance(outcome["joined"], Cancelled)
+    assert running_managed(clean_docker) == ["chatvlmllm-test-fake_a"]  # not stopped by the one who left
+    (signal_dir / "go").touch()
+    starting.join(60)
+    assert outcome["status"].state is State.READY
+
+
+def _raised(call):
+    try:
+        call()
+    except Exception as exc:
+        return exc
+    return None

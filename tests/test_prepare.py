@@ -42,7 +42,7 @@ def ink_share(image: Image.Image, box) -> float:
     return float((crop < 128).mean())
 
 
-@pytest.mark.parametrize("turn, note", [(0, ""), (90, "turned 90° clockwise"), (180, "turned upside up"),
+@pytest.mark.parametrize("turn, note", [(0, ""), (90, "turned 90° clockwise"), (180, "turned 180°"),
                                         (270, "turned 90° counter-clockwise")])
 def test_a_turned_page_comes_back_upright(turn, note):
     upright = tender_page()

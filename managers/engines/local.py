@@ -1,12 +1,15 @@
 """Local mode's engine: a Transformers model in this process reading pages like every engine.
 
 The model itself is loaded, held and unloaded by ``managers.model_loader.ModelLoader``;
-this module only reads with it. CUDA out-of-memory while reading calls ``on_oom`` (the
-loader's unload) and becomes one sentence.
+this module only reads with it. Each document or chat reads through its own ``view()``:
+its options and its cancel are its own, while the weights are shared — and dropped for
+every view at once when the model is unloaded. CUDA out-of-memory while reading calls
+``on_oom`` (the loader's unload) and becomes one sentence.
 """
 
 from __future__ import annotations
 
+import copy
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -56,23 +59,40 @@ class LocalModel(Engine):
                  load_seconds: float, memory_bytes: int):
         super().__init__(key, model)
         self.requests = config.requests_for(key)
-        self.hf_model, self.processor, self.device = hf_model, processor, device
+        self._held = {"model": hf_model, "processor": processor}  # shared by every view
+        self.device = device
         self.load_seconds, self.memory_bytes = load_seconds, memory_bytes
         self.hide_header_footer = False
         self.box: tuple[int, int, int, int] | None = None
-        self._lock = threading.Lock()  # one generate at a time on one model
-        self._stop = threading.Event()  # a cancelled document stops generating at the next token
+        self._lock = threading.Lock()  # one generate at a time on one model, across views
+        self._stop = threading.Event()  # this view's cancel: generation stops at the next token
         self.on_oom: Callable[[], object] = lambda: None  # set by the loader: unload
 
-    def ocr(self, *args, **kwargs):
-        self._stop.clear()
-        return super().ocr(*args, **kwargs)
+    @property
+    def hf_model(self):
+        return self._held.get("model")
+
+    @property
+    def processor(self):
+        return self._held.get("processor")
+
+    def view(self) -> LocalModel:
+        """The same weights with options and a cancel of its own, for one document or chat."""
+        view = copy.copy(self)
+        view._stop = threading.Event()
+        return view
+
+    def drop(self) -> None:
+        """Let go of the weights, in this object and every view of it (the loader unloads)."""
+        self._held.clear()
 
     def abort(self) -> None:
         self._stop.set()
 
     def _generate(self, image: Image.Image, messages: list[dict]) -> tuple[str, bool, tuple[int, int]]:
         torch = _torch()
+        if self.hf_model is None:
+            raise EngineError(f"{self.model.name} was unloaded before this page was read; load it again.")
         text = self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
         inputs = self.processor(text=[text], images=[image], return_tensors="pt").to(self.device)
         grid = inputs["image_grid_thw"][0].tolist()
