@@ -3,10 +3,12 @@ every decision lives in models/ and managers/."""
 
 from __future__ import annotations
 
-import threading
 import time
 from datetime import datetime
+from functools import partial
+from pathlib import Path
 
+import pandas as pd
 import streamlit as st
 
 from managers import runs
@@ -20,7 +22,7 @@ from managers.model_loader import ModelLoader
 from managers.operations import OPERATIONS, Operation
 from managers.prepare import describe as describe_preparation
 from managers.readiness import endpoint_ready
-from models import render
+from models import exports, render, tables
 from models.answers import GROUNDING_MARK
 from models.config import MODE_LABELS, MODES, AppConfig, load_config
 from models.document import UPLOAD_TYPES, Document, open_document, select_pages
@@ -228,40 +230,9 @@ def task_options(spec, document: Document, first_page: int) -> dict:
     return options
 
 
-class Job:
-    """One document being read for this session, in its own thread so that a click
-    elsewhere (a rerun) never stops it; Cancel answers at once."""
-
-    def __init__(self, config: AppConfig, choice: runs.Choice, document: Document, indexes: list[int],
-                 file_id: str):
-        self.choice, self.file_id, self.total = choice, file_id, len(indexes)
-        self.cancel = threading.Event()
-        self.done_pages = 0
-        self.status = ""
-        self.run: runs.Run | None = None
-        self.error: str | None = None
-        self.thread = threading.Thread(target=self._read, args=(config, document, indexes), daemon=True)
-        self.thread.start()
-
-    def _read(self, config: AppConfig, document: Document, indexes: list[int]) -> None:
-        def on_page(done: int, total: int, page: PageResult) -> None:
-            self.done_pages = done
-
-        try:
-            self.run = runs.read_document(config, self.choice, document.pages(indexes), on_page=on_page,
-                                          on_event=lambda e: setattr(self, "status", e.message),
-                                          cancel=self.cancel)
-        except ChatVLMError as exc:
-            self.error = str(exc)
-
-    @property
-    def running(self) -> bool:
-        return self.thread.is_alive()
-
-
 def job_panel():
-    """The session's document job: Cancel, and a slot ``follow`` keeps up to date."""
-    job: Job | None = st.session_state.get("job")
+    """The session's batch of documents: Cancel, and a slot ``follow`` keeps up to date."""
+    job: runs.Batch | None = st.session_state.get("job")
     if job is None or not job.running:
         return None
     if st.button("Cancel", key="cancel_run"):
@@ -269,13 +240,18 @@ def job_panel():
     return st.empty()
 
 
-def draw_job(slot, job: Job) -> None:
+def draw_job(slot, job: runs.Batch) -> None:
     with slot.container():
-        if job.done_pages == 0 and job.status:
+        if len(job.items) > 1:
+            item = job.items[job.current]
+            st.progress(job.current / len(job.items),
+                        text=f"File {job.current + 1} of {len(job.items)}: {item.name}")
+        if job.done == 0 and job.status:
             st.info(job.status)
-        more = (f"Reading page {job.done_pages + 1} of {job.total}…" if job.done_pages < job.total
-                else f"Page {job.done_pages} of {job.total} read.")
-        st.progress(job.done_pages / job.total, text=more)
+        if job.total:
+            more = (f"Reading page {job.done + 1} of {job.total}…" if job.done < job.total
+                    else f"Page {job.done} of {job.total} read.")
+            st.progress(job.done / job.total, text=more)
 
 
 def follow(config: AppConfig, ops_slot, job_slot) -> None:
@@ -284,7 +260,7 @@ def follow(config: AppConfig, ops_slot, job_slot) -> None:
     run follows them again."""
     followed = st.session_state.pop("redraw", False)
     while True:
-        job: Job | None = st.session_state.get("job")
+        job: runs.Batch | None = st.session_state.get("job")
         job_running = job is not None and job.running and job_slot is not None
         if not OPERATIONS.running() and not job_running:
             break
@@ -297,15 +273,32 @@ def follow(config: AppConfig, ops_slot, job_slot) -> None:
         st.rerun()
 
 
-def collect(job: Job | None) -> None:
-    """A finished job's result becomes the session's result (or its one error)."""
+def collect(job: runs.Batch | None) -> None:
+    """A finished batch's results become the session's results (and its errors, one each)."""
     if job is None or job.running:
         return
     del st.session_state["job"]
-    if job.error:
-        st.session_state["run_error"] = job.error
-    elif job.run:
-        st.session_state["result"] = {"file": job.file_id, "run": job.run}
+    st.session_state["run_errors"] = job.errors
+    results = st.session_state.setdefault("results", {})
+    results.update(job.runs)
+
+
+def batch_items(uploads, documents: dict, current: str, indexes: list[int] | None,
+                config: AppConfig) -> list[runs.Item]:
+    """Every readable upload: the document on view with its chosen pages, the others whole."""
+    items = []
+    for upload in uploads:
+        document = documents.get(upload.file_id)
+        if document is None:
+            continue  # refused at upload, with its sentence already shown
+        if upload.file_id == current:
+            items.append(runs.Item(upload.file_id, document.name, document.pages(indexes)))
+            continue
+        try:
+            items.append(runs.Item(upload.file_id, document.name, document.pages(select_pages(document, None))))
+        except ChatVLMError as exc:
+            items.append(runs.Item(upload.file_id, document.name, refused=str(exc)))
+    return items
 
 
 def page_image(run: runs.Run, document: Document, index: int):
@@ -313,8 +306,28 @@ def page_image(run: runs.Run, document: Document, index: int):
     return run.images.get(index) or document.page(index).image
 
 
-def show_result(config: AppConfig, stored: dict, document: Document) -> None:
-    run: runs.Run = stored["run"]
+def table_frame(grid: tables.Grid) -> pd.DataFrame:
+    """A table for st.dataframe: its first row as the header (made unique, as Arrow needs)."""
+    header, *rows = grid.cells if len(grid.cells) > 1 else [[""] * len(grid.cells[0]), *grid.cells]
+    names: list[str] = []
+    for n, name in enumerate(header, start=1):
+        name = name.strip() or f"column {n}"
+        names.append(name if name not in names else f"{name} ({n})")
+    return pd.DataFrame(rows, columns=names)
+
+
+def show_markdown(markdown: str) -> None:
+    """Markdown with formulas as LaTeX, and every table as a real table (never raw HTML)."""
+    if not markdown.strip():
+        st.markdown("_(no text)_")
+    for segment in tables.segments(markdown):
+        if isinstance(segment, tables.Grid):
+            st.dataframe(table_frame(segment), hide_index=True)
+        elif segment.strip():
+            st.markdown(segment)
+
+
+def show_result(config: AppConfig, run: runs.Run, file_id: str, document: Document) -> None:
     result = run.result
     failed = len(result.failed)
     st.success(f"Read {len(result.pages) - failed} of {len(result.pages)} pages with "
@@ -339,7 +352,7 @@ def show_result(config: AppConfig, stored: dict, document: Document) -> None:
     with text_tab:
         st.code(page.text or "(no text)", language=None, wrap_lines=True)
     with md_tab:
-        st.markdown(page.markdown or "_(no text)_")
+        show_markdown(page.markdown)
     with layout_tab:
         if not page.error:
             shown = f"; the page as read: {prepared}" if prepared else ""
@@ -349,17 +362,38 @@ def show_result(config: AppConfig, stored: dict, document: Document) -> None:
     with json_tab:
         st.json(page.model_dump(), expanded=1)
     with chat_tab:
-        chat(config, run, stored["file"], page_image(run, document, index), index)
+        chat(config, run, file_id, page_image(run, document, index), index)
 
     st.markdown("**Download**")
-    columns = st.columns(6)
+    columns = st.columns(len(render.FORMATS))
     for n, fmt in enumerate(render.FORMATS):
         columns[n].download_button(f"Page {page.number} .{fmt}", render.PAGE_RENDERERS[fmt](page),
                                    file_name=render.output_name(document.name, fmt, page),
                                    mime=render.FORMATS[fmt], key=f"dl_page_{fmt}")
-        columns[n + 3].download_button(f"Document .{fmt}", render.render(result, fmt),
-                                       file_name=render.output_name(document.name, fmt),
-                                       mime=render.FORMATS[fmt], key=f"dl_doc_{fmt}")
+    found = len(tables.of_result(result))
+    columns = st.columns(len(exports.ALL_FORMATS))
+    for n, fmt in enumerate(exports.ALL_FORMATS):
+        if fmt == "csv" and not found:
+            columns[n].button("Document .csv", disabled=True, key="dl_doc_csv", help="No tables were found.")
+            continue
+        name = f"{Path(document.name).stem or 'document'}.csv.zip" if fmt == "csv" and found > 1 else None
+        made = partial(lambda f: exports.file_for(result, f, document.name,
+                                                  lambda i: page_image(run, document, i)).data, fmt)
+        columns[n].download_button(
+            f"Document .{fmt}", made if fmt in exports.FORMATS else made(),
+            file_name=name or render.output_name(document.name, fmt),
+            mime="application/zip" if name else exports.MIME.get(fmt) or render.FORMATS.get(fmt, "text/csv"),
+            key=f"dl_doc_{fmt}")
+
+
+def download_all(results: dict[str, runs.Run], documents: dict[str, Document]) -> None:
+    """Every result of this session in one ZIP, in the chosen format."""
+    st.divider()
+    left, right = st.columns([1, 2])
+    fmt = left.selectbox("Format for all files", exports.ALL_FORMATS, key="zip_format")
+    items = [(documents[f].name, run.result, partial(page_image, run, documents[f])) for f, run in results.items()]
+    right.download_button(f"All {len(items)} files as .zip ({fmt})", lambda: exports.bundle(items, fmt),
+                          file_name=f"chatvlmllm-{fmt}.zip", mime="application/zip", key="dl_zip")
 
 
 def chat(config: AppConfig, run: runs.Run, file_id: str, image, index: int) -> None:
@@ -405,33 +439,44 @@ def main() -> None:
 
     st.title("Read a document")
     collect(st.session_state.get("job"))
-    uploaded = st.file_uploader("Document image or PDF", type=UPLOAD_TYPES,
-                                max_upload_size=config.limits.max_upload_mb)
-    if uploaded is None:
-        st.info("Upload a scan, photo or PDF to read it.")
+    uploads = st.file_uploader("Document images or PDFs", type=UPLOAD_TYPES, accept_multiple_files=True,
+                               max_upload_size=config.limits.max_upload_mb)
+    if not uploads:
+        st.info("Upload scans, photos or PDFs to read them.")
         follow(config, ops_slot, None)
         return
-    try:
-        document = cached_document(uploaded.file_id, uploaded.getvalue(), uploaded.name, config)
-    except ChatVLMError as exc:
-        st.error(str(exc))
+    documents = {}
+    for upload in uploads:
+        try:
+            documents[upload.file_id] = cached_document(upload.file_id, upload.getvalue(), upload.name, config)
+        except ChatVLMError as exc:
+            st.error(str(exc))
+    if not documents:
         follow(config, ops_slot, None)
         return
+    names = {upload.file_id: upload.name for upload in uploads if upload.file_id in documents}
+    current = (st.selectbox("Document", list(names), format_func=names.get, key="document")
+               if len(names) > 1 else next(iter(names)))
+    document = documents[current]
     indexes = choose_pages(document, config)
     task = st.selectbox("Task", list(model.tasks), format_func=lambda t: model.tasks[t].label,
                         key=f"task_{key}")
     options = task_options(model.tasks[task], document, indexes[0] if indexes else 0)
     reading = "job" in st.session_state
-    if st.button("Run", type="primary", disabled=reason is not None or indexes is None or reading):
-        st.session_state.pop("run_error", None)
+    label = "Run" if len(names) == 1 else f"Run on {len(names)} files"
+    if st.button(label, type="primary", disabled=reason is not None or indexes is None or reading):
         choice = runs.Choice(key, mode, task, **options)
-        st.session_state["job"] = Job(config, choice, document, indexes, uploaded.file_id)
+        st.session_state["job"] = runs.Batch(config, choice, batch_items(uploads, documents, current, indexes,
+                                                                       config))
+        st.session_state["run_errors"] = {}
     job_slot = job_panel()
-    if error := st.session_state.get("run_error"):
-        st.error(error)
-    stored = st.session_state.get("result")
-    if stored and stored["file"] == uploaded.file_id:
-        show_result(config, stored, document)
+    for file_id, error in st.session_state.get("run_errors", {}).items():
+        st.error(error if len(names) == 1 else f"{names.get(file_id, 'A file')}: {error}")
+    results = {f: r for f, r in st.session_state.get("results", {}).items() if f in documents}
+    if current in results:
+        show_result(config, results[current], current, document)
+    if len(results) > 1:
+        download_all(results, documents)
     follow(config, ops_slot, job_slot)
 
 

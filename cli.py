@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""ChatVLMLLM without a browser: list models and read documents to txt, md or json.
+"""ChatVLMLLM without a browser: list models, read documents to txt, md or json (and the
+formats of models/exports), and list or export again the runs the history keeps.
 
 Results go to standard output (or files under --out); progress and messages go to
 standard error. Exit codes: 0 all pages read, 1 some pages or files failed, 2 bad usage.
@@ -16,13 +17,14 @@ from pathlib import Path
 
 from managers import runs
 from managers.availability import probe_host, why_not
+from managers.history import Entry, History
 from managers.container_manager import SingleContainerManager, SwitchEvent
 from managers.runs import check_mode
 from managers.operations import Operation
 from models import exports, render
 from models.config import MODE_LABELS, MODES, load_config
-from models.document import open_path, select_pages
-from models.errors import ChatVLMError, NothingToExport, Superseded, SwitchError
+from models.document import Document, open_path, select_pages
+from models.errors import ChatVLMError, HistoryError, NothingToExport, Superseded, SwitchError
 from models.result import OCRResult, PageResult
 
 EXIT_SUPERSEDED = 3
@@ -98,14 +100,15 @@ def wait_for(op: Operation):
 
 
 def cmd_switch(args, config) -> int:
+    config.model(args.model)  # an unknown model is bad usage (exit 2), not a failed switch
     try:
         status = wait_for(runs.switch(config, args.model))
     except Superseded as exc:
         print(str(exc), file=sys.stderr)
         return EXIT_SUPERSEDED
-    except SwitchError as exc:
+    except ChatVLMError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        if exc.log_tail:
+        if isinstance(exc, SwitchError) and exc.log_tail:
             print("--- last log lines ---\n" + exc.log_tail.rstrip(), file=sys.stderr)
         return 1
     print(f"{status.key} ready on port {status.port}")
@@ -132,9 +135,13 @@ def cmd_logs(args, config) -> int:
     return 0
 
 
+def needs_out(fmt: str, out: Path | None) -> None:
+    if fmt in exports.FORMATS and not out:
+        raise ChatVLMError(f"{fmt} is a binary format: give --out DIR.")
+
+
 def cmd_ocr(args, config) -> int:
-    if args.format in exports.FORMATS and not args.out:
-        raise ChatVLMError(f"{args.format} is a binary format: give --out DIR.")
+    needs_out(args.format, args.out)
     model = config.model(args.model)
     if args.endpoint:
         if model.vllm is None:
@@ -148,6 +155,7 @@ def cmd_ocr(args, config) -> int:
     runs.make_ready(config, choice.key, choice.mode, on_event=print_event)  # the sidebar's path
     outputs: list[tuple[Path, OCRResult]] = []
     status = 0
+    history = History(config)
     for file in args.files:
         try:
             document = open_path(file, config.limits)
@@ -157,49 +165,86 @@ def cmd_ocr(args, config) -> int:
             status = 1
             continue
         bar = ProgressBar(Path(file).name, len(indexes))
-        run = runs.read_document(config, choice, document.pages(indexes), on_page=bar, on_event=print_event)
+        try:
+            run = runs.read_document(config, choice, document.pages(indexes), on_page=bar, on_event=print_event)
+        except ChatVLMError as exc:  # e.g. the model was taken away: the other files still count
+            print(f"error: {file}: {exc}", file=sys.stderr)
+            status = 1
+            continue
         result = run.result
         if result.failed:
             status = 1
         outputs.append((Path(file), result))
+        keep(history, run, document)
         if args.out:
             _write(args.out, outputs, args.format, lambda i: run.images.get(i) or document.page(i).image)
     if not args.out and outputs:
         sys.stdout.write(_joined(outputs, args.format))
+    say_warning(history)
     return status
+
+
+def keep(history: History, run: runs.Run, document: Document) -> None:
+    """Keep a finished run in the history; a history that cannot be written never fails the reading."""
+    try:
+        history.add(run, document.name, document.data)
+    except ChatVLMError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+
+
+def say_warning(history: History) -> None:
+    if history.warning:
+        print(history.warning, file=sys.stderr)
+
+
+def cmd_history(args, config) -> int:
+    history = History(config)
+    try:
+        if args.delete is not None:
+            if not history.delete(args.delete):
+                raise HistoryError(f"There is no run {args.delete} in the history.")
+            print(f"deleted run {args.delete}", file=sys.stderr)
+        elif args.export is not None:
+            needs_out(args.format, args.out)
+            stored = history.get(args.export)
+            outputs = [(Path(stored.entry.name), stored.result)]
+            if args.out:
+                _write(args.out, outputs, args.format, stored.page_image(config.limits))
+            else:
+                sys.stdout.write(_joined(outputs, args.format))
+        else:
+            list_runs(history.list(args.search, args.limit), args.search)
+    finally:
+        say_warning(history)
+    return 0
+
+
+def list_runs(entries: list[Entry], search: str | None) -> None:
+    if not entries:
+        print(f"No kept run's file name contains '{search}'." if search else "No runs are kept yet.",
+              file=sys.stderr)
+        return
+    rows = [("ID", "WHEN", "FILE", "PAGES", "MODEL", "MODE", "TASK", "SECONDS")]
+    rows += [(str(e.id), e.created.strftime("%Y-%m-%d %H:%M"), e.name, str(e.pages), e.model,
+              MODE_LABELS.get(e.mode, e.mode), e.task, f"{e.seconds:.1f}") for e in entries]
+    print_table(rows)
 
 
 def _write(out: Path, outputs: list[tuple[Path, OCRResult]], fmt: str, page_image: exports.PageImage) -> None:
     """Write the newest output under ``out``, named after its input; an input whose name an
     earlier one took (a.png and a.pdf, two dirs/x.png) is written as "a (2)" and said so."""
     file, result = outputs[-1]
-    stem = _unique_stems([f for f, _ in outputs])[-1]
-    name = stem + file.suffix
+    stem = exports.unique_stems([f.name for f, _ in outputs])[-1]
     try:
-        if fmt in exports.FORMATS:
-            made = exports.export(result, fmt, name, page_image)
-            target, data = out / made.name, made.data
-        else:
-            target, data = out / render.output_name(name, fmt), render.render(result, fmt).encode("utf-8")
+        made = exports.file_for(result, fmt, stem + file.suffix, page_image)
     except NothingToExport as exc:
         print(f"{file.name}: {exc}", file=sys.stderr)
         return
     out.mkdir(parents=True, exist_ok=True)
-    target.write_bytes(data)
+    target = out / made.name
+    target.write_bytes(made.data)
     renamed = f" ({file} has the name of an earlier input)" if stem != file.stem else ""
     print(f"wrote {target}{renamed}", file=sys.stderr)
-
-
-def _unique_stems(files: list[Path]) -> list[str]:
-    stems: list[str] = []
-    for file in files:
-        stem = candidate = file.stem
-        n = 1
-        while candidate in stems:
-            n += 1
-            candidate = f"{stem} ({n})"
-        stems.append(candidate)
-    return stems
 
 
 def _joined(outputs: list[tuple[Path, OCRResult]], fmt: str) -> str:
@@ -231,6 +276,16 @@ def build_parser() -> argparse.ArgumentParser:
     ocr.add_argument("--endpoint", metavar="URL",
                      help="send pages to this OpenAI-compatible server instead of a managed container")
     ocr.set_defaults(run=cmd_ocr)
+
+    history = commands.add_parser("history", help="list the runs kept, export one again, or delete one")
+    history.add_argument("--search", metavar="TEXT", help="only files whose name contains TEXT (any case)")
+    history.add_argument("--limit", type=int, default=200, metavar="N", help="the newest N runs (default 200)")
+    action = history.add_mutually_exclusive_group()
+    action.add_argument("--export", type=int, metavar="ID", help="write run ID again, as `ocr --format` does")
+    action.add_argument("--delete", type=int, metavar="ID", help="delete run ID")
+    history.add_argument("--format", choices=exports.ALL_FORMATS, default="txt", help="as for ocr")
+    history.add_argument("--out", type=Path, metavar="DIR", help="write FILE.<format> here instead of stdout")
+    history.set_defaults(run=cmd_history)
 
     switch = commands.add_parser("switch", help="make MODEL the one vLLM model running (stops the others)")
     switch.add_argument("model", metavar="MODEL", help="a model key with a vllm backend")

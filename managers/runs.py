@@ -10,6 +10,7 @@ preparation, on each page as it is loaded) and the ``Run`` it returns (exports, 
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -26,11 +27,14 @@ from managers.model_loader import ModelLoader
 from managers.container_manager import OnEvent, SwitchEvent
 from managers.operations import OPERATIONS, Operation
 from managers.prepare import prepare_page
+from managers.readiness import api_ready
 from models.answers import full_page
 from models.config import MODE_LABELS, AppConfig, Mode, lock_dir
 from models.engine import Engine, OnPage, PageSource, Prepare
-from models.errors import NotAvailable
+from models.errors import Cancelled, ChatVLMError, NotAvailable
 from models.result import OCRResult
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -66,7 +70,7 @@ def _local(config: AppConfig, key: str) -> Engine:
     if current is None or current.key != key:
         raise NotAvailable(f"{config.model(key).name} is not loaded — load it first "
                            "(Load in the sidebar, or cli.py ocr --mode local).")
-    return current
+    return current.view()  # this run's options and cancel are its own
 
 
 ENGINES: dict[str, Callable[[AppConfig, str], Engine]] = {
@@ -95,12 +99,12 @@ def managed(config: AppConfig, key: str, mode: Mode) -> bool:
     return mode == "local" or (mode == "vllm" and not config.model(key).vllm.remote)
 
 
-def switch(config: AppConfig, key: str) -> Operation:
+def _switch_work(config: AppConfig, key: str):
     arbiter = Arbiter(config)
-    return OPERATIONS.start("switch", key, "vllm", lambda on_event, cancel: arbiter.switch(key, on_event, cancel))
+    return lambda on_event, cancel: arbiter.switch(key, on_event, cancel)
 
 
-def load(config: AppConfig, key: str) -> Operation:
+def _load_work(config: AppConfig, key: str):
     loader = ModelLoader(config)
 
     def work(on_event: OnEvent, cancel: threading.Event):
@@ -109,7 +113,15 @@ def load(config: AppConfig, key: str) -> Operation:
             key, on_progress=lambda m: on_event(SwitchEvent("loading", m, time.monotonic() - started)),
             cancel=cancel)
 
-    return OPERATIONS.start("load", key, "local", work)
+    return work
+
+
+def switch(config: AppConfig, key: str) -> Operation:
+    return OPERATIONS.start("switch", key, "vllm", _switch_work(config, key))
+
+
+def load(config: AppConfig, key: str) -> Operation:
+    return OPERATIONS.start("load", key, "local", _load_work(config, key))
 
 
 def stop(config: AppConfig) -> Operation:
@@ -123,24 +135,40 @@ def unload(config: AppConfig) -> Operation:
                             lambda on_event, cancel: arbiter.release_local(on_event, cancel))
 
 
+def is_ready(config: AppConfig, key: str, mode: Mode) -> bool:
+    """Whether (mode, key) holds the GPU and answers, so reading needs no switch or load."""
+    if mode == "local":
+        current = ModelLoader.current()
+        return current is not None and current.key == key
+    holder = Arbiter(config).holder()
+    if holder is None or (holder.mode, holder.model) != ("vllm", key):
+        return False
+    v = config.model(key).vllm
+    return api_ready(v.base_url, v.served_model_name, api_key=api_key(lock_dir(config)))[0]
+
+
 def make_ready(config: AppConfig, key: str, mode: Mode, on_event: OnEvent | None = None,
                cancel: threading.Event | None = None) -> None:
-    """Switch to or load the model (joining one under way) and wait until it is ready."""
-    if not managed(config, key, mode):
+    """Switch to or load the model (joining one under way) and wait until it is ready. A set
+    ``cancel`` answers at once and cancels the operation only if this call started it; an
+    interrupt (Ctrl-C) cancels what it started and waits for the clean-up first."""
+    if not managed(config, key, mode) or is_ready(config, key, mode):
         return
-    op = switch(config, key) if mode == "vllm" else load(config, key)
-    watcher = threading.Thread(target=_cancel_with, args=(cancel, op), daemon=True) if cancel else None
-    if watcher:
-        watcher.start()
-    op.wait(on_event)
-
-
-def _cancel_with(cancel: threading.Event, op: Operation) -> None:
-    """A cancelled document also cancels the switch it started (joiners share the operation)."""
-    while not op._done.wait(0.1):
-        if cancel.is_set():
+    work = _switch_work(config, key) if mode == "vllm" else _load_work(config, key)
+    op, started = OPERATIONS.begin("switch" if mode == "vllm" else "load", key, mode, work)
+    try:
+        op.wait(on_event, cancel)
+    except Cancelled:
+        if started:
             op.cancel.set()
-            return
+        raise
+    except ChatVLMError:
+        raise
+    except BaseException:
+        if started:
+            op.cancel.set()
+            op._done.wait()
+        raise
 
 
 def read_document(config: AppConfig, choice: Choice, pages: list[PageSource], *,
@@ -194,3 +222,50 @@ def chat(config: AppConfig, choice: Choice, image: Image.Image, history: list[tu
     with hold:
         return engine.chat(image, history, question)
 
+
+
+@dataclass
+class Item:
+    """One document of a batch: its pages, or why it cannot be read (e.g. too many pages)."""
+
+    key: str  # the caller's name for it (an upload's file id)
+    name: str
+    pages: list[PageSource] = field(default_factory=list)
+    refused: str | None = None
+
+
+class Batch:
+    """Documents read one after another with one choice, in a thread of their own, so a
+    click elsewhere in the app (a rerun) never stops them; ``cancel`` answers at once and
+    keeps what was read. Progress: ``current`` item, ``done`` and ``total`` pages of it."""
+
+    def __init__(self, config: AppConfig, choice: Choice, items: list[Item]):
+        self.choice, self.items = choice, items
+        self.cancel = threading.Event()
+        self.current, self.done, self.total, self.status = 0, 0, 0, ""
+        self.runs: dict[str, Run] = {}
+        self.errors: dict[str, str] = {}
+        self._thread = threading.Thread(target=self._read, args=(config,), name="batch", daemon=True)
+        self._thread.start()
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
+    def _read(self, config: AppConfig) -> None:
+        for n, item in enumerate(self.items):
+            if self.cancel.is_set():
+                break
+            self.current, self.done, self.total = n, 0, len(item.pages)
+            if item.refused:
+                self.errors[item.key] = item.refused
+                continue
+            try:
+                self.runs[item.key] = read_document(
+                    config, self.choice, item.pages, on_page=lambda done, total, page: setattr(self, "done", done),
+                    on_event=lambda event: setattr(self, "status", event.message), cancel=self.cancel)
+            except ChatVLMError as exc:
+                self.errors[item.key] = str(exc)
+            except Exception as exc:  # a bug must still end the batch with a sentence, not silently
+                log.exception("reading %s failed", item.name)
+                self.errors[item.key] = f"Reading {item.name} failed unexpectedly: {exc}"

@@ -97,6 +97,17 @@ class RequestOverrides(Strict):
     temperature: Annotated[float, Field(ge=0, le=2)] | None = None
 
 
+class History(Strict):
+    """The run history (managers/history.py): every finished run, kept under the data dir."""
+
+    enabled: bool = True
+    # A document larger than this is kept without its bytes: its result and page images stay,
+    # its overlay and PDF export need the file again.
+    max_document_mb: Annotated[float, Field(ge=0)] = 50
+    # Past this, the oldest runs are removed first.
+    max_total_mb: Annotated[float, Field(gt=0)] = 1000
+
+
 class Task(Strict):
     label: str
     prompt: str = ""
@@ -260,6 +271,7 @@ class AppConfig(Strict):
     hf_cache_volume: str = "chatvlmllm-hf-cache"
     switching: Switching = Switching()
     requests: Requests = Requests()
+    history: History = History()
     models: Annotated[dict[str, ModelConfig], Field(min_length=1)]
 
     @model_validator(mode="after")
@@ -310,7 +322,7 @@ def config_path(explicit: str | os.PathLike | None = None) -> Path:
 
 
 def data_dir() -> Path:
-    """Where local state lives (switch history, locks); created on first use."""
+    """Where local state lives (run history, start times, locks); created on first use."""
     default = Path.home() / ".local" / "share" / "chatvlmllm"
     path = Path(os.environ.get("CHATVLMLLM_DATA_DIR") or default)
     path.mkdir(parents=True, exist_ok=True)

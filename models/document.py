@@ -133,9 +133,10 @@ def to_rgb(img: Image.Image) -> Image.Image:
 class Document:
     """An opened, validated document; use ``open_document`` or ``open_path``."""
 
-    def __init__(self, name: str, kind: str, page_count: int, limits: Limits):
+    def __init__(self, name: str, kind: str, page_count: int, limits: Limits, data: bytes):
         self.name = name
         self.kind = kind
+        self.data = data  # the file as given: the run history keeps it and its hash
         self.page_count = page_count
         self.limits = limits
 
@@ -160,7 +161,6 @@ class Document:
 
 class ImageDocument(Document):
     def __init__(self, name: str, kind: str, data: bytes, limits: Limits):
-        self._data = data
         self._lock = threading.Lock()
         damaged = InputError(f"'{name}' is damaged: it starts like a {FORMATS[kind]} image "
                              "but cannot be decoded; export it again and upload the new file.")
@@ -171,7 +171,7 @@ class ImageDocument(Document):
             sizes = [frame.size for _, frame in zip(range(count), ImageSequence.Iterator(img))]
         except Exception:  # Pillow raises many types for damaged headers
             raise damaged from None
-        super().__init__(name, kind, count, limits)
+        super().__init__(name, kind, count, limits, data)
         self._image = img
         for i, size in enumerate(sizes):
             self._check_pixels(*size, self._where(i))
@@ -216,7 +216,7 @@ class PDFDocument(Document):
                              "(e.g. print it to a new PDF) and upload it again.")
         if pdf.page_count == 0:
             raise InputError(f"'{name}' has no pages.")
-        super().__init__(name, "pdf", pdf.page_count, limits)
+        super().__init__(name, "pdf", pdf.page_count, limits, data)
         self._pdf = pdf
 
     def page(self, index: int, max_pixels: int | None = None) -> Page:

@@ -40,3 +40,7 @@ class Cancelled(ChatVLMError):
 
 class NothingToExport(ChatVLMError):
     """The chosen export would be empty, e.g. CSV of a document without tables."""
+
+
+class HistoryError(ChatVLMError):
+    """The run history cannot be used (an unwritable data dir) or has no such run."""

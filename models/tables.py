@@ -62,7 +62,8 @@ def parse_markdown(text: str) -> list[Token]:
     tokens: list[Token] = []
     for token in MARKDOWN.parse(text):
         if token.type == "html_block" and tokens and tokens[-1].type == "html_block":
-            tokens[-1] = tokens[-1].copy(content=tokens[-1].content + token.content)
+            joined = [tokens[-1].map[0], token.map[1]] if tokens[-1].map and token.map else None
+            tokens[-1] = tokens[-1].copy(content=tokens[-1].content + token.content, map=joined)
         else:
             tokens.append(token)
     return tokens
@@ -83,6 +84,34 @@ def find(text: str) -> list[Grid]:
         elif token.type == "table_open":
             grids.append(from_tokens(tokens[i:]))
     return grids
+
+
+def segments(text: str) -> list[str | Grid]:
+    """The Markdown cut at its tables, in reading order: the text between them as Markdown,
+    each table as a Grid — so a view shows tables as tables and never a model's raw HTML."""
+    lines = text.splitlines(keepends=True)
+    tokens = parse_markdown(text)
+    out: list[str | Grid] = []
+    start = 0
+    for i, token in enumerate(tokens):
+        if token.level != 0 or token.map is None:
+            continue
+        if is_html(token):
+            grids = from_html(token.content)
+        elif token.type == "table_open":
+            grids = [from_tokens(tokens[i:])]
+        else:
+            continue
+        if not grids:
+            continue
+        first, last = token.map
+        if first > start:
+            out.append("".join(lines[start:first]))
+        out.extend(grids)
+        start = last
+    if start < len(lines):
+        out.append("".join(lines[start:]))
+    return out
 
 
 def of_result(result: OCRResult) -> list[Table]:

@@ -65,7 +65,7 @@ def test_upload_run_and_read_the_result():
     assert "Text" in at.tabs[2].caption[0].value
     assert RUSSIAN[0] in at.tabs[1].markdown[0].value
     assert '"category": "Text"' in at.tabs[3].json[0].value
-    assert len(at.get("download_button")) == 6
+    assert len(at.get("download_button")) == 9  # page txt, md, json; document txt … pdf, not csv (no tables)
 
 
 def test_multipage_pdf_has_page_navigation_and_progress():
@@ -115,3 +115,55 @@ def test_broken_config_is_shown_not_raised(tmp_path, monkeypatch):
     at = AppTest.from_file(str(ROOT / "app.py")).run()
     assert not at.exception
     assert at.error[0].value.startswith("c.yaml: ")
+
+
+@pytest.mark.docker
+def test_a_refused_lease_is_one_sentence_not_a_traceback(tmp_path, monkeypatch, clean_docker):
+    """The model is taken away between Run and the first page: the app says so and goes on."""
+    from managers import runs
+    from tests.containers import fake_entry, write_config
+
+    path = write_config(tmp_path / "c.yaml", {"fake_a": fake_entry("fake_a")})
+    monkeypatch.setenv("CHATVLMLLM_CONFIG", str(path))
+    monkeypatch.setattr(runs, "make_ready", lambda *args, **kwargs: None)  # someone else stopped it
+    at = start()
+    at.sidebar.radio(key="mode").set_value("vllm").run()
+    at = upload(at, "p.png", encode(render_lines(ENGLISH[:1], size=(600, 200)), "PNG"), "image/png")
+    next(b for b in at.button if b.label == "Run").click().run()
+    assert not at.exception
+    assert [e.value for e in at.error] == [
+        "Fake fake_a is not the active model (it was stopped, or another model took the GPU); "
+        "start it again to read."]
+    assert at.file_uploader  # the app is still there
+
+
+def test_tables_show_as_tables_and_every_export_is_offered(tmp_path, monkeypatch):
+    """A dots.ocr answer with two HTML tables: the Markdown tab shows two real tables and no
+    model HTML; the document's downloads include csv (a ZIP of two), xlsx, docx and pdf."""
+    import json
+
+    from tests.fixtures.openai_stub import OpenAIStub
+    from tests.test_exports import CELLS
+    from tests.test_openai_engine import stub_config
+
+    stub = OpenAIStub(answer=lambda image: json.dumps(CELLS, ensure_ascii=False))
+    try:
+        stub_config(tmp_path, stub.url)
+        monkeypatch.setenv("CHATVLMLLM_CONFIG", str(tmp_path / "stub.yaml"))
+        at = start()
+        at.sidebar.radio(key="mode").set_value("vllm").run()
+        at = upload(at, "tender.png", encode(render_lines(RUSSIAN), "PNG"), "image/png")
+        next(b for b in at.button if b.label == "Run").click().run()
+    finally:
+        stub.close()
+    assert not at.exception and not at.error
+    markdown_tab = at.tabs[1]
+    frames = markdown_tab.dataframe
+    assert len(frames) == 2
+    assert list(frames[0].value.columns) == ["№", "Наименование", "ОКПД2", "Цена, руб.", "column 5"]
+    assert frames[0].value.iloc[0].tolist() == ["1", "Стул офисный", "26.20.15.000", "1 250 000,00", "-3,5"]
+    assert list(frames[1].value.columns) == ["Item", "Qty", "Amount"]
+    shown = " ".join(m.value for m in markdown_tab.markdown)
+    assert "Спецификация поставки" in shown and "<table" not in shown and "<td" not in shown
+    offered = {b.proto.label for b in at.get("download_button") if not b.proto.disabled}
+    assert {"Document .csv", "Document .xlsx", "Document .docx", "Document .pdf"} <= offered

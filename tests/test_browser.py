@@ -155,3 +155,78 @@ def test_layout_overlay_from_a_dots_ocr_answer(stub_app, browser, tmp_path):
     assert all(abs(a - b) <= 40 for a, b in zip(colour, expected)), colour
     (ROOT / "test-results").mkdir(exist_ok=True)
     page.screenshot(path=str(ROOT / "test-results" / "browser-layout.png"), full_page=True)
+
+
+@pytest.fixture(scope="module")
+def slow_start(tmp_path_factory, docker_client):
+    """A model server that stays "loading" until the test creates its go file."""
+    from models.config import load_config
+    from tests.containers import fake_entry, write_config
+
+    folder = tmp_path_factory.mktemp("slow")
+    signal = folder / "signal"
+    signal.mkdir()
+    signal.chmod(0o777)
+    entry = fake_entry("fake_a", delay=0, extra_args=["--wait-for", "/signal/go"])
+    entry["vllm"]["volumes"] = [f"{signal}:/signal:ro"]
+    path = write_config(folder / "slow.yaml", {"fake_a": entry})
+    for url in serve_app(tmp_path_factory, {"CHATVLMLLM_CONFIG": str(path)}):
+        yield url, load_config(path), signal / "go"
+
+
+@pytest.mark.docker
+def test_clicking_around_while_a_model_starts_does_not_stop_it(slow_start, browser, clean_docker):
+    """Why 6: a rerun (any click), a reload or a second tab never stops a start under way."""
+    from managers.container_manager import SingleContainerManager
+    from managers.containers import State
+    from tests.containers import running_managed
+
+    url, config, go = slow_start
+    manager = SingleContainerManager(config)
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(url)
+    page.get_by_text("vLLM", exact=True).click()
+    sidebar = page.get_by_test_id("stSidebar")
+    sidebar.get_by_role("button", name="Start").click()
+    sidebar.get_by_text("starting chatvlmllm-test-fake_a").first.wait_for(timeout=60_000)
+    assert manager.status()["fake_a"].state is State.STARTING
+    page.get_by_text("CPU", exact=True).click()  # another widget: the script reruns
+    page.get_by_text("Upload scans, photos or PDFs to read them.").wait_for(timeout=30_000)
+    page.reload()
+    other = browser.new_page()
+    other.goto(url)
+    other.get_by_text("Read a document").wait_for(timeout=60_000)
+    assert manager.status()["fake_a"].state is State.STARTING  # still going, not stopped
+    go.touch()  # the server may finish loading now
+    deadline = time.monotonic() + 120
+    while manager.status()["fake_a"].state is not State.READY:
+        assert time.monotonic() < deadline, "the start never finished"
+        time.sleep(0.5)
+    assert running_managed(clean_docker) == ["chatvlmllm-test-fake_a"]
+    other.get_by_text("vLLM", exact=True).click()
+    other.get_by_test_id("stSidebar").get_by_text("Active model: Fake fake_a (ready)").wait_for(timeout=60_000)
+
+
+def test_several_files_are_read_and_downloaded_as_one_zip(app_url, browser, tmp_path):
+    import io
+    import zipfile
+
+    from tests.helpers import ENGLISH, RUSSIAN
+
+    files = []
+    for name, lines in (("russian.png", RUSSIAN), ("english.png", ENGLISH)):
+        files.append(tmp_path / name)
+        files[-1].write_bytes(encode(render_lines(lines), "PNG"))
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(app_url)
+    page.get_by_text("Read a document").wait_for(timeout=60_000)
+    page.locator("input[type=file]").set_input_files([str(f) for f in files])
+    page.get_by_role("button", name="Run on 2 files").click()
+    page.get_by_role("button", name="All 2 files as .zip (txt)").wait_for(timeout=120_000)
+    with page.expect_download() as download:
+        page.get_by_role("button", name="All 2 files as .zip (txt)").click()
+    with zipfile.ZipFile(io.BytesIO(download.value.path().read_bytes())) as archive:
+        texts = {name: archive.read(name).decode() for name in archive.namelist()}
+    assert set(texts) == {"russian.txt", "english.txt"}
+    assert cer("\n".join(RUSSIAN), texts["russian.txt"]) <= 0.02
+    assert cer("\n".join(ENGLISH), texts["english.txt"]) <= 0.02

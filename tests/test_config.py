@@ -75,6 +75,13 @@ def test_streamlit_settings_follow_the_config(config):
      "models.phi35_vision: requests.max_tokens 9000 leaves no room for the page in vllm.max_model_len 8192"),
     (lambda c: c["models"]["qwen2_vl_2b"]["vllm"].pop("image"),
      "models.qwen2_vl_2b.vllm: needs image (or an endpoint URL for a remote server)"),
+    (lambda c: c["models"]["qwen2_vl_2b"]["vllm"].update(host="0.0.0.0"),
+     "models.qwen2_vl_2b.vllm: host 0.0.0.0 publishes the model server beyond this machine; set expose: true"),
+    (lambda c: c["models"]["qwen2_vl_2b"]["vllm"].update(env={"HF_TOKEN": "hf_abc"}),
+     "models.qwen2_vl_2b.vllm: env holds HF_TOKEN: name secrets in env_from_host"),
+    (lambda c: c["models"]["qwen2_vl_2b"]["vllm"].update(labels={"io.chatvlmllm.managed": "false"}),
+     "models.qwen2_vl_2b.vllm: labels: the io.chatvlmllm.* labels are set by the manager"),
+    (lambda c: c["switching"].update(idle_unload_s=-1), "switching.idle_unload_s: Input should be greater"),
 ])
 def test_broken_config_names_the_key(mutate, expected):
     data = raw()
@@ -129,3 +136,20 @@ def test_cli_stops_on_a_broken_config_with_one_line(tmp_path):
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
         "error: bad.yaml: limits.max_upload_mb: Input should be greater than 0 (got -1)."]
+
+
+def test_an_exposed_server_is_allowed_when_meant():
+    data = raw()
+    data["models"]["qwen2_vl_2b"]["vllm"].update(host="0.0.0.0", expose=True)
+    assert not parse_config(data).models["qwen2_vl_2b"].vllm.loopback
+
+
+def test_the_shipped_files_hold_no_secret():
+    """Secrets are named, never written: config.yaml and docker-compose.yml pass HF_TOKEN by name."""
+    config = parse_config(raw())
+    for key, model in config.models.items():
+        if model.vllm and not model.vllm.remote:
+            assert model.vllm.env_from_host == ["HF_TOKEN"], key
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    for name, service in compose["services"].items():
+        assert service["environment"] == ["HF_TOKEN", "VLLM_API_KEY"], name  # names only: values come from the host

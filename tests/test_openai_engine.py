@@ -231,3 +231,35 @@ def test_a_sideways_page_reaches_the_model_upright(tmp_path, stub):
     assert seen.height > seen.width  # portrait, as the page was written
     assert len(page.blocks) == len(MIXED)  # one band of ink per written line, so it was upright
     assert run.images[0].size == upright.size  # the page the boxes belong to is kept
+
+
+def test_cancel_answers_at_once_while_pages_are_in_flight(tmp_path, stub):
+    """The loop does not wait for the pages in flight: it returns while the server still holds them."""
+    gate = threading.Event()
+    stub.delay = lambda image: gate.wait(60) and 0
+    engine = make_engine(stub_config(tmp_path, stub.url, concurrency=2), "dots_ocr", "vllm")
+    cancel = threading.Event()
+    pages = [Page(i, render_lines(ENGLISH[:1], size=(600, 200))) for i in range(4)]
+
+    def cancel_when_both_are_in_flight():
+        while stub.in_flight < 2:
+            gate.wait(0.01)
+        cancel.set()
+
+    threading.Thread(target=cancel_when_both_are_in_flight, daemon=True).start()
+    try:
+        result = engine.ocr(pages, "layout_all", cancel=cancel)
+        assert not gate.is_set() and stub.in_flight == 2  # returned with both still unanswered
+    finally:
+        gate.set()
+    assert [p.error for p in result.pages] == [f"Page {i} was not read: cancelled." for i in range(1, 5)]
+
+
+def test_remote_readiness_sends_the_endpoints_own_key(tmp_path, stub, monkeypatch):
+    from managers.readiness import endpoint_ready
+
+    config = stub_config(tmp_path, stub.url)
+    backend = config.models["dots_ocr"].vllm.model_copy(update={"api_key_env": "STUB_KEY"})
+    monkeypatch.setenv("STUB_KEY", "remote-secret")
+    assert endpoint_ready(backend) == (True, "")
+    assert stub.authorization[-1] == "Bearer remote-secret"

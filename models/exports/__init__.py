@@ -4,13 +4,15 @@ the pages as a searchable PDF. The one implementation the app and ``cli.py ocr -
 
 from __future__ import annotations
 
+import io
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image
 
-from models import tables
+from models import render, tables
 from models.errors import NothingToExport
 from models.exports import csv_files, searchable_pdf, word, workbook
 from models.result import OCRResult
@@ -24,6 +26,7 @@ MIME = {
     "pdf": "application/pdf",
 }
 FORMATS = ("csv", *MIME)
+ALL_FORMATS = (*render.FORMATS, *FORMATS)  # txt, md, json as text; the rest as files
 
 
 @dataclass(frozen=True)
@@ -52,3 +55,39 @@ def export(result: OCRResult, fmt: str, document_name: str, page_image: PageImag
     else:
         data = searchable_pdf.export(result, page_image)
     return File(f"{stem}.{fmt}", data, mime)
+
+
+def file_for(result: OCRResult, fmt: str, document_name: str, page_image: PageImage) -> File:
+    """The result in any format, text ones included (see ``export`` for the rest)."""
+    if fmt in render.FORMATS:
+        return File(render.output_name(document_name, fmt), render.render(result, fmt).encode("utf-8"),
+                    render.FORMATS[fmt])
+    return export(result, fmt, document_name, page_image)
+
+
+def unique_stems(names: list[str]) -> list[str]:
+    """Each name's stem, a later one that an earlier one took made "a (2)": a.png and a.pdf,
+    or two folders' x.png, must not overwrite each other."""
+    stems: list[str] = []
+    for name in names:
+        stem = candidate = Path(name).stem or "document"
+        n = 1
+        while candidate in stems:
+            n += 1
+            candidate = f"{stem} ({n})"
+        stems.append(candidate)
+    return stems
+
+
+def bundle(results: list[tuple[str, OCRResult, PageImage]], fmt: str) -> bytes:
+    """One ZIP with each document's result in ``fmt``; a document without tables has no CSV."""
+    buf = io.BytesIO()
+    names = [name for name, _, _ in results]
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as archive:
+        for (name, result, page_image), stem in zip(results, unique_stems(names)):
+            try:
+                made = file_for(result, fmt, stem + Path(name).suffix, page_image)
+            except NothingToExport:
+                continue
+            archive.writestr(made.name, made.data)
+    return buf.getvalue()

@@ -1,0 +1,351 @@
+"""The run history: every finished run, kept in SQLite under the data dir so it survives a
+reload and a restart, and can be listed, reopened, exported again and deleted.
+
+- One connection per operation: sqlite3 connections must not cross threads, and the app's
+  sessions, its batch threads and ``cli.py`` processes all write here. WAL lets readers go on
+  while one writes; every write is ``BEGIN IMMEDIATE`` under a busy timeout, so writers queue
+  instead of failing (a deferred transaction that reads first could not wait for the lock).
+- The schema is ``MIGRATIONS``, applied in order up to ``PRAGMA user_version``.
+- A document's bytes are kept once per content (its SHA-256): reading one file with several
+  models is the usual way to compare them. Over ``history.max_document_mb`` only its result
+  and page images are kept. Past ``history.max_total_mb`` the oldest runs go first.
+- A damaged file (garbage, truncated) is renamed aside with a timestamp, never deleted, and a
+  new database started; ``warning`` then holds the one sentence to show.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import io
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import TypeVar
+
+from PIL import Image
+
+from managers.locks import FileLock
+from managers.runs import Choice, Run, check_mode
+from models.config import AppConfig, Limits, data_dir
+from models.document import Document, open_document
+from models.errors import HistoryError
+from models.result import OCRResult
+
+FILE_NAME = "history.sqlite3"
+BUSY_S = 60  # how long a writer waits for another one before giving up
+MB = 2**20
+T = TypeVar("T")
+
+# Each step takes the database from version n to n + 1 (its index + 1). Never edit a step
+# that has shipped: add one.
+MIGRATIONS: list[tuple[str, ...]] = [
+    (
+        # size: what the run itself takes (result and page images), for the total cap;
+        # document_size: the file's size, kept even when its bytes are not.
+        """CREATE TABLE runs (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            created REAL NOT NULL,
+            name TEXT NOT NULL,
+            sha256 TEXT NOT NULL,
+            pages INTEGER NOT NULL,
+            model TEXT NOT NULL,
+            mode TEXT NOT NULL,
+            task TEXT NOT NULL,
+            hide_header_footer INTEGER NOT NULL,
+            box TEXT,
+            seconds REAL NOT NULL,
+            document_size INTEGER NOT NULL,
+            size INTEGER NOT NULL,
+            result TEXT NOT NULL)""",
+        "CREATE INDEX runs_sha256 ON runs (sha256)",
+        """CREATE TABLE images (
+            run_id INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+            page INTEGER NOT NULL,
+            png BLOB NOT NULL,
+            PRIMARY KEY (run_id, page))""",
+        """CREATE TABLE documents (
+            sha256 TEXT PRIMARY KEY,
+            size INTEGER NOT NULL,
+            data BLOB NOT NULL)""",
+    ),
+]
+
+_ENTRY = """SELECT r.id, r.created, r.name, r.sha256, r.pages, r.model, r.mode, r.task, r.seconds,
+    r.document_size, EXISTS (SELECT 1 FROM documents d WHERE d.sha256 = r.sha256) FROM runs r"""
+
+
+@dataclass(frozen=True)
+class Entry:
+    id: int
+    created: datetime
+    name: str
+    sha256: str
+    pages: int
+    model: str
+    mode: str
+    task: str
+    seconds: float
+    size: int  # the document's bytes
+    has_document: bool  # False: it was over history.max_document_mb when it was read
+
+    @classmethod
+    def of(cls, row: tuple) -> Entry:
+        id, created, *middle, has_document = row
+        return cls(id, datetime.fromtimestamp(created).astimezone(), *middle, bool(has_document))
+
+
+@dataclass(frozen=True)
+class Stored:
+    """A run as it was read: reopen it with ``run``; ``document`` is None when not kept."""
+
+    entry: Entry
+    choice: Choice
+    result: OCRResult
+    images: dict[int, Image.Image]
+    document: bytes | None
+
+    @property
+    def run(self) -> Run:
+        return Run(self.choice, self.result, self.images)
+
+    def page_image(self, limits: Limits) -> Callable[[int], Image.Image]:
+        """Page index → the page the result's boxes belong to, as exports want it; the
+        document is opened on the first page asked for (a text export asks for none)."""
+        @functools.cache
+        def document() -> Document:
+            if self.document is None:
+                raise HistoryError(f"'{self.entry.name}' was over history.max_document_mb, so its pages "
+                                   "were not kept; read the file again to draw them.")
+            return open_document(self.document, self.entry.name, limits)
+
+        def page(index: int) -> Image.Image:
+            return self.images[index] if index in self.images else document().page(index).image
+
+        return page
+
+
+class History:
+    def __init__(self, config: AppConfig):
+        self.config, self.settings = config, config.history
+        self.path = data_dir() / FILE_NAME
+        self.warning: str | None = None  # set when a damaged database was moved aside
+        self._looked = False
+
+    # --- the operations ---------------------------------------------------------------------
+
+    def add(self, run: Run, document_name: str, data: bytes) -> int | None:
+        """Keep a finished run; its id, or None when ``history.enabled`` is off."""
+        if not self.settings.enabled:
+            return None
+        result = run.result.model_dump_json()
+        pngs = {index: _png(image) for index, image in run.images.items()}
+        sha256 = hashlib.sha256(data).hexdigest()
+        keep = len(data) <= self.settings.max_document_mb * MB
+        choice = run.choice
+        row = (time.time(), document_name, sha256, len(run.result.pages), choice.key,
+               check_mode(self.config, choice.key, choice.mode), run.result.task,
+               choice.hide_header_footer, json.dumps(choice.box) if choice.box else None,
+               run.result.seconds, len(data), len(result.encode()) + sum(map(len, pngs.values())), result)
+
+        def work(conn: sqlite3.Connection) -> int:
+            with conn:
+                conn.execute("BEGIN IMMEDIATE")
+                run_id = conn.execute(
+                    "INSERT INTO runs (created, name, sha256, pages, model, mode, task, hide_header_footer,"
+                    " box, seconds, document_size, size, result) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    row).lastrowid
+                conn.executemany("INSERT INTO images (run_id, page, png) VALUES (?, ?, ?)",
+                                 [(run_id, index, png) for index, png in pngs.items()])
+                if keep:
+                    conn.execute("INSERT OR IGNORE INTO documents (sha256, size, data) VALUES (?, ?, ?)",
+                                 (sha256, len(data), data))
+                self._evict(conn, run_id)
+            _shrink(conn)
+            return run_id
+
+        return self._use(work)
+
+    def list(self, search: str | None = None, limit: int = 200) -> list[Entry]:
+        """Runs newest first; ``search``: a part of the file name, in any case."""
+        def work(conn: sqlite3.Connection) -> list[Entry]:
+            rows = conn.execute(f"{_ENTRY} WHERE ? IS NULL OR instr(casefold(r.name), ?) > 0 "
+                                "ORDER BY r.id DESC LIMIT ?", (search, (search or "").casefold(), limit))
+            return [Entry.of(row) for row in rows]
+
+        return self._use(work)
+
+    def get(self, run_id: int) -> Stored:
+        def work(conn: sqlite3.Connection) -> Stored:
+            with conn:  # one read transaction: a delete in between cannot split the run
+                conn.execute("BEGIN")
+                row = conn.execute(f"{_ENTRY} WHERE r.id = ?", (run_id,)).fetchone()
+                if row is None:
+                    raise HistoryError(f"There is no run {run_id} in the history; it was deleted, "
+                                       "or removed to stay under history.max_total_mb.")
+                hide, box, result = conn.execute(
+                    "SELECT hide_header_footer, box, result FROM runs WHERE id = ?", (run_id,)).fetchone()
+                images = conn.execute("SELECT page, png FROM images WHERE run_id = ?", (run_id,)).fetchall()
+                document = conn.execute("SELECT data FROM documents WHERE sha256 = ?", (row[3],)).fetchone()
+            entry = Entry.of(row)
+            choice = Choice(entry.model, entry.mode, entry.task, bool(hide), tuple(json.loads(box)) if box else None)
+            return Stored(entry, choice, OCRResult.model_validate_json(result),
+                          {page: _image(png) for page, png in images}, document[0] if document else None)
+
+        return self._use(work)
+
+    def delete(self, run_id: int) -> bool:
+        """Remove a run (and its document, if no other run has it); False if it was not there."""
+        def work(conn: sqlite3.Connection) -> bool:
+            with conn:
+                conn.execute("BEGIN IMMEDIATE")
+                found = _remove(conn, run_id)
+            _shrink(conn)
+            return found
+
+        return self._use(work)
+
+    # --- keeping under the total cap --------------------------------------------------------
+
+    def _evict(self, conn: sqlite3.Connection, keep: int) -> None:
+        """Remove the oldest runs until the total fits the cap; never the run just added."""
+        cap = self.settings.max_total_mb * MB
+        while conn.execute("SELECT (SELECT coalesce(sum(size), 0) FROM runs)"
+                           " + (SELECT coalesce(sum(size), 0) FROM documents)").fetchone()[0] > cap:
+            oldest = conn.execute("SELECT min(id) FROM runs WHERE id != ?", (keep,)).fetchone()[0]
+            if oldest is None:
+                return
+            _remove(conn, oldest)
+
+    # --- connections, the schema and damage -------------------------------------------------
+
+    def _use(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """``work`` on a new connection; on a damaged database, once more on a new database."""
+        suspect = not self._looked and _short(self.path)
+        self._looked = True
+        if not suspect:
+            try:
+                return self._on_connection(work)
+            except sqlite3.DatabaseError as exc:
+                if not _damage(exc):
+                    raise self._error(exc) from None
+        try:
+            self._recover()
+            return self._on_connection(work)
+        except sqlite3.DatabaseError as exc:
+            raise self._error(exc) from None
+
+    def _on_connection(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        # isolation_level=None: transactions are the explicit BEGINs above, nothing implicit.
+        conn = sqlite3.connect(self.path, timeout=BUSY_S, isolation_level=None)
+        try:
+            # Set before the first table exists, so deleted runs give their space back.
+            conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA foreign_keys = ON")
+            # SQLite's lower() and LIKE fold ASCII only; file names are often Cyrillic.
+            conn.create_function("casefold", 1, str.casefold, deterministic=True)
+            _migrate(conn)
+            return work(conn)
+        finally:
+            conn.close()
+
+    def _recover(self) -> None:
+        """Move a damaged database aside — after a second look under a lock, because another
+        thread or process may have done it already, or a checkpoint was seen midway."""
+        with FileLock(self.path.with_name(self.path.name + ".lock")):
+            if _healthy(self.path):
+                return
+            stamp = f"{self.path.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}"
+            aside, n = self.path.with_name(stamp), 1
+            while aside.exists():
+                n += 1
+                aside = self.path.with_name(f"{stamp}-{n}")
+            try:
+                # The WAL and its index go with it: left behind, they would be read into the new file.
+                for suffix in ("", "-wal", "-shm"):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.rename(f"{self.path}{suffix}", f"{aside}{suffix}")
+            except OSError as exc:
+                raise HistoryError(f"The history database {self.path} is damaged and cannot be moved "
+                                   f"aside ({exc.strerror}); move it away by hand.") from None
+        self.warning = f"The history database was damaged; it was moved to {aside} and a new one started."
+
+    def _error(self, exc: sqlite3.Error) -> HistoryError:
+        return HistoryError(f"The history database {self.path} cannot be used ({exc}).")
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    if conn.execute("PRAGMA user_version").fetchone()[0] >= len(MIGRATIONS):
+        return
+    with conn:
+        conn.execute("BEGIN IMMEDIATE")
+        version = conn.execute("PRAGMA user_version").fetchone()[0]  # another writer may have been first
+        for number, step in enumerate(MIGRATIONS[version:], start=version + 1):
+            for statement in step:
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {number}")
+
+
+def _remove(conn: sqlite3.Connection, run_id: int) -> bool:
+    row = conn.execute("DELETE FROM runs WHERE id = ? RETURNING sha256", (run_id,)).fetchone()
+    if row is not None:
+        conn.execute("DELETE FROM documents WHERE sha256 = ?1 AND NOT EXISTS "
+                     "(SELECT 1 FROM runs WHERE sha256 = ?1)", row)
+    return row is not None
+
+
+def _shrink(conn: sqlite3.Connection) -> None:
+    conn.execute("PRAGMA incremental_vacuum").fetchall()  # runs as its rows are fetched
+
+
+def _damage(exc: sqlite3.DatabaseError) -> bool:
+    """Whether SQLite says the file is not a database or is malformed (not locked, not full)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code is not None and code & 0xFF in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
+
+
+def _short(path: Path) -> bool:
+    """Whether the file is shorter than its header says: a truncated copy, or a disk that
+    filled up. SQLite reads the missing pages as zeros and may not notice for a while."""
+    try:
+        with open(path, "rb") as file:
+            header = file.read(100)
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return False
+    if len(header) < 100 or header[24:28] != header[92:96]:  # the size field is not current
+        return False
+    page = int.from_bytes(header[16:18], "big")
+    return size < (65536 if page == 1 else page) * int.from_bytes(header[28:32], "big")
+
+
+def _healthy(path: Path) -> bool:
+    try:
+        conn = sqlite3.connect(path, timeout=BUSY_S)
+        try:
+            return conn.execute("PRAGMA quick_check").fetchall() == [("ok",)]
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as exc:
+        if _damage(exc):
+            return False
+        raise
+
+
+def _png(image: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _image(png: bytes) -> Image.Image:
+    image = Image.open(io.BytesIO(png))
+    image.load()
+    return image
