@@ -12,6 +12,8 @@ import pandas as pd
 import streamlit as st
 
 from managers import runs
+from managers.batch import Batch, Item
+from managers.history import History
 from managers.availability import (
     default_choice, models_for_mode, probe_host, vram_warning, why_not,
 )
@@ -232,7 +234,7 @@ def task_options(spec, document: Document, first_page: int) -> dict:
 
 def job_panel():
     """The session's batch of documents: Cancel, and a slot ``follow`` keeps up to date."""
-    job: runs.Batch | None = st.session_state.get("job")
+    job: Batch | None = st.session_state.get("job")
     if job is None or not job.running:
         return None
     if st.button("Cancel", key="cancel_run"):
@@ -240,7 +242,7 @@ def job_panel():
     return st.empty()
 
 
-def draw_job(slot, job: runs.Batch) -> None:
+def draw_job(slot, job: Batch) -> None:
     with slot.container():
         if len(job.items) > 1:
             item = job.items[job.current]
@@ -260,7 +262,7 @@ def follow(config: AppConfig, ops_slot, job_slot) -> None:
     run follows them again."""
     followed = st.session_state.pop("redraw", False)
     while True:
-        job: runs.Batch | None = st.session_state.get("job")
+        job: Batch | None = st.session_state.get("job")
         job_running = job is not None and job.running and job_slot is not None
         if not OPERATIONS.running() and not job_running:
             break
@@ -273,18 +275,20 @@ def follow(config: AppConfig, ops_slot, job_slot) -> None:
         st.rerun()
 
 
-def collect(job: runs.Batch | None) -> None:
+def collect(job: Batch | None) -> None:
     """A finished batch's results become the session's results (and its errors, one each)."""
     if job is None or job.running:
         return
     del st.session_state["job"]
     st.session_state["run_errors"] = job.errors
+    if job.history_warning:
+        st.warning(job.history_warning)
     results = st.session_state.setdefault("results", {})
     results.update(job.runs)
 
 
 def batch_items(uploads, documents: dict, current: str, indexes: list[int] | None,
-                config: AppConfig) -> list[runs.Item]:
+                config: AppConfig) -> list[Item]:
     """Every readable upload: the document on view with its chosen pages, the others whole."""
     items = []
     for upload in uploads:
@@ -292,12 +296,13 @@ def batch_items(uploads, documents: dict, current: str, indexes: list[int] | Non
         if document is None:
             continue  # refused at upload, with its sentence already shown
         if upload.file_id == current:
-            items.append(runs.Item(upload.file_id, document.name, document.pages(indexes)))
+            items.append(Item(upload.file_id, document.name, document.pages(indexes), data=document.data))
             continue
         try:
-            items.append(runs.Item(upload.file_id, document.name, document.pages(select_pages(document, None))))
+            items.append(Item(upload.file_id, document.name, document.pages(select_pages(document, None)),
+                              data=document.data))
         except ChatVLMError as exc:
-            items.append(runs.Item(upload.file_id, document.name, refused=str(exc)))
+            items.append(Item(upload.file_id, document.name, refused=str(exc)))
     return items
 
 
@@ -416,6 +421,42 @@ def chat(config: AppConfig, run: runs.Run, file_id: str, image, index: int) -> N
         st.rerun()
 
 
+def history_view(config: AppConfig) -> None:
+    """Runs kept from earlier (this app, other sessions, the CLI), newest first: reopen one
+    with every tab and download as if just read, or delete it."""
+    st.title("History")
+    history = History(config)
+    search = st.text_input("Search by file name", key="history_search")
+    try:
+        entries = history.list(search or None)
+    except ChatVLMError as exc:
+        st.error(str(exc))
+        return
+    if history.warning:
+        st.warning(history.warning)
+    if not entries:
+        st.info("No runs kept yet." if not search else "No run of a file with that name.")
+        return
+    labels = {e.id: f"{e.created:%Y-%m-%d %H:%M} · {e.name} · {e.pages} p. · {e.model} ({e.mode}, {e.task}) · "
+                    f"{e.seconds:.1f} s" for e in entries}
+    chosen = st.selectbox("Run", list(labels), format_func=labels.get, key="history_run")
+    if st.button("Delete this run", key="history_delete"):
+        history.delete(chosen)
+        st.rerun()
+    try:
+        stored = history.get(chosen)
+    except ChatVLMError as exc:
+        st.error(str(exc))
+        return
+    if stored.document is None:
+        st.warning(f"'{stored.entry.name}' was over history.max_document_mb, so only its text was kept.")
+        for page in stored.result.pages:
+            st.code(page.text or "(no text)", language=None, wrap_lines=True)
+        return
+    document = open_document(stored.document, stored.entry.name, config.limits)
+    show_result(config, stored.run, f"history-{chosen}", document)
+
+
 @st.cache_resource
 def idle_watcher(_config: AppConfig) -> IdleWatcher:
     """One per app process: unloads what this process holds after switching.idle_unload_s."""
@@ -437,6 +478,11 @@ def main() -> None:
     idle_note(config)
     model = config.models[key]
 
+    view = st.sidebar.radio("View", ["Read", "History"], horizontal=True, key="view")
+    if view == "History":
+        history_view(config)
+        follow(config, ops_slot, None)
+        return
     st.title("Read a document")
     collect(st.session_state.get("job"))
     uploads = st.file_uploader("Document images or PDFs", type=UPLOAD_TYPES, accept_multiple_files=True,
@@ -466,7 +512,7 @@ def main() -> None:
     label = "Run" if len(names) == 1 else f"Run on {len(names)} files"
     if st.button(label, type="primary", disabled=reason is not None or indexes is None or reading):
         choice = runs.Choice(key, mode, task, **options)
-        st.session_state["job"] = runs.Batch(config, choice, batch_items(uploads, documents, current, indexes,
+        st.session_state["job"] = Batch(config, choice, batch_items(uploads, documents, current, indexes,
                                                                        config))
         st.session_state["run_errors"] = {}
     job_slot = job_panel()

@@ -10,7 +10,6 @@ preparation, on each page as it is loaded) and the ``Run`` it returns (exports, 
 from __future__ import annotations
 
 import contextlib
-import logging
 import threading
 import time
 from collections.abc import Callable
@@ -34,7 +33,6 @@ from models.engine import Engine, OnPage, PageSource, Prepare
 from models.errors import Cancelled, ChatVLMError, NotAvailable
 from models.result import OCRResult
 
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -221,51 +219,3 @@ def chat(config: AppConfig, choice: Choice, image: Image.Image, history: list[tu
             else contextlib.nullcontext())
     with hold:
         return engine.chat(image, history, question)
-
-
-
-@dataclass
-class Item:
-    """One document of a batch: its pages, or why it cannot be read (e.g. too many pages)."""
-
-    key: str  # the caller's name for it (an upload's file id)
-    name: str
-    pages: list[PageSource] = field(default_factory=list)
-    refused: str | None = None
-
-
-class Batch:
-    """Documents read one after another with one choice, in a thread of their own, so a
-    click elsewhere in the app (a rerun) never stops them; ``cancel`` answers at once and
-    keeps what was read. Progress: ``current`` item, ``done`` and ``total`` pages of it."""
-
-    def __init__(self, config: AppConfig, choice: Choice, items: list[Item]):
-        self.choice, self.items = choice, items
-        self.cancel = threading.Event()
-        self.current, self.done, self.total, self.status = 0, 0, 0, ""
-        self.runs: dict[str, Run] = {}
-        self.errors: dict[str, str] = {}
-        self._thread = threading.Thread(target=self._read, args=(config,), name="batch", daemon=True)
-        self._thread.start()
-
-    @property
-    def running(self) -> bool:
-        return self._thread.is_alive()
-
-    def _read(self, config: AppConfig) -> None:
-        for n, item in enumerate(self.items):
-            if self.cancel.is_set():
-                break
-            self.current, self.done, self.total = n, 0, len(item.pages)
-            if item.refused:
-                self.errors[item.key] = item.refused
-                continue
-            try:
-                self.runs[item.key] = read_document(
-                    config, self.choice, item.pages, on_page=lambda done, total, page: setattr(self, "done", done),
-                    on_event=lambda event: setattr(self, "status", event.message), cancel=self.cancel)
-            except ChatVLMError as exc:
-                self.errors[item.key] = str(exc)
-            except Exception as exc:  # a bug must still end the batch with a sentence, not silently
-                log.exception("reading %s failed", item.name)
-                self.errors[item.key] = f"Reading {item.name} failed unexpectedly: {exc}"

@@ -167,3 +167,38 @@ def test_tables_show_as_tables_and_every_export_is_offered(tmp_path, monkeypatch
     assert "Спецификация поставки" in shown and "<table" not in shown and "<td" not in shown
     offered = {b.proto.label for b in at.get("download_button") if not b.proto.disabled}
     assert {"Document .csv", "Document .xlsx", "Document .docx", "Document .pdf"} <= offered
+
+
+def test_a_run_is_kept_and_reopened_from_history():
+    at = upload(start(), "mixed.png", encode(render_lines(MIXED), "PNG"), "image/png")
+    at.button[0].click().run()
+    assert at.success[0].value.startswith("Read 1 of 1 pages")
+    at.sidebar.radio(key="view").set_value("History").run()
+    assert not at.exception
+    run = at.selectbox(key="history_run")
+    assert "mixed.png · 1 p. · tesseract (cpu, text)" in run.format_func(run.value)
+    assert cer("\n".join(MIXED), at.code[0].value) <= 0.02  # every tab as if just read
+    assert len(at.tabs[2].image) == 1
+    at.text_input(key="history_search").set_value("no-such-file").run()
+    assert at.info[0].value == "No run of a file with that name."
+    at.text_input(key="history_search").set_value("MIXED").run()
+    at.button(key="history_delete").click().run()
+    assert at.info[0].value == "No run of a file with that name."
+
+
+def test_a_damaged_history_is_one_sentence_and_the_app_goes_on(tmp_path):
+    import os
+
+    data = tmp_path / "data"  # the conftest's data dir for this test
+    data.mkdir(exist_ok=True)
+    assert os.environ["CHATVLMLLM_DATA_DIR"] == str(data)
+    (data / "history.sqlite3").write_bytes(b"SQLite format 3\x00" + b"\x00" * 90 + b"garbage" * 50)
+    at = upload(start(), "mixed.png", encode(render_lines(MIXED), "PNG"), "image/png")
+    at.button[0].click().run()
+    assert not at.exception and at.success[0].value.startswith("Read 1 of 1 pages")
+    [moved] = [p for p in data.iterdir() if p.name.startswith("history.sqlite3.damaged-")]
+    assert [w.value for w in at.warning] == [
+        f"The history database was damaged; it was moved to {moved} and a new one started."]
+    at.sidebar.radio(key="view").set_value("History").run()
+    assert not at.exception
+    assert [o.split(" · ")[1] for o in at.selectbox(key="history_run").options] == ["mixed.png"]  # kept anew

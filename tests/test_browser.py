@@ -230,3 +230,31 @@ def test_several_files_are_read_and_downloaded_as_one_zip(app_url, browser, tmp_
     assert set(texts) == {"russian.txt", "english.txt"}
     assert cer("\n".join(RUSSIAN), texts["russian.txt"]) <= 0.02
     assert cer("\n".join(ENGLISH), texts["english.txt"]) <= 0.02
+
+
+def test_a_result_is_reopened_from_history_after_a_restart(browser, tmp_path, tmp_path_factory):
+    data = tmp_path / "data"
+    scan = tmp_path / "tender.png"
+    scan.write_bytes(encode(render_lines(MIXED), "PNG"))
+    first = serve_app(tmp_path_factory, {"CHATVLMLLM_DATA_DIR": str(data)})
+    url = next(first)
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(url)
+    page.locator("input[type=file]").set_input_files(str(scan))
+    page.get_by_role("button", name="Run").click()
+    page.get_by_text("Read 1 of 1 pages with tesseract").wait_for(timeout=120_000)
+    first.close()  # the app process ends
+    second = serve_app(tmp_path_factory, {"CHATVLMLLM_DATA_DIR": str(data)})
+    url = next(second)
+    try:
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(url)
+        page.get_by_test_id("stSidebar").get_by_text("History", exact=True).click()
+        page.get_by_text("Read 1 of 1 pages with tesseract").wait_for(timeout=60_000)
+        assert cer("\n".join(MIXED), page.get_by_test_id("stCode").first.inner_text()) <= 0.02
+        page.get_by_role("tab", name="Layout").click()
+        assert page.get_by_test_id("stImage").locator("img").first.evaluate("img => img.naturalWidth") > 0
+        (ROOT / "test-results").mkdir(exist_ok=True)
+        page.screenshot(path=str(ROOT / "test-results" / "browser-history.png"), full_page=True)
+    finally:
+        second.close()

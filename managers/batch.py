@@ -1,0 +1,75 @@
+"""Several documents read one after another for one session (the app's uploader), each
+finished run kept in the history."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+
+from managers.history import History
+from managers.runs import Choice, Run, read_document
+from models.config import AppConfig
+from models.engine import PageSource
+from models.errors import ChatVLMError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Item:
+    """One document of a batch: its pages, or why it cannot be read (e.g. too many pages)."""
+
+    key: str  # the caller's name for it (an upload's file id)
+    name: str
+    pages: list[PageSource] = field(default_factory=list)
+    refused: str | None = None
+    data: bytes = b""  # the document's bytes, kept with its run in the history
+
+
+class Batch:
+    """Documents read one after another with one choice, in a thread of their own, so a
+    click elsewhere in the app (a rerun) never stops them; ``cancel`` answers at once and
+    keeps what was read. Progress: ``current`` item, ``done`` and ``total`` pages of it."""
+
+    def __init__(self, config: AppConfig, choice: Choice, items: list[Item]):
+        self.choice, self.items = choice, items
+        self.cancel = threading.Event()
+        self.current, self.done, self.total, self.status = 0, 0, 0, ""
+        self.runs: dict[str, Run] = {}
+        self.errors: dict[str, str] = {}
+        self.history_warning: str | None = None
+        self._thread = threading.Thread(target=self._read, args=(config,), name="batch", daemon=True)
+        self._thread.start()
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
+    def _keep(self, config: AppConfig, item: Item, run: Run) -> None:
+        """Every finished run goes to the history; a history that fails never fails the reading."""
+        history = History(config)
+        try:
+            history.add(run, item.name, item.data)
+        except ChatVLMError as exc:
+            self.history_warning = str(exc)
+        self.history_warning = history.warning or self.history_warning
+
+    def _read(self, config: AppConfig) -> None:
+        for n, item in enumerate(self.items):
+            if self.cancel.is_set():
+                break
+            self.current, self.done, self.total = n, 0, len(item.pages)
+            if item.refused:
+                self.errors[item.key] = item.refused
+                continue
+            try:
+                self.runs[item.key] = read_document(
+                    config, self.choice, item.pages, on_page=lambda done, total, page: setattr(self, "done", done),
+                    on_event=lambda event: setattr(self, "status", event.message), cancel=self.cancel)
+                self._keep(config, item, self.runs[item.key])
+            except ChatVLMError as exc:
+                self.errors[item.key] = str(exc)
+            except Exception as exc:  # a bug must still end the batch with a sentence, not silently
+                log.exception("reading %s failed", item.name)
+                self.errors[item.key] = f"Reading {item.name} failed unexpectedly: {exc}"
