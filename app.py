@@ -403,8 +403,7 @@ def download_all(results: dict[str, runs.Run], documents: dict[str, Document]) -
 
 def chat(config: AppConfig, run: runs.Run, file_id: str, image, index: int) -> None:
     """Questions about the page, with the conversation so far, through the same model."""
-    mode = run.choice.mode or config.models[run.choice.key].modes[0]
-    if mode == "cpu":
+    if runs.check_mode(config, run.choice.key, run.choice.mode) == "cpu":
         st.info("Chat needs a vision-language model: read the page in vLLM or local mode.")
         return
     history = st.session_state.setdefault(f"chat_{file_id}_{index}", [])

@@ -97,6 +97,11 @@ def managed(config: AppConfig, key: str, mode: Mode) -> bool:
     return mode == "local" or (mode == "vllm" and not config.model(key).vllm.remote)
 
 
+def _hold(config: AppConfig, key: str, mode: Mode, pages: int):
+    """A lease on (mode, key) for ``pages`` pages where reading holds the GPU; else nothing."""
+    return Arbiter(config).lease(mode, key, pages) if managed(config, key, mode) else contextlib.nullcontext()
+
+
 def _switch_work(config: AppConfig, key: str):
     arbiter = Arbiter(config)
     return lambda on_event, cancel: arbiter.switch(key, on_event, cancel)
@@ -183,8 +188,7 @@ def read_document(config: AppConfig, choice: Choice, pages: list[PageSource], *,
     engine = make_engine(config, choice.key, mode)
     engine.hide_header_footer = choice.hide_header_footer
     engine.box = choice.box
-    hold = (Arbiter(config).lease(mode, choice.key, len(pages)) if managed(config, choice.key, mode)
-            else contextlib.nullcontext(None))
+    hold = _hold(config, choice.key, mode, len(pages))
     images: dict[int, Image.Image] = {}
     settings = config.model(choice.key).preprocess
     if prepare is None and any(settings.model_dump().values()):
@@ -215,7 +219,5 @@ def chat(config: AppConfig, choice: Choice, image: Image.Image, history: list[tu
     mode = check_mode(config, choice.key, choice.mode)
     make_ready(config, choice.key, mode)
     engine = make_engine(config, choice.key, mode)
-    hold = (Arbiter(config).lease(mode, choice.key, 1) if managed(config, choice.key, mode)
-            else contextlib.nullcontext())
-    with hold:
+    with _hold(config, choice.key, mode, 1):
         return engine.chat(image, history, question)
