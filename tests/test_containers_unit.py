@@ -265,10 +265,13 @@ def test_racing_processes_agree_on_one_key(tmp_path):
 
     from tests.conftest import ROOT
 
+    # A folder of its own: the test's data dir may also appear under tmp_path.
+    folder = tmp_path / "keys"
+    folder.mkdir()
     code = ("import sys; sys.path.insert(0, sys.argv[1]); from pathlib import Path; "
             "from managers.api_key import api_key; print(api_key(Path(sys.argv[2])))")
-    procs = [subprocess.Popen([sys.executable, "-c", code, str(ROOT), str(tmp_path)], stdout=subprocess.PIPE,
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(ROOT), str(folder)], stdout=subprocess.PIPE,
                               text=True) for _ in range(8)]
     keys = {p.communicate()[0].strip() for p in procs}
     assert len(keys) == 1 and len(keys.pop()) >= 40
-    assert [p.name for p in tmp_path.iterdir()] == ["vllm_api_key"]  # no temporary file left
+    assert [p.name for p in folder.iterdir()] == ["vllm_api_key"]  # no temporary file left
