@@ -187,6 +187,12 @@ class LocalBackend(Strict):
     path: str | None = None
     dtype: Literal["bfloat16", "float16", "float32", "auto"] = "bfloat16"
     trust_remote_code: bool = False
+    # Pages decoded together; unset: on a GPU as many as the VRAM left under the budget
+    # holds (measured at load, at most 8), on the CPU 1.
+    batch_pages: Annotated[int, Field(ge=1, le=64)] | None = None
+    # Decoding compiled over a static KV cache (warmed up as part of the load); unset: on
+    # for CUDA, off on the CPU, where compiling costs more than it gains.
+    compile: bool | None = None
 
 
 class CPUBackend(Strict):

@@ -1,10 +1,12 @@
 """What every engine is: something that reads pages into the shared result contract.
 
 Subclasses implement ``read_page``. The one page loop every engine shares lives here
-(``Engine.ocr``): pages are read ``concurrency`` at a time, results come back in page
-order with progress per page, a page that fails keeps its error without costing the pages
-around it, and a cancel returns at once — pages in flight are abandoned (``abort`` stops
-their work), pages read are kept, the rest are marked as not read.
+(``Engine.ocr``): pages are read ``concurrency`` at a time — or ``batch_size`` pages in one
+call of ``read_batch`` — results come back in page order with progress per page, a page that
+fails keeps its error without costing the pages around it (a batch that fails is read again
+page by page), and a cancel returns at once — pages in flight are abandoned (``abort`` stops
+their work), pages read are kept, the rest are marked as not read. Engines that can stream
+call ``on_text`` with a page's answer as it is generated.
 """
 
 from __future__ import annotations
@@ -41,6 +43,9 @@ OnPage = Callable[[int, int, PageResult], None]
 Prepare = Callable[[Page], Page]
 """Turns a loaded page into the page that is read (upright, straightened, …)."""
 
+OnText = Callable[[int, str], None]
+"""Called while a page's answer is generated with (page index, the answer so far)."""
+
 
 def not_read(index: int) -> PageResult:
     return PageResult(index=index, error=f"Page {index + 1} was not read: cancelled.")
@@ -56,10 +61,13 @@ class Engine(ABC):
     # must be done before any is sent (a model server on the same CPU), ``encode_ahead``.
     concurrency: int = 1
     encode_ahead: ClassVar[bool] = False
+    # Pages given to one ``read_batch`` call (a model that decodes several pages at once).
+    batch_size: int = 1
 
     def __init__(self, key: str, model: ModelConfig):
         self.key = key
         self.model = model
+        self.on_text: OnText | None = None  # set for one ``ocr`` call; engines that stream use it
 
     def task(self, name: str | None) -> tuple[str, Task]:
         return self.model.task(name)
@@ -86,10 +94,39 @@ class Engine(ABC):
     def abort(self) -> None:
         """Stop the work of pages in flight (a cancel); by default they finish unseen."""
 
+    def read_batch(self, pages: list[Page], task: Task) -> list[PageResult]:
+        """Read several decoded pages in one go, results in their order. Raising reads them
+        again one by one, so a page that breaks a batch costs only itself."""
+        return [self.read_page(page, task) for page in pages]
+
+    def _read_chunk(self, sources: Sequence[PageSource], load: Callable[[PageSource], Page],
+                    task: Task, cancel: threading.Event) -> list[PageResult]:
+        loaded = [self.guarded(source.index, lambda s=source: load(s)) for source in sources]
+        pages = [page for page in loaded if isinstance(page, Page)]
+        failed = [page for page in loaded if isinstance(page, PageResult)]
+        if not pages:
+            return failed
+        started = time.perf_counter()
+        try:
+            read = self.read_batch(pages, task)
+        except Exception as exc:
+            if cancel.is_set():
+                return failed
+            log.warning("a batch of %d pages failed (%s); reading them one by one", len(pages), exc)
+            return failed + [self.guarded(page.index, lambda p=page: self.read_page(p, task))
+                             for page in pages if not cancel.is_set()]
+        seconds = round((time.perf_counter() - started) / len(pages), 3)  # the batch's time, shared
+        for page, result in zip(pages, read):
+            result.seconds = seconds
+            result.warnings = page.warnings + result.warnings
+        return failed + read
+
     def ocr(self, pages: Sequence[PageSource], task: str | None = None, on_page: OnPage | None = None,
-            cancel: threading.Event | None = None, prepare: Prepare | None = None) -> OCRResult:
+            cancel: threading.Event | None = None, prepare: Prepare | None = None,
+            on_text: OnText | None = None) -> OCRResult:
         name, spec = self.task(task)
         cancel = cancel or threading.Event()
+        self.on_text = on_text
         started = time.perf_counter()
         results: dict[int, PageResult] = {}
 
@@ -102,30 +139,37 @@ class Engine(ABC):
             if on_page:
                 on_page(len(results), len(pages), result)
 
-        queue: list[tuple[PageSource, Callable[[], PageResult]]] = []
-        for source in pages:
-            if cancel.is_set():
-                break
-            if self.encode_ahead:
+        # Each step reads one page, or one batch of pages, and returns their results.
+        queue: list[Callable[[], list[PageResult]]] = []
+        if self.batch_size > 1 and len(pages) > 1:
+            for first in range(0, len(pages), self.batch_size):
+                chunk = pages[first:first + self.batch_size]
+                queue.append(lambda c=chunk: self._read_chunk(c, load, spec, cancel))
+        else:
+            for source in pages:
+                if cancel.is_set():
+                    break
+                if not self.encode_ahead:
+                    queue.append(lambda s=source: [self.guarded(s.index, lambda: self.read_encoded(load(s), spec, s))])
+                    continue
                 item = self.guarded(source.index, lambda s=source: self.encode(load(s), spec))
                 if isinstance(item, PageResult):
                     finished(item)
                 else:
-                    queue.append((source, lambda s=source, i=item: self.read_encoded(i, spec, s)))
-            else:
-                queue.append((source, lambda s=source: self.read_encoded(load(s), spec, s)))
+                    queue.append(lambda s=source, i=item: [
+                        self.guarded(s.index, lambda: self.read_encoded(i, spec, s))])
 
         pool = ThreadPoolExecutor(max(1, self.concurrency), thread_name_prefix=f"{self.engine_name}-page")
-        in_flight: dict[Future, PageSource] = {}
+        in_flight: set[Future] = set()
         try:
             while (queue or in_flight) and not cancel.is_set():
                 while queue and len(in_flight) < max(1, self.concurrency):
-                    source, step = queue.pop(0)
-                    in_flight[pool.submit(self.guarded, source.index, step)] = source
+                    in_flight.add(pool.submit(queue.pop(0)))
                 done, _ = wait(in_flight, timeout=CANCEL_POLL_S, return_when=FIRST_COMPLETED)
                 for future in done:
-                    in_flight.pop(future)
-                    finished(future.result())
+                    in_flight.discard(future)
+                    for result in future.result():
+                        finished(result)
         finally:
             if in_flight or queue:  # cancelled, or the caller was interrupted
                 cancel.set()

@@ -1,27 +1,48 @@
 """Local mode's engine: a Transformers model in this process reading pages like every engine.
 
 The model itself is loaded, held and unloaded by ``managers.model_loader.ModelLoader``;
-this module only reads with it. Each document or chat reads through its own ``view()``:
-its options and its cancel are its own, while the weights are shared — and dropped for
-every view at once when the model is unloaded. CUDA out-of-memory while reading calls
-``on_oom`` (the loader's unload) and becomes one sentence.
+this module reads with it. Each document or chat reads through its own ``view()``: its
+options and its cancel are its own, while the weights are shared — and dropped for every
+view at once when the model is unloaded.
+
+Speed on a GPU comes from three things, all set up by ``warm_up`` as a stage of the load:
+- pages are decoded ``batch_size`` at a time (left padding; the size measured from the VRAM
+  the budget leaves, at most ``MAX_BATCH``);
+- decoding runs compiled over a static KV cache, with shapes that never change in use: the
+  cache is sized once from the model's ``max_pixels`` and ``max_tokens`` and every batch is
+  padded to one of two compiled sizes (1, and ``batch_size``), so nothing recompiles;
+- every ``generate`` runs on one long-lived thread of the model's own, because CUDA graphs
+  are recorded per thread: a new thread per document would record them again.
+A single page or a chat answer streams through Transformers' ``TextIteratorStreamer``.
+CUDA out-of-memory in a batch frees memory and reads those pages one by one; out of memory
+at one page calls ``on_oom`` (the loader's unload) and becomes one sentence.
 """
 
 from __future__ import annotations
 
 import copy
+import logging
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image
 
-from models.answers import Prepared, fit_to_model, page_from_answer, prompt_for
+from models.answers import GROUNDING_MARK, Prepared, fit_to_model, page_from_answer, prompt_for
 from models.config import AppConfig, ModelConfig, Task
 from models.document import Page
-from models.engine import Engine
-from models.errors import EngineError, NotAvailable
-from models.result import PageResult
+from models.engine import Engine, not_read
+from models.errors import Cancelled, EngineError, NotAvailable
+from models.result import OCRResult, PageResult
+
+log = logging.getLogger(__name__)
+
+MAX_BATCH = 8  # beyond 8 pages a batch gains little on a 2B model and delays the first page
+WARM_UP_TOKENS = 4  # enough decode steps for the compiled step to be traced and its graphs recorded
+# The backend torch.compile hands the decode step to; tests swap it to make compiling fail.
+COMPILE_BACKEND: str | Callable = "inductor"
 
 
 def _torch():
@@ -51,22 +72,42 @@ def has_weights(model: ModelConfig) -> bool:
     return isinstance(try_to_load_from_cache(local.model_id, "config.json"), str)
 
 
+def batch_for(budget_bytes: int, one_row_peak: int, two_row_peak: int) -> int:
+    """How many pages fit in one batch: rows added while the peak stays in the budget, measured
+    from the peaks of a one-page and a two-page read at the largest page."""
+    per_row = max(1, two_row_peak - one_row_peak)
+    return max(1, min(MAX_BATCH, 1 + (budget_bytes - one_row_peak) // per_row))
+
+
+@dataclass
+class Answer:
+    text: str
+    cut: bool  # ended by max_tokens, not by the model
+    seen: tuple[int, int]  # the image as the model saw it
+    tokens: list[int]  # what was generated, up to the end-of-sequence
+
+
 class LocalModel(Engine):
     engine_name = "transformers"
     shrinks_pages = True
+    concurrency = 2  # the next batch is decoded and prepared while this one is on the GPU
 
     def __init__(self, key: str, model: ModelConfig, config: AppConfig, hf_model, processor, device: str,
                  load_seconds: float, memory_bytes: int):
         super().__init__(key, model)
         self.requests = config.requests_for(key)
-        self._held = {"model": hf_model, "processor": processor}  # shared by every view
+        processor.tokenizer.padding_side = "left"  # batched rows end together, where generation starts
+        gpu = ThreadPoolExecutor(1, thread_name_prefix=f"{key}-gpu")
+        self._held = {"model": hf_model, "processor": processor, "gpu": gpu}  # shared by every view
         self.device = device
         self.load_seconds, self.memory_bytes = load_seconds, memory_bytes
         self.hide_header_footer = False
         self.box: tuple[int, int, int, int] | None = None
-        self._lock = threading.Lock()  # one generate at a time on one model, across views
         self._stop = threading.Event()  # this view's cancel: generation stops at the next token
         self.on_oom: Callable[[], object] = lambda: None  # set by the loader: unload
+        self.compiled = False
+        self.max_cache_len = 0
+        self.notes: list[str] = []  # said once with every document read (a compile that failed)
 
     @property
     def hf_model(self):
@@ -83,57 +124,237 @@ class LocalModel(Engine):
         return view
 
     def drop(self) -> None:
-        """Let go of the weights, in this object and every view of it (the loader unloads)."""
+        """Let go of the weights, in this object and every view of it (the loader unloads).
+        Compiled code and CUDA graphs hold the weights too: they are reset on the thread
+        that recorded them, and the thread ends."""
+        gpu = self._held.get("gpu")
         self._held.clear()
+        if gpu is not None:
+            if self.compiled:
+                gpu.submit(_reset_compiled).result()
+            gpu.shutdown(wait=True)
 
     def abort(self) -> None:
         self._stop.set()
 
-    def _generate(self, image: Image.Image, messages: list[dict]) -> tuple[str, bool, tuple[int, int]]:
-        torch = _torch()
-        if self.hf_model is None:
-            raise EngineError(f"{self.model.name} was unloaded before this page was read; load it again.")
-        text = self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        inputs = self.processor(text=[text], images=[image], return_tensors="pt").to(self.device)
-        grid = inputs["image_grid_thw"][0].tolist()
-        patch = getattr(self.processor.image_processor, "patch_size", 14)
-        seen = (int(grid[2]) * patch, int(grid[1]) * patch)
-        sampling = ({"do_sample": True, "temperature": self.requests.temperature}
-                    if self.requests.temperature > 0 else {"do_sample": False})
-        from transformers import StoppingCriteria, StoppingCriteriaList
+    # --- on the model's thread ------------------------------------------------------------------
 
+    def _submit(self, work: Callable[[], object]):
+        gpu = self._held.get("gpu")
+        try:
+            if gpu is not None and self.hf_model is not None:
+                return gpu.submit(work)
+        except RuntimeError:  # the thread ended (an unload) between the check and the submit
+            pass
+        raise EngineError(f"{self.model.name} was unloaded before this page was read; load it again.")
+
+    def _inputs(self, images: list[Image.Image], messages: list[list[dict]]):
+        texts = [self.processor.apply_chat_template(m, add_generation_prompt=True, tokenize=False)
+                 for m in messages]
+        return self.processor(text=texts, images=images, padding=True, return_tensors="pt").to(self.device)
+
+    def _generate(self, images: list[Image.Image], messages: list[list[dict]],
+                  on_text: Callable[[str], None] | None = None, max_new_tokens: int | None = None,
+                  **options) -> list[Answer]:
+        """Answers for pages read together, in their order; ``on_text`` streams a single page."""
+        torch = _torch()
+        from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
+
+        if self._stop.is_set():
+            raise Cancelled("Reading was cancelled.")
+        rows = len(images)
+        if self.compiled:  # the compiled shapes: one page, or a full batch (the last row repeated)
+            pad = (1 if rows == 1 else self.batch_size) - rows
+            images, messages = images + images[-1:] * pad, messages + messages[-1:] * pad
+        inputs = self._inputs(images, messages)
+        max_new = max_new_tokens or self.requests.max_tokens
+        if self.compiled and inputs["input_ids"].shape[1] + max_new > self.max_cache_len:
+            options.setdefault("cache_implementation", "dynamic")  # longer than compiled for: plain
         stop = self._stop
 
-        class Cancelled(StoppingCriteria):
+        class Cancel(StoppingCriteria):
             def __call__(self, input_ids, scores, **kwargs):
                 return stop.is_set()
 
-        with self._lock, torch.inference_mode():
-            out = self.hf_model.generate(**inputs, max_new_tokens=self.requests.max_tokens,
-                                         stopping_criteria=StoppingCriteriaList([Cancelled()]), **sampling)
-        new = out[0, inputs["input_ids"].shape[1]:]
-        answer = self.processor.decode(new, skip_special_tokens=True)
-        return answer, len(new) >= self.requests.max_tokens, seen
+        sampling = ({"do_sample": True, "temperature": self.requests.temperature}
+                    if self.requests.temperature > 0 else {"do_sample": False})
+        streamer = (TextIteratorStreamer(self.processor.tokenizer, skip_prompt=True, skip_special_tokens=True)
+                    if on_text is not None and rows == 1 else None)
+        model = self.hf_model
 
-    def read_page(self, page: Page, task: Task) -> PageResult:
+        def generate():
+            try:
+                with torch.inference_mode():
+                    return model.generate(**inputs, max_new_tokens=max_new, streamer=streamer,
+                                          stopping_criteria=StoppingCriteriaList([Cancel()]), **sampling, **options)
+            except BaseException:
+                if streamer is not None:
+                    streamer.end()  # the reader below must not wait for words that never come
+                raise
+
+        future = self._submit(generate)
+        if streamer is not None:
+            text = ""
+            for piece in streamer:
+                if piece:
+                    text += piece
+                    on_text(text)
+        out = future.result()
+        new = out[:rows, inputs["input_ids"].shape[1]:]
+        ends = model.generation_config.eos_token_id
+        ends = set(ends if isinstance(ends, list) else [ends])
+        patch = getattr(self.processor.image_processor, "patch_size", 14)
+        answers = []
+        for row, tokens in enumerate(new.tolist()):
+            stop_at = next((n for n, token in enumerate(tokens) if token in ends), None)
+            kept = tokens if stop_at is None else tokens[:stop_at]
+            grid = inputs["image_grid_thw"][row].tolist()
+            answers.append(Answer(self.processor.decode(kept, skip_special_tokens=True),
+                                  stop_at is None and len(tokens) >= max_new,
+                                  (int(grid[2]) * patch, int(grid[1]) * patch), kept))
+        return answers
+
+    # --- pages -----------------------------------------------------------------------------------
+
+    def _messages(self, page: Page, task: Task) -> tuple[Image.Image, list[dict]]:
         seen = fit_to_model(page.image, self.model)
         prompt = prompt_for(task, self.box, page.size, seen.size)
-        messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]
+        return seen, [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]
+
+    def read_batch(self, pages: list[Page], task: Task) -> list[PageResult]:
+        requests = [self._messages(page, task) for page in pages]
+        on_text = self.on_text
+        stream = (lambda text: on_text(pages[0].index, text)) if on_text and len(pages) == 1 else None
         try:
-            answer, cut, seen_size = self._generate(seen, messages)
+            answers = self._generate([image for image, _ in requests], [m for _, m in requests], stream)
         except Exception as exc:
             if not _is_oom(exc):
                 raise
+            answers = None  # out of memory: handled below, once the error's frames are let go
+        if answers is None:
+            if len(pages) > 1:  # the page loop reads these pages again one by one
+                _free_cuda()
+                raise EngineError(f"Out of memory reading {len(pages)} pages at once.")
             self.on_oom()
-            raise EngineError(f"The GPU ran out of memory reading page {page.index + 1}; {self.model.name} "
-                              "was unloaded. Lower its max_pixels or pick a smaller model.") from None
-        request = Prepared(page.index, page.size, seen_size, messages, [])
-        return page_from_answer(answer, cut, request, task, self.requests.max_tokens,
-                                self.hide_header_footer, page)
+            raise EngineError(f"The GPU ran out of memory reading page {pages[0].index + 1}; "
+                              f"{self.model.name} was unloaded. Lower its max_pixels or pick a smaller "
+                              "model.") from None
+        if self._stop.is_set():  # stopped by a cancel: what came is a part, not the page
+            return [not_read(page.index) for page in pages]
+        return [page_from_answer(answer.text, answer.cut, Prepared(page.index, page.size, answer.seen, messages),
+                                 task, self.requests.max_tokens, self.hide_header_footer, page)
+                for page, answer, (_, messages) in zip(pages, answers, requests)]
 
-    def chat(self, image: Image.Image, history: list[tuple[str, str]], question: str) -> str:
+    def read_page(self, page: Page, task: Task) -> PageResult:
+        return self.read_batch([page], task)[0]
+
+    def ocr(self, pages, task=None, **kwargs) -> OCRResult:
+        result = super().ocr(pages, task, **kwargs)
+        if self.notes and result.pages:
+            result.pages[0].warnings[:0] = self.notes
+        return result
+
+    def chat(self, image: Image.Image, history: list[tuple[str, str]], question: str,
+             on_text: Callable[[str], None] | None = None) -> str:
         turns = [*history, ("user", question)]
         messages = [{"role": role, "content": ([{"type": "image"}, {"type": "text", "text": text}] if n == 0
                                                 else [{"type": "text", "text": text}])}
                     for n, (role, text) in enumerate(turns)]
-        return self._generate(fit_to_model(image, self.model), messages)[0]
+        return self._generate([fit_to_model(image, self.model)], [messages], on_text)[0].text
+
+    # --- the load's last stage -------------------------------------------------------------------
+
+    def _largest_request(self) -> tuple[Image.Image, list[dict], int]:
+        """The largest page the model is given (A4 at ``max_pixels``), with the longest task
+        prompt, and how many prompt tokens it makes."""
+        unboxed = [task for task in self.model.tasks.values() if not task.prompt.endswith(GROUNDING_MARK)]
+        longest = max(unboxed or self.model.tasks.values(), key=lambda task: len(task.prompt))
+        image, messages = self._messages(Page(0, Image.new("RGB", (1654, 2339), "white")), longest)
+        return image, messages, int(self._inputs([image], [messages])["input_ids"].shape[1])
+
+    def warm_up(self, config: AppConfig, on_progress: Callable[[str], None] | None = None,
+                usually_s: float | None = None) -> None:
+        """Choose the batch size and compile decoding for the shapes used from now on.
+        A compile that fails leaves plain decoding and one note, never an error."""
+        local = self.model.local
+        cuda = self.device == "cuda"
+        compile_on = local.compile if local.compile is not None else cuda
+        image, messages, prompt_tokens = self._largest_request()
+        self.max_cache_len = prompt_tokens + self.requests.max_tokens + 16  # room for the longest task prompt
+        if compile_on:
+            from transformers import CompileConfig
+
+            settings = CompileConfig(backend=COMPILE_BACKEND, dynamic=False,
+                                     mode="reduce-overhead" if cuda else "default")
+            settings._compile_all_devices = True  # forced on the CPU by config, as on CUDA
+            self.hf_model.generation_config.compile_config = settings
+        if local.batch_pages:
+            self.batch_size = local.batch_pages
+        elif cuda:
+            self.batch_size = self._measure_batch(config, image, messages)
+        if not compile_on:
+            return
+        self.hf_model.generation_config.cache_implementation = "static"
+        self.hf_model.generation_config.max_cache_len = self.max_cache_len
+        if on_progress:
+            on_progress("compiling for faster reading… " + (f"usually {usually_s:.0f} s" if usually_s
+                                                             else "the first time takes a minute or two"))
+        self.compiled = True
+        try:
+            for rows in sorted({1, self.batch_size}):
+                self._generate([image] * rows, [messages] * rows, max_new_tokens=WARM_UP_TOKENS,
+                               min_new_tokens=WARM_UP_TOKENS)
+        except Exception as exc:
+            log.warning("compiling %s failed; reading without it", self.key, exc_info=True)
+            self._submit(_reset_compiled).result()
+            self.compiled = False
+            self.hf_model.generation_config.cache_implementation = None
+            self.hf_model.generation_config.compile_config = None
+            _free_cuda()
+            self.notes.append(f"Compiled decoding failed for {self.model.name} ({type(exc).__name__}); pages "
+                              "are read without it, more slowly.")
+            if on_progress:
+                on_progress(self.notes[-1])
+
+    def _measure_batch(self, config: AppConfig, image: Image.Image, messages: list[dict]) -> int:
+        """Peaks of a one-page and a two-page read of the largest page (static cache included),
+        and how many rows the budget's VRAM then holds."""
+        torch = _torch()
+        budget = min(config.gpu.vram_usable_gb * 1e9, torch.cuda.get_device_properties(0).total_memory)
+        peaks = []
+        for rows in (1, 2):
+            _free_cuda()
+            torch.cuda.reset_peak_memory_stats()
+            try:
+                self._generate([image] * rows, [messages] * rows, max_new_tokens=1, cache_implementation="static",
+                               max_cache_len=self.max_cache_len, disable_compile=True)
+                peaks.append(torch.cuda.max_memory_allocated())
+            except Exception as exc:
+                if not _is_oom(exc):
+                    raise
+                break
+        _free_cuda()
+        if len(peaks) < 2:  # two pages do not fit beside the model: one at a time
+            return 1
+        return batch_for(int(budget * 0.95), peaks[0], peaks[1])  # 5 %: CUDA graphs' pools and fragments
+
+
+def _reset_compiled() -> None:
+    """Forget compiled code and CUDA graphs (they keep the weights alive); runs on the thread
+    that recorded the graphs."""
+    torch = _torch()
+    torch._dynamo.reset()
+    try:
+        from torch._inductor.cudagraph_trees import reset_cudagraph_trees
+    except ImportError:
+        return
+    reset_cudagraph_trees()
+
+
+def _free_cuda() -> None:
+    import gc
+
+    torch = _torch()
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
