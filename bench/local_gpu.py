@@ -1,37 +1,58 @@
 #!/usr/bin/env python3
-"""Local mode on a real GPU, under the 12 GB card's budget: load → one A4 page → unload,
-ten times per model, for random-weight models of the real Qwen2-VL-2B and Qwen3-VL-2B
-architectures (built and saved here: nothing is downloaded).
+"""Local mode on a real GPU, under the 12 GB card's budget, for random-weight models of the
+real Qwen2-VL-2B and Qwen3-VL-2B architectures (built here: nothing is downloaded). Page
+preparation is off: the model alone is measured. Each part finishes within 10 minutes:
 
-Prints, per model: ModelLoader's load time next to a bare processor + model
-``from_pretrained(...).to("cuda")`` in the same run, peak memory for the page, and memory
-still allocated after each unload (goal: 0 bytes over the baseline; load within 1.2× of
-the bare call). Then one model is pushed over the cap to show the out-of-memory path
-recovers. Run it with the `device` tool:  python3 bench/local_gpu.py [--cycles 10]
+  python3 bench/local_gpu.py leaks [--cycles 5]
+      load → one A4 page → unload, per model: ModelLoader's load next to a bare
+      ``from_pretrained(...).to("cuda")``, peak memory, bytes left after each unload; then a
+      model pushed over a 3 GiB cap fails to load cleanly.
+  python3 bench/local_gpu.py speed qwen2_vl|qwen3_vl
+      today's path (one page per ``generate``, dynamic cache) against the new one (pages in
+      batches, compiled decoding over a static cache) in the same run, 256 new tokens forced
+      per page: a single page and an 8-page document — pages/min, tokens/s, time to the
+      first words (one page, streamed) or the first page (document), peak memory, bytes left
+      after unload; the compile warm-up of a first load (empty Inductor cache) and of a second
+      load in a fresh process (warm cache); graphs compiled after the warm-up by pages of
+      other shapes and a short batch (goal 0).
+
+Goals: ≥ 8× pages/min at 8 pages, ≥ 3.5× tokens/s for one page, peak ≤ 10 GB, 0 B left
+after unload, second-load warm-up ≤ 25 % of the first. Run it with the `device` tool; the
+page font comes from models/fonts, so no system fonts are needed.
+``--smoke`` runs a part on the CPU with tiny models, to try the script without a GPU.
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import json
+import os
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+os.environ.setdefault("CHATVLMLLM_TEST_FONT", str(ROOT / "models" / "fonts" / "DejaVuSans.ttf"))
 
 import torch  # noqa: E402
 import transformers as tf  # noqa: E402
 
-from models.config import parse_config  # noqa: E402
-from models.errors import NotAvailable  # noqa: E402
+from managers.engines import local  # noqa: E402
 from managers.model_loader import ModelLoader  # noqa: E402
-from tests.fixtures.tiny_vlm import CHAT_TEMPLATE, SPECIAL, build_tokenizer  # noqa: E402
+from models.config import parse_config  # noqa: E402
+from models.document import Page  # noqa: E402
+from models.errors import NotAvailable  # noqa: E402
+from tests.fixtures.tiny_vlm import CHAT_TEMPLATE, SPECIAL, build, build_tokenizer  # noqa: E402
 from tests.helpers import ENGLISH, RUSSIAN, render_lines  # noqa: E402
 
 CARD = 12 * 2**30  # the reference RTX 5070 Ti
+NEW_TOKENS = 256
+FAMILIES = ("qwen2_vl", "qwen3_vl")
 
 
 def real_architecture(family: str, out: Path) -> Path:
@@ -80,6 +101,61 @@ def real_architecture(family: str, out: Path) -> Path:
     return out
 
 
+def weights(family: str, out: Path, smoke: bool) -> Path:
+    if (out / "config.json").exists():
+        return out
+    started = time.perf_counter()
+    path = build(out, family) if smoke else real_architecture(family, out)
+    print(f"built {family} in {time.perf_counter() - started:.0f} s", flush=True)
+    return path
+
+
+def config_for(paths: dict[str, Path], smoke: bool, **local_settings):
+    def entry(family, path):
+        return {"name": f"{family} (random)", "vram_gb": 5.0, "max_pixels": 401_408 if smoke else 1_003_520,
+                "min_pixels": 3136, "resize_factor": 28 if family == "qwen2_vl" else 32,
+                "requests": {"max_tokens": 8 if smoke else NEW_TOKENS},
+                "tasks": {"text": {"label": "Text", "prompt": "Read all the text in the image."}},
+                "local": {"model_id": f"bench/{family}", "path": str(path), "dtype": "bfloat16",
+                          **local_settings}}
+
+    return parse_config({
+        "default_model": "tesseract", "gpu": {"vram_total_gb": 12, "vram_usable_gb": 10, "vram_recommended_max_gb": 8},
+        "limits": {"max_upload_mb": 200, "max_pages": 50, "max_image_pixels": 120_000_000, "pdf_dpi": 200},
+        "models": {**{family: entry(family, path) for family, path in paths.items()},
+                   "tesseract": {"name": "Tesseract", "vram_gb": 0, "tasks": {"text": {"label": "Text"}}, "cpu": {}}}})
+
+
+def cuda() -> bool:
+    return torch.cuda.is_available()
+
+
+def allocated() -> int:
+    return torch.cuda.memory_allocated() if cuda() else 0
+
+
+def peak() -> int:
+    return torch.cuda.max_memory_allocated() if cuda() else 0
+
+
+def reset_peak() -> None:
+    if cuda():
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+
+
+def cap(fraction_of: int = CARD) -> None:
+    if cuda():
+        torch.cuda.set_per_process_memory_fraction(fraction_of / torch.cuda.get_device_properties(0).total_memory)
+
+
+def document(count: int) -> list[Page]:
+    lines = [RUSSIAN + ENGLISH, ENGLISH + RUSSIAN, RUSSIAN[::-1] + ENGLISH[:1], ENGLISH[::-1] + RUSSIAN[1:]]
+    return [Page(n, render_lines(lines[n % len(lines)][: 3 + n % 4])) for n in range(count)]
+
+
+# --- part: leaks -----------------------------------------------------------------------------------
+
 def bare_load(path: Path) -> float:
     started = time.perf_counter()
     processor = tf.AutoProcessor.from_pretrained(path, local_files_only=True)
@@ -93,85 +169,191 @@ def bare_load(path: Path) -> float:
     return seconds
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--cycles", type=int, default=10)
-    parser.add_argument("--out", type=Path, default=Path("/tmp/chatvlmllm-bench-models"))
-    args = parser.parse_args()
-
-    total = torch.cuda.get_device_properties(0).total_memory
-    torch.cuda.set_per_process_memory_fraction(CARD / total)
-    print(f"{torch.cuda.get_device_name(0)}, capped at {CARD / 2**30:.0f} GiB of {total / 2**30:.0f} GiB; "
-          f"torch {torch.__version__}, transformers {tf.__version__}", flush=True)
-    paths = {}
-    for family in ("qwen2_vl", "qwen3_vl"):
-        started = time.perf_counter()
-        paths[family] = real_architecture(family, args.out / family)
-        print(f"built {family} in {time.perf_counter() - started:.0f} s", flush=True)
-
-    def entry(name, family, factor, max_pixels):
-        return {"name": name, "vram_gb": 5.0, "max_pixels": max_pixels, "min_pixels": 3136,
-                "resize_factor": factor, "requests": {"max_tokens": 32},
-                "tasks": {"text": {"label": "Text", "prompt": "Read all the text in the image."}},
-                "local": {"model_id": f"bench/{family}", "path": str(paths[family]), "dtype": "bfloat16"}}
-
-    config = parse_config({
-        "default_model": "tesseract", "gpu": {"vram_total_gb": 12, "vram_usable_gb": 10, "vram_recommended_max_gb": 8},
-        "limits": {"max_upload_mb": 200, "max_pages": 50, "max_image_pixels": 120_000_000, "pdf_dpi": 200},
-        "models": {
-            "qwen2_vl_2b": entry("Qwen2-VL-2B (random)", "qwen2_vl", 28, 1_003_520),  # the processor's default cap
-            "qwen3_vl_2b": entry("Qwen3-VL-2B (random)", "qwen3_vl", 32, 1_003_520),
-            "tesseract": {"name": "Tesseract", "vram_gb": 0, "tasks": {"text": {"label": "Text"}}, "cpu": {}},
-        }})
+def leaks(args) -> None:
+    paths = {family: weights(family, args.out / family, False) for family in FAMILIES}
+    config = config_for(paths, False, batch_pages=1, compile=False)  # the load itself, as before
     page = render_lines(RUSSIAN + ENGLISH)  # A4 at 200 dpi
     baseline = torch.cuda.memory_allocated()
     rows = []
-    for key, family in (("qwen2_vl_2b", "qwen2_vl"), ("qwen3_vl_2b", "qwen3_vl")):
+    for family in FAMILIES:
         bare_load(paths[family])  # warm the page cache for both paths alike
         bare, loads, inner, peaks, pages, left = [], [], [], [], [], []
         for _ in range(args.cycles):
             bare.append(bare_load(paths[family]))
             started = time.perf_counter()
-            model = ModelLoader(config).load_model(key)
+            model = ModelLoader(config).load_model(family)
             loads.append(time.perf_counter() - started)
             inner.append(model.load_seconds)
-            torch.cuda.reset_peak_memory_stats()
+            reset_peak()
             started = time.perf_counter()
             result = model.process_image(page)
             pages.append(time.perf_counter() - started)
             assert result.error is None, result.error
-            peaks.append(torch.cuda.max_memory_allocated())
+            peaks.append(peak())
             del model, result
             report = ModelLoader.unload_all_models()
             left.append(torch.cuda.memory_allocated() - baseline)
             if report.leftover_bytes:
-                print(f"{key}: {report}", flush=True)
-        rows.append((key, statistics.median(bare), statistics.median(loads), statistics.median(inner),
+                print(f"{family}: {report}", flush=True)
+        rows.append((family, statistics.median(bare), statistics.median(loads), statistics.median(inner),
                      statistics.median(pages), max(peaks), max(left)))
 
-    print(f"\n{args.cycles} cycles of load → one A4 page (200 dpi, shrunk to ~1 Mpx, 32 new tokens) → unload")
-    print(f"{'model':<14}{'bare load':>11}{'ModelLoader':>13}{'(loading)':>11}{'ratio':>7}{'page':>8}"
+    print(f"\n{args.cycles} cycles of load → one A4 page (200 dpi, shrunk to ~1 Mpx, {NEW_TOKENS} new tokens at "
+          "most) → unload")
+    print(f"{'model':<10}{'bare load':>11}{'ModelLoader':>13}{'(loading)':>11}{'ratio':>7}{'page':>8}"
           f"{'peak GB':>9}{'left after unload':>19}")
-    for key, bare, load, inner_s, page_s, peak, left in rows:
-        print(f"{key:<14}{bare:>10.2f}s{load:>12.2f}s{inner_s:>10.2f}s{load / bare:>6.2f}×{page_s:>7.2f}s"
-              f"{peak / 1e9:>9.2f}{left:>16d} B")
+    for family, bare, load, inner_s, page_s, peak_b, left_b in rows:
+        print(f"{family:<10}{bare:>10.2f}s{load:>12.2f}s{inner_s:>10.2f}s{load / bare:>6.2f}×{page_s:>7.2f}s"
+              f"{peak_b / 1e9:>9.2f}{left_b:>16d} B")
 
     # Over the cap: a 3 GiB card cannot hold the 4.4 GB model; the load fails cleanly.
-    torch.cuda.set_per_process_memory_fraction(3 * 2**30 / total)
+    cap(3 * 2**30)
     try:
-        ModelLoader(config).load_model("qwen2_vl_2b")
+        ModelLoader(config).load_model("qwen2_vl")
         print("\nover the cap: loaded?! (the cap did not apply)")
     except NotAvailable as exc:
         print(f"\nover a 3 GiB cap: {exc}")
     gc.collect()
     torch.cuda.empty_cache()
     print(f"allocated after the failed load: {torch.cuda.memory_allocated() - baseline} B over the baseline")
-    torch.cuda.set_per_process_memory_fraction(CARD / total)
-    model = ModelLoader(config).load_model("qwen2_vl_2b")
+    cap()
+    model = ModelLoader(config).load_model("qwen2_vl")
     ok = model.process_image(page).error is None
     del model
     report = ModelLoader.unload_all_models()
     print(f"then under the 12 GiB cap: loaded and read a page: {ok}; unload {report}")
+
+
+# --- part: speed -----------------------------------------------------------------------------------
+
+def load_timed(config, family: str) -> tuple[local.LocalModel, float, float]:
+    """The model, its load (weights) seconds and its warm-up (batch size, compile) seconds."""
+    marks = {}
+    started = time.perf_counter()
+    model = ModelLoader(config).load_model(
+        family, on_progress=lambda message: marks.setdefault("ready", time.perf_counter()) if " ready in " in message
+        else None)
+    ended = time.perf_counter()
+    weights_done = marks.get("ready", ended)
+    # Random weights end a page whenever they happen to pick end-of-sequence: force the count.
+    model.hf_model.generation_config.min_new_tokens = model.requests.max_tokens
+    return model, weights_done - started, ended - weights_done
+
+
+def graphs() -> int:
+    from torch._dynamo.utils import counters
+
+    return counters["stats"]["unique_graphs"]
+
+
+def read(model: local.LocalModel, pages: list[Page]) -> dict:
+    """Seconds for the pages, to the first words (one page, streamed) or the first page."""
+    first: list[float] = []
+    if cuda():
+        torch.cuda.synchronize()
+    started = time.perf_counter()
+    stamp = lambda *_: first.append(time.perf_counter() - started) if not first else None  # noqa: E731
+    result = model.view().ocr(pages, on_text=stamp if len(pages) == 1 else None,
+                              on_page=None if len(pages) == 1 else stamp)
+    seconds = time.perf_counter() - started
+    errors = [page.error for page in result.pages if page.error]
+    assert not errors, errors
+    tokens = len(pages) * model.requests.max_tokens
+    return {"seconds": seconds, "first": first[0] if first else seconds, "pages_min": 60 * len(pages) / seconds,
+            "tokens_s": tokens / seconds}
+
+
+def measure_path(config, family: str, pages: list[Page]) -> dict:
+    baseline = allocated()
+    model, load_s, warm_s = load_timed(config, family)
+    row = {"load": load_s, "warm_up": warm_s, "batch": model.batch_size, "compiled": model.compiled}
+    read(model, pages[:1])  # one untimed page for either path: CUDA's own first-use costs
+    reset_peak()
+    before = graphs()
+    row["one"] = read(model, pages[:1])
+    row["doc"] = read(model, pages)
+    if model.compiled:  # pages of other shapes, and a batch short of full, must find their graphs made
+        landscape = Page(0, render_lines(ENGLISH, size=(2339, 1654)))
+        read(model, [landscape])
+        read(model, pages[:3])
+    row["recompiles"] = graphs() - before
+    row["peak"] = peak()
+    del model
+    ModelLoader.unload_all_models()
+    row["left"] = allocated() - baseline
+    return row
+
+
+def warm_load(args) -> None:
+    """A second load in a fresh process, finding the Inductor cache the first one filled."""
+    cap()
+    if args.smoke:
+        local.COMPILE_BACKEND = "eager"
+    config = config_for({args.family: args.path}, args.smoke, compile=True)
+    model, load_s, warm_s = load_timed(config, args.family)
+    ok = model.view().ocr(document(1)).pages[0].error is None
+    print(json.dumps({"load": load_s, "warm_up": warm_s, "compiled": model.compiled, "read": ok}))
+
+
+def speed(args) -> None:
+    cap()
+    if args.smoke:
+        local.COMPILE_BACKEND = "eager"  # no compiler needed: the shapes and the plumbing are what is tried
+    cache = Path(tempfile.mkdtemp(prefix="inductor-"))
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(cache)  # empty: the first load compiles everything
+    path = weights(args.family, args.out / args.family, args.smoke)
+    pages = document(8)
+    today = measure_path(config_for({args.family: path}, args.smoke, batch_pages=1, compile=False), args.family, pages)
+    print("today's path measured", flush=True)
+    new = measure_path(config_for({args.family: path}, args.smoke, compile=True), args.family, pages)
+    print("new path measured", flush=True)
+    second = subprocess.run([sys.executable, __file__, *(["--smoke"] if args.smoke else []),
+                             "warm-load", args.family, "--path", str(path)],
+                            capture_output=True, text=True, env={**os.environ}, timeout=540)
+    if second.returncode:
+        print(second.stderr[-3000:])
+    warm = json.loads(second.stdout.strip().splitlines()[-1]) if second.returncode == 0 else None
+
+    device = torch.cuda.get_device_name(0) if cuda() else "CPU (smoke)"
+    print(f"\n{args.family}: {device}, capped at {CARD / 2**30:.0f} GiB; torch {torch.__version__}, "
+          f"transformers {tf.__version__}; pages A4 at ~1 Mpx, {8 if args.smoke else NEW_TOKENS} new tokens "
+          "forced per page")
+    print(f"{'path':<34}{'pages/min':>10}{'tokens/s':>10}{'first':>9}{'peak GB':>9}{'left B':>8}")
+    for name, row in (("today: 1 page", today["one"]), ("today: 8 pages, one by one", today["doc"]),
+                      ("new: 1 page (compiled)", new["one"]),
+                      (f"new: 8 pages (batches of {new['batch']}, compiled)", new["doc"])):
+        side = today if name.startswith("today") else new
+        print(f"{name:<34}{row['pages_min']:>10.1f}{row['tokens_s']:>10.1f}{row['first']:>8.2f}s"
+              f"{side['peak'] / 1e9:>9.2f}{side['left']:>8d}")
+    ratio_doc = new["doc"]["pages_min"] / today["doc"]["pages_min"]
+    ratio_one = new["one"]["tokens_s"] / today["one"]["tokens_s"]
+    print(f"8 pages: {ratio_doc:.1f}× pages/min (goal ≥ 8×); one page: {ratio_one:.1f}× tokens/s (goal ≥ 3.5×); "
+          f"peak {new['peak'] / 1e9:.2f} GB (goal ≤ 10); left after unload {new['left']} B (goal 0)")
+    print(f"compiled: {new['compiled']}; warm-up on the first load (empty Inductor cache) {new['warm_up']:.1f} s "
+          f"after {new['load']:.1f} s of loading weights")
+    if warm:
+        print(f"second load in a fresh process (warm cache): warm-up {warm['warm_up']:.1f} s = "
+              f"{100 * warm['warm_up'] / new['warm_up']:.0f} % of the first (goal ≤ 25 %); compiled: "
+              f"{warm['compiled']}; read a page: {warm['read']}")
+    print(f"graphs compiled after the warm-up by pages of other shapes and a short batch: {new['recompiles']} "
+          "(goal 0)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=Path("/tmp/chatvlmllm-bench-models"))
+    parser.add_argument("--smoke", action="store_true", help="tiny models on the CPU: try the script, no numbers")
+    parts = parser.add_subparsers(dest="part", required=True)
+    parts.add_parser("leaks").add_argument("--cycles", type=int, default=5)
+    parts.add_parser("speed").add_argument("family", choices=FAMILIES)
+    warm = parts.add_parser("warm-load")
+    warm.add_argument("family", choices=FAMILIES)
+    warm.add_argument("--path", type=Path, required=True)
+    args = parser.parse_args()
+    if cuda():
+        print(f"{torch.cuda.get_device_name(0)}; torch {torch.__version__}, transformers {tf.__version__}",
+              flush=True)
+    {"leaks": leaks, "speed": speed, "warm-load": warm_load}[args.part](args)
 
 
 if __name__ == "__main__":

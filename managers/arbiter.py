@@ -170,7 +170,7 @@ class Arbiter:
             if self._local_held():
                 return  # a live local model: the record of it was not touched by a vLLM change
             running = self.manager.active()
-        except ChatVLMError:
+        except Exception:  # the Docker SDK missing too: nothing here may hide the change's error
             log.debug("could not read what holds the GPU after a failed change", exc_info=True)
             return  # unknown: the record stays as it was
         with self._state() as state:
