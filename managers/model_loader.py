@@ -112,7 +112,8 @@ class ModelLoader:
                 raise
 
     def _warm_up(self, engine: LocalModel, on_progress) -> None:
-        os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(data_dir() / "compile-cache"))
+        # Set, not defaulted: torch writes its own default into the environment on first use.
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(data_dir() / "compile-cache")
         times, name = StartTimes(lock_dir(self.config)), f"compile:{engine.key}:{engine.device}"
         started = time.perf_counter()
         engine.warm_up(self.config, on_progress, times.estimate(name))

@@ -5,6 +5,7 @@ The tiny models' weights are redrawn wider after loading (``diverse``): at their
 every page gets the same answer, and a test of page order or of batch rows would pass
 whatever the rows held. Each test first checks that its pages' answers differ."""
 
+import os
 import threading
 import weakref
 
@@ -15,7 +16,8 @@ from PIL import Image
 from managers.engines import local
 from managers.model_loader import ModelLoader
 from models.answers import fit_to_model
-from models.config import load_config
+from managers.start_times import StartTimes
+from models.config import load_config, lock_dir
 from models.document import Page
 from tests.containers import local_entry, write_config
 from tests.helpers import ENGLISH, render_lines
@@ -194,6 +196,20 @@ def test_compiled_decoding_keeps_its_shapes_and_its_answers(config, monkeypatch)
     del model, result
     ModelLoader.unload_all_models()
     assert held() is None  # compiled code let go of the weights
+
+
+def test_the_warm_up_says_how_long_it_usually_takes_and_caches_in_the_data_dir(config, monkeypatch, tmp_path):
+    monkeypatch.setattr(local, "COMPILE_BACKEND", CountingBackend())
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    said = []
+    ModelLoader(config).load_model("compiled2", on_progress=said.append)
+    assert "compiling for faster reading… the first time takes a minute or two" in said
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "data" / "compile-cache")
+    ModelLoader.unload_all_models()
+    said.clear()
+    first = StartTimes(lock_dir(config)).estimate("compile:compiled2:cpu")  # the first warm-up, timed
+    ModelLoader(config).load_model("compiled2", on_progress=said.append)
+    assert [m for m in said if m.startswith("compiling")] == [f"compiling for faster reading… usually {first:.0f} s"]
 
 
 def test_a_compile_that_fails_leaves_plain_decoding_and_one_warning(config, monkeypatch):
