@@ -188,6 +188,10 @@ def test_compiled_decoding_keeps_its_shapes_and_its_answers(config, monkeypatch)
     result = model.view().ocr(pages)
     assert backend.calls > calls  # the pages were decoded by the compiled step...
     assert backend.compiled == 2  # ...and pages of new sizes and a short batch compiled nothing new
+    for shape in [(3000, 400), (400, 3000), (2339, 1654)]:  # extreme shapes stay in the cache compiled for
+        calls = backend.calls
+        assert model.view().ocr([Page(0, noise(*shape, 5))]).pages[0].error is None
+        assert backend.calls > calls and backend.compiled == 2
     _, task = model.task(None)
     plain = [model._generate([model._messages(page, task)[0]], [model._messages(page, task)[1]],
                              cache_implementation="dynamic")[0].text for page in pages]

@@ -270,7 +270,13 @@ class LocalModel(Engine):
         unboxed = [task for task in self.model.tasks.values() if not task.prompt.endswith(GROUNDING_MARK)]
         longest = max(unboxed or self.model.tasks.values(), key=lambda task: len(task.prompt))
         image, messages = self._messages(Page(0, Image.new("RGB", (1654, 2339), "white")), longest)
-        return image, messages, int(self._inputs([image], [messages])["input_ids"].shape[1])
+        inputs = self._inputs([image], [messages])
+        merge = getattr(self.processor.image_processor, "merge_size", 2)
+        a4 = int(inputs["image_grid_thw"][0].prod()) // merge**2
+        # A page of another shape may round to a few more image tokens than A4, never more
+        # than max_pixels allows.
+        most = self.model.max_pixels // self.model.resize_factor**2 if self.model.max_pixels else a4
+        return image, messages, int(inputs["input_ids"].shape[1]) - a4 + max(a4, most)
 
     def warm_up(self, config: AppConfig, on_progress: Callable[[str], None] | None = None,
                 usually_s: float | None = None) -> None:
@@ -280,7 +286,7 @@ class LocalModel(Engine):
         cuda = self.device == "cuda"
         compile_on = local.compile if local.compile is not None else cuda
         image, messages, prompt_tokens = self._largest_request()
-        self.max_cache_len = prompt_tokens + self.requests.max_tokens + 16  # room for the longest task prompt
+        self.max_cache_len = prompt_tokens + self.requests.max_tokens + 16  # 16: a grounding task's box
         if compile_on:
             from transformers import CompileConfig
 
