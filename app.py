@@ -254,6 +254,10 @@ def draw_job(slot, job: Batch) -> None:
             more = (f"Reading page {job.done + 1} of {job.total}…" if job.done < job.total
                     else f"Page {job.done} of {job.total} read.")
             st.progress(job.done / job.total, text=more)
+        if job.streaming:  # a layout answer is JSON until it is complete: shown as it comes
+            index, text = job.streaming
+            st.caption(f"Page {index + 1} — reading…")
+            st.code(text, language=None, wrap_lines=True)
 
 
 def follow(config: AppConfig, ops_slot, job_slot) -> None:
@@ -411,10 +415,12 @@ def chat(config: AppConfig, run: runs.Run, file_id: str, image, index: int) -> N
         st.chat_message(role).write(text)
     question = st.chat_input("Ask about this page", key="chat_input")
     if question:
+        st.chat_message("user").write(question)
+        shown = st.chat_message("assistant").empty()
         try:
-            answer = runs.chat(config, run.choice, image, history, question)
+            answer = runs.chat(config, run.choice, image, history, question, on_text=shown.write)
         except ChatVLMError as exc:
-            st.error(str(exc))
+            shown.error(str(exc))
             return
         history += [("user", question), ("assistant", answer)]
         st.rerun()

