@@ -87,9 +87,7 @@ class Engine(ABC):
 
     def read_encoded(self, item, task: Task, source: PageSource) -> PageResult:
         """Read what ``encode`` made of a page; ``source`` gives the page again if needed."""
-        result = self.read_page(item, task)
-        result.warnings = item.warnings + result.warnings
-        return result
+        return self._read_loaded(item, task)
 
     def abort(self) -> None:
         """Stop the work of pages in flight (a cancel); by default they finish unseen."""
@@ -113,7 +111,7 @@ class Engine(ABC):
             if cancel.is_set():
                 return failed
             log.warning("a batch of %d pages failed (%s); reading them one by one", len(pages), exc)
-            return failed + [self.guarded(page.index, lambda p=page: self.read_page(p, task))
+            return failed + [self.guarded(page.index, lambda p=page: self._read_loaded(p, task))
                              for page in pages if not cancel.is_set()]
         seconds = round((time.perf_counter() - started) / len(pages), 3)  # the batch's time, shared
         for page, result in zip(pages, read):
@@ -179,13 +177,14 @@ class Engine(ABC):
         return OCRResult(model=self.key, engine=self.engine_name, task=name,
                          seconds=round(time.perf_counter() - started, 3), pages=ordered)
 
+    def _read_loaded(self, page: Page, task: Task) -> PageResult:
+        result = self.read_page(page, task)
+        result.warnings = page.warnings + result.warnings
+        return result
+
     def _read_one(self, source: PageSource, task: Task) -> PageResult:
-        def read() -> PageResult:
-            page = source.load(self.model.max_pixels if self.shrinks_pages else None)
-            result = self.read_page(page, task)
-            result.warnings = page.warnings + result.warnings
-            return result
-        return self.guarded(source.index, read)
+        return self.guarded(source.index, lambda: self._read_loaded(
+            source.load(self.model.max_pixels if self.shrinks_pages else None), task))
 
     @staticmethod
     def guarded(index: int, step: Callable[[], T]) -> T | PageResult:

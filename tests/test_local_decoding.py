@@ -116,10 +116,12 @@ def test_a_page_that_breaks_its_batch_is_read_again_alone(config, monkeypatch):
         return real(self, images, messages, *args, **kwargs)
 
     monkeypatch.setattr(local.LocalModel, "_generate", generate)
-    result = model.view().ocr([Page(n, image) for n, image in enumerate(PAGES[:3])])
+    pages = [Page(n, image, warnings=[f"turned {n}"]) for n, image in enumerate(PAGES[:3])]
+    result = model.view().ocr(pages)
     assert calls == [3, 1, 1, 1]
     assert result.pages[1].error == "Page 2 failed unexpectedly: a kernel failed on this page"
     assert [result.pages[0].text, result.pages[2].text] == [alone[0], alone[2]]
+    assert [page.warnings[:1] for page in result.pages] == [["turned 0"], [], ["turned 2"]]  # kept alone too
 
 
 def test_out_of_memory_in_a_batch_reads_the_pages_one_by_one_and_keeps_the_model(config, monkeypatch):
@@ -277,3 +279,43 @@ def test_cancel_stops_a_stream(config, monkeypatch):
     assert result.pages[0].error == "Page 1 was not read: cancelled."
     model._submit(lambda: None).result()  # the model's thread is free again: generation ended
     assert lengths[1] < 48
+
+
+def test_a_chat_whose_reader_is_gone_stops_generating(config, monkeypatch):
+    """A Streamlit rerun raises inside on_text: the answer nobody reads is not generated on."""
+    model = load(config, "long2")
+    lengths = []
+    real = model.hf_model.generate
+    monkeypatch.setattr(model.hf_model, "generate", lambda **kwargs: (
+        out := real(**kwargs), lengths.append(out.shape[1] - kwargs["input_ids"].shape[1]))[0])
+
+    def rerun(text):
+        raise KeyboardInterrupt("the script was stopped")
+
+    with pytest.raises(KeyboardInterrupt):
+        model.view().chat(PAGES[0], [], "Read it.", on_text=rerun)
+    model._submit(lambda: None).result()
+    assert lengths[0] < 48
+
+
+def test_out_of_memory_on_one_page_gives_the_pages_in_flight_one_sentence(config, monkeypatch):
+    import torch
+
+    model = load(config, "plain2")
+    real = model.hf_model.generate
+    calls = []
+
+    def generate(**kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 3.00 GiB")
+        return real(**kwargs)
+
+    monkeypatch.setattr(model.hf_model, "generate", generate)
+    result = model.view().ocr([Page(n, image) for n, image in enumerate(PAGES[:3])])
+    errors = [page.error for page in result.pages]
+    ran_out = [e for e in errors if e and e.startswith("The GPU ran out of memory reading page ")]
+    assert len(ran_out) == 1 and "Tiny plain2 was unloaded" in ran_out[0]  # two pages are in flight at once:
+    for error in errors:  # the others were read, or told the model went — never a traceback's words
+        assert error in (ran_out[0], None, "Tiny plain2 was unloaded before this page was read; load it again.")
+    assert ModelLoader.current() is None

@@ -139,19 +139,22 @@ class LocalModel(Engine):
 
     # --- on the model's thread ------------------------------------------------------------------
 
-    def _submit(self, work: Callable[[], object]):
-        gpu = self._held.get("gpu")
+    def _submit(self, work: Callable[[], object], gpu: ThreadPoolExecutor | None = None):
+        gpu = gpu or self._held.get("gpu")
         try:
-            if gpu is not None and self.hf_model is not None:
+            if gpu is not None:
                 return gpu.submit(work)
         except RuntimeError:  # the thread ended (an unload) between the check and the submit
             pass
-        raise EngineError(f"{self.model.name} was unloaded before this page was read; load it again.")
+        raise self._unloaded()
 
-    def _inputs(self, images: list[Image.Image], messages: list[list[dict]]):
-        texts = [self.processor.apply_chat_template(m, add_generation_prompt=True, tokenize=False)
-                 for m in messages]
-        return self.processor(text=texts, images=images, padding=True, return_tensors="pt").to(self.device)
+    def _unloaded(self) -> EngineError:
+        return EngineError(f"{self.model.name} was unloaded before this page was read; load it again.")
+
+    def _inputs(self, images: list[Image.Image], messages: list[list[dict]], processor=None):
+        processor = processor or self.processor
+        texts = [processor.apply_chat_template(m, add_generation_prompt=True, tokenize=False) for m in messages]
+        return processor(text=texts, images=images, padding=True, return_tensors="pt").to(self.device)
 
     def _generate(self, images: list[Image.Image], messages: list[list[dict]],
                   on_text: Callable[[str], None] | None = None, max_new_tokens: int | None = None,
@@ -162,11 +165,15 @@ class LocalModel(Engine):
 
         if self._stop.is_set():
             raise Cancelled("Reading was cancelled.")
+        # Taken once: an unload (another page's out of memory, say) may clear them meanwhile.
+        model, processor, gpu = (self._held.get(name) for name in ("model", "processor", "gpu"))
+        if model is None or processor is None or gpu is None:
+            raise self._unloaded()
         rows = len(images)
         if self.compiled:  # the compiled shapes: one page, or a full batch (the last row repeated)
             pad = (1 if rows == 1 else self.batch_size) - rows
             images, messages = images + images[-1:] * pad, messages + messages[-1:] * pad
-        inputs = self._inputs(images, messages)
+        inputs = self._inputs(images, messages, processor)
         max_new = max_new_tokens or self.requests.max_tokens
         if self.compiled and inputs["input_ids"].shape[1] + max_new > self.max_cache_len:
             options.setdefault("cache_implementation", "dynamic")  # longer than compiled for: plain
@@ -178,9 +185,8 @@ class LocalModel(Engine):
 
         sampling = ({"do_sample": True, "temperature": self.requests.temperature}
                     if self.requests.temperature > 0 else {"do_sample": False})
-        streamer = (TextIteratorStreamer(self.processor.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        streamer = (TextIteratorStreamer(processor.tokenizer, skip_prompt=True, skip_special_tokens=True)
                     if on_text is not None and rows == 1 else None)
-        model = self.hf_model
 
         def generate():
             try:
@@ -192,24 +198,28 @@ class LocalModel(Engine):
                     streamer.end()  # the reader below must not wait for words that never come
                 raise
 
-        future = self._submit(generate)
+        future = self._submit(generate, gpu)
         if streamer is not None:
             text = ""
-            for piece in streamer:
-                if piece:
-                    text += piece
-                    on_text(text)
+            try:
+                for piece in streamer:
+                    if piece:
+                        text += piece
+                        on_text(text)
+            except BaseException:  # the reader is gone (a Streamlit rerun): nobody wants the rest
+                stop.set()
+                raise
         out = future.result()
         new = out[:rows, inputs["input_ids"].shape[1]:]
         ends = model.generation_config.eos_token_id
         ends = set(ends if isinstance(ends, list) else [ends])
-        patch = getattr(self.processor.image_processor, "patch_size", 14)
+        patch = getattr(processor.image_processor, "patch_size", 14)
         answers = []
         for row, tokens in enumerate(new.tolist()):
             stop_at = next((n for n, token in enumerate(tokens) if token in ends), None)
             kept = tokens if stop_at is None else tokens[:stop_at]
             grid = inputs["image_grid_thw"][row].tolist()
-            answers.append(Answer(self.processor.decode(kept, skip_special_tokens=True),
+            answers.append(Answer(processor.decode(kept, skip_special_tokens=True),
                                   stop_at is None and len(tokens) >= max_new,
                                   (int(grid[2]) * patch, int(grid[1]) * patch), kept))
         return answers
