@@ -202,6 +202,9 @@ def test_compiled_decoding_keeps_its_shapes_and_its_answers(config, monkeypatch)
     del model, result
     ModelLoader.unload_all_models()
     assert held() is None  # compiled code let go of the weights
+    again = ModelLoader(config).load_model("compiled2")  # loaded again in this process: compiled again
+    assert again.compiled and again.notes == [] and backend.compiled == 4
+    assert again.view().ocr([Page(0, PAGES[0])]).pages[0].error is None
 
 
 def test_the_warm_up_says_how_long_it_usually_takes_and_caches_in_the_data_dir(config, monkeypatch, tmp_path):

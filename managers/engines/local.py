@@ -11,8 +11,8 @@ Speed on a GPU comes from three things, all set up by ``warm_up`` as a stage of 
 - decoding runs compiled over a static KV cache, with shapes that never change in use: the
   cache is sized once from the model's ``max_pixels`` and ``max_tokens`` and every batch is
   padded to one of two compiled sizes (1, and ``batch_size``), so nothing recompiles;
-- every ``generate`` runs on one long-lived thread of the model's own, because CUDA graphs
-  are recorded per thread: a new thread per document would record them again.
+- every ``generate`` runs on one process-wide thread, because CUDA graphs are recorded per
+  thread: a new thread per document (or per load) would record them again, or fail.
 A single page or a chat answer streams through Transformers' ``TextIteratorStreamer``.
 CUDA out-of-memory in a batch frees memory and reads those pages one by one; out of memory
 at one page calls ``on_oom`` (the loader's unload) and becomes one sentence.
@@ -43,6 +43,10 @@ MAX_BATCH = 8  # beyond 8 pages a batch gains little on a 2B model and delays th
 WARM_UP_TOKENS = 4  # enough decode steps for the compiled step to be traced and its graphs recorded
 # The backend torch.compile hands the decode step to; tests swap it to make compiling fail.
 COMPILE_BACKEND: str | Callable = "inductor"
+# Every generate of every local model runs here, one process-wide thread for good: CUDA graph
+# trees are recorded per thread, and torch 2.11 sets up their thread-local store only on the
+# thread that first used them, so a model loaded again on a new thread could not compile.
+GPU_THREAD = ThreadPoolExecutor(1, thread_name_prefix="local-gpu")
 
 
 def _torch():
@@ -97,8 +101,7 @@ class LocalModel(Engine):
         super().__init__(key, model)
         self.requests = config.requests_for(key)
         processor.tokenizer.padding_side = "left"  # batched rows end together, where generation starts
-        gpu = ThreadPoolExecutor(1, thread_name_prefix=f"{key}-gpu")
-        self._held = {"model": hf_model, "processor": processor, "gpu": gpu}  # shared by every view
+        self._held = {"model": hf_model, "processor": processor, "gpu": GPU_THREAD}  # shared by every view
         self.device = device
         self.load_seconds, self.memory_bytes = load_seconds, memory_bytes
         self.hide_header_footer = False
@@ -126,13 +129,11 @@ class LocalModel(Engine):
     def drop(self) -> None:
         """Let go of the weights, in this object and every view of it (the loader unloads).
         Compiled code and CUDA graphs hold the weights too: they are reset on the thread
-        that recorded them, and the thread ends."""
+        that recorded them, after the work queued there before this call."""
         gpu = self._held.get("gpu")
         self._held.clear()
         if gpu is not None:
-            if self.compiled:
-                gpu.submit(_reset_compiled).result()
-            gpu.shutdown(wait=True)
+            gpu.submit(_reset_compiled if self.compiled else lambda: None).result()
 
     def abort(self) -> None:
         self._stop.set()
@@ -144,7 +145,7 @@ class LocalModel(Engine):
         try:
             if gpu is not None:
                 return gpu.submit(work)
-        except RuntimeError:  # the thread ended (an unload) between the check and the submit
+        except RuntimeError:  # the interpreter is shutting down
             pass
         raise self._unloaded()
 
