@@ -298,19 +298,17 @@ class LocalModel(Engine):
         compile_on = local.compile if local.compile is not None else cuda
         image, messages, prompt_tokens = self._largest_request()
         self.max_cache_len = prompt_tokens + self.requests.max_tokens + 16  # 16: a grounding task's box
-        if compile_on:
-            from transformers import CompileConfig
-
-            settings = CompileConfig(backend=COMPILE_BACKEND, dynamic=False,
-                                     mode="reduce-overhead" if cuda else "default")
-            settings._compile_all_devices = True  # forced on the CPU by config, as on CUDA
-            self.hf_model.generation_config.compile_config = settings
         if local.batch_pages:
             self.batch_size = local.batch_pages
         elif cuda:
             self.batch_size = self._measure_batch(config, image, messages)
         if not compile_on:
             return
+        from transformers import CompileConfig
+
+        settings = CompileConfig(backend=COMPILE_BACKEND, dynamic=False, mode="reduce-overhead" if cuda else "default")
+        settings._compile_all_devices = True  # forced on the CPU by config, as on CUDA
+        self.hf_model.generation_config.compile_config = settings
         self.hf_model.generation_config.cache_implementation = "static"
         self.hf_model.generation_config.max_cache_len = self.max_cache_len
         if on_progress:
