@@ -78,6 +78,15 @@ def open_app(browser, url: str, tmp_path, height: int = 1000):
     return page, scan
 
 
+def loaded_image(page):
+    """The first image on the page once the browser has it: a tab shows its <img> before the
+    picture arrives, and an image still loading measures 0 wide. A broken one fails here."""
+    image = page.get_by_test_id("stImage").locator("img").first
+    image.wait_for(timeout=30_000)
+    image.evaluate("img => img.decode()")
+    return image
+
+
 def test_read_a_page_in_the_browser(app_url, browser, tmp_path):
     page, scan = open_app(browser, app_url, tmp_path)
     sidebar = page.get_by_test_id("stSidebar")
@@ -93,8 +102,7 @@ def test_read_a_page_in_the_browser(app_url, browser, tmp_path):
     assert cer("\n".join(MIXED), text) <= 0.02, text
 
     page.get_by_role("tab", name="Layout").click()
-    overlay = page.get_by_test_id("stImage").locator("img").first
-    overlay.wait_for(timeout=30_000)
+    overlay = loaded_image(page)
     assert overlay.evaluate("img => img.naturalWidth") > 0
     page.get_by_role("tab", name="Text").click()
     (ROOT / "test-results").mkdir(exist_ok=True)
@@ -143,8 +151,7 @@ def test_layout_overlay_from_a_dots_ocr_answer(stub_app, browser, tmp_path):
     page.get_by_role("button", name="Run").click()
     page.get_by_text("Read 1 of 1 pages with remote").wait_for(timeout=60_000)
     page.get_by_role("tab", name="Layout").click()
-    overlay = page.get_by_test_id("stImage").locator("img").first
-    overlay.wait_for(timeout=30_000)
+    overlay = loaded_image(page)
     # Sample the overlay where the first drawn line's box edge must be, in page pixels.
     x0, y0, x1, y1 = line_boxes(MIXED)[0]
     # Streamlit may serve the image scaled down; the box must scale with it.
@@ -285,7 +292,7 @@ def test_a_result_is_reopened_from_history_after_a_restart(browser, tmp_path, tm
         page.get_by_text("Read 1 of 1 pages with tesseract").wait_for(timeout=60_000)
         assert cer("\n".join(MIXED), page.get_by_test_id("stCode").first.inner_text()) <= 0.02
         page.get_by_role("tab", name="Layout").click()
-        assert page.get_by_test_id("stImage").locator("img").first.evaluate("img => img.naturalWidth") > 0
+        assert loaded_image(page).evaluate("img => img.naturalWidth") > 0
         (ROOT / "test-results").mkdir(exist_ok=True)
         page.screenshot(path=str(ROOT / "test-results" / "browser-history.png"), full_page=True)
     finally:
