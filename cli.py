@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """ChatVLMLLM without a browser: list models, read documents to txt, md or json (and the
-formats of models/exports), and list or export again the runs the history keeps.
+formats of models/exports), list or export again the runs the history keeps, and score
+models against documents whose true text is known.
 
 Results go to standard output (or files under --out); progress and messages go to
 standard error. Exit codes: 0 all pages read, 1 some pages or files failed, 2 bad usage.
@@ -15,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from managers import runs
+from managers import eval_report, evaluation, runs
 from managers.availability import probe_host, why_not
 from managers.history import Entry, History
 from managers.container_manager import SingleContainerManager, SwitchEvent
@@ -24,7 +25,7 @@ from managers.operations import Operation
 from models import exports, render
 from models.config import MODE_LABELS, MODES, load_config
 from models.document import Document, open_path, select_pages
-from models.errors import ChatVLMError, HistoryError, NothingToExport, Superseded, SwitchError
+from models.errors import ChatVLMError, HistoryError, InputError, NothingToExport, Superseded, SwitchError
 from models.result import OCRResult, PageResult
 
 EXIT_SUPERSEDED = 3
@@ -63,7 +64,7 @@ def print_table(rows: list[tuple[str, ...]]) -> None:
     """Columns padded to their widest cell; the last one, a free sentence, is not padded."""
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     for row in rows:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[-1])
+        print(("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[-1]).rstrip())
 
 
 def cmd_models(args, config) -> int:
@@ -197,6 +198,64 @@ def say_warning(history: History) -> None:
         print(history.warning, file=sys.stderr)
 
 
+def parse_choices(spec: str, task: str | None) -> list[runs.Choice]:
+    """``KEY[:MODE][,KEY[:MODE]…]`` → choices, each with ``task``."""
+    choices = []
+    for entry in spec.split(","):
+        key, colon, mode = entry.strip().partition(":")
+        if not key or (colon and mode not in MODES):
+            raise ChatVLMError(f"'{entry}' is not KEY or KEY:MODE (MODE: {', '.join(MODES)}).")
+        choices.append(runs.Choice(key, mode or None, task))
+    return choices
+
+
+def cmd_eval(args, config) -> int:
+    choices = [evaluation.resolve(config, c) for c in parse_choices(args.models, args.task)]
+    chart = (args.out / eval_report.CHART_NAME).resolve()  # where --out is DIR: a chart, not a document
+    samples, errors = evaluation.folder_samples(args.folder, config.limits, skip={chart})
+    for error in errors:
+        print(f"error: {error}", file=sys.stderr)
+    if not samples:
+        raise InputError(f"'{args.folder}' holds no document to read (PNG, JPEG, TIFF, BMP, WebP or PDF).")
+    result = evaluation.evaluate(
+        config, choices, samples, on_event=print_event,
+        on_read=lambda choice, sample: ProgressBar(f"{choice.key} {sample.name}", len(sample.pages())))
+    history = History(config)
+    for model in result.models:
+        if model.error:
+            print(f"error: {model.label}: {model.error}", file=sys.stderr)
+        for row in model.rows:
+            if row.error:
+                print(f"error: {model.label}: {row.sample.name}: {row.error}", file=sys.stderr)
+            else:
+                keep(history, row.run, row.sample.document)
+        print_scores(model)
+    say_warning(history)
+    for path in eval_report.write(result, args.out):
+        print(f"wrote {path}", file=sys.stderr)
+    return 1 if errors or result.failed else 0
+
+
+def print_scores(model: evaluation.ModelResult) -> None:
+    """The model's line, then its scores over all documents and per document; a blank line."""
+    print(model.label)
+    if model.error:
+        print("not evaluated: it could not be made ready\n")
+        return
+    rows = [("DOCUMENT", "PAGES", "FAILED", "SECONDS", "PAGES/MIN", "CER", "WER", "NOTE"),
+            _score_cells("all documents", model, "micro-averaged over the pages with truth")]
+    rows += [_score_cells(row.sample.name, row, row.note) for row in model.rows]
+    print_table(rows)
+    print()
+
+
+def _score_cells(name: str, part: evaluation.ModelResult | evaluation.Row, note: str) -> tuple[str, ...]:
+    per_min, score = part.pages_per_min, part.score
+    rates = ("-", "-") if score is None else (f"{score.cer:.2%}", f"{score.wer:.2%}")
+    return (name, str(part.pages), str(part.failed), f"{part.seconds:.1f}",
+            "-" if per_min is None else f"{per_min:.1f}", *rates, note)
+
+
 def cmd_history(args, config) -> int:
     history = History(config)
     try:
@@ -276,6 +335,19 @@ def build_parser() -> argparse.ArgumentParser:
     ocr.add_argument("--endpoint", metavar="URL",
                      help="send pages to this OpenAI-compatible server instead of a managed container")
     ocr.set_defaults(run=cmd_ocr)
+
+    score = commands.add_parser("eval", help="score models on documents whose true text is known",
+                                description="Read every document in DIR with each model, one model "
+                                "after another, and score each page against NAME.txt beside the document "
+                                "(its true text, pages split by form feed): CER and WER, micro-averaged. "
+                                "Writes eval.csv and eval.png into --out.")
+    score.add_argument("folder", type=Path, metavar="DIR", help="documents (images, PDFs) with NAME.txt beside each")
+    score.add_argument("--models", required=True, metavar="KEY[:MODE][,KEY[:MODE]…]",
+                       help="the models to compare, e.g. tesseract,qwen3_vl_2b:vllm")
+    score.add_argument("--task", metavar="T", help="a task every model has (default: each model's first)")
+    score.add_argument("--out", type=Path, default=Path("."), metavar="DIR",
+                       help="where eval.csv and eval.png go (default: the current folder)")
+    score.set_defaults(run=cmd_eval)
 
     history = commands.add_parser("history", help="list the runs kept, export one again, or delete one")
     history.add_argument("--search", metavar="TEXT", help="only files whose name contains TEXT (any case)")

@@ -6,7 +6,8 @@ import io
 import os
 
 from PIL import Image, ImageDraw, ImageFont
-from rapidfuzz.distance import Levenshtein
+
+from models.metrics import score
 
 # Debian's fonts-dejavu-core; elsewhere (the GPU machine) the benchmark carries the file.
 FONT = os.environ.get("CHATVLMLLM_TEST_FONT", "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf")
@@ -71,12 +72,6 @@ def pdf_with_text(pages: list[list[str]]) -> bytes:
     return pdf.tobytes()
 
 
-def normalise(text: str) -> str:
-    return " ".join(text.split())
-
-
 def cer(expected: str, actual: str) -> float:
-    """Character error rate: Levenshtein distance over the expected length, whitespace
-    runs counted as one space."""
-    a = normalise(expected)
-    return Levenshtein.distance(a, normalise(actual)) / max(len(a), 1)
+    """Character error rate, as the app and ``cli.py eval`` measure it (models/metrics.py)."""
+    return score(expected, actual).cer

@@ -23,7 +23,7 @@ def scans(tmp_path_factory):
 
 
 def test_help_on_every_command():
-    for args in ([], ["models"], ["ocr"]):
+    for args in ([], ["models"], ["ocr"], ["eval"]):
         done = cli(*args, "--help")
         assert done.returncode == 0 and "usage: cli.py" in done.stdout
 

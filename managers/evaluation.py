@@ -1,0 +1,230 @@
+"""Which model reads these documents best: every choice of (model, mode, task) reads every
+document through the document runner, scored against the document's true text where there
+is one (models/metrics.py says how).
+
+- Models run one after another, each over all documents: a model is made ready once (one
+  switch or load), then reads document after document, and the runner, finding it ready,
+  does not switch again. Documents in the outer loop would switch at every document.
+- A model that cannot be made ready keeps its sentence and gets no score: it read nothing,
+  and 100% would rank it beside a model that read everything wrong. The others still run.
+- A document whose reading fails as a whole (e.g. the model was taken away) counts every
+  page as failed, scored like any failed page: its whole reference is errors.
+- Cancel stops the evaluation: documents read in full keep their rows; the one it
+  interrupted is left out, since its pages not read would count as failures.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from managers import runs
+from managers.container_manager import OnEvent
+from managers.runs import Choice, Run
+from models.config import MODE_LABELS, AppConfig, Limits
+from models.document import EXTENSIONS, Document, PageRef, open_path
+from models.engine import OnPage
+from models.errors import ChatVLMError, InputError
+from models.metrics import Score, score_result, split_pages
+from models.result import OCRResult, PageResult
+
+
+@dataclass(frozen=True)
+class Sample:
+    """A document to read, the pages to read (None: all), and its true text page by page
+    (by page index in the document; None: no truth, so read and timed, not scored)."""
+
+    document: Document
+    truth: list[str] | None = None
+    indexes: list[int] | None = None
+
+    @property
+    def name(self) -> str:
+        return self.document.name
+
+    def pages(self) -> list[PageRef]:
+        return self.document.pages(self.indexes)
+
+    @property
+    def note(self) -> str | None:
+        """Why some or all of its pages go unscored, for the tables."""
+        if self.truth is None:
+            return "no truth: read and timed, not scored"
+        if len(self.truth) != self.document.page_count:
+            return (f"the truth has {len(self.truth)} pages, the document {self.document.page_count}: "
+                    "pages are matched in order, pages without truth are not scored")
+        return None
+
+
+def _per_min(pages: int, seconds: float) -> float | None:
+    return pages * 60 / seconds if seconds > 0 else None
+
+
+@dataclass(frozen=True)
+class Row:
+    """One model on one document. ``error``: the reading failed as a whole (then ``run``
+    holds every page as failed, and is not one to keep in the history)."""
+
+    choice: Choice
+    sample: Sample
+    run: Run
+    score: Score | None  # None: no page read has a true text
+    error: str | None = None
+
+    @property
+    def note(self) -> str:
+        return "; ".join(n for n in (self.error, self.sample.note) if n)
+
+    @property
+    def pages(self) -> int:
+        return len(self.run.result.pages)
+
+    @property
+    def failed(self) -> int:
+        return len(self.run.result.failed)
+
+    @property
+    def seconds(self) -> float:
+        return self.run.result.seconds
+
+    @property
+    def pages_per_min(self) -> float | None:
+        return _per_min(self.pages, self.seconds)
+
+
+@dataclass
+class ModelResult:
+    """One choice over all documents; ``error``: it could not be made ready, so no rows."""
+
+    choice: Choice
+    rows: list[Row] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.choice.key} ({MODE_LABELS[self.choice.mode]}, {self.choice.task})"
+
+    @property
+    def score(self) -> Score | None:
+        """Micro-averaged over every scored page of every document."""
+        scores = [row.score for row in self.rows if row.score is not None]
+        return sum(scores, Score()) if scores else None
+
+    @property
+    def pages(self) -> int:
+        return sum(row.pages for row in self.rows)
+
+    @property
+    def failed(self) -> int:
+        return sum(row.failed for row in self.rows)
+
+    @property
+    def seconds(self) -> float:
+        return sum(row.seconds for row in self.rows)
+
+    @property
+    def pages_per_min(self) -> float | None:
+        return _per_min(self.pages, self.seconds)
+
+
+@dataclass
+class Evaluation:
+    samples: list[Sample]
+    models: list[ModelResult] = field(default_factory=list)
+    cancelled: bool = False
+
+    @property
+    def failed(self) -> bool:
+        """Whether any model could not be made ready or any page failed."""
+        return any(m.error or m.failed for m in self.models)
+
+
+def resolve(config: AppConfig, choice: Choice) -> Choice:
+    """The choice with its mode and task filled in (the model's first where None); a model
+    without that mode or task is refused with a sentence, before anything runs."""
+    mode = runs.check_mode(config, choice.key, choice.mode)
+    task, _ = config.model(choice.key).task(choice.task)
+    return Choice(choice.key, mode, task, choice.hide_header_footer, choice.box)
+
+
+def evaluate(config: AppConfig, choices: list[Choice], samples: list[Sample], *,
+             on_event: OnEvent | None = None,
+             on_read: Callable[[Choice, Sample], OnPage | None] | None = None,
+             cancel: threading.Event | None = None) -> Evaluation:
+    """Read every sample with every choice, one model after another. ``on_event``: switch
+    and load progress, as the runner gives it; ``on_read(choice, sample)``, called before
+    each document, returns that reading's page callback (or None)."""
+    choices = [resolve(config, choice) for choice in choices]
+    cancel = cancel or threading.Event()
+    evaluation = Evaluation(samples)
+    for choice in choices:
+        if cancel.is_set():
+            break
+        model = ModelResult(choice)
+        try:
+            runs.make_ready(config, choice.key, choice.mode, on_event, cancel)
+        except ChatVLMError as exc:
+            model.error = str(exc)
+        if cancel.is_set():
+            break
+        evaluation.models.append(model)
+        if model.error:
+            continue
+        for sample in samples:
+            row = _read(config, choice, sample, on_event, on_read, cancel)
+            if cancel.is_set():
+                break
+            model.rows.append(row)
+    evaluation.cancelled = cancel.is_set()
+    return evaluation
+
+
+def _read(config: AppConfig, choice: Choice, sample: Sample, on_event: OnEvent | None,
+          on_read: Callable[[Choice, Sample], OnPage | None] | None, cancel: threading.Event) -> Row:
+    pages = sample.pages()
+    error = None
+    try:
+        run = runs.read_document(config, choice, pages, on_page=on_read(choice, sample) if on_read else None,
+                                 on_event=on_event, cancel=cancel)
+    except ChatVLMError as exc:
+        error = str(exc)
+        failed = [PageResult(index=page.index, error=error) for page in pages]
+        run = Run(choice, OCRResult(model=choice.key, engine="", task=choice.task, pages=failed))
+    return Row(choice, sample, run, score_result(run.result, sample.truth), error)
+
+
+# --- a folder of documents with their true texts beside them -------------------------------
+
+def read_truth(path: Path) -> list[str] | None:
+    """The pages of a true text file (UTF-8, pages split by form feeds); None if there is none."""
+    try:
+        return split_pages(path.read_text(encoding="utf-8-sig"))
+    except FileNotFoundError:
+        return None
+    except UnicodeDecodeError:
+        raise InputError(f"'{path.name}' is not UTF-8 text; save it as UTF-8 and run again.") from None
+    except OSError as exc:
+        raise InputError(f"'{path}' cannot be read: {exc.strerror}.") from None
+
+
+def folder_samples(folder: Path, limits: Limits, skip: set[Path] = frozenset()) -> tuple[list[Sample], list[str]]:
+    """Every document in ``folder`` the intake opens (by name), each with ``NAME.txt`` beside
+    it as its truth; and a sentence for each document that cannot be used. ``skip``: files
+    that are not documents although they look like one (a chart written there before)."""
+    if not folder.is_dir():
+        raise InputError(f"'{folder}' is not a folder.")
+    files = sorted(p for p in folder.iterdir()
+                   if p.is_file() and p.suffix.lower() in EXTENSIONS and p.resolve() not in skip)
+    samples, errors = [], []
+    for path in files:
+        try:
+            document = open_path(path, limits)
+            if document.page_count > limits.max_pages:
+                raise InputError(f"'{path.name}' has {document.page_count} pages, over the limit of "
+                                 f"{limits.max_pages} (limits.max_pages).")
+            samples.append(Sample(document, read_truth(path.with_suffix(".txt"))))
+        except ChatVLMError as exc:
+            errors.append(str(exc))
+    return samples, errors
