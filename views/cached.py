@@ -1,0 +1,40 @@
+"""What the views keep across reruns: the config, the host probe, opened documents, and the
+process's idle watcher."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from managers.availability import probe_host
+from managers.idle import IdleWatcher
+from managers.readiness import endpoint_ready
+from models.config import AppConfig, load_config
+from models.document import Document, open_document
+
+
+@st.cache_resource
+def cached_config() -> AppConfig:
+    return load_config()
+
+
+@st.cache_resource(ttl=15, show_spinner="Looking for Docker and GPUs…")
+def cached_host(_config: AppConfig):
+    return probe_host(_config)
+
+
+@st.cache_data(ttl=10, show_spinner=False)
+def cached_remote_ready(key: str, _config: AppConfig) -> tuple[bool, str]:
+    return endpoint_ready(_config.models[key].vllm)
+
+
+@st.cache_resource(max_entries=4, show_spinner="Opening the document…")
+def cached_document(file_id: str, _data: bytes, name: str, _config: AppConfig) -> Document:
+    return open_document(_data, name, _config.limits)
+
+
+@st.cache_resource
+def idle_watcher(_config: AppConfig) -> IdleWatcher:
+    """One per app process: unloads what this process holds after switching.idle_unload_s."""
+    watcher = IdleWatcher(_config)
+    watcher.start()
+    return watcher
