@@ -7,7 +7,7 @@ import logging
 import threading
 from dataclasses import dataclass, field
 
-from managers.history import History
+from managers.history import keep
 from managers.runs import Choice, Run, read_document
 from models.config import AppConfig
 from models.engine import PageSource
@@ -49,15 +49,6 @@ class Batch:
     def running(self) -> bool:
         return self._thread.is_alive()
 
-    def _keep(self, config: AppConfig, item: Item, run: Run) -> None:
-        """Every finished run goes to the history; a history that fails never fails the reading."""
-        history = History(config)
-        try:
-            history.add(run, item.name, item.data)
-        except ChatVLMError as exc:
-            self.history_warning = str(exc)
-        self.history_warning = history.warning or self.history_warning
-
     def _streamed(self, index: int, text: str) -> None:
         # Pages read side by side would take turns in one view: follow one until it is done.
         if self.streaming is None or self.streaming[0] == index:
@@ -81,7 +72,7 @@ class Batch:
                     config, self.choice, item.pages, on_page=lambda done, total, page: self._page_done(done, page.index),
                     on_event=lambda event: setattr(self, "status", event.message), cancel=self.cancel,
                     on_text=self._streamed)
-                self._keep(config, item, self.runs[item.key])
+                self.history_warning = keep(config, self.runs[item.key], item.name, item.data) or self.history_warning
             except ChatVLMError as exc:
                 self.errors[item.key] = str(exc)
             except Exception as exc:  # a bug must still end the batch with a sentence, not silently

@@ -35,7 +35,7 @@ from managers.locks import FileLock
 from managers.runs import Choice, Run, check_mode
 from models.config import AppConfig, Limits, data_dir
 from models.document import Document, open_document
-from models.errors import HistoryError
+from models.errors import ChatVLMError, HistoryError
 from models.result import OCRResult
 
 FILE_NAME = "history.sqlite3"
@@ -349,3 +349,14 @@ def _image(png: bytes) -> Image.Image:
     image = Image.open(io.BytesIO(png))
     image.load()
     return image
+
+
+def keep(config: AppConfig, run: Run, document_name: str, data: bytes) -> str | None:
+    """Keep a finished run where a history that fails must never fail the reading: the
+    sentence to show instead (the run was not kept, or the history had to be rebuilt)."""
+    history = History(config)
+    try:
+        history.add(run, document_name, data)
+    except ChatVLMError as exc:
+        return str(exc)
+    return history.warning
