@@ -7,6 +7,8 @@ import streamlit as st
 
 from models.errors import ChatVLMError
 from views.cached import cached_config, cached_host, idle_watcher
+from views.compare import compare_view
+from views.evaluate import evaluate_view
 from views.history import history_view
 from views.progress import follow
 from views.read import read_view
@@ -26,10 +28,14 @@ def main() -> None:
     mode, key, reason = sidebar(config, host)
     ops_slot = operations_panel(config)
     idle_note(config)
-    view = st.sidebar.radio("View", ["Read", "History"], horizontal=True, key="view")
+    view = st.sidebar.radio("View", ["Read", "Compare", "Evaluate", "History"], horizontal=True, key="view")
+    watched = None
     if view == "History":
         history_view(config)
-        watched = None
+    elif view == "Compare":
+        watched = compare_view(config, host, (mode, key))
+    elif view == "Evaluate":
+        watched = evaluate_view(config, host, (mode, key))
     else:
         watched = read_view(config, mode, key, reason)
     follow(config, ops_slot, watched)

@@ -37,7 +37,7 @@ class Sample:
     (by page index in the document; None: no truth, so read and timed, not scored)."""
 
     document: Document
-    truth: list[str] | None = None
+    truth: list[str | None] | None = None
     indexes: list[int] | None = None
 
     @property

@@ -70,13 +70,16 @@ def score(reference: str, reading: str) -> Score:
                  Levenshtein.distance(ref_words, hyp_words), len(ref_words))
 
 
-def score_result(result: OCRResult, truth: list[str] | None) -> Score | None:
-    """A read document against its true pages (by page index); None when no page read has
-    one. A page that failed scores as if nothing was read: its whole reference is errors.
-    Pages the truth does not reach are not scored, and true pages not read are left out,
-    so a page range scores against the whole document's truth."""
+def score_result(result: OCRResult, truth: list[str | None] | None) -> Score | None:
+    """A read document against its true pages (by page index; None: that page has no true
+    text); None when no page read has one. A page that failed scores as if nothing was
+    read: its whole reference is errors. Pages the truth does not reach are not scored, and
+    true pages not read are left out, so a page range scores against the whole document's
+    truth."""
+    if truth is None:
+        return None
     scored = [score(truth[page.index], "" if page.error else page.text)
-              for page in result.pages if truth is not None and page.index < len(truth)]
+              for page in result.pages if page.index < len(truth) and truth[page.index] is not None]
     return sum(scored, Score()) if scored else None
 
 

@@ -9,6 +9,7 @@ import time
 import urllib.request
 
 import pytest
+import yaml
 
 from tests.conftest import ROOT
 from tests.helpers import MIXED, cer, encode, render_lines
@@ -297,3 +298,53 @@ def test_a_result_is_reopened_from_history_after_a_restart(browser, tmp_path, tm
         page.screenshot(path=str(ROOT / "test-results" / "browser-history.png"), full_page=True)
     finally:
         second.close()
+
+
+@pytest.fixture(scope="module")
+def compare_app(tmp_path_factory):
+    """The app with Qwen3-VL on a stub endpoint that answers the true text with known edits."""
+    from tests.test_eval import QuietStub, stub_answer, write_config
+
+    server = QuietStub(answer=stub_answer)
+    folder = tmp_path_factory.mktemp("compare")
+    qwen = yaml.safe_load((ROOT / "config.yaml").read_text())["models"]["qwen3_vl_2b"]
+    qwen["vllm"] = {"endpoint": server.url, "served_model_name": "stub"}
+    path = write_config(folder / "stub.yaml", {"qwen3_vl_2b": qwen})
+    try:
+        yield from serve_app(tmp_path_factory, {"CHATVLMLLM_CONFIG": str(path)})
+    finally:
+        server.close()
+
+
+def test_two_models_side_by_side_with_their_differences(compare_app, browser, tmp_path):
+    """Compare: the stub's reading and Tesseract's, scored against the pasted true text; the
+    stub's substituted word and the word it left out are marked where a person looks."""
+    from tests.test_eval import MIXED_CHARS, MIXED_TRUTH
+
+    page, scan = open_app(browser, compare_app, tmp_path, height=1300)
+    page.get_by_test_id("stSidebar").get_by_text("Compare", exact=True).click()
+    page.get_by_text("Compare two models").wait_for(timeout=30_000)
+    page.locator("input[type=file]").first.set_input_files(str(scan))
+    page.get_by_text("True text (optional)").click()
+    truth = page.get_by_role("textbox", name="Paste the true text")
+    truth.fill(MIXED_TRUTH)
+    truth.press("Control+Enter")
+    button = page.get_by_role("button", name="Compare", exact=True)
+    page.wait_for_function("() => [...document.querySelectorAll('button')].some("
+                           "b => b.innerText.trim() === 'Compare' && !b.disabled)", timeout=30_000)
+    button.click()
+    page.get_by_text("Differences against").wait_for(timeout=120_000)
+    sides = page.locator("div.diff-text")
+    sides.nth(1).wait_for(timeout=30_000)
+    assert sides.count() == 2
+    assert page.get_by_text(f"CER {6 / MIXED_CHARS:.1%} · WER {2 / 29:.1%}").count() == 1
+    stub_side = sides.nth(0)
+    marked = stub_side.locator("span.diff-replace")
+    assert marked.count() == 1 and marked.inner_text() == "оборудовання"
+    assert marked.get_attribute("title") == "оборудования"
+    colour = marked.evaluate("span => getComputedStyle(span).backgroundColor")
+    assert colour == "rgb(255, 232, 163)", colour  # amber, as views/diff.py draws a substitution
+    assert sides.nth(1).locator("span.diff-insert").inner_text() == "lazy"
+    assert page.get_by_test_id("stImage").count() == 2
+    (ROOT / "test-results").mkdir(exist_ok=True)
+    page.screenshot(path=str(ROOT / "test-results" / "browser-compare.png"), full_page=True)

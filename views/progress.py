@@ -9,6 +9,9 @@ from typing import Any, Protocol
 
 import streamlit as st
 
+from managers.comparison import EvaluationJob
+from managers.evaluation import Evaluation, Sample
+from managers.runs import Choice
 from managers.operations import OPERATIONS
 from models.config import AppConfig
 from views.sidebar import draw_operations
@@ -44,3 +47,45 @@ def follow(config: AppConfig, ops_slot, watched: Watched | None = None) -> None:
         time.sleep(0.25)
     if followed:
         st.rerun()
+
+
+def draw_evaluation(slot, job: EvaluationJob) -> None:
+    """A comparison's or an evaluation's progress: the switch under way, then the page."""
+    with slot.container():
+        if job.status:
+            st.info(job.status)
+        if job.model:
+            st.progress(job.done / job.total if job.total else 0.0,
+                        text=f"Model {job.step} of {len(job.choices)}: {job.model} · {job.document} · "
+                             f"page {job.done} of {job.total}")
+
+
+def collect_evaluation(name: str) -> None:
+    """A finished comparison or evaluation (kept under ``name`` in the session) becomes the
+    one on view; its sentence if it could not start."""
+    job: EvaluationJob | None = st.session_state.get(f"{name}_job")
+    if job is None or job.running:
+        return
+    del st.session_state[f"{name}_job"]
+    if job.error:
+        st.error(job.error)
+    elif job.evaluation is not None:
+        st.session_state[f"{name}_done"] = job.evaluation
+    if job.history_warning:
+        st.warning(job.history_warning)
+
+
+def run_evaluation(config: AppConfig, name: str, button: str, blocked: bool,
+                   work: Callable[[], tuple[list[Choice], list[Sample]]]) -> tuple[Evaluation | None, Watched | None]:
+    """The button that starts a comparison or evaluation (``work`` says what reads what),
+    its Cancel while it runs; the last finished one, and the running one to follow."""
+    job: EvaluationJob | None = st.session_state.get(f"{name}_job")
+    if st.button(button, type="primary", disabled=blocked or job is not None, key=f"{name}_run"):
+        st.session_state[f"{name}_job"] = job = EvaluationJob(config, *work())
+        st.session_state.pop(f"{name}_done", None)
+    watched = None
+    if job is not None and job.running:
+        if st.button("Cancel", key=f"{name}_cancel"):
+            job.cancel.set()
+        watched = Watched(job, st.empty(), draw_evaluation)
+    return st.session_state.get(f"{name}_done"), watched

@@ -18,7 +18,7 @@ from views.progress import Watched
 from views.result import download_all, show_result
 
 
-def choose_pages(document: Document, config: AppConfig) -> list[int] | None:
+def choose_pages(document: Document, config: AppConfig, key: str = "pages") -> list[int] | None:
     if document.page_count == 1:
         return [0]
     limit = config.limits.max_pages
@@ -26,7 +26,7 @@ def choose_pages(document: Document, config: AppConfig) -> list[int] | None:
         st.info(f"This document has {document.page_count} pages; up to {limit} are read at a time. "
                 "Choose the range to read.")
     first, last = st.slider("Pages", 1, document.page_count,
-                            (1, min(document.page_count, limit)), key=f"pages_{document.name}")
+                            (1, min(document.page_count, limit)), key=f"{key}_{document.name}")
     try:
         return select_pages(document, f"{first}-{last}")
     except ChatVLMError as exc:

@@ -1,0 +1,99 @@
+"""The Evaluate view: the app's ``cli.py eval``. Documents with their true texts (NAME.txt
+beside NAME.pdf, pages split by form feeds) read by every chosen model, one model after
+another; CER, WER and speed per model and per document, the chart, and the CSV."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import streamlit as st
+
+from managers import eval_report
+from managers.evaluation import Evaluation, ModelResult, Row, Sample
+from models.config import AppConfig, Mode
+from models.document import UPLOAD_TYPES
+from models.errors import ChatVLMError
+from models.metrics import split_pages
+from views.cached import cached_document
+from views.choice import label, runnable
+from views.progress import Watched, collect_evaluation, run_evaluation
+
+def evaluate_view(config: AppConfig, host, default: tuple[Mode, str]) -> Watched | None:
+    st.title("Evaluate models on your documents")
+    collect_evaluation("eval")
+    choices = runnable(config, host)
+    preferred = [name for name, c in choices.items()
+                 if (c.mode, c.key) in (default, ("cpu", config.fallback_model))]
+    chosen = st.multiselect("Models", list(choices), default=preferred, key="eval_models")
+    uploads = st.file_uploader("Documents, each with its true text as NAME.txt (pages split by form feeds)",
+                               type=[*UPLOAD_TYPES, "txt"], accept_multiple_files=True, key="eval_uploads",
+                               max_upload_size=config.limits.max_upload_mb)
+    samples = read_samples(config, uploads or [])
+    done, watched = run_evaluation(config, "eval", "Evaluate", not samples or not chosen,
+                                   lambda: ([choices[name] for name in chosen], samples))
+    if done is not None:
+        show_evaluation(config, done)
+    return watched
+
+
+def read_samples(config: AppConfig, uploads) -> list[Sample]:
+    """The uploaded documents, each with the .txt of its name as its truth; a sentence for
+    each file that cannot be used."""
+    truths: dict[str, list[str]] = {}
+    for upload in uploads:
+        if Path(upload.name).suffix.lower() == ".txt":
+            try:
+                truths[Path(upload.name).stem] = split_pages(upload.getvalue().decode("utf-8-sig"))
+            except UnicodeDecodeError:
+                st.error(f"'{upload.name}' is not UTF-8 text; save it as UTF-8 and upload it again.")
+    samples = []
+    for upload in uploads:
+        if Path(upload.name).suffix.lower() == ".txt":
+            continue
+        try:
+            document = cached_document(upload.file_id, upload.getvalue(), upload.name, config)
+        except ChatVLMError as exc:
+            st.error(str(exc))
+            continue
+        if document.page_count > config.limits.max_pages:
+            st.error(f"'{upload.name}' has {document.page_count} pages, over the limit of "
+                     f"{config.limits.max_pages} (limits.max_pages).")
+            continue
+        samples.append(Sample(document, truths.get(Path(upload.name).stem)))
+    if samples:
+        untrue = [s.name for s in samples if s.truth is None]
+        st.caption(f"{len(samples)} documents, {len(samples) - len(untrue)} with true text"
+                   + (f"; without (read and timed, not scored): {', '.join(untrue)}" if untrue else "") + ".")
+    return samples
+
+
+
+
+
+
+def show_evaluation(config: AppConfig, evaluation: Evaluation) -> None:
+    if evaluation.cancelled:
+        st.warning("The evaluation was cancelled; documents read in full are counted.")
+    for model in evaluation.models:
+        if model.error:
+            st.error(f"{label(config, model.choice)}: {model.error}")
+    st.subheader("All documents")
+    st.dataframe([line(label(config, model.choice), model) for model in evaluation.models if not model.error],
+                 hide_index=True)
+    st.image(eval_report.chart_png(evaluation), width="stretch")
+    st.subheader("Per document")
+    st.dataframe([line(label(config, model.choice), row) | {"document": row.sample.name, "note": row.note}
+                  for model in evaluation.models for row in model.rows], hide_index=True)
+    left, right = st.columns(2)
+    left.download_button("Table .csv", eval_report.csv_text(evaluation), file_name=eval_report.CSV_NAME,
+                         mime="text/csv", key="eval_csv")
+    right.download_button("Chart .png", eval_report.chart_png(evaluation), file_name=eval_report.CHART_NAME,
+                          mime="image/png", key="eval_png")
+
+
+def line(name: str, part: ModelResult | Row) -> dict:
+    """CER and WER micro-averaged over the pages with true text; '-' without any."""
+    score, per_min = part.score, part.pages_per_min
+    return {"model": name, "pages": part.pages, "failed": part.failed, "seconds": round(part.seconds, 1),
+            "pages/min": round(per_min, 1) if per_min else None,
+            "CER": "-" if score is None else f"{score.cer:.2%}", "WER": "-" if score is None else f"{score.wer:.2%}"}
