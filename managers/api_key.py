@@ -14,6 +14,7 @@ import secrets
 from pathlib import Path
 
 from models.errors import NotAvailable
+from models.i18n import _
 
 FILE_NAME = "vllm_api_key"
 ENV = "CHATVLMLLM_VLLM_API_KEY"
@@ -23,19 +24,20 @@ def api_key(directory: Path) -> str:
     if key := os.environ.get(ENV, "").strip():
         return key
     path = directory / FILE_NAME
-    for _ in range(2):
+    for _attempt in range(2):
         try:
             key = path.read_text().strip()
         except FileNotFoundError:
             _create(path)
             continue
         except PermissionError:
-            raise NotAvailable(f"The vLLM API key in {path} belongs to another user; ask them for it "
-                               f"and set {ENV}, or use a lock folder of your own (switching.lock_dir).") from None
+            raise NotAvailable(_("The vLLM API key in {path} belongs to another user; ask them for it and set "
+                                 "{variable}, or use a lock folder of your own (switching.lock_dir).",
+                                 path=path, variable=ENV)) from None
         if not key:
-            raise NotAvailable(f"The vLLM API key file {path} is empty; delete it and a new key is made.")
+            raise NotAvailable(_("The vLLM API key file {path} is empty; delete it and a new key is made.", path=path))
         return key
-    raise NotAvailable(f"The vLLM API key could not be made in {directory}.")
+    raise NotAvailable(_("The vLLM API key could not be made in {directory}.", directory=directory))
 
 
 def _create(path: Path) -> None:

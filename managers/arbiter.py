@@ -41,6 +41,7 @@ from managers.containers import ModelStatus
 from managers.locks import FILE_MODE, FileLock, Slots, held_by_someone
 from models.config import AppConfig, lock_dir
 from models.errors import Cancelled, ChatVLMError, NotAvailable, Superseded, SwitchError
+from models.i18n import _, n_
 
 WAIT_POLL_S = 0.1
 CLAIM_WAIT_S = 2.0
@@ -221,8 +222,9 @@ class Arbiter:
                 holder = self.holder()
                 if holder and holder.mode == "vllm":  # it may still run: never load beside it
                     name = self.config.models[holder.model].name if holder.model in self.config.models else holder.model
-                    raise NotAvailable(f"{name}'s vLLM server may still hold the GPU, and this process cannot "
-                                       f"reach Docker to stop it ({exc}); stop it first (cli.py stop).") from None
+                    raise NotAvailable(_("{model}'s vLLM server may still hold the GPU, and this process cannot "
+                                         "reach Docker to stop it ({reason}); stop it first (cli.py stop).",
+                                         model=name, reason=exc)) from None
             self._take_local_claim()
             self._hook("before_load")
             try:
@@ -267,11 +269,11 @@ class Arbiter:
         while True:
             still_wanted()
             if cancel is not None and cancel.is_set():
-                raise Cancelled("The change was cancelled before it began.")
+                raise Cancelled(_("The change was cancelled before it began."))
             if lock.acquire(blocking=False):
                 break
             if on_event and not announced:
-                on_event(SwitchEvent("waiting", "waiting for another switch to finish",
+                on_event(SwitchEvent("waiting", _("waiting for another switch to finish"),
                                      time.monotonic() - started))
                 announced = True
             time.sleep(WAIT_POLL_S)
@@ -296,7 +298,8 @@ class Arbiter:
         newest = max(wants, key=lambda w: w["seq"], default=None)
         if newest and newest["seq"] > seq and newest["model"] != key:
             other = self.config.models.get(newest["model"])
-            raise Superseded(f"The switch to {name} was superseded by {other.name if other else newest['model']}.")
+            raise Superseded(_("The switch to {model} was superseded by {other}.",
+                               model=name, other=other.name if other else newest["model"]))
 
     # --- the local claim ------------------------------------------------------------------
 
@@ -309,7 +312,7 @@ class Arbiter:
                 deadline = time.monotonic() + CLAIM_WAIT_S
                 while not claim.acquire(blocking=False):
                     if time.monotonic() > deadline:
-                        raise NotAvailable("Another process holds a local model; unload it there and try again.")
+                        raise NotAvailable(_("Another process holds a local model; unload it there and try again."))
                     time.sleep(0.01)
                 Arbiter._local_claim = claim
 
@@ -334,11 +337,11 @@ class Arbiter:
         holder = self.state().holder
         if holder and holder.mode == "local":
             model = self.config.models.get(holder.model)
-            what = f"{model.name if model else holder.model} in local mode"
+            what = _("{model} in local mode", model=model.name if model else holder.model)
         else:
-            what = "a local model"
-        raise NotAvailable(f"Process {holder.pid if holder else '?'} holds the GPU with {what}; unload it "
-                           "there (the Unload button, or end that process) and try again.")
+            what = _("a local model")
+        raise NotAvailable(_("Process {pid} holds the GPU with {what}; unload it there (the Unload button, "
+                             "or end that process) and try again.", pid=str(holder.pid) if holder else "?", what=what))
 
     def _unload_own_local_model(self):
         if Arbiter._local_claim is not None and Arbiter.release_local_model is not None:
@@ -358,12 +361,16 @@ class Arbiter:
                 return
             pages = sum(lease.get("pages", 1) for lease in pending)
             if time.monotonic() - started > timeout:
-                raise SwitchError(f"{pages} pages are still being read after {timeout:g} s "
-                                  "(switching.pages_wait_timeout_s); switch again when they finish.")
+                raise SwitchError(n_("{n} page is still being read after {seconds:g} s "
+                                     "(switching.pages_wait_timeout_s); switch again when it finishes.",
+                                     "{n} pages are still being read after {seconds:g} s "
+                                     "(switching.pages_wait_timeout_s); switch again when they finish.",
+                                     pages, seconds=timeout))
             if cancel is not None and cancel.is_set():
-                raise Cancelled("The change was cancelled while pages were being read.")
+                raise Cancelled(_("The change was cancelled while pages were being read."))
             if on_event:
-                on_event(SwitchEvent("waiting", f"waiting for {pages} pages in progress",
+                on_event(SwitchEvent("waiting", n_("waiting for {n} page in progress",
+                                                   "waiting for {n} pages in progress", pages),
                                      time.monotonic() - started))
             time.sleep(self.config.switching.poll_interval_s)
 
@@ -375,16 +382,18 @@ class Arbiter:
             switching = state.switching
             if switching and not held_by_someone(self.dir / "switch.lock"):
                 # the process changing the model died midway: what holds the GPU is unknown
-                raise SwitchError("The last model switch ended without finishing (its process stopped); "
-                                  f"start {name} again to read.")
+                raise SwitchError(_("The last model switch ended without finishing (its process stopped); "
+                                    "start {model} again to read.", model=name))
             if switching and (switching["mode"], switching["model"]) != (mode, key):
                 target = self.config.models.get(switching["model"] or "")
-                doing = f"A switch to {target.name}" if target else "A stop of the running model"
-                raise SwitchError(f"{doing} is under way; read the document when it is done.")
+                if target:
+                    raise SwitchError(_("A switch to {model} is under way; read the document when it is done.",
+                                        model=target.name))
+                raise SwitchError(_("A stop of the running model is under way; read the document when it is done."))
             holder = self._live(state.holder)
             if holder is None or (holder.mode, holder.model) != (mode, key):
-                raise SwitchError(f"{name} is not the active model (it was stopped, or another model "
-                                  "took the GPU); start it again to read.")
+                raise SwitchError(_("{model} is not the active model (it was stopped, or another model took the "
+                                    "GPU); start it again to read.", model=name))
             slot = self.leases.take({"mode": mode, "model": key, "pages": pages, "pid": os.getpid()})
             state.last_used = time.time()
         try:

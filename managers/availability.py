@@ -15,13 +15,14 @@ from managers.docker_host import docker_error
 from managers.gpu import GPUProbe, probe_gpus
 from models.config import MODE_LABELS, AppConfig, Mode, ModelConfig
 from models.errors import NotAvailable
+from models.i18n import Message, _
 from managers.engines.local import has_weights
 from managers.engines.tesseract import INSTALL_HINT, installed_languages
 
 
 @dataclass(frozen=True)
 class HostFacts:
-    docker_error: str | None
+    docker_error: Message | None
     gpu: GPUProbe
     tesseract_languages: frozenset[str] | None  # None: Tesseract is not installed
     transformers: bool = True  # PyTorch and Transformers are importable (local mode)
@@ -41,46 +42,48 @@ def probe_host(config: AppConfig) -> HostFacts:
     return HostFacts(docker_error() if needs_docker else None, probe_gpus(), languages, transformers, weights)
 
 
-def why_not(model: ModelConfig, mode: Mode, host: HostFacts, config: AppConfig) -> str | None:
+def why_not(model: ModelConfig, mode: Mode, host: HostFacts, config: AppConfig) -> Message | None:
     """None when ``model`` can run in ``mode`` on this machine; otherwise one sentence
     saying why not and what to do."""
     if mode not in model.modes:
-        return f"{model.name} has no {MODE_LABELS[mode]} backend"
+        return _("{model} has no {mode} backend", model=model.name, mode=MODE_LABELS[mode])
     if mode == "cpu":
         assert model.cpu is not None
         if host.tesseract_languages is None:
-            return f"Tesseract is not installed — install it with: {INSTALL_HINT}"
+            return _("Tesseract is not installed — install it with: {command}", command=INSTALL_HINT)
         missing = [lang for lang in model.cpu.languages if lang not in host.tesseract_languages]
         if missing:
             packages = " ".join(f"tesseract-ocr-{lang}" for lang in missing)
-            return f"Tesseract lacks {', '.join(missing)} — install: sudo apt-get install {packages}"
+            return _("Tesseract lacks {languages} — install: sudo apt-get install {packages}",
+                     languages=", ".join(missing), packages=packages)
         return None
     if mode == "vllm":
         assert model.vllm is not None
         if model.vllm.remote:
             key_env = model.vllm.api_key_env
             if key_env and not os.environ.get(key_env):
-                return f"the endpoint's API key is not set — export {key_env}=…"
+                return _("the endpoint's API key is not set — export {variable}=…", variable=key_env)
             return None
         if host.docker_error:
             return host.docker_error
         if model.vllm.gpu and not host.gpu.gpus:
-            return ("no NVIDIA GPU found — this entry requests a GPU; use CPU mode, "
-                    "or set gpu: false for a CPU build of vLLM")
+            return _("no NVIDIA GPU found — this entry requests a GPU; use CPU mode, "
+                     "or set gpu: false for a CPU build of vLLM")
     if mode == "local":
         if not host.transformers:
-            return "local mode needs PyTorch and Transformers — install them with: scripts/install.sh --local"
+            return _("local mode needs PyTorch and Transformers — install them with: scripts/install.sh --local")
         if (model.local.model_id, model.local.path) not in host.local_weights:
             where = model.local.path or model.local.model_id
-            return (f"no model at {where}" if model.local.path
-                    else f"the weights are not on this machine — download them with: hf download {where}")
+            if model.local.path:
+                return _("no model at {path}", path=where)
+            return _("the weights are not on this machine — download them with: hf download {model}", model=where)
     uses_gpu = (mode == "vllm" and model.vllm.gpu) or (mode == "local" and host.gpu.gpus)
     if uses_gpu and (reason := over_budget(model, config)):
         return reason
     return None
 
 
-def vram_warning(model: ModelConfig, config: AppConfig) -> str | None:
+def vram_warning(model: ModelConfig, config: AppConfig) -> Message | None:
     try:
         warnings = admit(model, config, None)
     except NotAvailable:

@@ -12,6 +12,7 @@ from managers.runs import Choice, Run, read_document
 from models.config import AppConfig
 from models.engine import PageSource
 from models.errors import ChatVLMError
+from models.i18n import Message, _
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +24,7 @@ class Item:
     key: str  # the caller's name for it (an upload's file id)
     name: str
     pages: list[PageSource] = field(default_factory=list)
-    refused: str | None = None
+    refused: Message | None = None
     data: bytes = b""  # the document's bytes, kept with its run in the history
 
 
@@ -37,11 +38,11 @@ class Batch:
     def __init__(self, config: AppConfig, choice: Choice, items: list[Item]):
         self.choice, self.items = choice, items
         self.cancel = threading.Event()
-        self.current, self.done, self.total, self.status = 0, 0, 0, ""
+        self.current, self.done, self.total, self.status = 0, 0, 0, Message("")
         self.streaming: tuple[int, str] | None = None
         self.runs: dict[str, Run] = {}
-        self.errors: dict[str, str] = {}
-        self.history_warning: str | None = None
+        self.errors: dict[str, Message] = {}
+        self.history_warning: Message | None = None
         self._thread = threading.Thread(target=self._read, args=(config,), name="batch", daemon=True)
         self._thread.start()
 
@@ -74,7 +75,7 @@ class Batch:
                     on_text=self._streamed)
                 self.history_warning = keep(config, self.runs[item.key], item.name, item.data) or self.history_warning
             except ChatVLMError as exc:
-                self.errors[item.key] = str(exc)
+                self.errors[item.key] = exc.message
             except Exception as exc:  # a bug must still end the batch with a sentence, not silently
                 log.exception("reading %s failed", item.name)
-                self.errors[item.key] = f"Reading {item.name} failed unexpectedly: {exc}"
+                self.errors[item.key] = _("Reading {name} failed unexpectedly: {reason}", name=item.name, reason=exc)

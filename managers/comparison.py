@@ -12,11 +12,12 @@ from managers.history import keep
 from managers.runs import Choice
 from models.config import AppConfig
 from models.errors import ChatVLMError
+from models.i18n import Message, _, n_
 
 log = logging.getLogger(__name__)
 
 
-def align_truth(pages: list[str], page_count: int, indexes: list[int]) -> tuple[list[str | None], str | None]:
+def align_truth(pages: list[str], page_count: int, indexes: list[int]) -> tuple[list[str | None], Message | None]:
     """The true text a person gave, page by page of the document (None: not scored), and a
     sentence when it had to be matched. As many pages as the document: page for page.
     Otherwise it is the text of the pages chosen, in order, which is what a person pastes
@@ -28,8 +29,9 @@ def align_truth(pages: list[str], page_count: int, indexes: list[int]) -> tuple[
         truth[index] = text
     if len(pages) == len(indexes):
         return truth, None
-    return truth, (f"The true text has {len(pages)} pages and {len(indexes)} pages are read: "
-                   "they are matched in order, and pages without true text are not scored.")
+    return truth, _("{given} and {read}: they are matched in order, and pages without true text are not scored.",
+                    given=n_("The true text has {n} page", "The true text has {n} pages", len(pages)),
+                    read=n_("{n} page is read", "{n} pages are read", len(indexes)))
 
 
 class EvaluationJob:
@@ -41,11 +43,11 @@ class EvaluationJob:
     def __init__(self, config: AppConfig, choices: list[Choice], samples: list[Sample]):
         self.choices, self.samples = choices, samples
         self.cancel = threading.Event()
-        self.status, self.model, self.document = "", "", ""
+        self.status, self.model, self.document = Message(""), "", ""
         self.step, self.done, self.total = 0, 0, 0
         self.evaluation: Evaluation | None = None
-        self.error: str | None = None
-        self.history_warning: str | None = None
+        self.error: Message | None = None
+        self.history_warning: Message | None = None
         self._thread = threading.Thread(target=self._run, args=(config,), name="evaluation", daemon=True)
         self._thread.start()
 
@@ -57,7 +59,7 @@ class EvaluationJob:
         if choice.key != self.model:
             self.step += 1
         self.model, self.document = choice.key, sample.name
-        self.done, self.total, self.status = 0, len(sample.pages()), ""
+        self.done, self.total, self.status = 0, len(sample.pages()), Message("")
         return lambda done, total, page: setattr(self, "done", done)
 
     def _run(self, config: AppConfig) -> None:
@@ -66,11 +68,11 @@ class EvaluationJob:
                                        on_event=lambda event: setattr(self, "status", event.message),
                                        on_read=self._on_read)
         except ChatVLMError as exc:
-            self.error = str(exc)
+            self.error = exc.message
             return
         except Exception as exc:  # a bug must still end the job with a sentence, not silently
             log.exception("evaluation failed")
-            self.error = f"The comparison failed unexpectedly: {exc}"
+            self.error = _("The comparison failed unexpectedly: {reason}", reason=exc)
             return
         for model in self.evaluation.models:
             for row in model.rows:

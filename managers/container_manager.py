@@ -44,13 +44,14 @@ from managers.readiness import api_ready
 from managers.start_times import StartTimes
 from models.config import AppConfig, lock_dir
 from models.errors import Cancelled, NotAvailable, SwitchError
+from models.i18n import Message, _
 
 LOG_TAIL = 30
 log = logging.getLogger(__name__)
 
 
 @contextlib.contextmanager
-def docker_errors(doing: str) -> Iterator[None]:
+def docker_errors(doing: Message) -> Iterator[None]:
     """Any failure of the Docker engine while ``doing`` something, as one sentence."""
     import docker.errors
     import requests.exceptions
@@ -58,18 +59,18 @@ def docker_errors(doing: str) -> Iterator[None]:
     try:
         yield
     except (requests.exceptions.ConnectionError, requests.exceptions.Timeout):
-        raise NotAvailable(f"The Docker engine stopped answering while {doing}; start Docker "
-                           "(e.g. sudo systemctl start docker) and try again.") from None
+        raise NotAvailable(_("The Docker engine stopped answering while {doing}; start Docker "
+                             "(e.g. sudo systemctl start docker) and try again.", doing=doing)) from None
     except docker.errors.APIError as exc:
-        raise SwitchError(f"Docker refused {doing}: {exc.explanation or exc}.") from None
+        raise SwitchError(_("Docker refused {doing}: {reason}.", doing=doing, reason=exc.explanation or exc)) from None
     except docker.errors.DockerException as exc:
-        raise SwitchError(f"Docker failed while {doing}: {exc}.") from None
+        raise SwitchError(_("Docker failed while {doing}: {reason}.", doing=doing, reason=exc)) from None
 
 
 @dataclass(frozen=True)
 class SwitchEvent:
     stage: str  # waiting, stopping, memory, pulling, starting, ready
-    message: str
+    message: Message
     elapsed: float
     log_line: str = ""
     estimate: float | None = None  # seconds this model took to start before (median)
@@ -124,17 +125,17 @@ class SingleContainerManager:
     def _vllm(self, key: str):
         model = self.config.model(key)
         if model.vllm is None:
-            raise NotAvailable(f"{model.name} has no vLLM backend in config.yaml.")
+            raise NotAvailable(_("{model} has no vLLM backend in config.yaml.", model=model.name))
         if model.vllm.remote:
-            raise NotAvailable(f"{model.name} is served by the remote endpoint {model.vllm.endpoint}; "
-                               "no container is managed for it.")
+            raise NotAvailable(_("{model} is served by the remote endpoint {endpoint}; no container is "
+                                 "managed for it.", model=model.name, endpoint=model.vllm.endpoint))
         return model, model.vllm
 
     def base_url(self, key: str) -> str:
         return self._vllm(key)[1].base_url
 
     def status(self) -> dict[str, ModelStatus]:
-        with docker_errors("reading the model containers"):
+        with docker_errors(_("reading the model containers")):
             return self._status()
 
     def _status(self) -> dict[str, ModelStatus]:
@@ -152,9 +153,11 @@ class SingleContainerManager:
                          and api_ready(self.base_url(key), model.vllm.served_model_name,
                                        api_key=self.api_key)[0])
             state = derive_state(info, ready)
-            detail = ""
-            if state is State.FAILED and info:
-                detail = f"exited with code {info.exit_code}" + (" (out of memory)" if info.oom_killed else "")
+            detail = Message("")
+            if state is State.FAILED and info and info.oom_killed:
+                detail = _("exited with code {code} (out of memory)", code=str(info.exit_code))
+            elif state is State.FAILED and info:
+                detail = _("exited with code {code}", code=str(info.exit_code))
             since = (info.started_at if info and info.running else info.finished_at if info else None) or None
             result[key] = ModelStatus(key, state, model.vllm.port if info and info.running else None,
                                       since, info.name if info else None, detail)
@@ -162,7 +165,7 @@ class SingleContainerManager:
 
     def active(self) -> str | None:
         """The model whose container is running (ready or still starting), if any."""
-        with docker_errors("reading the model containers"):
+        with docker_errors(_("reading the model containers")):
             for c in self._managed():
                 info = ContainerInfo.from_attrs(c.attrs)
                 if info.running:
@@ -170,19 +173,19 @@ class SingleContainerManager:
         return None
 
     def logs(self, key: str, tail: int = 100) -> str:
-        _, v = self._vllm(key)
-        with docker_errors(f"reading the log of {v.container_name}"):
+        v = self._vllm(key)[1]
+        with docker_errors(_("reading the log of {container}", container=v.container_name)):
             found = self._named(v.container_name)
             if not found or not ContainerInfo.from_attrs(found[0].attrs).managed:
-                raise NotAvailable(f"No container of {key} exists (it is stopped and removed).")
+                raise NotAvailable(_("No container of {model} exists (it is stopped and removed).", model=key))
             return found[0].logs(tail=tail).decode(errors="replace")
 
     # --- acting -------------------------------------------------------------------------
 
     def switch(self, key: str, on_event: OnEvent | None = None,
                cancel: threading.Event | None = None) -> ModelStatus:
-        _, v = self._vllm(key)
-        with docker_errors(f"starting {v.container_name}"):
+        v = self._vllm(key)[1]
+        with docker_errors(_("starting {container}", container=v.container_name)):
             return self._switch(key, on_event, cancel or threading.Event())
 
     def _switch(self, key: str, on_event: OnEvent | None, cancel: threading.Event) -> ModelStatus:
@@ -193,7 +196,7 @@ class SingleContainerManager:
         report = self.last_report = SwitchReport()
         estimate = self.history.estimate(key)
 
-        def emit(stage: str, message: str, log_line: str = "") -> None:
+        def emit(stage: str, message: Message, log_line: str = "") -> None:
             if on_event:
                 on_event(SwitchEvent(stage, message, time.monotonic() - started, log_line, estimate))
 
@@ -202,7 +205,7 @@ class SingleContainerManager:
                            [ContainerInfo.from_attrs(c.attrs) for c in containers.values()])
         mark = time.monotonic()
         for info in plan.stop:
-            emit("stopping", f"stopping {info.model or info.name}")
+            emit("stopping", _("stopping {model}", model=info.model or info.name))
             self._stop(containers[info.id])
             report.stopped.append(info.model or info.name)
         for info in plan.remove:
@@ -218,38 +221,40 @@ class SingleContainerManager:
                     emit("memory", warning)
             report.memory_s = time.monotonic() - mark
             if not v.loopback:
-                emit("starting", f"{v.container_name} is published on {v.host}:{v.port} (expose: true): "
-                                 "other machines can reach it; only the API key keeps them out")
+                emit("starting", _("{container} is published on {host}:{port} (expose: true): other machines "
+                                   "can reach it; only the API key keeps them out",
+                                   container=v.container_name, host=v.host, port=str(v.port)))
             mark = time.monotonic()
             self._ensure_image(v.image, emit, cancel)
             report.pull_s = time.monotonic() - mark
 
         mark = time.monotonic()
         if cancel.is_set():
-            raise Cancelled(f"The start of {v.container_name} was cancelled before it began.")
+            raise Cancelled(_("The start of {container} was cancelled before it began.", container=v.container_name))
         if plan.reuse:
             container = containers[plan.reuse.id]
         elif plan.start_existing:
             container = containers[plan.start_existing.id]
-            emit("starting", f"starting {v.container_name} (created by docker compose)")
+            emit("starting", _("starting {container} (created by docker compose)", container=v.container_name))
             if _env(container).get("VLLM_API_KEY") != self.api_key:
-                emit("starting", f"{v.container_name} was created by docker compose without this app's API key: "
-                                 "its /v1 is not guarded by it — export VLLM_API_KEY as docker-compose.yml says")
+                emit("starting", _("{container} was created by docker compose without this app's API key: its "
+                                   "/v1 is not guarded by it — export VLLM_API_KEY as docker-compose.yml says",
+                                   container=v.container_name))
             container.start()
         else:
-            emit("starting", f"starting {v.container_name}")
+            emit("starting", _("starting {container}", container=v.container_name))
             gpu_runtime = v.gpu and has_gpu_runtime(self.client.info())
             if v.gpu and not gpu_runtime:
-                raise NotAvailable(f"{model.name} requests a GPU but the Docker engine has no NVIDIA "
-                                   "runtime — install the NVIDIA Container Toolkit and restart Docker.")
+                raise NotAvailable(_("{model} requests a GPU but the Docker engine has no NVIDIA runtime — "
+                                     "install the NVIDIA Container Toolkit and restart Docker.", model=model.name))
             container = self.client.containers.create(**container_spec(
                 key, model, self.config, gpu_runtime, self.api_key, os.environ))
             try:
                 container.start()
             except docker.errors.APIError as exc:  # e.g. the port is taken by another program
                 self._quietly(self._remove, container, force=True)
-                raise SwitchError(f"{v.container_name} could not start: "
-                                  f"{exc.explanation or exc}.") from None
+                raise SwitchError(_("{container} could not start: {reason}.",
+                                    container=v.container_name, reason=exc.explanation or exc)) from None
             except BaseException:  # the engine timed out, or we were interrupted: leave nothing
                 self._quietly(self._abandon, container)
                 raise
@@ -260,7 +265,7 @@ class SingleContainerManager:
         report.total_s = time.monotonic() - started
         if plan.create or plan.start_existing:
             self.history.record(key, report.start_s)
-        emit("ready", f"{model.name} is ready on port {v.port}")
+        emit("ready", _("{model} is ready on port {port}", model=model.name, port=str(v.port)))
         return ModelStatus(key, State.READY, v.port, ContainerInfo.from_attrs(container.attrs).started_at,
                            v.container_name)
 
@@ -268,12 +273,12 @@ class SingleContainerManager:
         """Stop every running container of this project; nothing to stop is not an error."""
         stopped = []
         started = time.monotonic()
-        with docker_errors("stopping the model containers"):
+        with docker_errors(_("stopping the model containers")):
             for c in self._managed():
                 info = ContainerInfo.from_attrs(c.attrs)
                 if info.running:
                     if on_event:
-                        on_event(SwitchEvent("stopping", f"stopping {info.model or info.name}",
+                        on_event(SwitchEvent("stopping", _("stopping {model}", model=info.model or info.name),
                                              time.monotonic() - started))
                     self._stop(c)
                     stopped.append(info.model or info.name)
@@ -294,7 +299,7 @@ class SingleContainerManager:
             else:
                 container.reload()
                 if ContainerInfo.from_attrs(container.attrs).running:
-                    raise SwitchError(f"{info.name} is still running after docker stop.")
+                    raise SwitchError(_("{container} is still running after docker stop.", container=info.name))
         except docker.errors.NotFound:
             pass  # gone already: that is what we wanted
 
@@ -316,14 +321,15 @@ class SingleContainerManager:
         deadline = time.monotonic() + self.config.switching.gpu_memory_wait_s
         while True:
             if cancel is not None and cancel.is_set():
-                raise Cancelled(f"The start of {model.name} was cancelled while GPU memory came back.")
+                raise Cancelled(_("The start of {model} was cancelled while GPU memory came back.", model=model.name))
             probe = self.gpu_probe()
             if probe.free_gb is None:
                 return None, None
             need = vllm_reservation_gb(model, probe.total_gb)
             if probe.free_gb >= need or time.monotonic() >= deadline:
                 return probe.free_gb, probe.total_gb
-            emit("memory", f"waiting for GPU memory: {probe.free_gb:.1f} GB free, {need:.1f} GB needed")
+            emit("memory", _("waiting for GPU memory: {free:.1f} GB free, {need:.1f} GB needed",
+                             free=probe.free_gb, need=need))
             time.sleep(0.5)
 
     def _ensure_image(self, image: str, emit, cancel: threading.Event) -> None:
@@ -341,26 +347,28 @@ class SingleContainerManager:
             free_gb = None  # a remote engine: its disk cannot be read from here
         need = self.config.switching.min_free_disk_gb
         if free_gb is not None and free_gb < need:
-            raise NotAvailable(f"Only {free_gb:.0f} GB are free under {root}; pulling {image} needs "
-                               f"about {need:g} GB (switching.min_free_disk_gb) — free disk space first.")
-        repo, _, tag = image.rpartition(":") if ":" in image.split("/")[-1] else (image, "", "latest")
-        emit("pulling", f"pulling {image}")
+            raise NotAvailable(_("Only {free:.0f} GB are free under {root}; pulling {image} needs about "
+                                 "{need:g} GB (switching.min_free_disk_gb) — free disk space first.",
+                                 free=free_gb, root=root, image=image, need=need))
+        repo, _colon, tag = image.rpartition(":") if ":" in image.split("/")[-1] else (image, "", "latest")
+        emit("pulling", _("pulling {image}", image=image))
         try:
             for event in self.client.api.pull(repo, tag=tag, stream=True, decode=True):
                 if cancel.is_set():
-                    raise Cancelled(f"The pull of {image} was cancelled; what was downloaded is kept.")
+                    raise Cancelled(_("The pull of {image} was cancelled; what was downloaded is kept.", image=image))
                 if "error" in event:
-                    raise SwitchError(f"Could not pull {image}: {event['error']}.")
-                progress = event.get("progress", "")
-                emit("pulling", f"pulling {image}: {event.get('status', '')} {progress}".strip())
+                    raise SwitchError(_("Could not pull {image}: {reason}.", image=image, reason=event["error"]))
+                # Docker's own progress text (status, bar) is English; only the frame is ours.
+                progress = f"{event.get('status', '')} {event.get('progress', '')}".strip()
+                emit("pulling", _("pulling {image}: {progress}", image=image, progress=progress))
         except docker.errors.APIError as exc:
-            raise SwitchError(f"Could not pull {image} ({exc.explanation or exc}); check the "
-                              f"network, or pull it by hand: docker pull {image}.") from None
+            raise SwitchError(_("Could not pull {image} ({reason}); check the network, or pull it by hand: "
+                                "docker pull {image}.", image=image, reason=exc.explanation or exc)) from None
 
     def _wait_ready(self, container, key: str, emit, cancel: threading.Event, abandon: bool = True) -> None:
         import docker.errors
 
-        _, v = self._vllm(key)
+        v = self._vllm(key)[1]
         url = self.base_url(key)
         poll = self.config.switching.poll_interval_s
         deadline = time.monotonic() + v.start_timeout_s
@@ -368,28 +376,30 @@ class SingleContainerManager:
         try:
             while True:
                 if cancel.is_set():
-                    raise Cancelled(f"The start of {v.container_name} was cancelled; it was stopped.")
+                    raise Cancelled(_("The start of {container} was cancelled; it was stopped.",
+                                      container=v.container_name))
                 try:
                     container.reload()
                 except docker.errors.NotFound:
-                    raise SwitchError(f"{v.container_name} disappeared while starting "
-                                      "(removed by someone else?).") from None
+                    raise SwitchError(_("{container} disappeared while starting (removed by someone else?).",
+                                        container=v.container_name)) from None
                 info = ContainerInfo.from_attrs(container.attrs)
                 if info.status in ("exited", "dead"):
                     tail = _log_tail(container, LOG_TAIL)
                     last = next((line for line in reversed(tail.splitlines()) if line.strip()), "")
-                    raise SwitchError(f"{v.container_name} exited with code {info.exit_code} while "
-                                      f"starting: {last.strip()[:200]}", tail)
+                    raise SwitchError(_("{container} exited with code {code} while starting: {line}",
+                                        container=v.container_name, code=str(info.exit_code),
+                                        line=last.strip()[:200]), tail)
                 ready, why = api_ready(url, v.served_model_name, timeout=min(2.0, poll * 4),
                                        api_key=self.api_key)
                 if ready:
                     return
                 if time.monotonic() >= deadline:
                     tail = _log_tail(container, LOG_TAIL)
-                    raise SwitchError(f"{v.container_name} was not ready after {v.start_timeout_s:g} s "
-                                      f"({why}); it was stopped.", tail)
+                    raise SwitchError(_("{container} was not ready after {seconds:g} s ({reason}); it was stopped.",
+                                        container=v.container_name, seconds=v.start_timeout_s, reason=why), tail)
                 newest = _log_tail(container, 1).strip()
-                emit("starting", f"starting {v.container_name}: {why}", newest)
+                emit("starting", _("starting {container}: {reason}", container=v.container_name, reason=why), newest)
                 cancel.wait(poll)
         finally:
             if not ready and abandon:

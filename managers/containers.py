@@ -13,6 +13,7 @@ from enum import Enum
 
 from models.config import AppConfig, ModelConfig
 from models.errors import SwitchError
+from models.i18n import Message, _
 
 # The project's label namespace: only containers carrying LABEL_MANAGED are ever touched.
 LABEL_MANAGED = "io.chatvlmllm.managed"
@@ -73,7 +74,7 @@ class ModelStatus:
     port: int | None = None
     since: str | None = None
     container: str | None = None
-    detail: str = ""
+    detail: Message = Message("")
 
 
 def derive_state(info: ContainerInfo | None, api_ready: bool) -> State:
@@ -109,10 +110,10 @@ def plan_switch(key: str, container_name: str, containers: list[ContainerInfo]) 
     else's and is never touched."""
     for c in containers:
         if c.name == container_name and not c.managed:
-            raise SwitchError(
-                f"A container named '{container_name}' exists without the project's label "
-                f"({LABEL_MANAGED}), so it was left alone; rename or remove it "
-                f"(docker rm -f {container_name}) or change container_name in config.yaml.")
+            raise SwitchError(_(
+                "A container named '{container}' exists without the project's label ({label}), so it was "
+                "left alone; rename or remove it (docker rm -f {container}) or change container_name in "
+                "config.yaml.", container=container_name, label=LABEL_MANAGED))
     managed = [c for c in containers if c.managed]
     target = next((c for c in managed if c.name == container_name), None)
     stop = tuple(c for c in managed if c.running and c is not target)

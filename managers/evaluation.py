@@ -27,6 +27,7 @@ from models.config import MODE_LABELS, AppConfig, Limits
 from models.document import EXTENSIONS, Document, PageRef, open_path
 from models.engine import OnPage
 from models.errors import ChatVLMError, InputError
+from models.i18n import Message, _
 from models.metrics import Score, score_result, split_pages
 from models.result import OCRResult, PageResult
 
@@ -48,13 +49,13 @@ class Sample:
         return self.document.pages(self.indexes)
 
     @property
-    def note(self) -> str | None:
+    def note(self) -> Message | None:
         """Why some or all of its pages go unscored, for the tables."""
         if self.truth is None:
-            return "no truth: read and timed, not scored"
+            return _("no truth: read and timed, not scored")
         if len(self.truth) != self.document.page_count:
-            return (f"the truth has {len(self.truth)} pages, the document {self.document.page_count}: "
-                    "pages are matched in order, pages without truth are not scored")
+            return _("the truth has {truth} pages, the document {pages}: pages are matched in order, "
+                     "pages without truth are not scored", truth=len(self.truth), pages=self.document.page_count)
         return None
 
 
@@ -71,11 +72,13 @@ class Row:
     sample: Sample
     run: Run
     score: Score | None  # None: no page read has a true text
-    error: str | None = None
+    error: Message | None = None
 
     @property
-    def note(self) -> str:
-        return "; ".join(n for n in (self.error, self.sample.note) if n)
+    def note(self) -> Message:
+        if self.error and self.sample.note:
+            return _("{error}; {note}", error=self.error, note=self.sample.note)
+        return self.error or self.sample.note or Message("")
 
     @property
     def pages(self) -> int:
@@ -100,7 +103,7 @@ class ModelResult:
 
     choice: Choice
     rows: list[Row] = field(default_factory=list)
-    error: str | None = None
+    error: Message | None = None
 
     @property
     def label(self) -> str:
@@ -166,7 +169,7 @@ def evaluate(config: AppConfig, choices: list[Choice], samples: list[Sample], *,
         try:
             runs.make_ready(config, choice.key, choice.mode, on_event, cancel)
         except ChatVLMError as exc:
-            model.error = str(exc)
+            model.error = exc.message
         if cancel.is_set():
             break
         evaluation.models.append(model)
@@ -189,7 +192,7 @@ def _read(config: AppConfig, choice: Choice, sample: Sample, on_event: OnEvent |
         run = runs.read_document(config, choice, pages, on_page=on_read(choice, sample) if on_read else None,
                                  on_event=on_event, cancel=cancel)
     except ChatVLMError as exc:
-        error = str(exc)
+        error = exc.message
         failed = [PageResult(index=page.index, error=error) for page in pages]
         run = Run(choice, OCRResult(model=choice.key, engine="", task=choice.task, pages=failed))
     return Row(choice, sample, run, score_result(run.result, sample.truth), error)
@@ -204,17 +207,17 @@ def read_truth(path: Path) -> list[str] | None:
     except FileNotFoundError:
         return None
     except UnicodeDecodeError:
-        raise InputError(f"'{path.name}' is not UTF-8 text; save it as UTF-8 and run again.") from None
+        raise InputError(_("'{name}' is not UTF-8 text; save it as UTF-8 and run again.", name=path.name)) from None
     except OSError as exc:
-        raise InputError(f"'{path}' cannot be read: {exc.strerror}.") from None
+        raise InputError(_("'{path}' cannot be read: {reason}.", path=str(path), reason=exc.strerror)) from None
 
 
-def folder_samples(folder: Path, limits: Limits, skip: set[Path] = frozenset()) -> tuple[list[Sample], list[str]]:
+def folder_samples(folder: Path, limits: Limits, skip: set[Path] = frozenset()) -> tuple[list[Sample], list[Message]]:
     """Every document in ``folder`` the intake opens (by name), each with ``NAME.txt`` beside
     it as its truth; and a sentence for each document that cannot be used. ``skip``: files
     that are not documents although they look like one (a chart written there before)."""
     if not folder.is_dir():
-        raise InputError(f"'{folder}' is not a folder.")
+        raise InputError(_("'{folder}' is not a folder.", folder=str(folder)))
     files = sorted(p for p in folder.iterdir()
                    if p.is_file() and p.suffix.lower() in EXTENSIONS and p.resolve() not in skip)
     samples, errors = [], []
@@ -222,9 +225,9 @@ def folder_samples(folder: Path, limits: Limits, skip: set[Path] = frozenset()) 
         try:
             document = open_path(path, limits)
             if document.page_count > limits.max_pages:
-                raise InputError(f"'{path.name}' has {document.page_count} pages, over the limit of "
-                                 f"{limits.max_pages} (limits.max_pages).")
+                raise InputError(_("'{name}' has {pages} pages, over the limit of {limit} (limits.max_pages).",
+                                   name=path.name, pages=document.page_count, limit=limits.max_pages))
             samples.append(Sample(document, read_truth(path.with_suffix(".txt"))))
         except ChatVLMError as exc:
-            errors.append(str(exc))
+            errors.append(exc.message)
     return samples, errors

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from models.i18n import Message, _
+
 
 @dataclass(frozen=True)
 class GPU:
@@ -16,7 +18,7 @@ class GPU:
 @dataclass(frozen=True)
 class GPUProbe:
     gpus: tuple[GPU, ...]
-    error: str | None = None  # why none could be read, when none could
+    error: Message | None = None  # why none could be read, when none could
 
     @property
     def free_gb(self) -> float | None:
@@ -35,7 +37,7 @@ def probe_gpus() -> GPUProbe:
     try:
         pynvml.nvmlInit()
     except pynvml.NVMLError:
-        return GPUProbe((), "no NVIDIA GPU found (no NVIDIA driver answers)")
+        return GPUProbe((), _("no NVIDIA GPU found (no NVIDIA driver answers)"))
     try:
         gpus = []
         for i in range(pynvml.nvmlDeviceGetCount()):
@@ -45,7 +47,7 @@ def probe_gpus() -> GPUProbe:
             gpus.append(GPU(i, name.decode() if isinstance(name, bytes) else name,
                             mem.total / 1e9, mem.free / 1e9))
     except pynvml.NVMLError as exc:
-        return GPUProbe((), f"the NVIDIA driver could not be read ({exc})")
+        return GPUProbe((), _("the NVIDIA driver could not be read ({reason})", reason=exc))
     finally:
         pynvml.nvmlShutdown()
-    return GPUProbe(tuple(gpus), None if gpus else "no NVIDIA GPU found")
+    return GPUProbe(tuple(gpus), None if gpus else _("no NVIDIA GPU found"))

@@ -11,6 +11,8 @@ reload and a restart, and can be listed, reopened, exported again and deleted.
   and page images are kept. Past ``history.max_total_mb`` the oldest runs go first.
 - A damaged file (garbage, truncated) is renamed aside with a timestamp, never deleted, and a
   new database started; ``warning`` then holds the one sentence to show.
+- Results are stored with their messages as id and params (``RAW``), so a run reopened later
+  reads in the language chosen then; rows kept as plain English text still load.
 """
 
 from __future__ import annotations
@@ -36,12 +38,14 @@ from managers.runs import Choice, Run, check_mode
 from models.config import AppConfig, Limits, data_dir
 from models.document import Document, open_document
 from models.errors import ChatVLMError, HistoryError
+from models.i18n import Message, _
 from models.result import OCRResult
 
 FILE_NAME = "history.sqlite3"
 BUSY_S = 60  # how long a writer waits for another one before giving up
 MB = 2**20
 T = TypeVar("T")
+RAW = {"messages": "raw"}  # the serialisation context that keeps messages translatable
 
 # Each step takes the database from version n to n + 1 (its index + 1). Never edit a step
 # that has shipped: add one.
@@ -121,8 +125,8 @@ class Stored:
         @functools.cache
         def document() -> Document:
             if self.document is None:
-                raise HistoryError(f"'{self.entry.name}' was over history.max_document_mb, so its pages "
-                                   "were not kept; read the file again to draw them.")
+                raise HistoryError(_("'{name}' was over history.max_document_mb, so its pages were not kept; "
+                                     "read the file again to draw them.", name=self.entry.name))
             return open_document(self.document, self.entry.name, limits)
 
         def page(index: int) -> Image.Image:
@@ -135,7 +139,7 @@ class History:
     def __init__(self, config: AppConfig):
         self.config, self.settings = config, config.history
         self.path = data_dir() / FILE_NAME
-        self.warning: str | None = None  # set when a damaged database was moved aside
+        self.warning: Message | None = None  # set when a damaged database was moved aside
         self._looked = False
 
     # --- the operations ---------------------------------------------------------------------
@@ -144,7 +148,7 @@ class History:
         """Keep a finished run; its id, or None when ``history.enabled`` is off."""
         if not self.settings.enabled:
             return None
-        result = run.result.model_dump_json()
+        result = run.result.model_dump_json(context=RAW)
         pngs = {index: _png(image) for index, image in run.images.items()}
         sha256 = hashlib.sha256(data).hexdigest()
         keep = len(data) <= self.settings.max_document_mb * MB
@@ -187,8 +191,8 @@ class History:
                 conn.execute("BEGIN")
                 row = conn.execute(f"{_ENTRY} WHERE r.id = ?", (run_id,)).fetchone()
                 if row is None:
-                    raise HistoryError(f"There is no run {run_id} in the history; it was deleted, "
-                                       "or removed to stay under history.max_total_mb.")
+                    raise HistoryError(_("There is no run {id} in the history; it was deleted, or removed to "
+                                         "stay under history.max_total_mb.", id=str(run_id)))
                 hide, box, result = conn.execute(
                     "SELECT hide_header_footer, box, result FROM runs WHERE id = ?", (run_id,)).fetchone()
                 images = conn.execute("SELECT page, png FROM images WHERE run_id = ?", (run_id,)).fetchall()
@@ -273,12 +277,13 @@ class History:
                     with contextlib.suppress(FileNotFoundError):
                         os.rename(f"{self.path}{suffix}", f"{aside}{suffix}")
             except OSError as exc:
-                raise HistoryError(f"The history database {self.path} is damaged and cannot be moved "
-                                   f"aside ({exc.strerror}); move it away by hand.") from None
-        self.warning = f"The history database was damaged; it was moved to {aside} and a new one started."
+                raise HistoryError(_("The history database {path} is damaged and cannot be moved aside "
+                                     "({reason}); move it away by hand.",
+                                     path=self.path, reason=exc.strerror)) from None
+        self.warning = _("The history database was damaged; it was moved to {path} and a new one started.", path=aside)
 
     def _error(self, exc: sqlite3.Error) -> HistoryError:
-        return HistoryError(f"The history database {self.path} cannot be used ({exc}).")
+        return HistoryError(_("The history database {path} cannot be used ({reason}).", path=self.path, reason=exc))
 
 
 def _migrate(conn: sqlite3.Connection) -> None:
@@ -351,12 +356,12 @@ def _image(png: bytes) -> Image.Image:
     return image
 
 
-def keep(config: AppConfig, run: Run, document_name: str, data: bytes) -> str | None:
+def keep(config: AppConfig, run: Run, document_name: str, data: bytes) -> Message | None:
     """Keep a finished run where a history that fails must never fail the reading: the
     sentence to show instead (the run was not kept, or the history had to be rebuilt)."""
     history = History(config)
     try:
         history.add(run, document_name, data)
     except ChatVLMError as exc:
-        return str(exc)
+        return exc.message
     return history.warning

@@ -30,6 +30,7 @@ from managers.engines.local import LocalModel, _is_oom, _torch, has_weights
 from managers.start_times import StartTimes
 from models.config import AppConfig, ModelConfig, data_dir, lock_dir
 from models.errors import Cancelled, ChatVLMError, NotAvailable
+from models.i18n import Message, _
 
 log = logging.getLogger(__name__)
 
@@ -40,12 +41,18 @@ class UnloadReport:
     leftover_bytes: int = 0
     holders: list[str] = field(default_factory=list)  # what still holds GPU memory, if anything
 
+    @property
+    def message(self) -> Message:
+        if not self.leftover_bytes:
+            return _("freed {freed:.2f} GB", freed=self.freed_bytes / 1e9)
+        if not self.holders:
+            return _("freed {freed:.2f} GB; {left:.2f} GB still allocated, held by objects outside Python's reach",
+                     freed=self.freed_bytes / 1e9, left=self.leftover_bytes / 1e9)
+        return _("freed {freed:.2f} GB; {left:.2f} GB still allocated, held by {holders}",
+                 freed=self.freed_bytes / 1e9, left=self.leftover_bytes / 1e9, holders=", ".join(self.holders))
+
     def __str__(self) -> str:
-        text = f"freed {self.freed_bytes / 1e9:.2f} GB"
-        if self.leftover_bytes:
-            text += (f"; {self.leftover_bytes / 1e9:.2f} GB still allocated, held by "
-                     + (", ".join(self.holders) or "objects outside Python's reach"))
-        return text
+        return str(self.message)
 
 
 class ModelLoader:
@@ -72,7 +79,8 @@ class ModelLoader:
     def load_model(self, key: str, on_progress=None, cancel: threading.Event | None = None) -> LocalModel:
         model = self.config.model(key)
         if model.local is None:
-            raise NotAvailable(f"{model.name} has no local backend in config.yaml; use vLLM mode for it.")
+            raise NotAvailable(_("{model} has no local backend in config.yaml; use vLLM mode for it.",
+                                 model=model.name))
         current = ModelLoader._current
         if current is not None and current.key == key:
             return current
@@ -92,20 +100,20 @@ class ModelLoader:
             device = "cuda" if torch.cuda.is_available() else "cpu"
             try:
                 if device == "cuda":
-                    free, _ = torch.cuda.mem_get_info()
+                    free = torch.cuda.mem_get_info()[0]
                     for warning in admit(model, self.config, free / 1e9):
                         log.warning(warning)
                     if ModelLoader._baseline is None:
                         ModelLoader._baseline = torch.cuda.memory_allocated()
                 elif on_progress:
-                    on_progress(f"no CUDA GPU: {model.name} runs on the CPU, which is slow")
+                    on_progress(_("no CUDA GPU: {model} runs on the CPU, which is slow", model=model.name))
                 if on_progress:
-                    on_progress(f"loading {model.name} from {source}")
+                    on_progress(_("loading {model} from {source}", model=model.name, source=source))
                 ModelLoader._arbiter = self.arbiter
                 ModelLoader._current = self._load(key, model, source, device, on_progress)
                 self._warm_up(ModelLoader._current, on_progress)
                 if cancel is not None and cancel.is_set():
-                    raise Cancelled(f"Loading {model.name} was cancelled; it was unloaded.")
+                    raise Cancelled(_("Loading {model} was cancelled; it was unloaded.", model=model.name))
                 return ModelLoader._current
             except BaseException:
                 self.unload_all_models()
@@ -126,10 +134,10 @@ class ModelLoader:
         local = model.local
         if not has_weights(model):
             if local.path:
-                raise NotAvailable(f"No model at {local.path} (models.*.local.path): the folder has no "
-                                   "config.json.")
-            raise NotAvailable(f"The weights of {local.model_id} are not on this machine — download them "
-                               f"with: hf download {local.model_id}")
+                raise NotAvailable(_("No model at {path} (models.*.local.path): the folder has no config.json.",
+                                     path=local.path))
+            raise NotAvailable(_("The weights of {model} are not on this machine — download them with: "
+                                 "hf download {model}", model=local.model_id))
         return local.path or local.model_id
 
     def _load(self, key, model: ModelConfig, source: str, device: str, on_progress) -> LocalModel:
@@ -151,17 +159,20 @@ class ModelLoader:
             raise
         except Exception as exc:
             if _is_oom(exc):
-                raise NotAvailable(f"{model.name} did not fit in GPU memory while loading; close other GPU "
-                                   "programs or pick a smaller model.") from None
+                raise NotAvailable(_("{model} did not fit in GPU memory while loading; close other GPU "
+                                     "programs or pick a smaller model.", model=model.name)) from None
             if model.local.trust_remote_code:
-                raise NotAvailable(f"{model.name}'s own model code does not run on Transformers {__version__} "
-                                   f"({type(exc).__name__}); use vLLM mode for this model.") from None
-            raise NotAvailable(f"{model.name} could not be loaded from {source}: {exc}") from None
+                raise NotAvailable(_("{model}'s own model code does not run on Transformers {version} ({error}); "
+                                     "use vLLM mode for this model.", model=model.name, version=__version__,
+                                     error=type(exc).__name__)) from None
+            raise NotAvailable(_("{model} could not be loaded from {source}: {reason}",
+                                 model=model.name, source=source, reason=exc)) from None
         seconds = time.perf_counter() - started
         memory = (torch.cuda.memory_allocated() - before) if device == "cuda" else sum(
             p.numel() * p.element_size() for p in hf_model.parameters())
         if on_progress:
-            on_progress(f"{model.name} ready in {seconds:.1f} s, {memory / 1e9:.2f} GB")
+            on_progress(_("{model} ready in {seconds:.1f} s, {memory:.2f} GB", model=model.name,
+                          seconds=seconds, memory=memory / 1e9))
         engine = LocalModel(key, model, self.config, hf_model, processor, device, seconds, memory)
         engine.on_oom = self.unload_all_models
         return engine

@@ -25,6 +25,9 @@ from dataclasses import dataclass, field
 
 from managers.container_manager import OnEvent, SwitchEvent
 from models.errors import Cancelled, ChatVLMError, SwitchError
+from models.i18n import _
+
+KINDS = {"switch": _("switch"), "load": _("load"), "stop": _("stop"), "unload": _("unload")}
 
 KEEP_FINISHED = 20
 Work = Callable[[OnEvent, threading.Event], object]
@@ -64,7 +67,7 @@ class Operation:
         while not self._done.wait(0.1):
             seen = self._pass_on(on_event, seen)
             if cancel is not None and cancel.is_set():
-                raise Cancelled("Cancelled while the model was being made ready.")
+                raise Cancelled(_("Cancelled while the model was being made ready."))
         self._pass_on(on_event, seen)
         if self.error is not None:
             raise self.error
@@ -113,10 +116,12 @@ class Operations:
         except ChatVLMError as exc:
             op.error, op.state = exc, "failed"
         except Exception as exc:  # a bug must still end the operation with a sentence
-            op.error, op.state = ChatVLMError(f"The {op.kind} failed unexpectedly: {exc}"), "failed"
+            op.error, op.state = ChatVLMError(_("The {operation} failed unexpectedly: {reason}",
+                                                operation=KINDS.get(op.kind, op.kind), reason=exc)), "failed"
         finally:
             if op.state == "running":  # ended by something no handler above could catch
-                op.error, op.state = ChatVLMError(f"The {op.kind} was interrupted."), "failed"
+                op.error, op.state = ChatVLMError(_("The {operation} was interrupted.",
+                                                    operation=KINDS.get(op.kind, op.kind))), "failed"
             op.finished = time.time()
             op._done.set()
 

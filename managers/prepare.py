@@ -11,7 +11,7 @@ page comes through untouched. There are two kinds of step:
   maps its boxes back onto the prepared page.
 
 What was done is one line in ``page.warnings`` ("Page 3 was prepared for reading: turned
-90° clockwise; straightened 3.4°."); ``describe`` gives the caption part of it.
+90° clockwise; straightened 3.4°."); ``describe`` gives the caption part of it, in any language.
 
 OpenCV (opencv-python-headless: wheels for every platform, no GUI libraries) does the pixel
 work: it is the kept library with resampling, morphology, median and connected components
@@ -33,6 +33,7 @@ from PIL import Image
 from managers.engines.tesseract import single_threaded_env
 from models.config import Preprocess
 from models.document import Page
+from models.i18n import Message, N_, _, translate
 
 # Orientation: Tesseract's OSD reads a copy this small (body text of a 200 dpi A4 page
 # stays ~16 px high, which OSD still classifies; smaller, it misses sideways pages) and
@@ -63,14 +64,30 @@ SMALL_TEXT_PX = 12
 TEXT_TARGET_PX = 18
 MAX_UPSCALE = 4
 
+PREPARED = N_("Page {page} was prepared for reading: {steps}.")
+# The same line as plain English text: how runs kept before messages had ids store it.
 _NOTE = re.compile(r"^Page \d+ was prepared for reading: (.*)\.$")
-_TURNS = {90: "turned 90° clockwise", 180: "turned 180°", 270: "turned 90° counter-clockwise"}
+_TURNS = {90: _("turned 90° clockwise"), 180: _("turned 180°"), 270: _("turned 90° counter-clockwise")}
 
 
-def describe(warnings: list[str]) -> str:
+def describe(warnings: list[Message], lang: str = "en") -> str:
     """The caption for a prepared page ("turned 90° clockwise; straightened 3.4°"), from a
-    page's or a page result's warnings; empty when nothing was done."""
-    return "; ".join(m.group(1) for w in warnings if (m := _NOTE.match(w)))
+    page's or a page result's warnings, in ``lang``; empty when nothing was done."""
+    found = []
+    for warning in warnings:
+        if isinstance(warning, Message) and warning.id == PREPARED:
+            found.append(translate(warning.params["steps"], lang))
+        elif m := _NOTE.match(warning):
+            found.append(m.group(1))
+    return "; ".join(found)
+
+
+def _steps(notes: list[Message]) -> Message:
+    """The steps as one list in the reader's language: "a; b; c"."""
+    steps = notes[0]
+    for note in notes[1:]:
+        steps = _("{steps}; {step}", steps=steps, step=note)
+    return steps
 
 
 def prepare_page(page: Page, settings: Preprocess) -> Page:
@@ -94,7 +111,7 @@ def prepare_page(page: Page, settings: Preprocess) -> Page:
             turn = orientation(cleaned)
         except OSError as exc:
             turn = 0
-            warnings.append(f"Page {page.index + 1} was not checked for orientation: {exc}")
+            warnings.append(_("Page {page} was not checked for orientation: {reason}", page=page.index + 1, reason=exc))
         if turn:
             image, cleaned = _turn(image, turn), np.ascontiguousarray(np.rot90(cleaned, -turn // 90))
             full_size = full_size[::-1] if full_size and turn != 180 else full_size
@@ -106,14 +123,14 @@ def prepare_page(page: Page, settings: Preprocess) -> Page:
             image = Image.fromarray(_rotate(np.asarray(image), angle))
             cleaned = _rotate(cleaned, angle)
             full_size = (round(image.width * ratio), round(image.height * ratio)) if ratio else None
-            notes.append(f"straightened {abs(angle):.1f}°")
+            notes.append(_("straightened {angle:.1f}°", angle=abs(angle)))
     scale = 1.0
     if settings.upscale:
         cleaned, scale, note = enlarge(cleaned)
         notes += [note] if note else []
         recognition = recognition or scale != 1.0
     if notes:
-        warnings.insert(0, f"Page {page.index + 1} was prepared for reading: {'; '.join(notes)}.")
+        warnings.insert(0, _(PREPARED, page=page.index + 1, steps=_steps(notes)))
     return replace(page, image=image, full_size=full_size, warnings=page.warnings + warnings,
                    ocr_image=Image.fromarray(cleaned) if recognition else None, ocr_scale=scale)
 
@@ -131,15 +148,16 @@ def orientation(grey: np.ndarray) -> int:
             ["tesseract", "stdin", "stdout", "--psm", "0", "-c", f"min_characters_to_try={OSD_CHARACTERS}"],
             input=buf.getvalue(), capture_output=True, timeout=OSD_TIMEOUT_S, env=single_threaded_env())
     except FileNotFoundError:
-        raise OSError("Tesseract is not installed (sudo apt-get install tesseract-ocr).") from None
+        raise OSError(_("Tesseract is not installed (sudo apt-get install tesseract-ocr).")) from None
     except subprocess.TimeoutExpired:
-        raise OSError(f"orientation detection took over {OSD_TIMEOUT_S} s.") from None
+        raise OSError(_("orientation detection took over {seconds} s.", seconds=OSD_TIMEOUT_S)) from None
     out = done.stdout.decode(errors="replace") + done.stderr.decode(errors="replace")
     if done.returncode != 0:
         if "Too few characters" in out:
             return 0
         lines = out.strip().splitlines()
-        raise OSError(f"Tesseract's orientation detection failed ({lines[-1] if lines else done.returncode}).")
+        raise OSError(_("Tesseract's orientation detection failed ({reason}).",
+                        reason=lines[-1] if lines else str(done.returncode)))
     rotate = re.search(r"Rotate: (\d+)", out)
     confidence = re.search(r"Orientation confidence: ([\d.]+)", out)
     if not rotate or not confidence or float(confidence.group(1)) < OSD_MIN_CONFIDENCE:
@@ -173,7 +191,7 @@ def skew(grey: np.ndarray) -> float:
     return float(round(best, 2)) if abs(best) >= MIN_SKEW else 0.0
 
 
-def denoise(grey: np.ndarray) -> tuple[np.ndarray, str | None]:
+def denoise(grey: np.ndarray) -> tuple[np.ndarray, Message | None]:
     """A 3×3 median when the page is speckled: it removes salt, pepper and JPEG blocks and
     keeps strokes. Measured on a noisy scan: CER 0.13 → 0.00; non-local means did worse
     (0.03) at 200× the time, and our own local threshold after it worse still."""
@@ -181,10 +199,10 @@ def denoise(grey: np.ndarray) -> tuple[np.ndarray, str | None]:
     # The median difference reaches MAX_NOISE when half the pixels are at least that far off.
     if np.count_nonzero(cv2.absdiff(grey, median) >= MAX_NOISE) * 2 < grey.size:
         return grey, None
-    return median, "removed noise"
+    return median, _("removed noise")
 
 
-def even_out(grey: np.ndarray) -> tuple[np.ndarray, str | None]:
+def even_out(grey: np.ndarray) -> tuple[np.ndarray, Message | None]:
     """Divide the page by its paper brightness when that varies (a shadow, a lamp to one
     side): the paper becomes white everywhere and text keeps its contrast, so the engine's
     own threshold is right across the page. This division by a local background is the
@@ -197,15 +215,15 @@ def even_out(grey: np.ndarray) -> tuple[np.ndarray, str | None]:
     if float(np.percentile(background, 98) - np.percentile(background, 2)) <= MAX_BACKGROUND_SPREAD:
         return grey, None
     background = cv2.resize(background, (grey.shape[1], grey.shape[0]), interpolation=cv2.INTER_LINEAR)
-    return cv2.divide(grey, np.maximum(background, 1), scale=255), "evened out uneven lighting"
+    return cv2.divide(grey, np.maximum(background, 1), scale=255), _("evened out uneven lighting")
 
 
-def enlarge(grey: np.ndarray) -> tuple[np.ndarray, float, str | None]:
+def enlarge(grey: np.ndarray) -> tuple[np.ndarray, float, Message | None]:
     """Scale the page up when its characters are smaller than Tesseract reads well."""
     # A global threshold: this runs after even_out, and unlike a local one it leaves the
     # specks of a grainy page out of the count.
-    _, ink = cv2.threshold(grey, 0, 1, cv2.THRESH_BINARY_INV + cv2.THRESH_OTSU)
-    _, _, stats, _ = cv2.connectedComponentsWithStats(ink, connectivity=8)
+    ink = cv2.threshold(grey, 0, 1, cv2.THRESH_BINARY_INV + cv2.THRESH_OTSU)[1]
+    stats = cv2.connectedComponentsWithStats(ink, connectivity=8)[2]
     heights = stats[1:, cv2.CC_STAT_HEIGHT]
     heights = heights[(stats[1:, cv2.CC_STAT_AREA] >= 6) & (heights >= 3) & (heights < grey.shape[0] / 10)]
     if len(heights) < 20:  # no text to speak of
@@ -215,7 +233,7 @@ def enlarge(grey: np.ndarray) -> tuple[np.ndarray, float, str | None]:
         return grey, 1.0, None
     factor = min(MAX_UPSCALE, math.ceil(TEXT_TARGET_PX / height))
     big = cv2.resize(grey, None, fx=factor, fy=factor, interpolation=cv2.INTER_CUBIC)
-    return big, float(factor), f"scaled up {factor}× for small text"
+    return big, float(factor), _("scaled up {factor}× for small text", factor=factor)
 
 
 def _ink(grey: np.ndarray) -> np.ndarray:

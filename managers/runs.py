@@ -31,6 +31,7 @@ from models.answers import full_page
 from models.config import MODE_LABELS, AppConfig, Mode, lock_dir
 from models.engine import Engine, OnPage, OnText, PageSource, Prepare
 from models.errors import Cancelled, ChatVLMError, NotAvailable
+from models.i18n import _
 from models.result import OCRResult
 
 
@@ -66,8 +67,8 @@ def _vllm(config: AppConfig, key: str) -> Engine:
 def _local(config: AppConfig, key: str) -> Engine:
     current = ModelLoader.current()
     if current is None or current.key != key:
-        raise NotAvailable(f"{config.model(key).name} is not loaded — load it first "
-                           "(Load in the sidebar, or cli.py ocr --mode local).")
+        raise NotAvailable(_("{model} is not loaded — load it first (Load in the sidebar, or "
+                             "cli.py ocr --mode local).", model=config.model(key).name))
     return current.view()  # this run's options and cancel are its own
 
 
@@ -84,7 +85,8 @@ def check_mode(config: AppConfig, key: str, mode: Mode | None) -> Mode:
     mode = mode or model.modes[0]
     if mode not in model.modes:
         modes = ", ".join(MODE_LABELS[m] for m in model.modes)
-        raise NotAvailable(f"{model.name} has no {MODE_LABELS[mode]} backend; it runs in: {modes}.")
+        raise NotAvailable(_("{model} has no {mode} backend; it runs in: {modes}.",
+                             model=model.name, mode=MODE_LABELS[mode], modes=modes))
     return mode
 
 

@@ -13,8 +13,9 @@ from PIL import Image
 
 from models import layout
 from models.config import ModelConfig, Task
-from models.errors import EngineError
 from models.document import Page
+from models.errors import EngineError
+from models.i18n import Message, _
 from models.markdown import escape_line
 from models.result import Block, PageResult
 
@@ -38,7 +39,7 @@ def prompt_for(task: Task, box: tuple[int, int, int, int] | None, page_size: tup
     if not task.prompt.endswith(GROUNDING_MARK):
         return task.prompt
     if box is None:
-        raise EngineError("This task reads the text inside a box: enter the box first.")
+        raise EngineError(_("This task reads the text inside a box: enter the box first."))
     sx, sy = seen_size[0] / page_size[0], seen_size[1] / page_size[1]
     x1, y1, x2, y2 = box
     return task.prompt + str([round(x1 * sx), round(y1 * sy), round(x2 * sx), round(y2 * sy)])
@@ -52,7 +53,7 @@ class Prepared:
     size: tuple[int, int]  # the page in result pixels
     seen_size: tuple[int, int]  # the image the model sees
     messages: list[dict]
-    warnings: list[str] = field(default_factory=list)
+    warnings: list[Message] = field(default_factory=list)
 
 
 class Reloadable(Protocol):
@@ -71,7 +72,8 @@ def page_from_answer(answer: str, cut: bool, request: Prepared, task: Task, max_
     width, height = request.size
     warnings = list(request.warnings)
     if cut:
-        warnings.append(f"The answer was cut at {max_tokens} tokens (requests.max_tokens).")
+        # The count as config.yaml writes it, not grouped: the reader looks it up there.
+        warnings.append(_("The answer was cut at {tokens} tokens (requests.max_tokens).", tokens=str(max_tokens)))
     if task.output == "layout":
         cells, repaired = layout.parse_layout(answer)
         warnings += repaired
@@ -82,7 +84,7 @@ def page_from_answer(answer: str, cut: bool, request: Prepared, task: Task, max_
             return PageResult(index=request.index, width=width, height=height, warnings=warnings,
                               blocks=blocks, text=layout.to_text(blocks, hide_header_footer),
                               markdown=layout.to_markdown(blocks, page, hide_header_footer))
-        warnings.append("The answer held no layout JSON; it is shown as plain text.")
+        warnings.append(_("The answer held no layout JSON; it is shown as plain text."))
     markdown = answer if task.output == "markdown" else "\n".join(escape_line(l) for l in answer.splitlines())
     return PageResult(index=request.index, width=width, height=height, warnings=warnings, text=answer,
                       markdown=markdown, blocks=[Block(bbox=(0, 0, width, height), text=answer)])

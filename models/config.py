@@ -16,13 +16,15 @@ from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
                       model_validator)
 
 from models.errors import ConfigError
+from models.i18n import Message, _, n_
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = ROOT / "config.yaml"
 
 Mode = Literal["vllm", "local", "cpu"]
 MODES: tuple[Mode, ...] = ("vllm", "local", "cpu")
-MODE_LABELS: dict[str, str] = {"vllm": "vLLM", "local": "Local", "cpu": "CPU"}
+# "Local" is a word to translate; the other two are names.
+MODE_LABELS: dict[str, str] = {"vllm": "vLLM", "local": _("Local"), "cpu": "CPU"}
 
 PositiveGB = Annotated[float, Field(ge=0)]
 _SECRET_NAME = re.compile(r"TOKEN|SECRET|PASSWORD|API_KEY|CREDENTIAL", re.IGNORECASE)
@@ -40,9 +42,7 @@ class GPUBudget(Strict):
     @model_validator(mode="after")
     def _ordered(self) -> GPUBudget:
         if not self.vram_recommended_max_gb <= self.vram_usable_gb <= self.vram_total_gb:
-            raise ValueError(
-                "expected vram_recommended_max_gb <= vram_usable_gb <= vram_total_gb"
-            )
+            raise ValueError(_("expected vram_recommended_max_gb <= vram_usable_gb <= vram_total_gb"))
         return self
 
 
@@ -150,16 +150,16 @@ class VLLMBackend(Strict):
         if self.endpoint is None:
             missing = [f for f in ("image", "container_name", "model") if not getattr(self, f)]
             if missing:
-                raise ValueError(f"needs {', '.join(missing)} (or an endpoint URL for a remote server)")
+                raise ValueError(_("needs {keys} (or an endpoint URL for a remote server)", keys=", ".join(missing)))
         if not self.loopback and not self.expose:
-            raise ValueError(f"host {self.host} publishes the model server beyond this machine; "
-                             "set expose: true to mean it, or use 127.0.0.1")
+            raise ValueError(_("host {host} publishes the model server beyond this machine; "
+                               "set expose: true to mean it, or use 127.0.0.1", host=self.host))
         secret = [k for k in self.env if _SECRET_NAME.search(k)]
         if secret:
-            raise ValueError(f"env holds {', '.join(secret)}: name secrets in env_from_host and set them in "
-                             "the environment instead of writing them into the config")
+            raise ValueError(_("env holds {names}: name secrets in env_from_host and set them in "
+                               "the environment instead of writing them into the config", names=", ".join(secret)))
         if any(k.startswith("io.chatvlmllm.") for k in self.labels):
-            raise ValueError("labels: the io.chatvlmllm.* labels are set by the manager")
+            raise ValueError(_("labels: the io.chatvlmllm.* labels are set by the manager"))
         return self
 
     @property
@@ -251,7 +251,7 @@ class ModelConfig(Strict):
         keys = list(data) if isinstance(data, dict) else list(MODES)
         model._modes = tuple(k for k in keys if k in MODES and getattr(model, k) is not None)
         if not model._modes:
-            raise ValueError("a model needs at least one backend: vllm, local or cpu")
+            raise ValueError(_("a model needs at least one backend: vllm, local or cpu"))
         return model
 
     @property
@@ -266,7 +266,8 @@ class ModelConfig(Strict):
         """The task called ``name`` (None: the first), or ConfigError naming the tasks there are."""
         name = name or self.default_task
         if name not in self.tasks:
-            raise ConfigError(f"{self.name} has no task '{name}'; its tasks are: {', '.join(self.tasks)}.")
+            raise ConfigError(_("{model} has no task '{task}'; its tasks are: {tasks}.",
+                                model=self.name, task=name, tasks=", ".join(self.tasks)))
         return name, self.tasks[name]
 
 
@@ -283,15 +284,16 @@ class AppConfig(Strict):
     @model_validator(mode="after")
     def _cross_checks(self) -> AppConfig:
         if self.default_model not in self.models:
-            raise ValueError(f"default_model '{self.default_model}' is not a key of models")
+            raise ValueError(_("default_model '{key}' is not a key of models", key=self.default_model))
         if not any(m.cpu for m in self.models.values()):
-            raise ValueError("models: at least one model needs a cpu backend to fall back on")
+            raise ValueError(_("models: at least one model needs a cpu backend to fall back on"))
         for key, m in self.models.items():
             if m.vllm and not m.vllm.remote:
                 tokens = self.requests_for(key).max_tokens
                 if tokens >= m.vllm.max_model_len:
-                    raise ValueError(f"models.{key}: requests.max_tokens {tokens} leaves no room for the "
-                                     f"page in vllm.max_model_len {m.vllm.max_model_len}")
+                    raise ValueError(_("models.{key}: requests.max_tokens {tokens} leaves no room for the "
+                                       "page in vllm.max_model_len {length}",
+                                       key=key, tokens=str(tokens), length=str(m.vllm.max_model_len)))
         seen: dict[tuple[str, object], str] = {}
         for key, m in self.models.items():
             if m.vllm is None or m.vllm.remote:
@@ -299,9 +301,8 @@ class AppConfig(Strict):
             for field in ("port", "container_name", "served_model_name"):
                 value = getattr(m.vllm, field)
                 if (field, value) in seen:
-                    raise ValueError(
-                        f"models.{key}.vllm.{field} {value!r} is also used by {seen[field, value]}"
-                    )
+                    raise ValueError(_("models.{key}.vllm.{field} {value} is also used by {other}",
+                                       key=key, field=field, value=repr(value), other=seen[field, value]))
                 seen[field, value] = key
         return self
 
@@ -309,9 +310,8 @@ class AppConfig(Strict):
         try:
             return self.models[key]
         except KeyError:
-            raise ConfigError(
-                f"Unknown model '{key}'; known models: {', '.join(self.models)}."
-            ) from None
+            raise ConfigError(_("Unknown model '{key}'; known models: {known}.",
+                                key=key, known=", ".join(self.models))) from None
 
     def requests_for(self, key: str) -> Requests:
         """The request settings for one model: the defaults with its overrides."""
@@ -343,29 +343,35 @@ def lock_dir(config: AppConfig) -> Path:
     return path
 
 
-def _describe(err: dict) -> str:
+def _describe(err: dict) -> Message:
     where = ".".join(str(p) for p in err["loc"])
     if err["type"] == "extra_forbidden":
-        return f"{where}: unknown key"
+        return _("{key}: unknown key", key=where)
     if err["type"] == "missing":
-        return f"{where}: required key is missing"
-    msg = err["msg"].removeprefix("Value error, ")
+        return _("{key}: required key is missing", key=where)
+    # Our own checks raise a Message; pydantic's built-in ones speak English only.
+    raised = err.get("ctx", {}).get("error")
+    msg = raised.args[0] if raised is not None and raised.args else err["msg"].removeprefix("Value error, ")
     if not where:  # a cross-field check names its keys in the message itself
-        return msg
+        return Message.of(msg)
     if "input" in err and not isinstance(err["input"], (dict, list)):
-        msg += f" (got {err['input']!r})"
-    return f"{where}: {msg}"
+        return _("{key}: {problem} (got {value})", key=where, problem=msg, value=repr(err["input"]))
+    return _("{key}: {problem}", key=where, problem=msg)
 
 
 def parse_config(data: object, source: str = "config") -> AppConfig:
     if not isinstance(data, dict):
-        raise ConfigError(f"{source}: expected a mapping of settings at the top level.")
+        raise ConfigError(_("{source}: expected a mapping of settings at the top level.", source=source))
     try:
         return AppConfig.model_validate(data)
     except ValidationError as exc:
         errors = exc.errors()
-        more = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""
-        raise ConfigError(f"{source}: {_describe(errors[0])}{more}.") from None
+        problem = _describe(errors[0])
+        if len(errors) == 1:
+            raise ConfigError(_("{source}: {problem}.", source=source, problem=problem)) from None
+        raise ConfigError(n_("{source}: {problem} (and {n} more problem).",
+                             "{source}: {problem} (and {n} more problems).",
+                             len(errors) - 1, source=source, problem=problem)) from None
 
 
 def load_config(path: str | os.PathLike | None = None) -> AppConfig:
@@ -373,12 +379,14 @@ def load_config(path: str | os.PathLike | None = None) -> AppConfig:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise ConfigError(f"Cannot read the config file {path}: {exc.strerror}.") from None
+        raise ConfigError(_("Cannot read the config file {path}: {reason}.", path=path, reason=exc.strerror)) from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        line = f" line {mark.line + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or "invalid YAML"
-        raise ConfigError(f"{path.name}{line}: {problem}.") from None
+        problem = getattr(exc, "problem", None) or _("invalid YAML")
+        if mark:
+            raise ConfigError(_("{file} line {line}: {problem}.", file=path.name, line=str(mark.line + 1),
+                                problem=problem)) from None
+        raise ConfigError(_("{file}: {problem}.", file=path.name, problem=problem)) from None
     return parse_config(data, path.name)

@@ -18,6 +18,7 @@ from PIL import Image, ImageOps, ImageSequence
 
 from models.config import Limits
 from models.errors import InputError
+from models.i18n import Message, _, n_
 
 # Decompression bombs are refused by our own check on the header size, with a message
 # that names the limit; Pillow's generic warning/error would come too late or too vague.
@@ -31,9 +32,9 @@ EXTENSIONS = {
 UPLOAD_TYPES = sorted(ext.lstrip(".") for ext in EXTENSIONS)
 # Formats people commonly upload by mistake, named so the error says what the file is.
 _OTHER_SIGNATURES = {
-    b"GIF8": "a GIF image", b"PK\x03\x04": "a ZIP archive (or an Office document)",
-    b"\xd0\xcf\x11\xe0": "an old Office document", b"{\\rtf": "an RTF document",
-    b"\x1f\x8b": "a gzip archive", b"\x00\x00\x00\x0cjP": "a JPEG 2000 image",
+    b"GIF8": _("a GIF image"), b"PK\x03\x04": _("a ZIP archive (or an Office document)"),
+    b"\xd0\xcf\x11\xe0": _("an old Office document"), b"{\\rtf": _("an RTF document"),
+    b"\x1f\x8b": _("a gzip archive"), b"\x00\x00\x00\x0cjP": _("a JPEG 2000 image"),
 }
 
 
@@ -54,15 +55,15 @@ def sniff(data: bytes) -> str | None:
     return None
 
 
-def _what_it_is(data: bytes) -> str:
+def _what_it_is(data: bytes) -> Message:
     for signature, what in _OTHER_SIGNATURES.items():
         if data.startswith(signature):
             return what
     try:
         data[:4096].decode("utf-8")
-        return "text"
+        return _("text")
     except UnicodeDecodeError:
-        return "data of an unknown kind"
+        return _("data of an unknown kind")
 
 
 @dataclass(frozen=True)
@@ -79,7 +80,7 @@ class Page:
     image: Image.Image
     # A born-digital PDF's own text: paragraphs of lines, in page pixels.
     text_layer: list[list[TextSpan]] | None = None
-    warnings: list[str] = field(default_factory=list)
+    warnings: list[Message] = field(default_factory=list)
     # The page's size in result pixels, when ``image`` was rendered smaller for a model.
     full_size: tuple[int, int] | None = None
     # What an OCR engine reads instead of ``image`` when preparation cleaned or enlarged it
@@ -149,21 +150,21 @@ class Document:
         indexes = list(range(self.page_count)) if indexes is None else indexes
         return [PageRef(self, i) for i in indexes]
 
-    def _check_pixels(self, width: int, height: int, where: str) -> None:
+    def _check_pixels(self, width: int, height: int, where: Message) -> None:
         pixels = width * height
         if pixels > self.limits.max_image_pixels:
-            raise InputError(
-                f"{where} is {width}×{height} pixels ({pixels / 1e6:.0f} Mpx), over the "
-                f"{self.limits.max_image_pixels / 1e6:.0f} Mpx limit (limits.max_image_pixels); "
-                "scale it down and upload it again."
-            )
+            raise InputError(_(
+                "{where} is {width}×{height} pixels ({mpx:.0f} Mpx), over the {limit:.0f} Mpx limit "
+                "(limits.max_image_pixels); scale it down and upload it again.",
+                where=where, width=str(width), height=str(height), mpx=pixels / 1e6,
+                limit=self.limits.max_image_pixels / 1e6))
 
 
 class ImageDocument(Document):
     def __init__(self, name: str, kind: str, data: bytes, limits: Limits):
         self._lock = threading.Lock()
-        damaged = InputError(f"'{name}' is damaged: it starts like a {FORMATS[kind]} image "
-                             "but cannot be decoded; export it again and upload the new file.")
+        damaged = InputError(_("'{name}' is damaged: it starts like a {format} image but cannot be "
+                               "decoded; export it again and upload the new file.", name=name, format=FORMATS[kind]))
         try:
             img = Image.open(io.BytesIO(data))
             # Only TIFF pages are pages; animated WebP frames are not document pages.
@@ -180,8 +181,10 @@ class ImageDocument(Document):
             # A single image is decoded now, so truncation is reported at upload.
             self._decoded[0] = self.page(0)
 
-    def _where(self, index: int) -> str:
-        return f"'{self.name}'" if self.page_count == 1 else f"Page {index + 1} of '{self.name}'"
+    def _where(self, index: int) -> Message:
+        if self.page_count == 1:
+            return _("'{name}'", name=self.name)
+        return _("Page {page} of '{name}'", page=index + 1, name=self.name)
 
     def page(self, index: int, max_pixels: int | None = None) -> Page:
         if index in self._decoded:
@@ -193,10 +196,8 @@ class ImageDocument(Document):
                 frame.load()
                 rgb = to_rgb(frame)
             except Exception as exc:  # truncated data surfaces as OSError, SyntaxError, ...
-                raise InputError(
-                    f"{self._where(index)} is truncated or damaged ({exc}); "
-                    "export it again and upload the new file."
-                ) from None
+                raise InputError(_("{where} is truncated or damaged ({reason}); export it again and "
+                                   "upload the new file.", where=self._where(index), reason=exc)) from None
         return Page(index, rgb)
 
 
@@ -208,14 +209,14 @@ class PDFDocument(Document):
         try:
             pdf = pymupdf.open(stream=data, filetype="pdf")
         except Exception:
-            raise InputError(f"'{name}' is a broken PDF that cannot be opened; "
-                             "save or print it to PDF again and upload the new file.") from None
+            raise InputError(_("'{name}' is a broken PDF that cannot be opened; save or print it to "
+                               "PDF again and upload the new file.", name=name)) from None
         # A PDF with only an owner password opens with the empty user password.
         if pdf.needs_pass and not pdf.authenticate(""):
-            raise InputError(f"'{name}' is password-protected; remove the password "
-                             "(e.g. print it to a new PDF) and upload it again.")
+            raise InputError(_("'{name}' is password-protected; remove the password "
+                               "(e.g. print it to a new PDF) and upload it again.", name=name))
         if pdf.page_count == 0:
-            raise InputError(f"'{name}' has no pages.")
+            raise InputError(_("'{name}' has no pages.", name=name))
         super().__init__(name, "pdf", pdf.page_count, limits, data)
         self._pdf = pdf
 
@@ -226,8 +227,8 @@ class PDFDocument(Document):
             except InputError:
                 raise
             except Exception as exc:
-                raise InputError(f"Page {index + 1} of '{self.name}' cannot be rendered "
-                                 f"({exc}); the other pages are not affected.") from None
+                raise InputError(_("Page {page} of '{name}' cannot be rendered ({reason}); the other "
+                                   "pages are not affected.", page=index + 1, name=self.name, reason=exc)) from None
 
     def _render(self, index: int, max_pixels: int | None) -> Page:
         import pymupdf
@@ -240,11 +241,11 @@ class PDFDocument(Document):
             # A poster-sized page is read at a lower resolution rather than refused.
             dpi = int((self.limits.max_image_pixels / (w_in * h_in)) ** 0.5)
             if dpi < 36:
-                raise InputError(f"Page {index + 1} of '{self.name}' is {w_in:.0f}×{h_in:.0f} "
-                                 "inches, too large to render under the pixel limit "
-                                 "(limits.max_image_pixels).")
-            warnings.append(f"Page {index + 1} is {w_in:.0f}×{h_in:.0f} inches; "
-                            f"rendered at {dpi} dpi to stay under the pixel limit.")
+                raise InputError(_("Page {page} of '{name}' is {width:.0f}×{height:.0f} inches, too large "
+                                   "to render under the pixel limit (limits.max_image_pixels).",
+                                   page=index + 1, name=self.name, width=w_in, height=h_in))
+            warnings.append(_("Page {page} is {width:.0f}×{height:.0f} inches; rendered at {dpi} dpi "
+                              "to stay under the pixel limit.", page=index + 1, width=w_in, height=h_in, dpi=dpi))
         full = (pdf_page.rect * pymupdf.Matrix(dpi / 72, dpi / 72)).irect
         render_dpi = dpi
         if max_pixels and full.width * full.height > 1.2 * max_pixels:
@@ -277,20 +278,21 @@ def open_document(data: bytes, name: str, limits: Limits) -> Document:
     """Validate and open a document; raises InputError with one sentence on bad input."""
     size_mb = len(data) / 2**20
     if not data:
-        raise InputError(f"'{name}' is empty (0 bytes); choose the file again.")
+        raise InputError(_("'{name}' is empty (0 bytes); choose the file again.", name=name))
     if size_mb > limits.max_upload_mb:
-        raise InputError(f"'{name}' is {size_mb:.0f} MB, over the {limits.max_upload_mb} MB "
-                         "limit (limits.max_upload_mb); split it or raise the limit.")
+        raise _too_large(name, size_mb, limits)
     kind = sniff(data)
     claimed = EXTENSIONS.get(Path(name).suffix.lower())
     if kind is None:
         what = _what_it_is(data)
         if claimed:
-            raise InputError(f"'{name}' is not a {FORMATS[claimed]} file: it holds {what}.")
-        raise InputError(f"'{name}' holds {what}; upload a PNG, JPEG, TIFF, BMP, WebP or PDF.")
+            raise InputError(_("'{name}' is not a {format} file: it holds {what}.",
+                               name=name, format=FORMATS[claimed], what=what))
+        raise InputError(_("'{name}' holds {what}; upload a PNG, JPEG, TIFF, BMP, WebP or PDF.", name=name, what=what))
     if claimed and claimed != kind:
-        raise InputError(f"'{name}' is named as {FORMATS[claimed]} but holds {FORMATS[kind]} "
-                         "data; rename it with the right extension and upload it again.")
+        raise InputError(_("'{name}' is named as {claimed} but holds {format} data; rename it with "
+                           "the right extension and upload it again.",
+                           name=name, claimed=FORMATS[claimed], format=FORMATS[kind]))
     if kind == "pdf":
         return PDFDocument(name, data, limits)
     return ImageDocument(name, kind, data, limits)
@@ -302,17 +304,20 @@ def open_path(path: str | Path, limits: Limits) -> Document:
         size = path.stat().st_size
         # Checked before reading so a huge file is refused without loading it.
         if size > limits.max_upload_mb * 2**20:
-            raise InputError(f"'{path.name}' is {size / 2**20:.0f} MB, over the "
-                             f"{limits.max_upload_mb} MB limit (limits.max_upload_mb); "
-                             "split it or raise the limit.")
+            raise _too_large(path.name, size / 2**20, limits)
         data = path.read_bytes()
     except IsADirectoryError:
-        raise InputError(f"'{path}' is a folder, not a file.") from None
+        raise InputError(_("'{path}' is a folder, not a file.", path=path)) from None
     except FileNotFoundError:
-        raise InputError(f"'{path}' does not exist.") from None
+        raise InputError(_("'{path}' does not exist.", path=path)) from None
     except OSError as exc:
-        raise InputError(f"'{path}' cannot be read: {exc.strerror}.") from None
+        raise InputError(_("'{path}' cannot be read: {reason}.", path=path, reason=exc.strerror)) from None
     return open_document(data, path.name, limits)
+
+
+def _too_large(name: str, size_mb: float, limits: Limits) -> InputError:
+    return InputError(_("'{name}' is {size:.0f} MB, over the {limit} MB limit (limits.max_upload_mb); "
+                        "split it or raise the limit.", name=name, size=size_mb, limit=limits.max_upload_mb))
 
 
 def parse_page_range(spec: str, page_count: int) -> list[int]:
@@ -323,17 +328,17 @@ def parse_page_range(spec: str, page_count: int) -> list[int]:
             continue
         try:
             if "-" in part:
-                first, _, last = part.partition("-")
+                first, _dash, last = part.partition("-")
                 lo, hi = int(first or 1), int(last or page_count)
             else:
                 lo = hi = int(part)
         except ValueError:
-            raise InputError(f"'{spec}' is not a page range; write it like 1-20 or 1,3,5-7.") from None
+            raise InputError(_("'{spec}' is not a page range; write it like 1-20 or 1,3,5-7.", spec=spec)) from None
         if lo < 1 or hi > page_count or lo > hi:
-            raise InputError(f"Pages {part} are outside the document's 1-{page_count}.")
+            raise InputError(_("Pages {part} are outside the document's 1-{count}.", part=part, count=page_count))
         indexes.extend(i for i in range(lo - 1, hi) if i not in indexes)
     if not indexes:
-        raise InputError(f"'{spec}' names no pages.")
+        raise InputError(_("'{spec}' names no pages.", spec=spec))
     return indexes
 
 
@@ -342,13 +347,14 @@ def select_pages(document: Document, spec: str | None) -> list[int]:
     limit = document.limits.max_pages
     if spec is None:
         if document.page_count > limit:
-            raise InputError(
-                f"'{document.name}' has {document.page_count} pages, over the limit of {limit}; "
-                f"choose a range of at most {limit} pages (e.g. --pages 1-{limit})."
-            )
+            raise InputError(n_(
+                "'{name}' has {count} pages, over the limit of {n}; choose a range of at most {n} page "
+                "(e.g. --pages 1-{n}).",
+                "'{name}' has {count} pages, over the limit of {n}; choose a range of at most {n} pages "
+                "(e.g. --pages 1-{n}).", limit, name=document.name, count=document.page_count))
         return list(range(document.page_count))
     indexes = parse_page_range(spec, document.page_count)
     if len(indexes) > limit:
-        raise InputError(f"The range {spec} has {len(indexes)} pages, over the limit of {limit}; "
-                         "choose a shorter range.")
+        raise InputError(_("The range {spec} has {count} pages, over the limit of {limit}; "
+                           "choose a shorter range.", spec=spec, count=len(indexes), limit=limit))
     return indexes

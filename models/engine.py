@@ -24,6 +24,7 @@ from PIL import Image
 from models.config import ModelConfig, Task
 from models.document import Page, to_rgb
 from models.errors import ChatVLMError
+from models.i18n import _
 from models.result import OCRResult, PageResult
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,7 @@ OnText = Callable[[int, str], None]
 
 
 def not_read(index: int) -> PageResult:
-    return PageResult(index=index, error=f"Page {index + 1} was not read: cancelled.")
+    return PageResult(index=index, error=_("Page {page} was not read: cancelled.", page=index + 1))
 
 
 class Engine(ABC):
@@ -194,10 +195,11 @@ class Engine(ABC):
         try:
             result = step()
         except ChatVLMError as exc:
-            result = PageResult(index=index, error=str(exc))
+            result = PageResult(index=index, error=exc.message)
         except Exception as exc:  # an engine bug must not lose the other pages
             log.exception("page %d failed", index + 1)
-            result = PageResult(index=index, error=f"Page {index + 1} failed unexpectedly: {exc}")
+            result = PageResult(index=index, error=_("Page {page} failed unexpectedly: {reason}",
+                                                     page=index + 1, reason=exc))
         if isinstance(result, PageResult):
             result.seconds = round(time.perf_counter() - started, 3)
         return result

@@ -1,9 +1,18 @@
-"""Domain errors. Each carries one sentence a person can act on; the UI and the CLI
-show ``str(error)`` as it is and never a traceback."""
+"""Domain errors. Each carries one sentence a person can act on, raised as a ``Message``
+(models/i18n.py): ``str(error)`` is its English text, ``translate(error, lang)`` the text in the
+reader's language. The UI and the CLI show that and never a traceback."""
+
+from models.i18n import Message
 
 
 class ChatVLMError(Exception):
     """Base of every failure the user is meant to read."""
+
+    @property
+    def message(self) -> Message:
+        """The sentence as a Message (one raised with plain text becomes an untranslated one)."""
+        first = self.args[0] if self.args else None
+        return first if isinstance(first, Message) else Message(str(self))
 
 
 class ConfigError(ChatVLMError):
@@ -25,7 +34,7 @@ class NotAvailable(ChatVLMError):
 class SwitchError(ChatVLMError):
     """A model container could not be started or stopped; ``log_tail`` holds its last lines."""
 
-    def __init__(self, message: str, log_tail: str = ""):
+    def __init__(self, message: Message, log_tail: str = ""):
         super().__init__(message)
         self.log_tail = log_tail
 

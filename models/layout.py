@@ -16,6 +16,7 @@ import math
 
 from PIL import Image
 
+from models.i18n import Message, _, n_
 from models.result import Block
 
 FACTOR = 28
@@ -29,7 +30,7 @@ def smart_resize(height: int, width: int, factor: int = FACTOR, min_pixels: int 
     """The (height, width) Qwen2-VL's processor resizes an image to: both sides multiples of
     ``factor``, the area within [min_pixels, max_pixels], the aspect ratio kept."""
     if max(height, width) / max(min(height, width), 1) > 200:
-        raise ValueError(f"aspect ratio over 200 ({width}×{height})")
+        raise ValueError(_("aspect ratio over 200 ({width}×{height})", width=str(width), height=str(height)))
     h = max(factor, round(height / factor) * factor)
     w = max(factor, round(width / factor) * factor)
     if h * w > max_pixels:
@@ -67,7 +68,7 @@ def _complete_objects(text: str) -> list[dict]:
     return found
 
 
-def parse_layout(answer: str) -> tuple[list[dict], list[str]]:
+def parse_layout(answer: str) -> tuple[list[dict], list[Message]]:
     """The answer's valid cells in reading order, and warnings when it was repaired."""
     text = _strip_fence(answer)
     warnings = []
@@ -76,8 +77,10 @@ def parse_layout(answer: str) -> tuple[list[dict], list[str]]:
         cells = data if isinstance(data, list) else [data]
     except json.JSONDecodeError:
         cells = _complete_objects(text)
-        warnings.append(f"partly parsed: the layout answer was cut off; kept the {len(cells)} "
-                        "complete cells before the cut")
+        warnings.append(n_("partly parsed: the layout answer was cut off; kept the {n} complete cell "
+                           "before the cut",
+                           "partly parsed: the layout answer was cut off; kept the {n} complete cells "
+                           "before the cut", len(cells)))
     valid, seen, repeats = [], set(), 0
     for cell in cells:
         if not _is_cell(cell):
@@ -89,9 +92,12 @@ def parse_layout(answer: str) -> tuple[list[dict], list[str]]:
         seen.add(key)
         valid.append(cell)
     if repeats:
-        warnings.append(f"partly parsed: {repeats} repeated cells of a looping answer were dropped")
+        warnings.append(n_("partly parsed: {n} repeated cell of a looping answer was dropped",
+                           "partly parsed: {n} repeated cells of a looping answer were dropped", repeats))
     if len(valid) < len(cells) - repeats:
-        warnings.append(f"partly parsed: {len(cells) - repeats - len(valid)} cells without a valid box were dropped")
+        warnings.append(n_("partly parsed: {n} cell without a valid box was dropped",
+                           "partly parsed: {n} cells without a valid box were dropped",
+                           len(cells) - repeats - len(valid)))
     return valid, warnings
 
 

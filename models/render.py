@@ -29,8 +29,8 @@ def page_markdown(page: PageResult) -> str:
     return page.markdown
 
 
-def page_json(page: PageResult) -> str:
-    return page.model_dump_json(indent=2)
+def page_json(page: PageResult, lang: str = "en") -> str:
+    return page.model_dump_json(indent=2, context={"lang": lang})
 
 
 def text(result: OCRResult) -> str:
@@ -43,16 +43,17 @@ def markdown(result: OCRResult) -> str:
     return "\n\n---\n\n".join(f"<!-- page {p.number} -->\n\n{p.markdown}" for p in result.pages)
 
 
-def json(result: OCRResult) -> str:
-    return result.model_dump_json(indent=2)
+def json(result: OCRResult, lang: str = "en") -> str:
+    """The result contract; its errors and warnings in ``lang``."""
+    return result.model_dump_json(indent=2, context={"lang": lang})
 
 
 DOCUMENT_RENDERERS = {"txt": text, "md": markdown, "json": json}
 PAGE_RENDERERS = {"txt": page_text, "md": page_markdown, "json": page_json}
 
 
-def render(result: OCRResult, fmt: str) -> str:
-    return DOCUMENT_RENDERERS[fmt](result)
+def render(result: OCRResult, fmt: str, lang: str = "en") -> str:
+    return json(result, lang) if fmt == "json" else DOCUMENT_RENDERERS[fmt](result)
 
 
 def output_name(document_name: str, fmt: str, page: PageResult | None = None) -> str:

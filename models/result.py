@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field, field_validator
 
+from models.i18n import Message
+
 
 class Block(BaseModel):
     bbox: tuple[int, int, int, int]
@@ -27,8 +29,9 @@ class PageResult(BaseModel):
     width: int = 0
     height: int = 0
     seconds: float = 0.0
-    error: str | None = None
-    warnings: list[str] = []
+    # Messages: English text in the JSON export; see Message._serialize for the other forms.
+    error: Message | None = None
+    warnings: list[Message] = []
     text: str = ""
     markdown: str = ""
     blocks: list[Block] = []

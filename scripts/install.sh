@@ -38,6 +38,10 @@ python_env() {
     .venv/bin/python -m pip install -q -r "$1"
 }
 
+catalogs() {  # the translations' .mo files, from locales/*.po (the app would build them at start)
+    .venv/bin/python -m models.catalogs compile
+}
+
 docker_engine() {  # start dockerd where no service manager did
     docker info >/dev/null 2>&1 && return
     if command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then
@@ -67,11 +71,13 @@ vllm_env() {  # vLLM's CPU build, for the tests' real vLLM server (bind-mounted 
 if [ "$TEST" = 1 ]; then
     phase "apt packages" apt_install "${RUNTIME_APT[@]}" "${TEST_APT[@]}"
     phase "python packages" python_env requirements-test.txt
+    phase "translations" catalogs
     phase "docker engine" docker_engine
     phase "vllm cpu build" vllm_env
 else
     phase "apt packages" apt_install "${RUNTIME_APT[@]}"
     phase "python packages" python_env requirements.txt
+    phase "translations" catalogs
     [ "$LOCAL" = 1 ] && phase "local mode packages" python_env requirements-local.txt
 fi
 exit 0

@@ -41,7 +41,7 @@ def test_cells_without_a_valid_box_are_dropped():
     cells, warnings = layout.parse_layout('[{"bbox": [1, 2, 3], "category": "Text"}, '
                                           '{"bbox": [0, 0, 10, 10], "category": "Text", "text": "ok"}]')
     assert [c["text"] for c in cells] == ["ok"]
-    assert warnings == ["partly parsed: 1 cells without a valid box were dropped"]
+    assert warnings == ["partly parsed: 1 cell without a valid box was dropped"]
 
 
 def test_boxes_are_scaled_back_to_the_original_page():

@@ -35,6 +35,7 @@ from models.config import AppConfig, ModelConfig, Task
 from models.document import Page
 from models.engine import Engine, not_read
 from models.errors import Cancelled, EngineError, NotAvailable
+from models.i18n import Message, _, n_
 from models.result import OCRResult, PageResult
 
 log = logging.getLogger(__name__)
@@ -54,8 +55,8 @@ def _torch():
         import torch
         import transformers  # noqa: F401
     except ImportError:
-        raise NotAvailable("Local mode needs PyTorch and Transformers — install them with: "
-                           "scripts/install.sh --local") from None
+        raise NotAvailable(_("Local mode needs PyTorch and Transformers — install them with: "
+                             "scripts/install.sh --local")) from None
     return torch
 
 
@@ -110,7 +111,7 @@ class LocalModel(Engine):
         self.on_oom: Callable[[], object] = lambda: None  # set by the loader: unload
         self.compiled = False
         self.max_cache_len = 0
-        self.notes: list[str] = []  # said once with every document read (a compile that failed)
+        self.notes: list[Message] = []  # said once with every document read (a compile that failed)
 
     @property
     def hf_model(self):
@@ -150,7 +151,7 @@ class LocalModel(Engine):
         raise self._unloaded()
 
     def _unloaded(self) -> EngineError:
-        return EngineError(f"{self.model.name} was unloaded before this page was read; load it again.")
+        return EngineError(_("{model} was unloaded before this page was read; load it again.", model=self.model.name))
 
     def _inputs(self, images: list[Image.Image], messages: list[list[dict]], processor=None):
         processor = processor or self.processor
@@ -165,7 +166,7 @@ class LocalModel(Engine):
         from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
         if self._stop.is_set():
-            raise Cancelled("Reading was cancelled.")
+            raise Cancelled(_("Reading was cancelled."))
         # Taken once: an unload (another page's out of memory, say) may clear them meanwhile.
         model, processor, gpu = (self._held.get(name) for name in ("model", "processor", "gpu"))
         if model is None or processor is None or gpu is None:
@@ -245,11 +246,12 @@ class LocalModel(Engine):
         if answers is None:
             if len(pages) > 1:  # the page loop reads these pages again one by one
                 _free_cuda()
-                raise EngineError(f"Out of memory reading {len(pages)} pages at once.")
+                raise EngineError(n_("Out of memory reading {n} page at once.",
+                                     "Out of memory reading {n} pages at once.", len(pages)))
             self.on_oom()
-            raise EngineError(f"The GPU ran out of memory reading page {pages[0].index + 1}; "
-                              f"{self.model.name} was unloaded. Lower its max_pixels or pick a smaller "
-                              "model.") from None
+            raise EngineError(_("The GPU ran out of memory reading page {page}; {model} was unloaded. Lower its "
+                                "max_pixels or pick a smaller model.", page=pages[0].index + 1,
+                                model=self.model.name)) from None
         if self._stop.is_set():  # stopped by a cancel: what came is a part, not the page
             return [not_read(page.index) for page in pages]
         return [page_from_answer(answer.text, answer.cut, Prepared(page.index, page.size, answer.seen, messages),
@@ -289,7 +291,7 @@ class LocalModel(Engine):
         most = self.model.max_pixels // self.model.resize_factor**2 if self.model.max_pixels else a4
         return image, messages, int(inputs["input_ids"].shape[1]) - a4 + max(a4, most)
 
-    def warm_up(self, config: AppConfig, on_progress: Callable[[str], None] | None = None,
+    def warm_up(self, config: AppConfig, on_progress: Callable[[Message], None] | None = None,
                 usually_s: float | None = None) -> None:
         """Choose the batch size and compile decoding for the shapes used from now on.
         A compile that fails leaves plain decoding and one note, never an error."""
@@ -312,8 +314,8 @@ class LocalModel(Engine):
         self.hf_model.generation_config.cache_implementation = "static"
         self.hf_model.generation_config.max_cache_len = self.max_cache_len
         if on_progress:
-            on_progress("compiling for faster reading… " + (f"usually {usually_s:.0f} s" if usually_s
-                                                             else "the first time takes a minute or two"))
+            on_progress(_("compiling for faster reading… usually {seconds:.0f} s", seconds=usually_s) if usually_s
+                        else _("compiling for faster reading… the first time takes a minute or two"))
         self.compiled = True
         try:
             for rows in sorted({1, self.batch_size}):
@@ -326,8 +328,8 @@ class LocalModel(Engine):
             self.hf_model.generation_config.cache_implementation = None
             self.hf_model.generation_config.compile_config = None
             _free_cuda()
-            self.notes.append(f"Compiled decoding failed for {self.model.name} ({type(exc).__name__}); pages "
-                              "are read without it, more slowly.")
+            self.notes.append(_("Compiled decoding failed for {model} ({error}); pages are read without it, "
+                                "more slowly.", model=self.model.name, error=type(exc).__name__))
             if on_progress:
                 on_progress(self.notes[-1])
 

@@ -29,6 +29,7 @@ from models.config import AppConfig, Task
 from models.document import Page
 from models.engine import Engine, PageSource
 from models.errors import Cancelled, EngineError
+from models.i18n import _
 from models.result import PageResult
 
 class OpenAIEngine(Engine):
@@ -72,19 +73,21 @@ class OpenAIEngine(Engine):
         With ``on_text`` the answer is streamed, and on_text receives it so far as it grows."""
         import openai
 
-        where = f"page {page_number}" if page_number else "the question"
+        where = _("page {page}", page=page_number) if page_number else _("the question")
         try:
             return self._stream(messages, on_text) if on_text else self._complete(messages)
         except openai.APITimeoutError:
-            raise EngineError(f"The model server did not answer {where} within "
-                              f"{self.requests.timeout_s:g} s (requests.timeout_s).") from None
+            raise EngineError(_("The model server did not answer {what} within {seconds:g} s (requests.timeout_s).",
+                                what=where, seconds=self.requests.timeout_s)) from None
         except openai.APIConnectionError:
-            raise EngineError(f"Cannot reach the model server at {self.vllm.base_url} for {where}; "
-                              "is it running?") from None
+            raise EngineError(_("Cannot reach the model server at {url} for {what}; is it running?",
+                                url=self.vllm.base_url, what=where)) from None
         except openai.APIStatusError as exc:
-            raise EngineError(f"The model server refused {where} ({exc.status_code}): {_detail(exc)}") from None
+            raise EngineError(_("The model server refused {what} ({status}): {reason}",
+                                what=where, status=str(exc.status_code), reason=_detail(exc))) from None
         except openai.APIError as exc:  # an error event in the middle of a stream
-            raise EngineError(f"The model server failed while answering {where}: {_detail(exc)}") from None
+            raise EngineError(_("The model server failed while answering {what}: {reason}",
+                                what=where, reason=_detail(exc))) from None
 
     def _request(self, messages: list[dict], stream: bool):
         return self.client.chat.completions.create(
@@ -104,7 +107,7 @@ class OpenAIEngine(Engine):
             try:
                 for chunk in stream:
                     if self.aborted.is_set():
-                        raise Cancelled("The answer was abandoned: cancelled.")
+                        raise Cancelled(_("The answer was abandoned: cancelled."))
                     if not chunk.choices:
                         continue
                     choice = chunk.choices[0]

@@ -22,6 +22,7 @@ from models.config import ModelConfig, Task
 from models.document import Page, TextSpan
 from models.engine import Engine, not_read
 from models.errors import EngineError, NotAvailable
+from models.i18n import Message, _
 from models.markdown import escape_line
 from models.result import Block, PageResult
 
@@ -39,7 +40,7 @@ def single_threaded_env() -> dict[str, str]:
 def installed_languages() -> frozenset[str]:
     exe = shutil.which("tesseract")
     if exe is None:
-        raise NotAvailable(f"Tesseract is not installed — install it with: {INSTALL_HINT}")
+        raise NotAvailable(_("Tesseract is not installed — install it with: {command}", command=INSTALL_HINT))
     out = subprocess.run([exe, "--list-langs"], capture_output=True, text=True, timeout=30)
     return frozenset(line.strip() for line in out.stdout.splitlines()[1:] if line.strip())
 
@@ -48,8 +49,8 @@ def check_languages(languages: list[str]) -> None:
     missing = [lang for lang in languages if lang not in installed_languages()]
     if missing:
         packages = " ".join(f"tesseract-ocr-{lang}" for lang in missing)
-        raise NotAvailable(f"Tesseract lacks the language data {', '.join(missing)} — "
-                           f"install it with: sudo apt-get install {packages}")
+        raise NotAvailable(_("Tesseract lacks the language data {languages} — install it with: "
+                             "sudo apt-get install {packages}", languages=", ".join(missing), packages=packages))
 
 
 class TesseractEngine(Engine):
@@ -76,7 +77,7 @@ class TesseractEngine(Engine):
         width, height = page.size
         if page.text_layer:
             paragraphs = page.text_layer
-            warnings = [f"Page {page.index + 1} was read from the PDF's own text layer, not by OCR."]
+            warnings = [_("Page {page} was read from the PDF's own text layer, not by OCR.", page=page.index + 1)]
         else:
             paragraphs = self._recognise(page)
             warnings = []
@@ -90,8 +91,10 @@ class TesseractEngine(Engine):
         stdout, stderr, code = self._run(cmd, buf.getvalue(), page.index)
         if code != 0:
             detail = stderr.decode(errors="replace").strip().splitlines()
-            raise EngineError(f"Tesseract failed on page {page.index + 1}: "
-                              f"{detail[-1] if detail else f'exit code {code}'}.")
+            if not detail:
+                raise EngineError(_("Tesseract failed on page {page}: exit code {code}.",
+                                    page=page.index + 1, code=str(code)))
+            raise EngineError(_("Tesseract failed on page {page}: {reason}.", page=page.index + 1, reason=detail[-1]))
         paragraphs = parse_tsv(stdout.decode("utf-8", errors="replace"))
         return _scaled(paragraphs, page.ocr_scale, page.image.size) if page.ocr_scale != 1 else paragraphs
 
@@ -107,8 +110,8 @@ class TesseractEngine(Engine):
         except subprocess.TimeoutExpired:
             process.kill()
             process.communicate()
-            raise EngineError(f"Tesseract took over {PAGE_TIMEOUT_S} s on page "
-                              f"{index + 1} and was stopped.") from None
+            raise EngineError(_("Tesseract took over {seconds} s on page {page} and was stopped.",
+                                seconds=PAGE_TIMEOUT_S, page=index + 1)) from None
         finally:
             with self._lock:
                 self._running.discard(process)
@@ -150,7 +153,7 @@ def _scaled(paragraphs: list[list[TextSpan]], scale: float, size: tuple[int, int
 
 
 def _result(index: int, width: int, height: int, paragraphs: list[list[TextSpan]],
-            warnings: list[str]) -> PageResult:
+            warnings: list[Message]) -> PageResult:
     text = "\n\n".join("\n".join(s.text for s in para) for para in paragraphs)
     markdown = "\n\n".join("  \n".join(escape_line(s.text) for s in para) for para in paragraphs)
     blocks = [Block(bbox=s.bbox, category="Text", text=s.text) for para in paragraphs for s in para]

@@ -14,6 +14,7 @@ from PIL import Image
 
 from models import render, tables
 from models.errors import NothingToExport
+from models.i18n import _
 from models.exports import csv_files, searchable_pdf, word, workbook
 from models.result import OCRResult
 
@@ -36,14 +37,15 @@ class File:
     mime: str
 
 
-def export(result: OCRResult, fmt: str, document_name: str, page_image: PageImage) -> File:
-    """The result in ``fmt``, named after the document. Raises NothingToExport for CSV of a
-    result without tables. ``page_image`` is called for the PDF's pages only."""
+def export(result: OCRResult, fmt: str, document_name: str, page_image: PageImage, lang: str = "en") -> File:
+    """The result in ``fmt``, named after the document; what it says itself (a page that was not
+    read) in ``lang``. Raises NothingToExport for CSV of a result without tables.
+    ``page_image`` is called for the PDF's pages only."""
     stem = Path(document_name).stem or "document"
     if fmt == "csv":
         found = tables.of_result(result)
         if not found:
-            raise NothingToExport("No tables were found, so no CSV was written.")
+            raise NothingToExport(_("No tables were found, so no CSV was written."))
         if len(found) == 1:
             return File(f"{stem}.csv", csv_files.table_csv(found[0]), "text/csv")
         return File(f"{stem}.csv.zip", csv_files.zipped(found, stem), "application/zip")
@@ -51,18 +53,19 @@ def export(result: OCRResult, fmt: str, document_name: str, page_image: PageImag
     if fmt == "xlsx":
         data = workbook.export(result)
     elif fmt == "docx":
-        data = word.export(result)
+        data = word.export(result, lang)
     else:
         data = searchable_pdf.export(result, page_image)
     return File(f"{stem}.{fmt}", data, mime)
 
 
-def file_for(result: OCRResult, fmt: str, document_name: str, page_image: PageImage) -> File:
+def file_for(result: OCRResult, fmt: str, document_name: str, page_image: PageImage,
+             lang: str = "en") -> File:
     """The result in any format, text ones included (see ``export`` for the rest)."""
     if fmt in render.FORMATS:
-        return File(render.output_name(document_name, fmt), render.render(result, fmt).encode("utf-8"),
+        return File(render.output_name(document_name, fmt), render.render(result, fmt, lang).encode("utf-8"),
                     render.FORMATS[fmt])
-    return export(result, fmt, document_name, page_image)
+    return export(result, fmt, document_name, page_image, lang)
 
 
 def unique_stems(names: list[str]) -> list[str]:
@@ -79,14 +82,14 @@ def unique_stems(names: list[str]) -> list[str]:
     return stems
 
 
-def bundle(results: list[tuple[str, OCRResult, PageImage]], fmt: str) -> bytes:
+def bundle(results: list[tuple[str, OCRResult, PageImage]], fmt: str, lang: str = "en") -> bytes:
     """One ZIP with each document's result in ``fmt``; a document without tables has no CSV."""
     buf = io.BytesIO()
     names = [name for name, _, _ in results]
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as archive:
         for (name, result, page_image), stem in zip(results, unique_stems(names)):
             try:
-                made = file_for(result, fmt, stem + Path(name).suffix, page_image)
+                made = file_for(result, fmt, stem + Path(name).suffix, page_image, lang)
             except NothingToExport:
                 continue
             archive.writestr(made.name, made.data)

@@ -22,6 +22,7 @@ from markdown_it.token import Token
 from PIL import Image
 
 from models import tables
+from models.i18n import _
 from models.result import OCRResult
 
 DPI = 200  # pictures are crops of pages at the intake's PDF resolution: print them that size
@@ -33,13 +34,13 @@ LISTS = {"ul": "List Bullet", "ol": "List Number", "bullet_list_open": "List Bul
 BLOCKS = CONTAINERS | set(HEADINGS) | {"table", "p", "ul", "ol", "pre"}
 
 
-def export(result: OCRResult) -> bytes:
+def export(result: OCRResult, lang: str = "en") -> bytes:
     doc = Document()
     for n, page in enumerate(result.pages):
         if n:
             doc.add_page_break()
         if page.error:
-            doc.add_paragraph(f"Page {page.number} was not read: {page.error}")
+            doc.add_paragraph(_("Page {page} was not read: {error}", page=page.number, error=page.error).render(lang))
         else:
             _markdown(doc, page.markdown)
     buf = io.BytesIO()
