@@ -16,7 +16,7 @@ from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
                       model_validator)
 
 from models.errors import ConfigError
-from models.i18n import Message, _, n_
+from models.i18n import Localized, Message, _, n_
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = ROOT / "config.yaml"
@@ -108,8 +108,13 @@ class History(Strict):
     max_total_mb: Annotated[float, Field(gt=0)] = 1000
 
 
+class UI(Strict):
+    # auto: the browser's language (Russian when it is Russian, else English)
+    language: Literal["auto", "en", "ru"] = "auto"
+
+
 class Task(Strict):
-    label: str
+    label: Localized
     prompt: str = ""
     # How the engine's answer is read: plain text, Markdown/HTML, or dots.ocr layout JSON.
     output: Literal["text", "markdown", "layout"] = "text"
@@ -219,7 +224,7 @@ OCR_PREPROCESS = {"lighting": True, "denoise": True, "upscale": True}
 
 class ModelConfig(Strict):
     name: str
-    description: str = ""
+    description: Localized = Localized("")
     vram_gb: PositiveGB
     min_pixels: Annotated[int, Field(gt=0)] | None = None
     max_pixels: Annotated[int, Field(gt=0)] | None = None
@@ -279,6 +284,7 @@ class AppConfig(Strict):
     switching: Switching = Switching()
     requests: Requests = Requests()
     history: History = History()
+    ui: UI = UI()
     models: Annotated[dict[str, ModelConfig], Field(min_length=1)]
 
     @model_validator(mode="after")

@@ -136,9 +136,42 @@ def N_(msgid: str) -> str:
     return msgid
 
 
+class Localized(str):
+    """A text people read that comes from config.yaml, not from the code: one string, or one
+    per language (``{en: …, ru: …}``). As a ``str`` it is the English (or the only) text;
+    ``render`` gives the language's own where the config has it. gettext cannot carry these:
+    a person adding a model writes its Russian description beside the English one."""
+
+    texts: dict[str, str]
+
+    def __new__(cls, value: str | Mapping[str, str]) -> Localized:
+        texts = {"en": value} if isinstance(value, str) else dict(value)
+        unknown = sorted(set(texts) - set(LANGUAGES))
+        if unknown or not texts or not all(isinstance(v, str) for v in texts.values()):
+            raise ValueError(_("expected a text, or one per language ({languages}), not {value!r}",
+                               languages=", ".join(LANGUAGES), value=str(value)))
+        self = super().__new__(cls, texts.get("en") or next(iter(texts.values())))
+        self.texts = texts
+        return self
+
+    def __reduce__(self):
+        return Localized, (self.texts,)
+
+    def render(self, lang: str) -> str:
+        return self.texts.get(lang) or str(self)
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any, handler: Any) -> Any:
+        from pydantic_core import core_schema
+        return core_schema.no_info_plain_validator_function(
+            lambda value: value if isinstance(value, Localized) else cls(value),
+            serialization=core_schema.plain_serializer_function_ser_schema(lambda value: value.texts))
+
+
 def translate(value: Any, lang: str) -> str:
-    """What to show: a Message (or an error raised with one) in ``lang``; other text as it is."""
-    if isinstance(value, Message):
+    """What to show: a Message (or an error raised with one), or a text from the config, in
+    ``lang``; other text as it is."""
+    if isinstance(value, (Message, Localized)):
         return value.render(lang)
     if isinstance(value, BaseException):
         first = value.args[0] if value.args else None

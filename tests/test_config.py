@@ -82,6 +82,9 @@ def test_streamlit_settings_follow_the_config(config):
     (lambda c: c["models"]["qwen2_vl_2b"]["vllm"].update(labels={"io.chatvlmllm.managed": "false"}),
      "models.qwen2_vl_2b.vllm: labels: the io.chatvlmllm.* labels are set by the manager"),
     (lambda c: c["switching"].update(idle_unload_s=-1), "switching.idle_unload_s: Input should be greater"),
+    (lambda c: c["models"]["tesseract"].update(description={"en": "CPU", "de": "CPU"}),
+     "models.tesseract.description: expected a text, or one per language (en, ru), not"),
+    (lambda c: c.update(ui={"language": "fr"}), "ui.language: Input should be 'auto', 'en' or 'ru'"),
 ])
 def test_broken_config_names_the_key(mutate, expected):
     data = raw()
@@ -153,3 +156,17 @@ def test_the_shipped_files_hold_no_secret():
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     for name, service in compose["services"].items():
         assert service["environment"] == ["HF_TOKEN", "VLLM_API_KEY"], name  # names only: values come from the host
+
+
+def test_texts_people_read_are_in_russian_and_english_and_plain_strings_still_load(config):
+    for key, model in config.models.items():
+        assert set(model.description.texts) == {"en", "ru"}, key
+        assert all(set(task.label.texts) == {"en", "ru"} for task in model.tasks.values()), key
+    tesseract = config.models["tesseract"]
+    assert tesseract.description.render("ru") == "Встроенный движок на CPU; работает без сети, без GPU и без Docker."
+    assert tesseract.description == "Embedded CPU engine; works offline with no GPU and no Docker."  # as a str: English
+    assert config.ui.language == "auto"
+    data = raw()
+    data["models"]["tesseract"]["description"] = "Only one language here"
+    plain = parse_config(data).models["tesseract"].description
+    assert (plain.render("ru"), plain.render("en")) == ("Only one language here", "Only one language here")
