@@ -1,5 +1,5 @@
-"""ChatVLMLLM — the Streamlit entry point: the sidebar, then the view chosen there. Each view
-lives in views/; every decision lives in managers/ and models/."""
+"""ChatVLMLLM — the Streamlit entry point: the language, the sidebar, then the view chosen
+there. Each view lives in views/; every decision lives in managers/ and models/."""
 
 from __future__ import annotations
 
@@ -10,31 +10,48 @@ from views.cached import cached_config, cached_host, idle_watcher
 from views.compare import compare_view
 from views.evaluate import evaluate_view
 from views.history import history_view
+from views.i18n import shown_as, t, tr
 from views.progress import follow
 from views.read import read_view
-from views.sidebar import idle_note, operations_panel, sidebar
+from views.sidebar import idle_note, language_picker, operations_panel, sidebar
 
-st.set_page_config(page_title="ChatVLMLLM", page_icon="📄", layout="wide")
+VIEWS = ("read", "compare", "evaluate", "history")
+
+
+def view_name(view: str) -> str:
+    """A view as the radio shows it; its value stays the same in every language."""
+    if view == "compare":
+        return t("Compare")
+    if view == "evaluate":
+        return t("Evaluate")
+    if view == "history":
+        return t("History")
+    return t("Read")
 
 
 def main() -> None:
     try:
         config = cached_config()
     except ChatVLMError as exc:
-        st.error(str(exc))
+        language_picker(None)  # the error is read in the language chosen: the browser's until then
+        st.set_page_config(page_title=t("ChatVLMLLM"), page_icon="📄", layout="wide")
+        st.error(tr(exc))
         st.stop()
+    language_picker(config)  # first: everything below is drawn in it
+    st.set_page_config(page_title=t("ChatVLMLLM"), page_icon="📄", layout="wide")
     idle_watcher(config)
     host = cached_host(config)
     mode, key, reason = sidebar(config, host)
     ops_slot = operations_panel(config)
     idle_note(config)
-    view = st.sidebar.radio("View", ["Read", "Compare", "Evaluate", "History"], horizontal=True, key="view")
+    view = st.sidebar.radio(t("View"), VIEWS, format_func=shown_as(VIEWS, view_name), horizontal=True,
+                            key="view")
     watched = None
-    if view == "History":
+    if view == "history":
         history_view(config)
-    elif view == "Compare":
+    elif view == "compare":
         watched = compare_view(config, host, (mode, key))
-    elif view == "Evaluate":
+    elif view == "evaluate":
         watched = evaluate_view(config, host, (mode, key))
     else:
         watched = read_view(config, mode, key, reason)

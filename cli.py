@@ -4,7 +4,9 @@ formats of models/exports), list or export again the runs the history keeps, and
 models against documents whose true text is known.
 
 Results go to standard output (or files under --out); progress and messages go to
-standard error. Exit codes: 0 all pages read, 1 some pages or files failed, 2 bad usage.
+standard error, in the language of --lang (default: from LANGUAGE, LC_ALL, LC_MESSAGES or
+LANG, as gettext chooses; English or Russian). Exit codes: 0 all pages read, 1 some pages or
+files failed, 2 bad usage.
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ import contextlib
 import json
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from managers import eval_report, evaluation, runs
 from managers.availability import probe_host, why_not
@@ -26,9 +30,45 @@ from models import exports, render
 from models.config import MODE_LABELS, MODES, load_config
 from models.document import Document, open_path, select_pages
 from models.errors import ChatVLMError, HistoryError, InputError, NothingToExport, Superseded, SwitchError
+from models.i18n import LANGUAGES, Message, _, language_from_env, n_, number, translate
 from models.result import OCRResult, PageResult
 
 EXIT_SUPERSEDED = 3
+
+# One process, one person: the language every message is printed in (main() sets it from
+# --lang or the environment).
+LANG = "en"
+
+
+def t(msgid: str, **params: Any) -> str:
+    """Mark ``msgid`` for translation and render it in the CLI's language."""
+    return Message(msgid, params).render(LANG)
+
+
+def tn(singular: str, plural: str, n: int, **params: Any) -> str:
+    """A sentence with a count ``{n}``, in the CLI's language and its plural rule."""
+    return n_(singular, plural, n, **params).render(LANG)
+
+
+def tr(value: Any) -> str:
+    """A Message, an error raised with one, or plain text, in the CLI's language."""
+    return translate(value, LANG)
+
+
+def local(text: Any) -> str:
+    """Config text (a model's name): plain, a Localized or ``{en: …, ru: …}``, in the CLI's language."""
+    if isinstance(text, Mapping):
+        return text.get(LANG) or text.get("en") or next(iter(text.values()), "")
+    return tr(text)
+
+
+def percent(fraction: float) -> str:
+    return t("{value:.2f}%", value=100 * fraction)
+
+
+def choice_label(choice: runs.Choice) -> str:
+    """"tesseract (CPU, text)": a model of an evaluation as the tables name it."""
+    return f"{choice.key} ({tr(MODE_LABELS.get(choice.mode, choice.mode))}, {choice.task})"
 
 
 class ProgressBar:
@@ -43,13 +83,14 @@ class ProgressBar:
     def __call__(self, done: int, total: int, page: PageResult) -> None:
         self._draw(done, page)
         if page.error:
-            self._line(f"page {page.number}: {page.error}")
+            self._line(t("page {page}: {error}", page=page.number, error=tr(page.error)))
 
     def _draw(self, done: int, page: PageResult | None) -> None:
         width = 24
         filled = width * done // max(self.total, 1)
         elapsed = time.perf_counter() - self.started
-        bar = f"{self.label} [{'#' * filled}{'.' * (width - filled)}] {done}/{self.total} pages {elapsed:.1f}s"
+        bar = t("{label} [{bar}] {done}/{total} pages {seconds:.1f}s", label=self.label,
+                bar="#" * filled + "." * (width - filled), done=str(done), total=str(self.total), seconds=elapsed)
         if self.tty:
             self.stream.write("\r" + bar + ("\n" if done == self.total else ""))
             self.stream.flush()
@@ -69,20 +110,23 @@ def print_table(rows: list[tuple[str, ...]]) -> None:
 
 def cmd_models(args, config) -> int:
     host = probe_host(config)
-    rows = [("KEY", "NAME", "MODE", "VRAM", "AVAILABLE HERE")]
+    rows = [(t("KEY"), t("NAME"), t("MODE"), t("VRAM"), t("AVAILABLE HERE"))]
     for key, model in config.models.items():
         for mode in model.modes:
             reason = why_not(model, mode, host, config)
-            vram = f"{model.vram_gb:g} GB" if model.vram_gb else "-"
-            rows.append((key, model.name, MODE_LABELS[mode], vram, reason or "yes"))
+            vram = t("{gb:g} GB", gb=model.vram_gb) if model.vram_gb else "-"
+            rows.append((key, local(model.name), tr(MODE_LABELS[mode]), vram, tr(reason) if reason else t("yes")))
     print_table(rows)
     return 0
 
 
 def print_event(event: SwitchEvent) -> None:
-    line = f"[{event.elapsed:6.1f}s] {event.message}"
+    elapsed = number(event.elapsed, LANG, 1).rjust(6)
     if event.estimate and event.stage == "starting":
-        line += f" (usually ready in {event.estimate:.0f}s)"
+        line = t("[{elapsed}s] {message} (usually ready in {estimate:.0f}s)", elapsed=elapsed,
+                 message=tr(event.message), estimate=event.estimate)
+    else:
+        line = t("[{elapsed}s] {message}", elapsed=elapsed, message=tr(event.message))
     if event.log_line:
         line += f" | {event.log_line[:120]}"
     print(line, file=sys.stderr, flush=True)
@@ -94,7 +138,7 @@ def wait_for(op: Operation):
         return op.wait(print_event)
     except KeyboardInterrupt:
         op.cancel.set()
-        print("cancelling…", file=sys.stderr, flush=True)
+        print(t("cancelling…"), file=sys.stderr, flush=True)
         with contextlib.suppress(ChatVLMError):
             op.wait()
         raise
@@ -105,29 +149,37 @@ def cmd_switch(args, config) -> int:
     try:
         status = wait_for(runs.switch(config, args.model))
     except Superseded as exc:
-        print(str(exc), file=sys.stderr)
+        print(tr(exc), file=sys.stderr)
         return EXIT_SUPERSEDED
     except ChatVLMError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(t("error: {error}", error=tr(exc)), file=sys.stderr)
         if isinstance(exc, SwitchError) and exc.log_tail:
-            print("--- last log lines ---\n" + exc.log_tail.rstrip(), file=sys.stderr)
+            print(t("--- last log lines ---"), file=sys.stderr)
+            print(exc.log_tail.rstrip(), file=sys.stderr)
         return 1
-    print(f"{status.key} ready on port {status.port}")
+    print(t("{key} ready on port {port}", key=status.key, port=str(status.port)))
     return 0
 
 
 def cmd_status(args, config) -> int:
     statuses = SingleContainerManager(config).status()
-    rows = [("MODEL", "STATE", "PORT", "SINCE", "DETAIL")]
+    rows = [(t("MODEL"), t("STATE"), t("PORT"), t("SINCE"), t("DETAIL"))]
     for key, st in statuses.items():
-        rows.append((key, st.state.value, str(st.port or "-"), st.since or "-", st.detail))
+        rows.append((key, state_name(st.state.value), str(st.port or "-"), st.since or "-", tr(st.detail)))
     print_table(rows)
     return 0
 
 
+def state_name(state: str) -> str:
+    """A container's state (managers.containers.State) in the CLI's language."""
+    names = {"stopped": t("stopped"), "starting": t("starting"), "ready": t("ready"), "stopping": t("stopping"),
+             "failed": t("failed")}
+    return names.get(state, state)
+
+
 def cmd_stop(args, config) -> int:
     stopped = wait_for(runs.stop(config))
-    print(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
+    print(t("stopped: {models}", models=", ".join(stopped)) if stopped else t("nothing was running"))
     return 0
 
 
@@ -138,7 +190,7 @@ def cmd_logs(args, config) -> int:
 
 def needs_out(fmt: str, out: Path | None) -> None:
     if fmt in exports.FORMATS and not out:
-        raise ChatVLMError(f"{fmt} is a binary format: give --out DIR.")
+        raise ChatVLMError(_("{format} is a binary format: give --out DIR.", format=fmt))
 
 
 def cmd_ocr(args, config) -> int:
@@ -146,7 +198,7 @@ def cmd_ocr(args, config) -> int:
     model = config.model(args.model)
     if args.endpoint:
         if model.vllm is None:
-            raise ChatVLMError(f"{model.name} has no vLLM backend to send to an endpoint.")
+            raise ChatVLMError(_("{model} has no vLLM backend to send to an endpoint.", model=local(model.name)))
         remote = model.vllm.model_copy(update={"endpoint": args.endpoint})
         models = {**config.models, args.model: model.model_copy(update={"vllm": remote})}
         config = config.model_copy(update={"models": models})
@@ -162,14 +214,14 @@ def cmd_ocr(args, config) -> int:
             document = open_path(file, config.limits)
             indexes = select_pages(document, args.pages)
         except ChatVLMError as exc:
-            print(f"error: {exc}", file=sys.stderr)
+            print(t("error: {error}", error=tr(exc)), file=sys.stderr)
             status = 1
             continue
         bar = ProgressBar(Path(file).name, len(indexes))
         try:
             run = runs.read_document(config, choice, document.pages(indexes), on_page=bar, on_event=print_event)
         except ChatVLMError as exc:  # e.g. the model was taken away: the other files still count
-            print(f"error: {file}: {exc}", file=sys.stderr)
+            print(t("error: {file}: {error}", file=str(file), error=tr(exc)), file=sys.stderr)
             status = 1
             continue
         result = run.result
@@ -190,12 +242,12 @@ def keep(history: History, run: runs.Run, document: Document) -> None:
     try:
         history.add(run, document.name, document.data)
     except ChatVLMError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(t("error: {error}", error=tr(exc)), file=sys.stderr)
 
 
 def say_warning(history: History) -> None:
     if history.warning:
-        print(history.warning, file=sys.stderr)
+        print(tr(history.warning), file=sys.stderr)
 
 
 def parse_choices(spec: str, task: str | None) -> list[runs.Choice]:
@@ -204,7 +256,8 @@ def parse_choices(spec: str, task: str | None) -> list[runs.Choice]:
     for entry in spec.split(","):
         key, colon, mode = entry.strip().partition(":")
         if not key or (colon and mode not in MODES):
-            raise ChatVLMError(f"'{entry}' is not KEY or KEY:MODE (MODE: {', '.join(MODES)}).")
+            raise ChatVLMError(_("'{entry}' is not KEY or KEY:MODE (MODE: {modes}).", entry=entry,
+                                 modes=", ".join(MODES)))
         choices.append(runs.Choice(key, mode or None, task))
     return choices
 
@@ -214,46 +267,49 @@ def cmd_eval(args, config) -> int:
     chart = (args.out / eval_report.CHART_NAME).resolve()  # where --out is DIR: a chart, not a document
     samples, errors = evaluation.folder_samples(args.folder, config.limits, skip={chart})
     for error in errors:
-        print(f"error: {error}", file=sys.stderr)
+        print(t("error: {error}", error=tr(error)), file=sys.stderr)
     if not samples:
-        raise InputError(f"'{args.folder}' holds no document to read (PNG, JPEG, TIFF, BMP, WebP or PDF).")
+        raise InputError(_("'{folder}' holds no document to read (PNG, JPEG, TIFF, BMP, WebP or PDF).",
+                           folder=str(args.folder)))
     result = evaluation.evaluate(
         config, choices, samples, on_event=print_event,
         on_read=lambda choice, sample: ProgressBar(f"{choice.key} {sample.name}", len(sample.pages())))
     history = History(config)
     for model in result.models:
         if model.error:
-            print(f"error: {model.label}: {model.error}", file=sys.stderr)
+            print(t("error: {model}: {error}", model=choice_label(model.choice), error=tr(model.error)),
+                  file=sys.stderr)
         for row in model.rows:
             if row.error:
-                print(f"error: {model.label}: {row.sample.name}: {row.error}", file=sys.stderr)
+                print(t("error: {model}: {document}: {error}", model=choice_label(model.choice),
+                        document=row.sample.name, error=tr(row.error)), file=sys.stderr)
             else:
                 keep(history, row.run, row.sample.document)
         print_scores(model)
     say_warning(history)
-    for path in eval_report.write(result, args.out):
-        print(f"wrote {path}", file=sys.stderr)
+    for path in eval_report.write(result, args.out, LANG):
+        print(t("wrote {path}", path=str(path)), file=sys.stderr)
     return 1 if errors or result.failed else 0
 
 
 def print_scores(model: evaluation.ModelResult) -> None:
     """The model's line, then its scores over all documents and per document; a blank line."""
-    print(model.label)
+    print(choice_label(model.choice))
     if model.error:
-        print("not evaluated: it could not be made ready\n")
+        print(t("not evaluated: it could not be made ready") + "\n")
         return
-    rows = [("DOCUMENT", "PAGES", "FAILED", "SECONDS", "PAGES/MIN", "CER", "WER", "NOTE"),
-            _score_cells("all documents", model, "micro-averaged over the pages with truth")]
-    rows += [_score_cells(row.sample.name, row, row.note) for row in model.rows]
+    rows = [(t("DOCUMENT"), t("PAGES"), t("FAILED"), t("SECONDS"), t("PAGES/MIN"), t("CER"), t("WER"), t("NOTE")),
+            _score_cells(t("all documents"), model, t("micro-averaged over the pages with truth"))]
+    rows += [_score_cells(row.sample.name, row, tr(row.note)) for row in model.rows]
     print_table(rows)
     print()
 
 
 def _score_cells(name: str, part: evaluation.ModelResult | evaluation.Row, note: str) -> tuple[str, ...]:
     per_min, score = part.pages_per_min, part.score
-    rates = ("-", "-") if score is None else (f"{score.cer:.2%}", f"{score.wer:.2%}")
-    return (name, str(part.pages), str(part.failed), f"{part.seconds:.1f}",
-            "-" if per_min is None else f"{per_min:.1f}", *rates, note)
+    rates = ("-", "-") if score is None else (percent(score.cer), percent(score.wer))
+    return (name, str(part.pages), str(part.failed), number(part.seconds, LANG, 1),
+            "-" if per_min is None else number(per_min, LANG, 1), *rates, note)
 
 
 def cmd_history(args, config) -> int:
@@ -261,8 +317,8 @@ def cmd_history(args, config) -> int:
     try:
         if args.delete is not None:
             if not history.delete(args.delete):
-                raise HistoryError(f"There is no run {args.delete} in the history.")
-            print(f"deleted run {args.delete}", file=sys.stderr)
+                raise HistoryError(_("There is no run {id} in the history.", id=str(args.delete)))
+            print(t("deleted run {id}", id=str(args.delete)), file=sys.stderr)
         elif args.export is not None:
             needs_out(args.format, args.out)
             stored = history.get(args.export)
@@ -280,12 +336,13 @@ def cmd_history(args, config) -> int:
 
 def list_runs(entries: list[Entry], search: str | None) -> None:
     if not entries:
-        print(f"No kept run's file name contains '{search}'." if search else "No runs are kept yet.",
-              file=sys.stderr)
+        print(t("No kept run's file name contains '{search}'.", search=search) if search
+              else t("No runs are kept yet."), file=sys.stderr)
         return
-    rows = [("ID", "WHEN", "FILE", "PAGES", "MODEL", "MODE", "TASK", "SECONDS")]
+    rows = [(t("ID"), t("WHEN"), t("FILE"), t("PAGES"), t("MODEL"), t("MODE"), t("TASK"), t("SECONDS"))]
+    # WHEN stays one sortable form in every language (a script may read it).
     rows += [(str(e.id), e.created.strftime("%Y-%m-%d %H:%M"), e.name, str(e.pages), e.model,
-              MODE_LABELS.get(e.mode, e.mode), e.task, f"{e.seconds:.1f}") for e in entries]
+              tr(MODE_LABELS.get(e.mode, e.mode)), e.task, number(e.seconds, LANG, 1)) for e in entries]
     print_table(rows)
 
 
@@ -297,13 +354,13 @@ def _write(out: Path, outputs: list[tuple[Path, OCRResult]], fmt: str, page_imag
     try:
         made = exports.file_for(result, fmt, stem + file.suffix, page_image)
     except NothingToExport as exc:
-        print(f"{file.name}: {exc}", file=sys.stderr)
+        print(f"{file.name}: {tr(exc)}", file=sys.stderr)
         return
     out.mkdir(parents=True, exist_ok=True)
     target = out / made.name
     target.write_bytes(made.data)
-    renamed = f" ({file} has the name of an earlier input)" if stem != file.stem else ""
-    print(f"wrote {target}{renamed}", file=sys.stderr)
+    print(t("wrote {path} ({file} has the name of an earlier input)", path=str(target), file=str(file))
+          if stem != file.stem else t("wrote {path}", path=str(target)), file=sys.stderr)
 
 
 def _joined(outputs: list[tuple[Path, OCRResult]], fmt: str) -> str:
@@ -318,6 +375,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cli.py", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", help="config file (default: $CHATVLMLLM_CONFIG or config.yaml)")
+    parser.add_argument("--lang", choices=LANGUAGES,
+                        help="language of messages (default: from LANGUAGE, LC_ALL, LC_MESSAGES or LANG)")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     models = commands.add_parser("models", help="list models, their modes and whether they run here")
@@ -370,19 +429,24 @@ def build_parser() -> argparse.ArgumentParser:
     logs.add_argument("model", metavar="MODEL")
     logs.add_argument("--tail", type=int, default=100, metavar="N", help="last N lines (default 100)")
     logs.set_defaults(run=cmd_logs)
+    for command in commands.choices.values():  # `cli.py ocr --lang ru …` too; unset, it leaves the top one
+        command.add_argument("--lang", choices=LANGUAGES, default=argparse.SUPPRESS,
+                             help="language of messages (default: from LANGUAGE, LC_ALL, LC_MESSAGES or LANG)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    global LANG
     args = build_parser().parse_args(argv)
+    LANG = args.lang or language_from_env()
     try:
         config = load_config(args.config)
         return args.run(args, config)
     except ChatVLMError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(t("error: {error}", error=tr(exc)), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("error: interrupted; pages already written are kept.", file=sys.stderr)
+        print(t("error: interrupted; pages already written are kept."), file=sys.stderr)
         return 130
 
 

@@ -40,7 +40,7 @@ from managers.container_manager import OnEvent, SingleContainerManager, SwitchEv
 from managers.containers import ModelStatus
 from managers.locks import FILE_MODE, FileLock, Slots, held_by_someone
 from models.config import AppConfig, lock_dir
-from models.errors import Cancelled, ChatVLMError, NotAvailable, Superseded, SwitchError
+from models.errors import Cancelled, NotAvailable, Superseded, SwitchError
 from models.i18n import _, n_
 
 WAIT_POLL_S = 0.1

@@ -173,7 +173,7 @@ def test_a_run_is_kept_and_reopened_from_history():
     at = upload(start(), "mixed.png", encode(render_lines(MIXED), "PNG"), "image/png")
     at.button[0].click().run()
     assert at.success[0].value.startswith("Read 1 of 1 pages")
-    at.sidebar.radio(key="view").set_value("History").run()
+    at.sidebar.radio(key="view").set_value("history").run()
     assert not at.exception
     run = at.selectbox(key="history_run")
     assert "mixed.png · 1 p. · tesseract (cpu, text)" in run.format_func(run.value)
@@ -199,6 +199,6 @@ def test_a_damaged_history_is_one_sentence_and_the_app_goes_on(tmp_path):
     [moved] = [p for p in data.iterdir() if p.name.startswith("history.sqlite3.damaged-")]
     assert [w.value for w in at.warning] == [
         f"The history database was damaged; it was moved to {moved} and a new one started."]
-    at.sidebar.radio(key="view").set_value("History").run()
+    at.sidebar.radio(key="view").set_value("history").run()
     assert not at.exception
     assert [o.split(" · ")[1] for o in at.selectbox(key="history_run").options] == ["mixed.png"]  # kept anew

@@ -31,7 +31,7 @@ def app_config(config_path, monkeypatch):
 
 def compare_view() -> AppTest:
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120).run()
-    at.sidebar.radio(key="view").set_value("Compare").run()
+    at.sidebar.radio(key="view").set_value("compare").run()
     at.selectbox(key="cmp0_mode").set_value("vllm").run()
     at.selectbox(key="cmp0_model_vllm").set_value("qwen3_vl_2b").run()
     at.selectbox(key="cmp1_mode").set_value("cpu").run()
@@ -66,7 +66,7 @@ def test_compare_reads_with_both_and_scores_against_the_truth(app_config):
     assert f'title="{escape("оборудования")}">оборудовання</span>' in first
     assert '<span class="diff-insert" style="background:#c8f7c5">lazy</span> dog' in second
 
-    at.radio(key="cmp_against").set_value("the true text").run()
+    at.radio(key="cmp_against").set_value("truth").run()
     first, _ = side_html(at)
     assert '<span class="diff-missing" style="color:#b42318;text-decoration:line-through">lazy</span> dog' in first
     assert f'title="{escape("оборудования")}">оборудовання</span>' in first
@@ -100,9 +100,9 @@ def test_diff_marks_each_kind_of_edit():
 
 def test_evaluate_view_scores_every_model_and_draws_the_chart(app_config):
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120).run()
-    at.sidebar.radio(key="view").set_value("Evaluate").run()
+    at.sidebar.radio(key="view").set_value("evaluate").run()
     models = at.multiselect(key="eval_models")
-    models.set_value(["Qwen3-VL 2B Instruct (vLLM)", "Tesseract 5 (CPU)"]).run()
+    models.set_value(["qwen3_vl_2b:vllm", "tesseract:cpu"]).run()
     uploader = at.file_uploader(key="eval_uploads")
     uploader.upload("mixed.png", encode(render_lines(MIXED), "PNG"), "image/png")
     uploader.upload("mixed.txt", MIXED_TRUTH.encode(), "text/plain")

@@ -10,6 +10,7 @@ from managers.idle import IdleWatcher
 from managers.readiness import endpoint_ready
 from models.config import AppConfig, load_config
 from models.document import Document, open_document
+from views.i18n import t
 
 
 @st.cache_resource
@@ -17,8 +18,15 @@ def cached_config() -> AppConfig:
     return load_config()
 
 
-@st.cache_resource(ttl=15, show_spinner="Looking for Docker and GPUs…")
-def cached_host(_config: AppConfig):
+# Spinner texts are drawn per session, in its language: a cache's own show_spinner text would
+# be fixed once, at import. st.spinner appears only after half a second, so a hit shows none.
+def cached_host(config: AppConfig):
+    with st.spinner(t("Looking for Docker and GPUs…")):
+        return _cached_host(config)
+
+
+@st.cache_resource(ttl=15, show_spinner=False)
+def _cached_host(_config: AppConfig):
     return probe_host(_config)
 
 
@@ -27,8 +35,13 @@ def cached_remote_ready(key: str, _config: AppConfig) -> tuple[bool, str]:
     return endpoint_ready(_config.models[key].vllm)
 
 
-@st.cache_resource(max_entries=4, show_spinner="Opening the document…")
-def cached_document(file_id: str, _data: bytes, name: str, _config: AppConfig) -> Document:
+def cached_document(file_id: str, data: bytes, name: str, config: AppConfig) -> Document:
+    with st.spinner(t("Opening the document…")):
+        return _cached_document(file_id, data, name, config)
+
+
+@st.cache_resource(max_entries=4, show_spinner=False)
+def _cached_document(file_id: str, _data: bytes, name: str, _config: AppConfig) -> Document:
     return open_document(_data, name, _config.limits)
 
 

@@ -15,21 +15,23 @@ from models.document import UPLOAD_TYPES
 from models.errors import ChatVLMError
 from models.metrics import split_pages
 from views.cached import cached_document
-from views.choice import label, runnable
+from views.choice import label, runnable, short_label
+from views.i18n import language, num, percent, shown_as, t, tn, tr
 from views.progress import Watched, collect_evaluation, run_evaluation
 
 def evaluate_view(config: AppConfig, host, default: tuple[Mode, str]) -> Watched | None:
-    st.title("Evaluate models on your documents")
+    st.title(t("Evaluate models on your documents"))
     collect_evaluation("eval")
     choices = runnable(config, host)
     preferred = [name for name, c in choices.items()
                  if (c.mode, c.key) in (default, ("cpu", config.fallback_model))]
-    chosen = st.multiselect("Models", list(choices), default=preferred, key="eval_models")
-    uploads = st.file_uploader("Documents, each with its true text as NAME.txt (pages split by form feeds)",
+    chosen = st.multiselect(t("Models"), list(choices), default=preferred, key="eval_models",
+                            format_func=shown_as(choices, lambda name: short_label(config, choices[name])))
+    uploads = st.file_uploader(t("Documents, each with its true text as NAME.txt (pages split by form feeds)"),
                                type=[*UPLOAD_TYPES, "txt"], accept_multiple_files=True, key="eval_uploads",
                                max_upload_size=config.limits.max_upload_mb)
     samples = read_samples(config, uploads or [])
-    done, watched = run_evaluation(config, "eval", "Evaluate", not samples or not chosen,
+    done, watched = run_evaluation(config, "eval", t("Evaluate"), not samples or not chosen,
                                    lambda: ([choices[name] for name in chosen], samples))
     if done is not None:
         show_evaluation(config, done)
@@ -45,7 +47,7 @@ def read_samples(config: AppConfig, uploads) -> list[Sample]:
             try:
                 truths[Path(upload.name).stem] = split_pages(upload.getvalue().decode("utf-8-sig"))
             except UnicodeDecodeError:
-                st.error(f"'{upload.name}' is not UTF-8 text; save it as UTF-8 and upload it again.")
+                st.error(t("'{name}' is not UTF-8 text; save it as UTF-8 and upload it again.", name=upload.name))
     samples = []
     for upload in uploads:
         if Path(upload.name).suffix.lower() == ".txt":
@@ -53,17 +55,21 @@ def read_samples(config: AppConfig, uploads) -> list[Sample]:
         try:
             document = cached_document(upload.file_id, upload.getvalue(), upload.name, config)
         except ChatVLMError as exc:
-            st.error(str(exc))
+            st.error(tr(exc))
             continue
         if document.page_count > config.limits.max_pages:
-            st.error(f"'{upload.name}' has {document.page_count} pages, over the limit of "
-                     f"{config.limits.max_pages} (limits.max_pages).")
+            st.error(t("'{name}' has {pages} pages, over the limit of {limit} (limits.max_pages).",
+                       name=upload.name, pages=document.page_count, limit=config.limits.max_pages))
             continue
         samples.append(Sample(document, truths.get(Path(upload.name).stem)))
     if samples:
         untrue = [s.name for s in samples if s.truth is None]
-        st.caption(f"{len(samples)} documents, {len(samples) - len(untrue)} with true text"
-                   + (f"; without (read and timed, not scored): {', '.join(untrue)}" if untrue else "") + ".")
+        scored = len(samples) - len(untrue)
+        st.caption(tn("{n} document, {scored} with true text; without (read and timed, not scored): {names}.",
+                      "{n} documents, {scored} with true text; without (read and timed, not scored): {names}.",
+                      len(samples), scored=scored, names=", ".join(untrue)) if untrue
+                   else tn("{n} document, {scored} with true text.", "{n} documents, {scored} with true text.",
+                           len(samples), scored=scored))
     return samples
 
 
@@ -73,27 +79,30 @@ def read_samples(config: AppConfig, uploads) -> list[Sample]:
 
 def show_evaluation(config: AppConfig, evaluation: Evaluation) -> None:
     if evaluation.cancelled:
-        st.warning("The evaluation was cancelled; documents read in full are counted.")
+        st.warning(t("The evaluation was cancelled; documents read in full are counted."))
     for model in evaluation.models:
         if model.error:
-            st.error(f"{label(config, model.choice)}: {model.error}")
-    st.subheader("All documents")
+            st.error(f"{label(config, model.choice)}: {tr(model.error)}")
+    st.subheader(t("All documents"))
     st.dataframe([line(label(config, model.choice), model) for model in evaluation.models if not model.error],
                  hide_index=True)
-    st.image(eval_report.chart_png(evaluation), width="stretch")
-    st.subheader("Per document")
-    st.dataframe([line(label(config, model.choice), row) | {"document": row.sample.name, "note": row.note}
+    chart = eval_report.chart_png(evaluation, lang=language())
+    st.image(chart, width="stretch")
+    st.subheader(t("Per document"))
+    st.dataframe([line(label(config, model.choice), row) | {t("document"): row.sample.name, t("note"): tr(row.note)}
                   for model in evaluation.models for row in model.rows], hide_index=True)
     left, right = st.columns(2)
-    left.download_button("Table .csv", eval_report.csv_text(evaluation), file_name=eval_report.CSV_NAME,
+    left.download_button(t("Table .csv"), eval_report.csv_text(evaluation), file_name=eval_report.CSV_NAME,
                          mime="text/csv", key="eval_csv")
-    right.download_button("Chart .png", eval_report.chart_png(evaluation), file_name=eval_report.CHART_NAME,
+    right.download_button(t("Chart .png"), chart, file_name=eval_report.CHART_NAME,
                           mime="image/png", key="eval_png")
 
 
 def line(name: str, part: ModelResult | Row) -> dict:
-    """CER and WER micro-averaged over the pages with true text; '-' without any."""
+    """A table row, numbers written as the session's language writes them: CER and WER
+    micro-averaged over the pages with true text; '-' without any."""
     score, per_min = part.score, part.pages_per_min
-    return {"model": name, "pages": part.pages, "failed": part.failed, "seconds": round(part.seconds, 1),
-            "pages/min": round(per_min, 1) if per_min else None,
-            "CER": "-" if score is None else f"{score.cer:.2%}", "WER": "-" if score is None else f"{score.wer:.2%}"}
+    return {t("model"): name, t("pages"): part.pages, t("failed"): part.failed, t("seconds"): num(part.seconds, 1),
+            t("pages/min"): num(per_min, 1) if per_min else None,
+            t("CER"): percent(None if score is None else score.cer),
+            t("WER"): percent(None if score is None else score.wer)}

@@ -8,40 +8,45 @@ from managers.history import History
 from models.config import AppConfig
 from models.document import open_document
 from models.errors import ChatVLMError
+from models.i18n import datetime_text
+from views.i18n import language, t, tr
 from views.result import show_result
 
 
 def history_view(config: AppConfig) -> None:
     """Runs kept from earlier (this app, other sessions, the CLI), newest first: reopen one
     with every tab and download as if just read, or delete it."""
-    st.title("History")
+    st.title(t("History"))
     history = History(config)
-    search = st.text_input("Search by file name", key="history_search")
+    search = st.text_input(t("Search by file name"), key="history_search")
     try:
         entries = history.list(search or None)
     except ChatVLMError as exc:
-        st.error(str(exc))
+        st.error(tr(exc))
         return
     if history.warning:
-        st.warning(history.warning)
+        st.warning(tr(history.warning))
     if not entries:
-        st.info("No runs kept yet." if not search else "No run of a file with that name.")
+        st.info(t("No runs kept yet.") if not search else t("No run of a file with that name."))
         return
-    labels = {e.id: f"{e.created:%Y-%m-%d %H:%M} · {e.name} · {e.pages} p. · {e.model} ({e.mode}, {e.task}) · "
-                    f"{e.seconds:.1f} s" for e in entries}
-    chosen = st.selectbox("Run", list(labels), format_func=labels.get, key="history_run")
-    if st.button("Delete this run", key="history_delete"):
+    lang = language()
+    labels = {e.id: t("{when} · {name} · {pages} p. · {model} ({mode}, {task}) · {seconds:.1f} s",
+                      when=datetime_text(e.created, lang), name=e.name, pages=e.pages, model=e.model,
+                      mode=e.mode, task=e.task, seconds=e.seconds) for e in entries}
+    chosen = st.selectbox(t("Run"), list(labels), format_func=labels.get, key="history_run")
+    if st.button(t("Delete this run"), key="history_delete"):
         history.delete(chosen)
         st.rerun()
     try:
         stored = history.get(chosen)
     except ChatVLMError as exc:
-        st.error(str(exc))
+        st.error(tr(exc))
         return
     if stored.document is None:
-        st.warning(f"'{stored.entry.name}' was over history.max_document_mb, so only its text was kept.")
+        st.warning(t("'{name}' was over history.max_document_mb, so only its text was kept.",
+                     name=stored.entry.name))
         for page in stored.result.pages:
-            st.code(page.text or "(no text)", language=None, wrap_lines=True)
+            st.code(page.text or t("(no text)"), language=None, wrap_lines=True)
         return
     document = open_document(stored.document, stored.entry.name, config.limits)
     show_result(config, stored.run, f"history-{chosen}", document)

@@ -5,14 +5,19 @@ in the language the session has chosen now."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import streamlit as st
 
-from models.i18n import LANGUAGES, Message, n_, plain_language, translate
+from models.config import MODE_LABELS
+from models.i18n import LANGUAGES, Message, n_, number, plain_language, translate
 
 LANGUAGE_KEY = "language"
 NAMES = {"en": "English", "ru": "Русский"}
+# The selector's label, in both languages at once: whoever cannot read the one on screen
+# still finds the way back.
+LANGUAGE_LABEL = "Language / Язык"
 
 
 def default_language(setting: str) -> str:
@@ -42,3 +47,38 @@ def tn(singular: str, plural: str, n: int, **params: Any) -> str:
 def tr(value: Any) -> str:
     """A Message, an error raised with one, or plain text, in the session's language."""
     return translate(value, language())
+
+
+def shown_as(options: Iterable[Any], label: Callable[[Any], str]) -> Callable[[Any], str]:
+    """A ``format_func`` whose labels are made now, in this run's language: Streamlit (and
+    AppTest) may call it again after the run, where the session's language cannot be read.
+    A choice survives a change of language although its label changes: Streamlit reads the
+    label the browser sends back with the previous run's labels, before the script runs."""
+    names = {option: label(option) for option in options}
+    return lambda option: names.get(option, str(option))
+
+
+def local(text: Any) -> str:
+    """Text from the config (a model's name or description, a task's label): plain text as it
+    is, a ``models.i18n.Localized`` or a plain ``{en: …, ru: …}`` in the session's language
+    (English where that one is missing)."""
+    if isinstance(text, Mapping):
+        return text.get(language()) or text.get("en") or next(iter(text.values()), "")
+    return tr(text)
+
+
+def mode_name(mode: str) -> str:
+    """A mode as people name it: vLLM, Local, CPU (models.config.MODE_LABELS), in this language."""
+    return tr(MODE_LABELS.get(mode, mode))
+
+
+def num(value: float, digits: int | None = None) -> str:
+    """A number as the session's language writes it (``1 234,5`` in Russian)."""
+    return number(value, language(), digits)
+
+
+def percent(fraction: float | None, digits: int = 2) -> str:
+    """A fraction as a percentage in the session's language ("12.34%", "12,34 %"); "-" for None."""
+    if fraction is None:
+        return "-"
+    return t("{value:.2f}%", value=100 * fraction) if digits == 2 else t("{value:.1f}%", value=100 * fraction)

@@ -14,6 +14,7 @@ from managers.evaluation import Evaluation, Sample
 from managers.runs import Choice
 from managers.operations import OPERATIONS
 from models.config import AppConfig
+from views.i18n import t, tr
 from views.sidebar import draw_operations
 
 
@@ -53,11 +54,12 @@ def draw_evaluation(slot, job: EvaluationJob) -> None:
     """A comparison's or an evaluation's progress: the switch under way, then the page."""
     with slot.container():
         if job.status:
-            st.info(job.status)
+            st.info(tr(job.status))
         if job.model:
             st.progress(job.done / job.total if job.total else 0.0,
-                        text=f"Model {job.step} of {len(job.choices)}: {job.model} · {job.document} · "
-                             f"page {job.done} of {job.total}")
+                        text=t("Model {step} of {models}: {model} · {document} · page {done} of {total}",
+                               step=job.step, models=len(job.choices), model=job.model, document=job.document,
+                               done=job.done, total=job.total))
 
 
 def collect_evaluation(name: str) -> None:
@@ -68,11 +70,11 @@ def collect_evaluation(name: str) -> None:
         return
     del st.session_state[f"{name}_job"]
     if job.error:
-        st.error(job.error)
+        st.error(tr(job.error))
     elif job.evaluation is not None:
         st.session_state[f"{name}_done"] = job.evaluation
     if job.history_warning:
-        st.warning(job.history_warning)
+        st.warning(tr(job.history_warning))
 
 
 def run_evaluation(config: AppConfig, name: str, button: str, blocked: bool,
@@ -85,7 +87,7 @@ def run_evaluation(config: AppConfig, name: str, button: str, blocked: bool,
         st.session_state.pop(f"{name}_done", None)
     watched = None
     if job is not None and job.running:
-        if st.button("Cancel", key=f"{name}_cancel"):
+        if st.button(t("Cancel"), key=f"{name}_cancel"):
             job.cancel.set()
         watched = Watched(job, st.empty(), draw_evaluation)
     return st.session_state.get(f"{name}_done"), watched

@@ -14,6 +14,7 @@ from models.document import UPLOAD_TYPES, Document, select_pages
 from models.errors import ChatVLMError
 from models.result import Block, PageResult
 from views.cached import cached_document
+from views.i18n import local, shown_as, t, tn, tr
 from views.progress import Watched
 from views.result import download_all, show_result
 
@@ -23,14 +24,15 @@ def choose_pages(document: Document, config: AppConfig, key: str = "pages") -> l
         return [0]
     limit = config.limits.max_pages
     if document.page_count > limit:
-        st.info(f"This document has {document.page_count} pages; up to {limit} are read at a time. "
-                "Choose the range to read.")
-    first, last = st.slider("Pages", 1, document.page_count,
+        st.info(tn("This document has {n} page; up to {limit} are read at a time. Choose the range to read.",
+                   "This document has {n} pages; up to {limit} are read at a time. Choose the range to read.",
+                   document.page_count, limit=limit))
+    first, last = st.slider(t("Pages"), 1, document.page_count,
                             (1, min(document.page_count, limit)), key=f"{key}_{document.name}")
     try:
         return select_pages(document, f"{first}-{last}")
     except ChatVLMError as exc:
-        st.error(str(exc))
+        st.error(tr(exc))
         return None
 
 
@@ -38,10 +40,11 @@ def task_options(spec, document: Document, first_page: int) -> dict:
     """Settings some tasks need: hiding header/footer for layouts, a box for grounding."""
     options = {}
     if spec.output == "layout":
-        options["hide_header_footer"] = st.checkbox("Hide page header and footer", key="hide_hf")
+        options["hide_header_footer"] = st.checkbox(t("Hide page header and footer"), key="hide_hf")
     if spec.prompt.endswith(GROUNDING_MARK):
         image = document.page(first_page).image
-        st.caption(f"The box to read, in pixels of the page ({image.width}×{image.height}):")
+        st.caption(t("The box to read, in pixels of the page ({width}×{height}):",
+                     width=str(image.width), height=str(image.height)))
         cells = st.columns(4)
         box = tuple(int(cells[n].number_input(label, 0, limit, value, key=f"box_{label}"))
                     for n, (label, limit, value) in enumerate(
@@ -50,9 +53,9 @@ def task_options(spec, document: Document, first_page: int) -> dict:
         if box[2] > box[0] and box[3] > box[1]:
             options["box"] = box
             preview = PageResult(index=first_page, blocks=[Block(bbox=box, category="Title")])
-            st.image(render.overlay(image, preview), caption="The box", width=360)
+            st.image(render.overlay(image, preview), caption=t("The box"), width=360)
         else:
-            st.warning("x2 must be right of x1 and y2 below y1.")
+            st.warning(t("x2 must be right of x1 and y2 below y1."))
     return options
 
 
@@ -61,7 +64,7 @@ def job_panel():
     job: Batch | None = st.session_state.get("job")
     if job is None or not job.running:
         return None
-    if st.button("Cancel", key="cancel_run"):
+    if st.button(t("Cancel"), key="cancel_run"):
         job.cancel.set()
     return st.empty()
 
@@ -71,16 +74,17 @@ def draw_job(slot, job: Batch) -> None:
         if len(job.items) > 1:
             item = job.items[job.current]
             st.progress(job.current / len(job.items),
-                        text=f"File {job.current + 1} of {len(job.items)}: {item.name}")
+                        text=t("File {number} of {count}: {name}", number=job.current + 1, count=len(job.items),
+                               name=item.name))
         if job.done == 0 and job.status:
-            st.info(job.status)
+            st.info(tr(job.status))
         if job.total:
-            more = (f"Reading page {job.done + 1} of {job.total}…" if job.done < job.total
-                    else f"Page {job.done} of {job.total} read.")
+            more = (t("Reading page {page} of {total}…", page=job.done + 1, total=job.total)
+                    if job.done < job.total else t("Page {done} of {total} read.", done=job.done, total=job.total))
             st.progress(job.done / job.total, text=more)
         if job.streaming:  # a layout answer is JSON until it is complete: shown as it comes
             index, text = job.streaming
-            st.caption(f"Page {index + 1} — reading…")
+            st.caption(t("Page {page} — reading…", page=index + 1))
             st.code(text, language=None, wrap_lines=True)
 
 
@@ -91,7 +95,7 @@ def collect(job: Batch | None) -> None:
     del st.session_state["job"]
     st.session_state["run_errors"] = job.errors
     if job.history_warning:
-        st.warning(job.history_warning)
+        st.warning(tr(job.history_warning))
     results = st.session_state.setdefault("results", {})
     results.update(job.runs)
 
@@ -111,37 +115,38 @@ def batch_items(uploads, documents: dict, current: str, indexes: list[int] | Non
             items.append(Item(upload.file_id, document.name, document.pages(select_pages(document, None)),
                               data=document.data))
         except ChatVLMError as exc:
-            items.append(Item(upload.file_id, document.name, refused=str(exc)))
+            items.append(Item(upload.file_id, document.name, refused=exc.message))
     return items
 
 
 def read_view(config: AppConfig, mode: str, key: str, reason: str | None) -> Watched | None:
     model = config.models[key]
-    st.title("Read a document")
+    st.title(t("Read a document"))
     collect(st.session_state.get("job"))
-    uploads = st.file_uploader("Document images or PDFs", type=UPLOAD_TYPES, accept_multiple_files=True,
-                               max_upload_size=config.limits.max_upload_mb)
+    # A key keeps the uploads when the language (so the label) changes.
+    uploads = st.file_uploader(t("Document images or PDFs"), type=UPLOAD_TYPES, accept_multiple_files=True,
+                               max_upload_size=config.limits.max_upload_mb, key="read_uploads")
     if not uploads:
-        st.info("Upload scans, photos or PDFs to read them.")
+        st.info(t("Upload scans, photos or PDFs to read them."))
         return None
     documents = {}
     for upload in uploads:
         try:
             documents[upload.file_id] = cached_document(upload.file_id, upload.getvalue(), upload.name, config)
         except ChatVLMError as exc:
-            st.error(str(exc))
+            st.error(tr(exc))
     if not documents:
         return None
     names = {upload.file_id: upload.name for upload in uploads if upload.file_id in documents}
-    current = (st.selectbox("Document", list(names), format_func=names.get, key="document")
+    current = (st.selectbox(t("Document"), list(names), format_func=names.get, key="document")
                if len(names) > 1 else next(iter(names)))
     document = documents[current]
     indexes = choose_pages(document, config)
-    task = st.selectbox("Task", list(model.tasks), format_func=lambda t: model.tasks[t].label,
-                        key=f"task_{key}")
+    task = st.selectbox(t("Task"), list(model.tasks), key=f"task_{key}",
+                        format_func=shown_as(model.tasks, lambda k: local(model.tasks[k].label)))
     options = task_options(model.tasks[task], document, indexes[0] if indexes else 0)
     reading = "job" in st.session_state
-    label = "Run" if len(names) == 1 else f"Run on {len(names)} files"
+    label = t("Run") if len(names) == 1 else tn("Run on {n} file", "Run on {n} files", len(names))
     if st.button(label, type="primary", disabled=reason is not None or indexes is None or reading):
         choice = runs.Choice(key, mode, task, **options)
         st.session_state["job"] = Batch(config, choice, batch_items(uploads, documents, current, indexes,
@@ -149,7 +154,8 @@ def read_view(config: AppConfig, mode: str, key: str, reason: str | None) -> Wat
         st.session_state["run_errors"] = {}
     job_slot = job_panel()
     for file_id, error in st.session_state.get("run_errors", {}).items():
-        st.error(error if len(names) == 1 else f"{names.get(file_id, 'A file')}: {error}")
+        name = names.get(file_id) or t("A file")
+        st.error(tr(error) if len(names) == 1 else f"{name}: {tr(error)}")
     results = {f: r for f, r in st.session_state.get("results", {}).items() if f in documents}
     if current in results:
         show_result(config, results[current], current, document)

@@ -14,16 +14,29 @@ from managers.containers import State
 from managers.idle import idle_deadline
 from managers.model_loader import ModelLoader
 from managers.operations import OPERATIONS, Operation
-from models.config import MODE_LABELS, MODES, AppConfig
+from models.config import MODES, AppConfig
 from models.errors import ChatVLMError
+from models.i18n import LANGUAGES
 from views.cached import cached_remote_ready
+from views.i18n import (LANGUAGE_KEY, LANGUAGE_LABEL, NAMES, default_language, local, mode_name,
+                        shown_as, t, tr)
+
+
+def language_picker(config: AppConfig | None) -> str:
+    """The language of this session, chosen first, at the top of the sidebar, so everything
+    after it is drawn in it; its default is the config's ``ui.language`` (auto: the browser's)."""
+    ui = getattr(config, "ui", None)
+    setting = getattr(ui, "language", None) or "auto"
+    default = default_language(setting)
+    return st.sidebar.selectbox(LANGUAGE_LABEL, LANGUAGES, index=LANGUAGES.index(default),
+                                format_func=NAMES.get, key=LANGUAGE_KEY)
 
 
 def sidebar(config: AppConfig, host) -> tuple[str, str, str | None]:
-    st.sidebar.title("📄 ChatVLMLLM")
+    st.sidebar.title(t("📄 ChatVLMLLM"))
     default_mode, default_key = default_choice(config, host)
-    mode = st.sidebar.radio("Mode", MODES, index=MODES.index(default_mode),
-                            format_func=MODE_LABELS.get, horizontal=True, key="mode")
+    mode = st.sidebar.radio(t("Mode"), MODES, index=MODES.index(default_mode),
+                            format_func=shown_as(MODES, mode_name), horizontal=True, key="mode")
     keys = models_for_mode(config, mode)
     reasons = {k: why_not(config.models[k], mode, host, config) for k in keys}
     # The app's default where this mode has it, else something that runs, else the configured default.
@@ -32,36 +45,39 @@ def sidebar(config: AppConfig, host) -> tuple[str, str, str | None]:
 
     def label(k: str) -> str:
         m = config.models[k]
-        where = "remote" if mode == "vllm" and m.vllm.remote else (
-            f"{m.vram_gb:g} GB VRAM" if m.vram_gb else "no GPU")
-        return f"{'✅' if reasons[k] is None else '⛔'} {m.name} · {where}"
+        where = t("remote") if mode == "vllm" and m.vllm.remote else (
+            t("{gb:g} GB VRAM", gb=m.vram_gb) if m.vram_gb else t("no GPU"))
+        return f"{'✅' if reasons[k] is None else '⛔'} {local(m.name)} · {where}"
 
-    key = st.sidebar.selectbox("Model", keys, index=keys.index(preferred),
-                               format_func=label, key=f"model_{mode}")
+    key = st.sidebar.selectbox(t("Model"), keys, index=keys.index(preferred),
+                               format_func=shown_as(keys, label), key=f"model_{mode}")
     model = config.models[key]
     reason = reasons[key]
     if model.description:
-        st.sidebar.caption(model.description)
+        st.sidebar.caption(local(model.description))
     if reason:
-        st.sidebar.warning(f"Cannot run here: {reason}.")
+        st.sidebar.warning(t("Cannot run here: {reason}.", reason=tr(reason)))
     elif warning := vram_warning(model, config):
-        st.sidebar.info(warning + ".")
+        st.sidebar.info(tr(warning) + ".")
 
     st.sidebar.divider()
     if mode == "vllm" and model.vllm.remote:
         ok, why = cached_remote_ready(key, config)
-        st.sidebar.markdown(f"**Remote endpoint:** {model.vllm.endpoint}")
-        st.sidebar.caption("answering" if ok else f"not answering: {why}")
+        st.sidebar.markdown(t("**Remote endpoint:** {endpoint}", endpoint=model.vllm.endpoint))
+        st.sidebar.caption(t("answering") if ok else t("not answering: {reason}", reason=tr(why)))
     elif mode == "vllm":
         vllm_controls(config, key, reason)
     elif mode == "local":
         local_controls(config, key, reason)
+    elif mode == "cpu" and not reason:
+        st.sidebar.markdown(t("**Active model:** {name}", name=local(model.name)))
     else:
-        st.sidebar.markdown(f"**Active model:** {model.name if mode == 'cpu' and not reason else 'none'}")
-    st.sidebar.caption(host.docker_error or "Docker engine: reachable")
+        st.sidebar.markdown(t("**Active model:** none"))
+    st.sidebar.caption(tr(host.docker_error) if host.docker_error else t("Docker engine: reachable"))
     gpu = host.gpu
-    st.sidebar.caption("GPU: " + (", ".join(f"{g.name} ({g.free_gb:.1f} of {g.total_gb:.1f} GB free)"
-                                            for g in gpu.gpus) or gpu.error))
+    gpus = ", ".join(t("{name} ({free:.1f} of {total:.1f} GB free)", name=g.name, free=g.free_gb, total=g.total_gb)
+                     for g in gpu.gpus)
+    st.sidebar.caption(t("GPU: {gpus}", gpus=gpus or tr(gpu.error)))
     return mode, key, reason
 
 
@@ -70,24 +86,27 @@ def vllm_controls(config: AppConfig, key: str, cannot_start: str | None) -> None
     try:
         statuses = SingleContainerManager(config).status()
     except ChatVLMError as exc:
-        st.sidebar.markdown("**Active model:** none")
-        st.sidebar.caption(str(exc))
+        st.sidebar.markdown(t("**Active model:** none"))
+        st.sidebar.caption(tr(exc))
         return
     active = next((s for s in statuses.values() if s.state in (State.READY, State.STARTING)), None)
     if active:
-        st.sidebar.markdown(f"**Active model:** {config.models[active.key].name} ({active.state.value})")
-        st.sidebar.caption(f"port {active.port} · since {active.since}")
+        name = local(config.models[active.key].name)
+        st.sidebar.markdown(t("**Active model:** {name} (ready)", name=name) if active.state is State.READY
+                            else t("**Active model:** {name} (starting)", name=name))
+        st.sidebar.caption(t("port {port} · since {since}", port=str(active.port), since=active.since or "-"))
     else:
-        st.sidebar.markdown("**Active model:** none")
+        st.sidebar.markdown(t("**Active model:** none"))
     for failed in (s for s in statuses.values() if s.state is State.FAILED):
-        st.sidebar.caption(f"⚠ {config.models[failed.key].name} failed: {failed.detail}")
+        st.sidebar.caption(t("⚠ {name} failed: {reason}", name=local(config.models[failed.key].name),
+                             reason=tr(failed.detail)))
     left, right = st.sidebar.columns(2)
     already = active is not None and active.key == key and active.state is State.READY
     busy = bool(OPERATIONS.running())
-    if left.button("Switch" if active else "Start", disabled=bool(cannot_start) or already or busy,
+    if left.button(t("Switch") if active else t("Start"), disabled=bool(cannot_start) or already or busy,
                    key="vllm_switch", type="primary"):
         watch(runs.switch(config, key))
-    if right.button("Stop", disabled=active is None or busy, key="vllm_stop"):
+    if right.button(t("Stop"), disabled=active is None or busy, key="vllm_stop"):
         watch(runs.stop(config))
 
 
@@ -95,16 +114,18 @@ def local_controls(config: AppConfig, key: str, cannot_load: str | None) -> None
     """The model loaded in this process, Load and Unload; they run as process operations."""
     current = ModelLoader.current()
     if current:
-        st.sidebar.markdown(f"**Active model:** {current.model.name} (local, {current.device})")
-        st.sidebar.caption(f"loaded in {current.load_seconds:.1f} s · {current.memory_bytes / 1e9:.2f} GB")
+        st.sidebar.markdown(t("**Active model:** {name} (local, {device})", name=local(current.model.name),
+                              device=current.device))
+        st.sidebar.caption(t("loaded in {seconds:.1f} s · {gb:.2f} GB", seconds=current.load_seconds,
+                             gb=current.memory_bytes / 1e9))
     else:
-        st.sidebar.markdown("**Active model:** none")
+        st.sidebar.markdown(t("**Active model:** none"))
     left, right = st.sidebar.columns(2)
     loaded = current is not None and current.key == key
     busy = bool(OPERATIONS.running())
-    if left.button("Load", disabled=bool(cannot_load) or loaded or busy, key="local_load", type="primary"):
+    if left.button(t("Load"), disabled=bool(cannot_load) or loaded or busy, key="local_load", type="primary"):
         watch(runs.load(config, key))
-    if right.button("Unload", disabled=current is None or busy, key="local_unload"):
+    if right.button(t("Unload"), disabled=current is None or busy, key="local_unload"):
         watch(runs.unload(config))
 
 
@@ -118,35 +139,52 @@ def idle_note(config: AppConfig) -> None:
     deadline = idle_deadline(config)
     if deadline is not None:
         minutes = config.switching.idle_unload_s / 60
-        st.sidebar.caption(f"Unloads after {minutes:g} min without use "
-                           f"(at {datetime.fromtimestamp(deadline):%H:%M} if unused).")
+        st.sidebar.caption(t("Unloads after {minutes:g} min without use (at {time} if unused).",
+                             minutes=minutes, time=datetime.fromtimestamp(deadline).strftime("%H:%M")))
 
 
 def describe(op: Operation, config: AppConfig) -> str:
-    what = {"switch": "Switching to", "load": "Loading", "stop": "Stopping", "unload": "Unloading"}[op.kind]
-    name = config.models[op.key].name if op.key in config.models else "the active model"
+    name = local(config.models[op.key].name) if op.key in config.models else None
     event = op.last_event
     if event is None:
-        return f"{what} {name}…"
-    usual = f" (usually {event.estimate:.0f} s)" if event.estimate else ""
-    return f"{event.message} · {event.elapsed:.0f} s{usual}"
+        if op.kind == "switch":
+            return t("Switching to {name}…", name=name) if name else t("Switching to the active model…")
+        if op.kind == "load":
+            return t("Loading {name}…", name=name) if name else t("Loading the active model…")
+        if op.kind == "stop":
+            return t("Stopping {name}…", name=name) if name else t("Stopping the active model…")
+        return t("Unloading {name}…", name=name) if name else t("Unloading the active model…")
+    if event.estimate:
+        return t("{message} · {elapsed:.0f} s (usually {estimate:.0f} s)", message=tr(event.message),
+                 elapsed=event.elapsed, estimate=event.estimate)
+    return t("{message} · {elapsed:.0f} s", message=tr(event.message), elapsed=event.elapsed)
+
+
+def cancel_label(kind: str) -> str:
+    if kind == "switch":
+        return t("Cancel switch")
+    if kind == "load":
+        return t("Cancel load")
+    if kind == "stop":
+        return t("Cancel stop")
+    return t("Cancel unload")
 
 
 def operations_panel(config: AppConfig):
     """Every operation running in this process, with its own Cancel; the outcome of the one
     this session started. Returns the slot that ``follow`` keeps up to date."""
     for op in OPERATIONS.running():
-        if st.sidebar.button(f"Cancel {op.kind}", key=f"cancel_op_{op.id}"):
+        if st.sidebar.button(cancel_label(op.kind), key=f"cancel_op_{op.id}"):
             op.cancel.set()
     slot = st.sidebar.empty()
     watched = OPERATIONS.get(st.session_state.get("watched_op", -1))
     if watched and not watched.running and watched.error:
-        st.sidebar.error(str(watched.error))
+        st.sidebar.error(tr(watched.error))
         if watched.log_tail:
-            with st.sidebar.expander("Container log"):
+            with st.sidebar.expander(t("Container log")):
                 st.code(watched.log_tail, language=None)
     elif watched and watched.state == "done" and watched.kind == "unload" and watched.result:
-        st.sidebar.caption(f"Unloaded: {watched.result}.")
+        st.sidebar.caption(t("Unloaded: {name}.", name=tr(watched.result)))
     return slot
 
 
