@@ -2,7 +2,6 @@
 OpenAI-compatible server that answers the true text with edits chosen in tests/test_eval.py,
 so the stub side's CER and WER are known by hand."""
 
-import threading
 from html import escape
 
 import pytest
@@ -14,8 +13,9 @@ from managers.history import History
 from models.config import load_config
 from models.metrics import word_diff
 from tests.conftest import ROOT
-from tests.helpers import ENGLISH, MIXED, RUSSIAN, encode, pdf_of_images, render_lines
-from tests.test_eval import MIXED_CHARS, MIXED_TRUTH, TWO_TRUTH, config_path, stub  # noqa: F401 (fixtures)
+from tests.helpers import ENGLISH, MIXED, encode, render_lines
+from tests.test_eval import MIXED_CHARS, MIXED_TRUTH
+from tests.test_eval import config_path, stub  # noqa: F401 — fixtures this module uses
 from views import diff
 
 QWEN_AND_TESSERACT = ["Qwen3-VL 2B Instruct · vLLM · Plain text", "Tesseract 5 · CPU · Text with line boxes"]
