@@ -352,7 +352,7 @@ def _write(out: Path, outputs: list[tuple[Path, OCRResult]], fmt: str, page_imag
     file, result = outputs[-1]
     stem = exports.unique_stems([f.name for f, _ in outputs])[-1]
     try:
-        made = exports.file_for(result, fmt, stem + file.suffix, page_image)
+        made = exports.file_for(result, fmt, stem + file.suffix, page_image, LANG)
     except NothingToExport as exc:
         print(f"{file.name}: {tr(exc)}", file=sys.stderr)
         return
@@ -365,10 +365,10 @@ def _write(out: Path, outputs: list[tuple[Path, OCRResult]], fmt: str, page_imag
 
 def _joined(outputs: list[tuple[Path, OCRResult]], fmt: str) -> str:
     if fmt == "json":
-        results = [json.loads(render.json(r)) for _, r in outputs]
+        results = [json.loads(render.json(r, LANG)) for _, r in outputs]
         return json.dumps(results[0] if len(results) == 1 else results, ensure_ascii=False, indent=2) + "\n"
     separator = render.PAGE_BREAK if fmt == "txt" else "\n\n---\n\n"
-    return separator.join(render.render(r, fmt) for _, r in outputs) + "\n"
+    return separator.join(render.render(r, fmt, LANG) for _, r in outputs) + "\n"
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -56,8 +56,9 @@ class EvaluationJob:
         return self._thread.is_alive()
 
     def _on_read(self, choice: Choice, sample: Sample):
-        if choice.key != self.model:
-            self.step += 1
+        # By its place in the list: two tasks of one model are two steps, and a model that
+        # could not be made ready (never read) still counts.
+        self.step = self.choices.index(choice) + 1 if choice in self.choices else self.step + 1
         self.model, self.document = choice.key, sample.name
         self.done, self.total, self.status = 0, len(sample.pages()), Message("")
         return lambda done, total, page: setattr(self, "done", done)

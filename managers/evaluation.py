@@ -23,11 +23,11 @@ from pathlib import Path
 from managers import runs
 from managers.container_manager import OnEvent
 from managers.runs import Choice, Run
-from models.config import MODE_LABELS, AppConfig, Limits
+from models.config import AppConfig, Limits
 from models.document import EXTENSIONS, Document, PageRef, open_path
 from models.engine import OnPage
 from models.errors import ChatVLMError, InputError
-from models.i18n import Message, _
+from models.i18n import Message, _, n_
 from models.metrics import Score, score_result, split_pages
 from models.result import OCRResult, PageResult
 
@@ -54,8 +54,10 @@ class Sample:
         if self.truth is None:
             return _("no truth: read and timed, not scored")
         if len(self.truth) != self.document.page_count:
-            return _("the truth has {truth} pages, the document {pages}: pages are matched in order, "
-                     "pages without truth are not scored", truth=len(self.truth), pages=self.document.page_count)
+            return n_("the truth has {n} page, the document {pages}: pages are matched in order, "
+                      "pages without truth are not scored",
+                      "the truth has {n} pages, the document {pages}: pages are matched in order, "
+                      "pages without truth are not scored", len(self.truth), pages=self.document.page_count)
         return None
 
 
@@ -104,10 +106,6 @@ class ModelResult:
     choice: Choice
     rows: list[Row] = field(default_factory=list)
     error: Message | None = None
-
-    @property
-    def label(self) -> str:
-        return f"{self.choice.key} ({MODE_LABELS[self.choice.mode]}, {self.choice.task})"
 
     @property
     def score(self) -> Score | None:

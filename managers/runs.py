@@ -84,7 +84,9 @@ def check_mode(config: AppConfig, key: str, mode: Mode | None) -> Mode:
     model = config.model(key)
     mode = mode or model.modes[0]
     if mode not in model.modes:
-        modes = ", ".join(MODE_LABELS[m] for m in model.modes)
+        modes = MODE_LABELS[model.modes[0]]
+        for other in model.modes[1:]:  # a list of names that are translated themselves
+            modes = _("{names}, {name}", names=modes, name=MODE_LABELS[other])
         raise NotAvailable(_("{model} has no {mode} backend; it runs in: {modes}.",
                              model=model.name, mode=MODE_LABELS[mode], modes=modes))
     return mode

@@ -17,6 +17,7 @@ their ``.po``, on first use. ``python -m models.catalogs`` re-extracts and updat
 from __future__ import annotations
 
 import gettext
+import numbers
 import os
 import re
 import string
@@ -184,6 +185,12 @@ def _param(value: Any) -> Any:
     if isinstance(value, BaseException):
         first = value.args[0] if value.args else None
         return first if isinstance(first, Message) else str(value)
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, numbers.Integral):
+        return int(value)  # numpy's integers too: still a number, formatted for the language
+    if isinstance(value, numbers.Real):
+        return float(value)
     return value if isinstance(value, _PRIMITIVE) else str(value)
 
 
@@ -214,9 +221,17 @@ def _fill(template: str, params: Mapping[str, Any], lang: str, fallback: str) ->
     for text in (template, fallback):
         try:
             return _Formatter(lang).vformat(text, (), params)
-        except (KeyError, IndexError, ValueError):
+        except (KeyError, IndexError, ValueError, TypeError):
             continue
-    return fallback
+    try:  # a value that does not fit its format spec (None for {seconds:.1f}): shown as it is
+        return _AsText().vformat(fallback, (), params)
+    except (KeyError, IndexError, ValueError):
+        return fallback
+
+
+class _AsText(string.Formatter):
+    def format_field(self, value: Any, spec: str) -> str:
+        return str(value)
 
 
 def number(value: float, lang: str, digits: int | None = None) -> str:

@@ -176,7 +176,7 @@ def test_a_run_is_kept_and_reopened_from_history():
     at.sidebar.radio(key="view").set_value("history").run()
     assert not at.exception
     run = at.selectbox(key="history_run")
-    assert "mixed.png · 1 p. · tesseract (cpu, text)" in run.format_func(run.value)
+    assert "mixed.png · 1 p. · tesseract (CPU, text)" in run.format_func(run.value)
     assert cer("\n".join(MIXED), at.code[0].value) <= 0.02  # every tab as if just read
     assert len(at.tabs[2].image) == 1
     at.text_input(key="history_search").set_value("no-such-file").run()

@@ -119,3 +119,52 @@ def test_evaluate_view_scores_every_model_and_draws_the_chart(app_config):
     assert per_document["CER"][1] == "-"
     assert len(at.image) == 1  # the chart
     assert {b.proto.label for b in at.get("download_button")} == {"Table .csv", "Chart .png"}
+
+
+def one_side_only():
+    """The Compare result view where the second model could not be made ready: the first
+    side's text must still show, and only one run is said to be kept."""
+    import streamlit as st
+
+    from managers.evaluation import Evaluation, ModelResult, Row, Sample
+    from managers.runs import Choice, Run
+    from models.config import load_config
+    from models.document import open_document
+    from models.errors import NotAvailable
+    from models.i18n import _
+    from models.result import OCRResult, PageResult
+    from tests.helpers import MIXED, encode, render_lines
+    from views.compare import show_comparison
+
+    st.session_state["language"] = st.query_params.get("lang", "en")
+    config = load_config()
+    document = open_document(encode(render_lines(MIXED[:1]), "PNG"), "one.png", config.limits)
+    sample = Sample(document)
+    first = Choice("tesseract", "cpu", "text")
+    result = OCRResult(model="tesseract", engine="tesseract", task="text",
+                       pages=[PageResult(index=0, seconds=1.5, text="hello <world>")])
+    unready = NotAvailable(_("Docker engine not reachable at {where} — start Docker (e.g. sudo systemctl start "
+                             "docker)", where="unix:///var/run/docker.sock"))
+    show_comparison(config, Evaluation([sample], [
+        ModelResult(first, [Row(first, sample, Run(first, result), None)]),
+        ModelResult(Choice("qwen3_vl_2b", "vllm", "text"), error=unready.message)]))
+
+
+@pytest.mark.parametrize("lang", ["en", "ru"])
+def test_a_side_that_could_not_start_leaves_the_other_readable(lang):
+    at = AppTest.from_function(one_side_only, default_timeout=60)
+    at.query_params["lang"] = lang
+    at.run()
+    assert not at.exception
+    (text,) = side_html(at)
+    assert ">hello &lt;world&gt;</div>" in text  # the reading itself, escaped, not "(no text)"
+    captions = [c.value for c in at.caption]
+    if lang == "en":
+        assert at.error[0].value == ("Qwen3-VL 2B Instruct · vLLM · Plain text: Docker engine not reachable at "
+                                     "unix:///var/run/docker.sock — start Docker (e.g. sudo systemctl start docker)")
+        assert "Page 1 read in 1.50 s" in captions and "1 run is kept in the History." in captions
+    else:
+        assert at.error[0].value == ("Qwen3-VL 2B Instruct · vLLM · Простой текст: Движок Docker недоступен по "
+                                     "адресу unix:///var/run/docker.sock — запустите Docker (например, sudo "
+                                     "systemctl start docker)")
+        assert "Страница 1 распознана за 1,50 с" in captions

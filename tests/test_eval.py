@@ -185,7 +185,7 @@ def test_missing_or_short_truth_is_said(folder, config_path):
     assert samples[2].note == "no truth: read and timed, not scored"
     assert samples[1].note is None
     assert Sample(samples[3].document, ["один"]).note == (
-        "the truth has 1 pages, the document 2: pages are matched in order, pages without truth are not scored")
+        "the truth has 1 page, the document 2: pages are matched in order, pages without truth are not scored")
 
 
 def test_a_document_that_cannot_be_read_counts_every_page_as_failed(folder, config_path, monkeypatch):

@@ -13,6 +13,7 @@ import yaml
 from streamlit.runtime import Runtime
 from streamlit.testing.v1 import AppTest, app_test
 
+import views.sidebar as sidebar_module
 from tests.conftest import ROOT
 from tests.helpers import MIXED, encode, render_lines
 
@@ -104,7 +105,7 @@ def test_a_document_read_in_russian_and_reopened_from_the_history():
     shown = run.format_func(run.value)
     day, rest = shown.split(" · ", 1)
     assert day.count(".") == 2 and "," in day  # 28.11.2026, 08:23
-    assert rest.startswith("mixed.png · 1 стр. · tesseract (cpu, text) · ") and rest.endswith(" с")
+    assert rest.startswith("mixed.png · 1 стр. · tesseract (CPU, text) · ") and rest.endswith(" с")
     assert at.button(key="history_delete").label == "Удалить этот запуск"
 
     at.sidebar.selectbox(key="language").set_value("en").run()  # back: the same run, in English
@@ -146,7 +147,21 @@ def test_two_sessions_at_once_each_in_its_own_language(monkeypatch):
     monkeypatch.setattr(Runtime, "_instance", None)
     titles = {"en": "Compare two models", "ru": "Сравнение двух моделей"}
     buttons = {"en": "Compare", "ru": "Сравнить"}
-    ready = threading.Barrier(2, timeout=120)
+    # Every run below stops right after its language is picked, until the other session's run
+    # has picked its own: a language kept anywhere but in the session (a process global set at
+    # the start of a run) would then be the other's when the first word is drawn.
+    together = threading.Event()
+    ready = threading.Barrier(2, timeout=120, action=together.set)
+    picked = threading.Barrier(2, timeout=60)
+    picker = sidebar_module.language_picker
+
+    def pick_then_wait_for_the_other(config):
+        chosen = picker(config)
+        if together.is_set():
+            picked.wait()
+        return chosen
+
+    monkeypatch.setattr(sidebar_module, "language_picker", pick_then_wait_for_the_other)
     opening = threading.Lock()  # AppTest's first runs set up process-wide mocks: one at a time
     seen: dict[str, list[tuple[str, str]]] = {"en": [], "ru": []}
     failures: list[BaseException] = []
@@ -164,6 +179,7 @@ def test_two_sessions_at_once_each_in_its_own_language(monkeypatch):
         except BaseException as exc:  # reported by the test's own thread
             failures.append(exc)
             ready.abort()
+            picked.abort()
 
     threads = [threading.Thread(target=session, args=(lang,)) for lang in ("en", "ru")]
     for thread in threads:

@@ -4,6 +4,8 @@ and the time per page; with the true text given, CER and WER for each side."""
 
 from __future__ import annotations
 
+from html import escape
+
 import streamlit as st
 
 from managers.comparison import align_truth
@@ -17,7 +19,7 @@ from views import diff
 from views.cached import cached_document
 from views.choice import label, pick, runnable
 from views.evaluate import line
-from views.i18n import num, percent, shown_as, t, tn, tr
+from views.i18n import language, num, percent, shown_as, t, tn, tr
 from views.progress import Watched, collect_evaluation, run_evaluation
 from views.read import choose_pages
 from views.result import page_image
@@ -118,7 +120,9 @@ def show_comparison(config: AppConfig, evaluation: Evaluation) -> None:
         (model, row), page = rows[n], pages[n]
         with column:
             st.markdown(f"**{label(config, model.choice)}**")
-            if truth is not None:
+            if page.error:
+                st.caption(t("Page {page} was not read", page=page.number))
+            elif truth is not None:
                 page_score = score(truth, texts[n])
                 st.caption(t("Page {page} read in {seconds:.2f} s · CER {cer} · WER {wer}", page=page.number,
                              seconds=page.seconds, cer=percent(page_score.cer, 1), wer=percent(page_score.wer, 1)))
@@ -126,16 +130,22 @@ def show_comparison(config: AppConfig, evaluation: Evaluation) -> None:
                 st.caption(t("Page {page} read in {seconds:.2f} s", page=page.number, seconds=page.seconds))
             if page.error:
                 st.error(tr(page.error))
-            html = (diff.against_truth(word_diff(truth, texts[n])) if against == "truth"
-                    else diff.between_readings(pairwise, "left" if n == 0 else "right"))
-            st.markdown(diff.block(html), unsafe_allow_html=True)
+            if against == "truth":
+                html = diff.against_truth(word_diff(truth, texts[n]))
+            elif pairwise:
+                html = diff.between_readings(pairwise, "left" if n == 0 else "right")
+            else:  # the other side read nothing to compare with
+                html = escape(texts[n])
+            st.markdown(diff.block(html, t("(no text)")), unsafe_allow_html=True)
             if not page.error:
                 st.image(render.overlay(page_image(row.run, sample.document, index), page),
                          caption=tn("{n} box", "{n} boxes", len(page.blocks)), width="stretch")
             download(row, sample.document, f"cmp_dl_{n}")
     st.caption(t("Marked: green — only this side has it (or extra against the true text); red — only "
                  "the first has it; amber — a different word (hover for the other); struck through — "
-                 "a true word the reading left out. Both runs are kept in the History."))
+                 "a true word the reading left out."))
+    kept = sum(row.error is None for _, row in rows)
+    st.caption(tn("{n} run is kept in the History.", "{n} runs are kept in the History.", kept))
 
 
 
@@ -145,7 +155,7 @@ def download(row: Row, document: Document, key: str) -> None:
     fmt = left.selectbox(t("Format"), exports.ALL_FORMATS, key=f"{key}_fmt", label_visibility="collapsed")
     try:
         made = exports.file_for(row.run.result, fmt, document.name,
-                                lambda i: page_image(row.run, document, i))
+                                lambda i: page_image(row.run, document, i), language())
     except ChatVLMError as exc:
         right.caption(tr(exc))
         return

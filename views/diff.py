@@ -58,8 +58,8 @@ def against_truth(ops: list[DiffOp]) -> str:
     return " ".join(parts)
 
 
-def block(html: str) -> str:
-    """A side's text in a box that wraps and keeps its height in step with the other side."""
+def block(html: str, empty: str) -> str:
+    """A side's text in a box that wraps; ``empty``: what to say when it has no text."""
     return (f'<div class="diff-text" style="white-space:pre-wrap;line-height:1.7;'
             f'border:1px solid #ddd;border-radius:6px;padding:0.6em;max-height:32em;overflow:auto">'
-            f"{html or '<i>(no text)</i>'}</div>")
+            f"{html or '<i>' + escape(empty) + '</i>'}</div>")

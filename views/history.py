@@ -9,7 +9,7 @@ from models.config import AppConfig
 from models.document import open_document
 from models.errors import ChatVLMError
 from models.i18n import datetime_text
-from views.i18n import language, t, tr
+from views.i18n import language, mode_name, t, tr
 from views.result import show_result
 
 
@@ -32,7 +32,7 @@ def history_view(config: AppConfig) -> None:
     lang = language()
     labels = {e.id: t("{when} · {name} · {pages} p. · {model} ({mode}, {task}) · {seconds:.1f} s",
                       when=datetime_text(e.created, lang), name=e.name, pages=e.pages, model=e.model,
-                      mode=e.mode, task=e.task, seconds=e.seconds) for e in entries}
+                      mode=mode_name(e.mode), task=e.task, seconds=e.seconds) for e in entries}
     chosen = st.selectbox(t("Run"), list(labels), format_func=labels.get, key="history_run")
     if st.button(t("Delete this run"), key="history_delete"):
         history.delete(chosen)

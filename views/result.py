@@ -85,7 +85,7 @@ def show_result(config: AppConfig, run: runs.Run, file_id: str, document: Docume
                      width="stretch")
             st.caption(" · ".join(f"{cat}" for cat in render.legend(page)))
     with json_tab:
-        st.json(page.model_dump(), expanded=1)
+        st.json(page.model_dump(context={"lang": language()}), expanded=1)
     with chat_tab:
         chat(config, run, file_id, page_image(run, document, index), index)
 
@@ -93,7 +93,8 @@ def show_result(config: AppConfig, run: runs.Run, file_id: str, document: Docume
     columns = st.columns(len(render.FORMATS))
     for n, fmt in enumerate(render.FORMATS):
         columns[n].download_button(t("Page {page} .{format}", page=page.number, format=fmt),
-                                   render.PAGE_RENDERERS[fmt](page),
+                                   render.page_json(page, language()) if fmt == "json"
+                                   else render.PAGE_RENDERERS[fmt](page),
                                    file_name=render.output_name(document.name, fmt, page),
                                    mime=render.FORMATS[fmt], key=f"dl_page_{fmt}")
     found = len(tables.of_result(result))
@@ -104,8 +105,8 @@ def show_result(config: AppConfig, run: runs.Run, file_id: str, document: Docume
                               help=t("No tables were found."))
             continue
         name = f"{Path(document.name).stem or 'document'}.csv.zip" if fmt == "csv" and found > 1 else None
-        made = partial(lambda f: exports.file_for(result, f, document.name,
-                                                  lambda i: page_image(run, document, i)).data, fmt)
+        made = partial(lambda f: exports.file_for(result, f, document.name, lambda i: page_image(run, document, i),
+                                                  language()).data, fmt)
         columns[n].download_button(
             t("Document .{format}", format=fmt), made if fmt in exports.FORMATS else made(),
             file_name=name or render.output_name(document.name, fmt),
@@ -120,7 +121,7 @@ def download_all(results: dict[str, runs.Run], documents: dict[str, Document]) -
     fmt = left.selectbox(t("Format for all files"), exports.ALL_FORMATS, key="zip_format")
     items = [(documents[f].name, run.result, partial(page_image, run, documents[f])) for f, run in results.items()]
     right.download_button(tn("All {n} file as .zip ({format})", "All {n} files as .zip ({format})", len(items),
-                             format=fmt), lambda: exports.bundle(items, fmt),
+                             format=fmt), lambda: exports.bundle(items, fmt, language()),
                           file_name=f"chatvlmllm-{fmt}.zip", mime="application/zip", key="dl_zip")
 
 
