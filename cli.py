@@ -30,7 +30,7 @@ from models import exports, render
 from models.config import MODE_LABELS, MODES, load_config
 from models.document import Document, open_path, select_pages
 from models.errors import ChatVLMError, HistoryError, InputError, NothingToExport, Superseded, SwitchError
-from models.i18n import LANGUAGES, Message, _, language_from_env, n_, number, translate
+from models.i18n import LANGUAGES, Message, N_, _, language_from_env, n_, number, translate, translations
 from models.result import OCRResult, PageResult
 
 EXIT_SUPERSEDED = 3
@@ -48,6 +48,22 @@ def t(msgid: str, **params: Any) -> str:
 def tn(singular: str, plural: str, n: int, **params: Any) -> str:
     """A sentence with a count ``{n}``, in the CLI's language and its plural rule."""
     return n_(singular, plural, n, **params).render(LANG)
+
+
+# argparse's own words (usage, its errors) looked up in this catalog: argparse asks gettext's
+# process-wide domain, which this one-person process may own (the app never imports cli.py).
+ARGPARSE_TEXTS = (
+    N_("usage: "), N_("positional arguments"), N_("options"), N_("show this help message and exit"),
+    N_("%(prog)s: error: %(message)s\n"), N_("argument %(argument_name)s: %(message)s"),
+    N_("invalid choice: %(value)r (choose from %(choices)s)"), N_("the following arguments are required: %s"),
+    N_("unrecognized arguments: %s"), N_("expected one argument"), N_("invalid %(type)s value: %(value)r"),
+    N_("one of the arguments %s is required"), N_("not allowed with argument %s"),
+    N_("ambiguous option: %(option)s could match %(matches)s"),
+)
+
+
+def argparse_text(text: str) -> str:
+    return translations(LANG).gettext(text)
 
 
 def tr(value: Any) -> str:
@@ -372,73 +388,86 @@ def _joined(outputs: list[tuple[Path, OCRResult]], fmt: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="cli.py", description=__doc__,
+    parser = argparse.ArgumentParser(prog="cli.py", description=t("ChatVLMLLM without a browser: list models, read documents, keep and export runs, "
+                                                  "score models. Results go to standard output (or --out); progress and messages "
+                                                  "to standard error. Exit codes: 0 all pages read, 1 some pages or files failed, "
+                                                  "2 bad usage."),
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", help="config file (default: $CHATVLMLLM_CONFIG or config.yaml)")
+    parser.add_argument("--config", help=t("config file (default: $CHATVLMLLM_CONFIG or config.yaml)"))
     parser.add_argument("--lang", choices=LANGUAGES,
-                        help="language of messages (default: from LANGUAGE, LC_ALL, LC_MESSAGES or LANG)")
+                        help=t("language of messages (default: from LANGUAGE, LC_ALL, LC_MESSAGES or LANG)"))
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    models = commands.add_parser("models", help="list models, their modes and whether they run here")
+    models = commands.add_parser("models", help=t("list models, their modes and whether they run here"))
     models.set_defaults(run=cmd_models)
 
-    ocr = commands.add_parser("ocr", help="read documents (images or PDFs) into txt, md or json")
-    ocr.add_argument("files", nargs="+", metavar="FILE", help="PNG, JPEG, TIFF, BMP, WebP or PDF")
-    ocr.add_argument("--model", required=True, metavar="KEY", help="a model key from `cli.py models`")
-    ocr.add_argument("--mode", choices=MODES, help="default: the model's first backend")
-    ocr.add_argument("--task", metavar="T", help="a task of the model (default: its first)")
-    ocr.add_argument("--pages", metavar="RANGE", help="pages to read, e.g. 1-20 or 1,3,5-7")
+    ocr = commands.add_parser("ocr", help=t("read documents (images or PDFs) into txt, md or json"))
+    ocr.add_argument("files", nargs="+", metavar="FILE", help=t("PNG, JPEG, TIFF, BMP, WebP or PDF"))
+    ocr.add_argument("--model", required=True, metavar="KEY", help=t("a model key from `cli.py models`"))
+    ocr.add_argument("--mode", choices=MODES, help=t("default: the model's first backend"))
+    ocr.add_argument("--task", metavar="T", help=t("a task of the model (default: its first)"))
+    ocr.add_argument("--pages", metavar="RANGE", help=t("pages to read, e.g. 1-20 or 1,3,5-7"))
     ocr.add_argument("--format", choices=(*render.FORMATS, *exports.FORMATS), default="txt",
-                     help="txt, md, json; or, with --out, csv (a file per table), xlsx, docx, pdf (searchable)")
-    ocr.add_argument("--out", type=Path, metavar="DIR", help="write FILE.<format> here instead of stdout")
+                     help=t("txt, md, json; or, with --out, csv (a file per table), xlsx, docx, pdf (searchable)"))
+    ocr.add_argument("--out", type=Path, metavar="DIR", help=t("write FILE.<format> here instead of stdout"))
     ocr.add_argument("--endpoint", metavar="URL",
-                     help="send pages to this OpenAI-compatible server instead of a managed container")
+                     help=t("send pages to this OpenAI-compatible server instead of a managed container"))
     ocr.set_defaults(run=cmd_ocr)
 
-    score = commands.add_parser("eval", help="score models on documents whose true text is known",
-                                description="Read every document in DIR with each model, one model "
+    score = commands.add_parser("eval", help=t("score models on documents whose true text is known"),
+                                description=t("Read every document in DIR with each model, one model "
                                 "after another, and score each page against NAME.txt beside the document "
                                 "(its true text, pages split by form feed): CER and WER, micro-averaged. "
-                                "Writes eval.csv and eval.png into --out.")
-    score.add_argument("folder", type=Path, metavar="DIR", help="documents (images, PDFs) with NAME.txt beside each")
+                                "Writes eval.csv and eval.png into --out."))
+    score.add_argument("folder", type=Path, metavar="DIR", help=t("documents (images, PDFs) with NAME.txt beside each"))
     score.add_argument("--models", required=True, metavar="KEY[:MODE][,KEY[:MODE]…]",
-                       help="the models to compare, e.g. tesseract,qwen3_vl_2b:vllm")
-    score.add_argument("--task", metavar="T", help="a task every model has (default: each model's first)")
+                       help=t("the models to compare, e.g. tesseract,qwen3_vl_2b:vllm"))
+    score.add_argument("--task", metavar="T", help=t("a task every model has (default: each model's first)"))
     score.add_argument("--out", type=Path, default=Path("."), metavar="DIR",
-                       help="where eval.csv and eval.png go (default: the current folder)")
+                       help=t("where eval.csv and eval.png go (default: the current folder)"))
     score.set_defaults(run=cmd_eval)
 
-    history = commands.add_parser("history", help="list the runs kept, export one again, or delete one")
-    history.add_argument("--search", metavar="TEXT", help="only files whose name contains TEXT (any case)")
-    history.add_argument("--limit", type=int, default=200, metavar="N", help="the newest N runs (default 200)")
+    history = commands.add_parser("history", help=t("list the runs kept, export one again, or delete one"))
+    history.add_argument("--search", metavar="TEXT", help=t("only files whose name contains TEXT (any case)"))
+    history.add_argument("--limit", type=int, default=200, metavar="N", help=t("the newest N runs (default 200)"))
     action = history.add_mutually_exclusive_group()
-    action.add_argument("--export", type=int, metavar="ID", help="write run ID again, as `ocr --format` does")
-    action.add_argument("--delete", type=int, metavar="ID", help="delete run ID")
-    history.add_argument("--format", choices=exports.ALL_FORMATS, default="txt", help="as for ocr")
-    history.add_argument("--out", type=Path, metavar="DIR", help="write FILE.<format> here instead of stdout")
+    action.add_argument("--export", type=int, metavar="ID", help=t("write run ID again, as `ocr --format` does"))
+    action.add_argument("--delete", type=int, metavar="ID", help=t("delete run ID"))
+    history.add_argument("--format", choices=exports.ALL_FORMATS, default="txt", help=t("as for ocr"))
+    history.add_argument("--out", type=Path, metavar="DIR", help=t("write FILE.<format> here instead of stdout"))
     history.set_defaults(run=cmd_history)
 
-    switch = commands.add_parser("switch", help="make MODEL the one vLLM model running (stops the others)")
-    switch.add_argument("model", metavar="MODEL", help="a model key with a vllm backend")
+    switch = commands.add_parser("switch", help=t("make MODEL the one vLLM model running (stops the others)"))
+    switch.add_argument("model", metavar="MODEL", help=t("a model key with a vllm backend"))
     switch.set_defaults(run=cmd_switch)
-    status = commands.add_parser("status", help="state of every vLLM model container")
+    status = commands.add_parser("status", help=t("state of every vLLM model container"))
     status.set_defaults(run=cmd_status)
-    stop = commands.add_parser("stop", help="stop the running vLLM model (after pages in progress)")
+    stop = commands.add_parser("stop", help=t("stop the running vLLM model (after pages in progress)"))
     stop.set_defaults(run=cmd_stop)
-    logs = commands.add_parser("logs", help="the log of a model's container")
+    logs = commands.add_parser("logs", help=t("the log of a model's container"))
     logs.add_argument("model", metavar="MODEL")
-    logs.add_argument("--tail", type=int, default=100, metavar="N", help="last N lines (default 100)")
+    logs.add_argument("--tail", type=int, default=100, metavar="N", help=t("last N lines (default 100)"))
     logs.set_defaults(run=cmd_logs)
     for command in commands.choices.values():  # `cli.py ocr --lang ru …` too; unset, it leaves the top one
         command.add_argument("--lang", choices=LANGUAGES, default=argparse.SUPPRESS,
-                             help="language of messages (default: from LANGUAGE, LC_ALL, LC_MESSAGES or LANG)")
+                             help=t("language of messages (default: from LANGUAGE, LC_ALL, LC_MESSAGES or LANG)"))
     return parser
+
+
+def asked_language(argv: list[str]) -> str | None:
+    """--lang's value, read before the parser is built so that --help speaks it too."""
+    for n, arg in enumerate(argv):
+        value = argv[n + 1] if arg == "--lang" and n + 1 < len(argv) else arg.removeprefix("--lang=")
+        if (arg == "--lang" or arg.startswith("--lang=")) and value in LANGUAGES:
+            return value
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
     global LANG
-    args = build_parser().parse_args(argv)
-    LANG = args.lang or language_from_env()
+    LANG = asked_language(sys.argv[1:] if argv is None else argv) or language_from_env()
+    argparse._ = argparse_text
+    args = build_parser().parse_args(argv)  # its help and its errors are in that language already
     try:
         config = load_config(args.config)
         return args.run(args, config)

@@ -4,7 +4,8 @@
 - passed to a Streamlit element (``st.button(...)``, ``st.sidebar.caption(...)``, a column's
   or a placeholder's ``.info(...)``...): its positional arguments and its ``label``, ``text``,
   ``help``, ``placeholder`` and ``caption`` keywords, list items included (``st.tabs([...])``);
-- printed to the person at a terminal: ``print(..., file=sys.stderr)``;
+- printed to the person at a terminal: ``print(...)`` to stdout or stderr, ``sys.stderr.write``,
+  and the ``help`` and ``description`` of argparse parsers and arguments (``--help``);
 - the message of a project error (a class of models/errors.py, or ``ValueError`` raised in a
   config validator, whose message pydantic shows as the config error).
 Marked means it is the first argument of ``_``, ``n_``, ``t`` or ``tn`` (models/i18n.py,
@@ -62,9 +63,17 @@ def _is_streamlit_element(call: ast.Call) -> bool:
             and not (isinstance(call.func.value, ast.Name) and call.func.value.id in LOGGERS))
 
 
-def _is_stderr_print(call: ast.Call) -> bool:
-    return (isinstance(call.func, ast.Name) and call.func.id == "print"
-            and any(k.arg == "file" and ast.unparse(k.value) == "sys.stderr" for k in call.keywords))
+def _is_argparse(call: ast.Call) -> bool:
+    """An argparse parser, sub-parser or argument: its help and description are read in --help."""
+    name = call.func.id if isinstance(call.func, ast.Name) else getattr(call.func, "attr", None)
+    return name in ("ArgumentParser", "add_parser", "add_argument", "add_subparsers")
+
+
+def _is_printed(call: ast.Call) -> bool:
+    """print(...) to the terminal (stdout or stderr; not to a file handle), or sys.std*.write."""
+    if isinstance(call.func, ast.Name) and call.func.id == "print":
+        return all(k.arg != "file" or ast.unparse(k.value) in ("sys.stderr", "sys.stdout") for k in call.keywords)
+    return ast.unparse(call.func) in ("sys.stderr.write", "sys.stdout.write")
 
 
 def _is_error(call: ast.Call, file: str) -> bool:
@@ -79,7 +88,9 @@ def unmarked(source: str, name: str) -> list[str]:
         if _is_streamlit_element(call):
             args = [] if call.func.attr in CODE_ELEMENTS else list(call.args)
             args += [k.value for k in call.keywords if k.arg in KEYWORDS]
-        elif _is_stderr_print(call) or _is_error(call, name):
+        elif _is_argparse(call):
+            args = [k.value for k in call.keywords if k.arg in ("help", "description")]
+        elif _is_printed(call) or _is_error(call, name):
             args = list(call.args[:1])
         else:
             continue
@@ -94,11 +105,15 @@ st.sidebar.button("Load")
 left.info(f"Loaded {name}")
 st.tabs(["Text", t("Markdown")])
 print(f"wrote {path}", file=sys.stderr)
+print("not evaluated")
+sys.stderr.write("cancelling")
+parser.add_argument("--out", help="where files go")
 raise InputError("The file is empty.")
 st.selectbox("Mode", options, format_func=t)
 ''', "x.py") + unmarked('raise ValueError(f"models.{key}: no backend")', CONFIG)
     assert [c.split(": ", 1)[1] for c in caught] == [
-        "'Load'", "f'Loaded {name}'", "['Text', t('Markdown')]", "f'wrote {path}'",
+        "'Load'", "f'Loaded {name}'", "['Text', t('Markdown')]", "f'wrote {path}'", "'not evaluated'",
+        "'cancelling'", "'where files go'",
         "'The file is empty.'", "'Mode'", "f'models.{key}: no backend'"]
     assert unmarked('''
 st.sidebar.button(t("Load"))

@@ -263,3 +263,17 @@ def test_the_eval_chart_speaks_the_language_and_the_csv_stays_english(monkeypatc
     assert eval_report.chart_png(evaluation, lang="ru").startswith(b"\x89PNG")
     assert said == ["нет оценки", "Доля ошибок, % (меньше — лучше)", "Страниц в минуту (больше — лучше)"]
     assert eval_report.csv_text(evaluation).splitlines()[0].startswith("model,mode,task,document,pages")
+
+
+def test_cli_help_and_usage_errors_follow_the_language():
+    """argparse's own words too: a person who reads Russian gets --help and a usage error in Russian."""
+    usage = cli("eval", lang="ru_RU.UTF-8")
+    assert usage.returncode == 2
+    assert usage.stderr.startswith("использование: cli.py eval")
+    assert usage.stderr.strip().endswith("cli.py eval: ошибка: обязательны аргументы: DIR, --models")
+    english = cli("eval", lang="en_US.UTF-8")
+    assert english.stderr.strip().endswith("cli.py eval: error: the following arguments are required: DIR, --models")
+    helped = cli("ocr", "--help", lang="C.UTF-8")
+    assert "a model key from `cli.py models`" in helped.stdout
+    helped = cli("--lang", "ru", "ocr", "--help", lang="C.UTF-8")
+    assert "ключ модели из `cli.py models`" in helped.stdout and "показать эту справку и выйти" in helped.stdout
