@@ -338,9 +338,11 @@ def test_two_models_side_by_side_with_their_differences(compare_app, browser, tm
 
     page, scan = open_app(browser, compare_app, tmp_path, height=2000)
     page.get_by_test_id("stSidebar").get_by_text("Compare", exact=True).click()
-    page.get_by_text("Compare two models").wait_for(timeout=30_000)
-    page.locator("input[type=file]").first.set_input_files(str(scan))
-    page.get_by_text("tender.png").wait_for(timeout=30_000)  # the upload reached the app
+    # The Read view's uploader may still be on the page while the Compare view is drawn:
+    # the file goes to the Compare view's own one.
+    uploader = page.get_by_test_id("stFileUploader").filter(has_text="Document image or PDF")
+    uploader.locator("input[type=file]").set_input_files(str(scan))
+    uploader.get_by_text("tender.png").wait_for(timeout=30_000)  # the upload reached the app
     page.get_by_text("True text (optional)").click()
     truth = page.get_by_role("textbox", name="Paste the true text")
     truth.fill(MIXED_TRUTH)

@@ -89,7 +89,7 @@ def test_a_switch_waits_for_pages_in_progress(fakes, clean_docker):
     arbiter = Arbiter(fakes)
     arbiter.switch("fake_a")
     result = {}
-    seen = {"waiting for 3 pages in progress": threading.Event(), "waiting for 1 pages in progress": threading.Event()}
+    seen = {"waiting for 3 pages in progress": threading.Event(), "waiting for 1 page in progress": threading.Event()}
 
     def on_event(event):
         if event.message in seen:
@@ -101,7 +101,7 @@ def test_a_switch_waits_for_pages_in_progress(fakes, clean_docker):
         assert seen["waiting for 3 pages in progress"].wait(60)
         assert running_managed(clean_docker) == ["chatvlmllm-test-fake_a"]
         lease.done(2)
-        assert seen["waiting for 1 pages in progress"].wait(60)
+        assert seen["waiting for 1 page in progress"].wait(60)
         assert running_managed(clean_docker) == ["chatvlmllm-test-fake_a"]
         with pytest.raises(SwitchError, match="A switch to Fake fake_b is under way"):
             with arbiter.lease("vllm", "fake_a", pages=1):
@@ -328,6 +328,7 @@ def test_a_missing_image_is_pulled_as_its_own_stage(tmp_path, clean_docker):
     assert [e.stage for e in events][-1] == "pulling"
     full = SingleContainerManager(load_config(write_config(tmp_path / "d.yaml", {"fake_a": entry},
                                                            min_free_disk_gb=10**6)))
-    with pytest.raises(NotAvailable, match=rf"GB are free under .*; pulling {image} needs about 1e\+06 GB"):
+    with pytest.raises(NotAvailable, match=rf"GB are free under .*; pulling {image} needs about 1,000,000 GB "
+                                           r"\(switching.min_free_disk_gb\)"):
         full.switch("fake_a")
     assert running_managed(clean_docker) == []

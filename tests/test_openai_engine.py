@@ -285,7 +285,7 @@ def test_a_streamed_page_is_the_same_page_as_a_whole_answer(engine, stub):
     assert whole.error is None and streamed.error is None
     assert streamed.model_dump(exclude={"seconds"}) == whole.model_dump(exclude={"seconds"})
     sent = stub.streams[0]
-    assert sent.completed and len(sent.pieces) > 3  # it really came in pieces
+    assert sent.ended.wait(10) and sent.completed and len(sent.pieces) > 3  # it really came in pieces
     texts = [text for _, text in seen]
     assert {i for i, _ in seen} == {0} and texts[-1] == "".join(sent.pieces)
     assert len(texts) == len(sent.pieces)
