@@ -44,7 +44,6 @@ from models.result import OCRResult
 FILE_NAME = "history.sqlite3"
 BUSY_S = 60  # how long a writer waits for another one before giving up
 MB = 2**20
-SHORT_READ_TRIES = 6
 T = TypeVar("T")
 RAW = {"messages": "raw"}  # the serialisation context that keeps messages translatable
 
@@ -247,20 +246,6 @@ class History:
             raise self._error(exc) from None
 
     def _on_connection(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        # While another process creates the file or its WAL index, a connection may read a
-        # short page (SQLITE_IOERR_SHORT_READ) where it would otherwise wait on a lock. It is
-        # over in milliseconds; nothing was written, since a failed transaction rolls back.
-        attempt = 1
-        while True:
-            try:
-                return self._connected(work)
-            except sqlite3.OperationalError as exc:
-                if getattr(exc, "sqlite_errorcode", None) != sqlite3.SQLITE_IOERR_SHORT_READ or attempt == SHORT_READ_TRIES:
-                    raise
-            time.sleep(0.05 * attempt)
-            attempt += 1
-
-    def _connected(self, work: Callable[[sqlite3.Connection], T]) -> T:
         # isolation_level=None: transactions are the explicit BEGINs above, nothing implicit.
         conn = sqlite3.connect(self.path, timeout=BUSY_S, isolation_level=None)
         try:
