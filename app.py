@@ -10,23 +10,14 @@ from views.cached import cached_config, cached_host, idle_watcher
 from views.compare import compare_view
 from views.evaluate import evaluate_view
 from views.history import history_view
+from models.i18n import N_
 from views.i18n import shown_as, t, tr
 from views.progress import follow
 from views.read import read_view
 from views.sidebar import idle_note, language_picker, operations_panel, sidebar
 
-VIEWS = ("read", "compare", "evaluate", "history")
-
-
-def view_name(view: str) -> str:
-    """A view as the radio shows it; its value stays the same in every language."""
-    if view == "compare":
-        return t("Compare")
-    if view == "evaluate":
-        return t("Evaluate")
-    if view == "history":
-        return t("History")
-    return t("Read")
+# Each view by its value, which stays the same in every language, and its name, translated when drawn.
+VIEWS = {"read": N_("Read"), "compare": N_("Compare"), "evaluate": N_("Evaluate"), "history": N_("History")}
 
 
 def main() -> None:
@@ -44,8 +35,8 @@ def main() -> None:
     mode, key, reason = sidebar(config, host)
     ops_slot = operations_panel(config)
     idle_note(config)
-    view = st.sidebar.radio(t("View"), VIEWS, format_func=shown_as(VIEWS, view_name), horizontal=True,
-                            key="view")
+    view = st.sidebar.radio(t("View"), list(VIEWS), format_func=shown_as(VIEWS, lambda v: t(VIEWS[v])),
+                            horizontal=True, key="view")
     watched = None
     if view == "history":
         history_view(config)

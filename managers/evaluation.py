@@ -210,6 +210,14 @@ def read_truth(path: Path) -> list[str] | None:
         raise InputError(_("'{path}' cannot be read: {reason}.", path=str(path), reason=exc.strerror)) from None
 
 
+def sample(document: Document, truth: list[str] | None, limits: Limits) -> Sample:
+    """A document to evaluate, read whole: one longer than limits.max_pages is refused."""
+    if document.page_count > limits.max_pages:
+        raise InputError(_("'{name}' has {pages} pages, over the limit of {limit} (limits.max_pages).",
+                           name=document.name, pages=document.page_count, limit=limits.max_pages))
+    return Sample(document, truth)
+
+
 def folder_samples(folder: Path, limits: Limits, skip: set[Path] = frozenset()) -> tuple[list[Sample], list[Message]]:
     """Every document in ``folder`` the intake opens (by name), each with ``NAME.txt`` beside
     it as its truth; and a sentence for each document that cannot be used. ``skip``: files
@@ -221,11 +229,7 @@ def folder_samples(folder: Path, limits: Limits, skip: set[Path] = frozenset()) 
     samples, errors = [], []
     for path in files:
         try:
-            document = open_path(path, limits)
-            if document.page_count > limits.max_pages:
-                raise InputError(_("'{name}' has {pages} pages, over the limit of {limit} (limits.max_pages).",
-                                   name=path.name, pages=document.page_count, limit=limits.max_pages))
-            samples.append(Sample(document, read_truth(path.with_suffix(".txt"))))
+            samples.append(sample(open_path(path, limits), read_truth(path.with_suffix(".txt")), limits))
         except ChatVLMError as exc:
             errors.append(exc.message)
     return samples, errors

@@ -9,7 +9,7 @@ from pathlib import Path
 import streamlit as st
 
 from managers import eval_report
-from managers.evaluation import Evaluation, ModelResult, Row, Sample
+from managers.evaluation import Evaluation, ModelResult, Row, Sample, sample
 from models.config import AppConfig, Mode
 from models.document import UPLOAD_TYPES
 from models.errors import ChatVLMError
@@ -54,14 +54,9 @@ def read_samples(config: AppConfig, uploads) -> list[Sample]:
             continue
         try:
             document = cached_document(upload.file_id, upload.getvalue(), upload.name, config)
+            samples.append(sample(document, truths.get(Path(upload.name).stem), config.limits))
         except ChatVLMError as exc:
             st.error(tr(exc))
-            continue
-        if document.page_count > config.limits.max_pages:
-            st.error(t("'{name}' has {pages} pages, over the limit of {limit} (limits.max_pages).",
-                       name=upload.name, pages=document.page_count, limit=config.limits.max_pages))
-            continue
-        samples.append(Sample(document, truths.get(Path(upload.name).stem)))
     if samples:
         untrue = [s.name for s in samples if s.truth is None]
         scored = len(samples) - len(untrue)

@@ -16,7 +16,7 @@ from managers.model_loader import ModelLoader
 from managers.operations import OPERATIONS, Operation
 from models.config import MODES, AppConfig
 from models.errors import ChatVLMError
-from models.i18n import LANGUAGES
+from models.i18n import LANGUAGES, N_
 from views.cached import cached_remote_ready
 from views.i18n import (LANGUAGE_KEY, LANGUAGE_LABEL, NAMES, default_language, local, mode_name,
                         shown_as, t, tr)
@@ -160,21 +160,15 @@ def describe(op: Operation, config: AppConfig) -> str:
     return t("{message} · {elapsed:.0f} s", message=tr(event.message), elapsed=event.elapsed)
 
 
-def cancel_label(kind: str) -> str:
-    if kind == "switch":
-        return t("Cancel switch")
-    if kind == "load":
-        return t("Cancel load")
-    if kind == "stop":
-        return t("Cancel stop")
-    return t("Cancel unload")
+CANCEL = {"switch": N_("Cancel switch"), "load": N_("Cancel load"), "stop": N_("Cancel stop"),
+          "unload": N_("Cancel unload")}
 
 
 def operations_panel(config: AppConfig):
     """Every operation running in this process, with its own Cancel; the outcome of the one
     this session started. Returns the slot that ``follow`` keeps up to date."""
     for op in OPERATIONS.running():
-        if st.sidebar.button(cancel_label(op.kind), key=f"cancel_op_{op.id}"):
+        if st.sidebar.button(t(CANCEL[op.kind]), key=f"cancel_op_{op.id}"):
             op.cancel.set()
     slot = st.sidebar.empty()
     watched = OPERATIONS.get(st.session_state.get("watched_op", -1))
