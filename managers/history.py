@@ -1,43 +1,45 @@
 """The run history: every finished run, kept in SQLite under the data dir so it survives a
 reload and a restart, and can be listed, reopened, exported again and deleted.
 
-- One connection per operation: sqlite3 connections must not cross threads, and the app's
-  sessions, its batch threads and ``cli.py`` processes all write here. WAL lets readers go on
-  while one writes; every write is ``BEGIN IMMEDIATE`` under a busy timeout, so writers queue
-  instead of failing (a deferred transaction that reads first could not wait for the lock).
+- One connection per thread, kept while the thread lives: the app's sessions, its batch
+  threads and ``cli.py`` processes all write here, and only SQLite ever opens the files (see
+  "one connection per thread" below). WAL lets readers go on while one writes; every write
+  is ``BEGIN IMMEDIATE`` under a busy timeout, so writers queue instead of failing (a
+  deferred transaction that reads first could not wait for the lock).
 - The schema is ``MIGRATIONS``, applied in order up to ``PRAGMA user_version``.
 - A document's bytes are kept once per content (its SHA-256): reading one file with several
   models is the usual way to compare them. Over ``history.max_document_mb`` only its result
   and page images are kept. Past ``history.max_total_mb`` the oldest runs go first.
-- A damaged file (garbage, truncated) is renamed aside with a timestamp, never deleted, and a
-  new database started; ``warning`` then holds the one sentence to show.
+- A damaged file (garbage, truncated) is found by SQLite's own errors and left as it is, never
+  renamed or deleted: ``add`` keeps nothing and ``warning`` holds the one sentence to show;
+  listing or reopening says the same sentence as an error.
 - Results are stored with their messages as id and params (``RAW``), so a run reopened later
   reads in the language chosen then; rows kept as plain English text still load.
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import hashlib
 import io
 import json
 import os
 import sqlite3
+import threading
 import time
+import weakref
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import TypeVar
 
 from PIL import Image
 
-from managers.locks import FileLock
 from managers.runs import Choice, Run, check_mode
 from models.config import AppConfig, Limits, data_dir
 from models.document import Document, open_document
-from models.errors import ChatVLMError, HistoryError
+from models.errors import ChatVLMError, HistoryDamaged, HistoryError
 from models.i18n import Message, _
 from models.result import OCRResult
 
@@ -139,8 +141,7 @@ class History:
     def __init__(self, config: AppConfig):
         self.config, self.settings = config, config.history
         self.path = data_dir() / FILE_NAME
-        self.warning: Message | None = None  # set when a damaged database was moved aside
-        self._looked = False
+        self.warning: Message | None = None  # set when a run could not be kept in a damaged database
 
     # --- the operations ---------------------------------------------------------------------
 
@@ -174,7 +175,11 @@ class History:
             _shrink(conn)
             return run_id
 
-        return self._use(work)
+        try:
+            return self._use(work)
+        except HistoryDamaged as exc:  # the reading it comes from goes on; the warning says why
+            self.warning = exc.message
+            return None
 
     def list(self, search: str | None = None, limit: int = 200) -> list[Entry]:
         """Runs newest first; ``search``: a part of the file name, in any case."""
@@ -230,60 +235,99 @@ class History:
     # --- connections, the schema and damage -------------------------------------------------
 
     def _use(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        """``work`` on a new connection; on a damaged database, once more on a new database."""
-        suspect = not self._looked and _short(self.path)
-        self._looked = True
-        if not suspect:
-            try:
-                return self._on_connection(work)
-            except sqlite3.DatabaseError as exc:
-                if not _damage(exc):
-                    raise self._error(exc) from None
+        """``work`` on this thread's connection; SQLite's errors as the history's."""
         try:
-            self._recover()
-            return self._on_connection(work)
+            return work(_connection(self.path))
         except sqlite3.DatabaseError as exc:
-            raise self._error(exc) from None
+            if _damage(exc):
+                # Dropped, so that once the file is moved away this thread opens a new one.
+                _forget()
+                raise HistoryDamaged(_("The history database {path} is damaged ({reason}), so no run is kept "
+                                       "in it; move the file away (nothing was deleted) and a new history starts.",
+                                       path=self.path, reason=exc)) from None
+            raise HistoryError(_("The history database {path} cannot be used ({reason}).",
+                                 path=self.path, reason=exc)) from None
 
-    def _on_connection(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        # isolation_level=None: transactions are the explicit BEGINs above, nothing implicit.
-        conn = sqlite3.connect(self.path, timeout=BUSY_S, isolation_level=None)
-        try:
-            # Set before the first table exists, so deleted runs give their space back.
-            conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute("PRAGMA foreign_keys = ON")
-            # SQLite's lower() and LIKE fold ASCII only; file names are often Cyrillic.
-            conn.create_function("casefold", 1, str.casefold, deterministic=True)
-            _migrate(conn)
-            return work(conn)
-        finally:
-            conn.close()
 
-    def _recover(self) -> None:
-        """Move a damaged database aside — after a second look under a lock, because another
-        thread or process may have done it already, or a checkpoint was seen midway."""
-        with FileLock(self.path.with_name(self.path.name + ".lock")):
-            if _healthy(self.path):
-                return
-            stamp = f"{self.path.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}"
-            aside, n = self.path.with_name(stamp), 1
-            while aside.exists():
-                n += 1
-                aside = self.path.with_name(f"{stamp}-{n}")
-            try:
-                # The WAL and its index go with it: left behind, they would be read into the new file.
-                for suffix in ("", "-wal", "-shm"):
-                    with contextlib.suppress(FileNotFoundError):
-                        os.rename(f"{self.path}{suffix}", f"{aside}{suffix}")
-            except OSError as exc:
-                raise HistoryError(_("The history database {path} is damaged and cannot be moved aside "
-                                     "({reason}); move it away by hand.",
-                                     path=self.path, reason=exc.strerror)) from None
-        self.warning = _("The history database was damaged; it was moved to {path} and a new one started.", path=aside)
+# --- one connection per thread ------------------------------------------------------------
+#
+# Only SQLite opens the database files. Closing any descriptor of a file drops all of the
+# process's POSIX locks on it, those SQLite holds for its other connections included ("How
+# To Corrupt An SQLite Database File", 2.2), and another process may then checkpoint under
+# a live writer. Renaming the files is no better: whoever has them open goes on writing into
+# the renamed ones. So a damaged file stays where it is, and is only reported.
 
-    def _error(self, exc: sqlite3.Error) -> HistoryError:
-        return HistoryError(_("The history database {path} cannot be used ({reason}).", path=self.path, reason=exc))
+
+@dataclass(eq=False)
+class _Held:
+    """A thread's connection, closed when the thread ends (its ``threading.local`` goes)."""
+
+    path: Path
+    file: tuple[int, int] | None  # (device, inode): the file it was opened on
+    conn: sqlite3.Connection
+    pid: int = field(default_factory=os.getpid)
+
+    def __post_init__(self) -> None:
+        self.close = weakref.finalize(self, _close, self.conn, self.pid)
+
+
+_local = threading.local()
+_inherited: list[sqlite3.Connection] = []
+
+
+def _close(conn: sqlite3.Connection, pid: int) -> None:
+    if os.getpid() == pid:
+        conn.close()
+    else:
+        # A child of fork must neither use nor close its parent's connections (that would
+        # release or break locks that are the parent's): they are kept, unused, until exit.
+        _inherited.append(conn)
+
+
+def _connection(path: Path) -> sqlite3.Connection:
+    """This thread's connection to ``path``, opened on first use; a new one when the thread
+    was forked into another process, or the file at ``path`` was moved, deleted or replaced
+    (a connection writes on into the file it opened; ``stat`` only reads the directory)."""
+    held: _Held | None = getattr(_local, "held", None)
+    if held is not None and (held.pid, held.path, held.file) == (os.getpid(), path, _file(path)):
+        return held.conn
+    _forget()
+    conn = _connect(path)
+    _local.held = _Held(path, _file(path), conn)
+    return conn
+
+
+def _forget() -> None:
+    held: _Held | None = getattr(_local, "held", None)
+    _local.held = None
+    if held is not None:
+        held.close()
+
+
+def _file(path: Path) -> tuple[int, int] | None:
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return None
+    return stat.st_dev, stat.st_ino
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    # isolation_level=None: transactions are the explicit BEGINs above, nothing implicit.
+    # check_same_thread=False only so that the thread's end or the exit may close it.
+    conn = sqlite3.connect(path, timeout=BUSY_S, isolation_level=None, check_same_thread=False)
+    try:
+        # Set before the first table exists, so deleted runs give their space back.
+        conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA foreign_keys = ON")
+        # SQLite's lower() and LIKE fold ASCII only; file names are often Cyrillic.
+        conn.create_function("casefold", 1, str.casefold, deterministic=True)
+        _migrate(conn)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
 
 
 def _migrate(conn: sqlite3.Connection) -> None:
@@ -314,34 +358,6 @@ def _damage(exc: sqlite3.DatabaseError) -> bool:
     """Whether SQLite says the file is not a database or is malformed (not locked, not full)."""
     code = getattr(exc, "sqlite_errorcode", None)
     return code is not None and code & 0xFF in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
-
-
-def _short(path: Path) -> bool:
-    """Whether the file is shorter than its header says: a truncated copy, or a disk that
-    filled up. SQLite reads the missing pages as zeros and may not notice for a while."""
-    try:
-        with open(path, "rb") as file:
-            header = file.read(100)
-        size = path.stat().st_size
-    except FileNotFoundError:
-        return False
-    if len(header) < 100 or header[24:28] != header[92:96]:  # the size field is not current
-        return False
-    page = int.from_bytes(header[16:18], "big")
-    return size < (65536 if page == 1 else page) * int.from_bytes(header[28:32], "big")
-
-
-def _healthy(path: Path) -> bool:
-    try:
-        conn = sqlite3.connect(path, timeout=BUSY_S)
-        try:
-            return conn.execute("PRAGMA quick_check").fetchall() == [("ok",)]
-        finally:
-            conn.close()
-    except sqlite3.DatabaseError as exc:
-        if _damage(exc):
-            return False
-        raise
 
 
 def _png(image: Image.Image) -> bytes:

@@ -53,3 +53,7 @@ class NothingToExport(ChatVLMError):
 
 class HistoryError(ChatVLMError):
     """The run history cannot be used (an unwritable data dir) or has no such run."""
+
+
+class HistoryDamaged(HistoryError):
+    """SQLite says the history database is not a database or is malformed; it is left as it is."""

@@ -192,13 +192,22 @@ def test_a_damaged_history_is_one_sentence_and_the_app_goes_on(tmp_path):
     data = tmp_path / "data"  # the conftest's data dir for this test
     data.mkdir(exist_ok=True)
     assert os.environ["CHATVLMLLM_DATA_DIR"] == str(data)
-    (data / "history.sqlite3").write_bytes(b"SQLite format 3\x00" + b"\x00" * 90 + b"garbage" * 50)
+    path, garbage = data / "history.sqlite3", b"SQLite format 3\x00" + b"\x00" * 90 + b"garbage" * 50
+    path.write_bytes(garbage)
+    sentence = (f"The history database {path} is damaged (file is not a database), so no run is kept in it; "
+                "move the file away (nothing was deleted) and a new history starts.")
     at = upload(start(), "mixed.png", encode(render_lines(MIXED), "PNG"), "image/png")
     at.button[0].click().run()
     assert not at.exception and at.success[0].value.startswith("Read 1 of 1 pages")
-    [moved] = [p for p in data.iterdir() if p.name.startswith("history.sqlite3.damaged-")]
-    assert [w.value for w in at.warning] == [
-        f"The history database was damaged; it was moved to {moved} and a new one started."]
+    assert [w.value for w in at.warning] == [sentence]
     at.sidebar.radio(key="view").set_value("history").run()
-    assert not at.exception
+    assert not at.exception and [e.value for e in at.error] == [sentence]
+    assert path.read_bytes() == garbage  # left as it was: other processes may have it open
+
+    path.rename(data / "kept-aside.sqlite3")  # as the sentence says
+    at = upload(start(), "mixed.png", encode(render_lines(MIXED), "PNG"), "image/png")
+    at.button[0].click().run()
+    assert not at.exception and not at.warning
+    at.sidebar.radio(key="view").set_value("history").run()
+    assert not at.exception and not at.error
     assert [o.split(" · ")[1] for o in at.selectbox(key="history_run").options] == ["mixed.png"]  # kept anew

@@ -1,6 +1,8 @@
 """The run history on real SQLite files, real threads and a second process, and through cli.py."""
 
+import contextlib
 import json
+import multiprocessing
 import os
 import sqlite3
 import subprocess
@@ -14,6 +16,7 @@ from PIL import Image
 from managers import history as history_module
 from managers.history import MIGRATIONS, History
 from managers.runs import Choice, Run
+from models.config import load_config
 from models.errors import HistoryError
 from models.result import Block, OCRResult, PageResult
 from tests.conftest import ROOT
@@ -43,6 +46,16 @@ def runs_table(path: Path, column: str = "name") -> list:
         return [row[0] for row in conn.execute(f"SELECT {column} FROM runs ORDER BY id")]
     finally:
         conn.close()
+
+
+def in_a_thread(work):
+    """``work``'s result, from a thread that ends, and its connection with it: as if another
+    process had written the file, so this one holds nothing open when the test damages it."""
+    result = []
+    thread = threading.Thread(target=lambda: result.append(work()))
+    thread.start()
+    thread.join()
+    return result[0]
 
 
 def test_round_trip_in_the_data_dir(config):
@@ -135,7 +148,9 @@ def test_an_empty_version_0_database_gets_the_schema(config):
 
 def test_an_older_database_is_upgraded_and_keeps_its_runs(config, monkeypatch):
     history = History(config)
-    kept = history.add(make_run(), "before.png", b"before")
+    # Written by an older version, i.e. on a connection other than this thread's: the schema
+    # is brought up to date when a connection opens.
+    kept = in_a_thread(lambda: history.add(make_run(), "before.png", b"before"))
     step = ("ALTER TABLE runs ADD COLUMN note TEXT DEFAULT 'upgraded'",)
     monkeypatch.setattr(history_module, "MIGRATIONS", [*MIGRATIONS, step])
     assert [e.id for e in History(config).list()] == [kept]
@@ -165,13 +180,14 @@ def test_threads_and_another_process_writing_at_once_lose_nothing(config):
     writer = subprocess.Popen([sys.executable, "-c", WRITER.format(root=str(ROOT), count=count)],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     assert writer.stdout.readline() == "ready\n"
-    history, start, failures = History(config), threading.Barrier(8), []
+    history, start, failures, kept = History(config), threading.Barrier(8), [], {}
 
     def add(t: int) -> None:
         start.wait()
         for n in range(count):
+            name = f"thread-{t}-{n}.png"
             try:
-                history.add(make_run(f"thread {t} {n}"), f"thread-{t}-{n}.png", f"thread {t} {n}".encode())
+                kept[history.add(make_run(f"thread {t} {n}"), name, f"thread {t} {n}".encode())] = name
             except Exception as exc:  # noqa: BLE001 — every failure is the finding
                 failures.append(exc)
 
@@ -184,39 +200,162 @@ def test_threads_and_another_process_writing_at_once_lose_nothing(config):
         thread.join()
     assert writer.wait(timeout=120) == 0
     assert failures == []
-    names = {e.name for e in history.list(limit=1000)}
-    assert names == ({f"thread-{t}-{n}.png" for t in range(8) for n in range(count)}
-                     | {f"process-{n}.png" for n in range(count)})
+    entries = {e.id: e.name for e in history.list(limit=1000)}
+    assert {run_id: entries.get(run_id) for run_id in kept} == kept and len(kept) == 8 * count
+    assert set(entries.values()) == set(kept.values()) | {f"process-{n}.png" for n in range(count)}
+    conn = sqlite3.connect(history.path)
+    assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+    conn.close()
 
 
-def moved_aside(history: History) -> Path:
-    aside = list(history.path.parent.glob("history.sqlite3.damaged-*"))
-    assert len(aside) == 1
-    assert history.warning == (f"The history database was damaged; it was moved to {aside[0]} "
-                               "and a new one started.")
-    return aside[0]
+PROCESSES, THREADS, RUNS = 3, 4, 4  # per round: 48 runs from the workers, 6 from the test's own thread
+ROUNDS = 15
 
 
-def test_a_garbage_file_is_moved_aside_and_a_new_history_started(config):
+def open_files(path: Path) -> list[str]:
+    """This process's open files that are the database or its -wal and -shm."""
+    links = []
+    for fd in os.listdir("/proc/self/fd"):  # the listing's own descriptor is gone by now
+        with contextlib.suppress(FileNotFoundError):
+            links.append(os.readlink(f"/proc/self/fd/{fd}"))
+    return [link for link in links if link.startswith(str(path))]
+
+
+def stress_worker(orders, results, start) -> None:
+    """One process of the stress test, kept for every round as an app's process would be: per
+    order (a data dir), THREADS threads add RUNS runs each, at once with the other processes,
+    each through its own History as ``keep`` does; back come the ids with their names."""
+    config = load_config(ROOT / "config.yaml")
+    while (data := orders.get()) is not None:
+        os.environ["CHATVLMLLM_DATA_DIR"] = data
+        kept, failures, warnings, go = [], [], [], threading.Barrier(THREADS)
+
+        def add(t: int) -> None:
+            go.wait()
+            for n in range(RUNS):
+                name = f"{os.getpid()}-{t}-{n}.png"
+                history = History(config)
+                try:
+                    kept.append((history.add(make_run(name), name, name.encode()), name))
+                except Exception as exc:  # noqa: BLE001 — every failure is the finding
+                    failures.append(repr(exc))
+                if history.warning:
+                    warnings.append(str(history.warning))
+
+        threads = [threading.Thread(target=add, args=(t,)) for t in range(THREADS)]
+        start.wait()
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        # Each thread's connection ends with it: none is left open to leak.
+        results.put((kept, failures, warnings, open_files(Path(data) / "history.sqlite3")))
+
+
+@pytest.fixture(scope="module")
+def stress_workers():
+    spawn = multiprocessing.get_context("spawn")
+    start = spawn.Barrier(PROCESSES + 1)
+    orders, results = spawn.Queue(), spawn.Queue()
+    workers = [spawn.Process(target=stress_worker, args=(orders, results, start)) for _ in range(PROCESSES)]
+    for worker in workers:
+        worker.start()
+    yield orders, results, start
+    for _ in workers:
+        orders.put(None)
+    for worker in workers:
+        worker.join(timeout=60)
+        assert worker.exitcode == 0
+
+
+@pytest.mark.parametrize("existing", [False, True], ids=["created-at-once", "existing"])
+def test_many_processes_and_threads_lose_no_run(stress_workers, existing, config, tmp_path):
+    """Every id add() returned is in the database afterwards and SQLite finds it whole: with
+    the database created by everyone at once, and with one already there that this process
+    holds open and writes to during the round."""
+    orders, results, start = stress_workers
+    for round_ in range(ROUNDS):
+        data = tmp_path / f"round-{round_}"
+        os.environ["CHATVLMLLM_DATA_DIR"] = str(data)
+        history = History(config)
+        before = [(history.add(make_run("before"), "before.png", b"before"), "before.png")] if existing else []
+        for _ in range(PROCESSES):
+            orders.put(str(data))
+        start.wait(timeout=60)
+        mine = [(history.add(make_run(f"main {n}"), f"main-{n}.png", b"main"), f"main-{n}.png")
+                for n in range(6)] if existing else []
+        kept, failures, warnings, left_open = before + mine, [], [], []
+        for _ in range(PROCESSES):
+            worker_kept, worker_failures, worker_warnings, files = results.get(timeout=120)
+            kept += worker_kept
+            failures += worker_failures
+            warnings += worker_warnings
+            left_open += files
+        assert len(kept) + len(failures) == len(before + mine) + PROCESSES * THREADS * RUNS
+        conn = sqlite3.connect(data / "history.sqlite3")
+        try:
+            check = conn.execute("PRAGMA integrity_check").fetchall()
+            stored = dict(conn.execute("SELECT id, name FROM runs"))
+        finally:
+            conn.close()
+        lost = {run_id: name for run_id, name in kept if stored.get(run_id) != name}
+        assert (f"round {round_}", lost, failures, warnings, left_open, check) == \
+            (f"round {round_}", {}, [], [], [], [("ok",)])
+        assert {path.name for path in data.iterdir()} <= {f"history.sqlite3{end}" for end in ("", "-wal", "-shm")}
+
+
+def damaged(path: Path, reason: str) -> str:
+    return (f"The history database {path} is damaged ({reason}), so no run is kept in it; "
+            "move the file away (nothing was deleted) and a new history starts.")
+
+
+def test_a_garbage_file_is_left_as_it_is_and_the_history_says_so(config):
+    """Renaming a file that other processes have open would send their runs into the renamed
+    file: SQLite's own error finds the damage, the file stays, and the reading goes on."""
     history = History(config)
     history.path.write_bytes(b"this is not a database " * 100)
-    assert history.list() == []
-    assert moved_aside(history).read_bytes() == b"this is not a database " * 100
-    new = history.add(make_run(), "after.png", b"after")
-    assert [e.id for e in history.list()] == [new]
+    assert history.add(make_run(), "lost.png", b"lost") is None
+    assert history.warning == damaged(history.path, "file is not a database")
+    with pytest.raises(HistoryError) as error:
+        History(config).list()
+    assert error.value.message == damaged(history.path, "file is not a database")
+    assert history.path.read_bytes() == b"this is not a database " * 100
+    assert [path.name for path in history.path.parent.iterdir()] == ["history.sqlite3"]
+
+    history.path.rename(history.path.with_name("kept-aside.sqlite3"))  # as the sentence says
+    fresh = History(config)
+    new = fresh.add(make_run(), "after.png", b"after")
+    assert [e.id for e in fresh.list()] == [new] and fresh.warning is None
 
 
-def test_a_truncated_file_is_moved_aside_and_a_new_history_started(config):
-    History(config).add(make_run(noise=300), "before.png", os.urandom(200_000))
+def test_a_truncated_file_is_left_as_it_is_and_the_history_says_so(config):
+    in_a_thread(lambda: History(config).add(make_run(noise=300), "before.png", os.urandom(200_000)))
     path = Path(os.environ["CHATVLMLLM_DATA_DIR"]) / "history.sqlite3"
     size = path.stat().st_size
-    with open(path, "r+b") as file:
-        file.truncate(size // 2)
+    os.truncate(path, size // 2)
     history = History(config)
-    assert history.list() == []
-    assert moved_aside(history).stat().st_size == size // 2
+    assert history.add(make_run(), "lost.png", b"lost") is None
+    assert history.warning == damaged(path, "database disk image is malformed")
+    with pytest.raises(HistoryError, match="is damaged"):
+        history.get(1)
+    assert path.stat().st_size == size // 2
+    path.rename(path.with_name("kept-aside.sqlite3"))
     history.add(make_run(), "after.png", b"after")
     assert [e.name for e in History(config).list()] == ["after.png"]
+
+
+def test_a_history_moved_away_while_this_thread_has_it_open_starts_anew(config):
+    """A connection writes on into the file it opened: a run kept after the user moved the
+    history away (to clear it) must land in the new file at the path, not the moved one."""
+    history = History(config)
+    first = history.add(make_run(), "first.png", b"first")
+    aside = history.path.with_name("cleared")
+    aside.mkdir()
+    for end in ("", "-wal", "-shm"):  # all three, as a person clearing the history would
+        Path(f"{history.path}{end}").rename(aside / f"history.sqlite3{end}")
+    second = history.add(make_run(), "second.png", b"second")
+    assert [(e.id, e.name) for e in history.list()] == [(second, "second.png")]
+    assert runs_table(aside / "history.sqlite3") == ["first.png"] and first is not None
 
 
 @pytest.fixture
@@ -257,8 +396,7 @@ def test_cli_says_a_damaged_history_in_one_sentence_and_goes_on(scan):
     path.write_bytes(b"\0garbage" * 512)
     read = cli("ocr", scan, "--model", "tesseract")
     assert read.returncode == 0, read.stderr
-    aside = list(path.parent.glob("history.sqlite3.damaged-*"))
-    assert len(aside) == 1 and aside[0].read_bytes() == b"\0garbage" * 512
-    assert read.stderr.strip().splitlines()[-1] == (f"The history database was damaged; it was moved to "
-                                                    f"{aside[0]} and a new one started.")
-    assert "english.png" in cli("history").stdout
+    assert read.stderr.strip().splitlines()[-1] == damaged(path, "file is not a database")
+    listed = cli("history")
+    assert listed.returncode != 0 and listed.stderr.strip() == f"error: {damaged(path, 'file is not a database')}"
+    assert path.read_bytes() == b"\0garbage" * 512
