@@ -239,9 +239,9 @@ class History:
         try:
             return work(_connection(self.path))
         except sqlite3.DatabaseError as exc:
+            # A connection that failed is not trusted again: the next operation opens another.
+            _forget()
             if _damage(exc):
-                # Dropped, so that once the file is moved away this thread opens a new one.
-                _forget()
                 raise HistoryDamaged(_("The history database {path} is damaged ({reason}), so no run is kept "
                                        "in it; move the file away (nothing was deleted) and a new history starts.",
                                        path=self.path, reason=exc)) from None
@@ -279,8 +279,10 @@ def _close(conn: sqlite3.Connection, pid: int) -> None:
     if os.getpid() == pid:
         conn.close()
     else:
-        # A child of fork must neither use nor close its parent's connections (that would
-        # release or break locks that are the parent's): they are kept, unused, until exit.
+        # A child of fork must neither use nor close its parent's connections (closing
+        # checkpoints or drops locks on the parent's behalf): kept, unused, until it exits.
+        # SQLite's own record of the parent's locks is inherited too, so a forked child
+        # should exec (as subprocess does) or use "spawn" before it keeps runs.
         _inherited.append(conn)
 
 
