@@ -208,7 +208,7 @@ def test_threads_and_another_process_writing_at_once_lose_nothing(config):
     conn.close()
 
 
-PROCESSES, THREADS, RUNS = 3, 4, 4  # per round: 48 runs from the workers, 6 from the test's own thread
+PROCESSES, THREADS, RUNS = 3, 4, 4  # per round 48 runs from the workers; 7 more from this process if 'existing'
 ROUNDS = 15
 
 
