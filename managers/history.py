@@ -36,6 +36,7 @@ from typing import TypeVar
 
 from PIL import Image
 
+from managers.locks import FileLock
 from managers.runs import Choice, Run, check_mode
 from models.config import AppConfig, Limits, data_dir
 from models.document import Document, open_document
@@ -319,9 +320,13 @@ def _connect(path: Path) -> sqlite3.Connection:
     # check_same_thread=False only so that the thread's end or the exit may close it.
     conn = sqlite3.connect(path, timeout=BUSY_S, isolation_level=None, check_same_thread=False)
     try:
-        # Set before the first table exists, so deleted runs give their space back.
-        conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
-        conn.execute("PRAGMA journal_mode = WAL")
+        if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+            # Two connections switching a new file to WAL at once may get SQLITE_BUSY without
+            # the busy timeout being tried, so the first ones take turns on a file beside it.
+            with FileLock(path.with_name(path.name + ".lock")):
+                # Set before the first table exists, so deleted runs give their space back.
+                conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
+                conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA foreign_keys = ON")
         # SQLite's lower() and LIKE fold ASCII only; file names are often Cyrillic.
         conn.create_function("casefold", 1, str.casefold, deterministic=True)
