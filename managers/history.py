@@ -310,7 +310,7 @@ def _forget() -> None:
 def _file(path: Path) -> tuple[int, int] | None:
     try:
         stat = path.stat()
-    except FileNotFoundError:
+    except OSError:  # not there (or not visible): SQLite says more when it opens it
         return None
     return stat.st_dev, stat.st_ino
 
