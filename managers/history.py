@@ -11,8 +11,9 @@ reload and a restart, and can be listed, reopened, exported again and deleted.
   models is the usual way to compare them. Over ``history.max_document_mb`` only its result
   and page images are kept. Past ``history.max_total_mb`` the oldest runs go first.
 - A damaged file (garbage, truncated) is found by SQLite's own errors and left as it is, never
-  renamed or deleted: ``add`` keeps nothing and ``warning`` holds the one sentence to show;
-  listing or reopening says the same sentence as an error.
+  renamed or deleted: ``add`` keeps nothing and ``warning`` holds the one sentence to show
+  (for the thread that called it, until its next ``add``); listing or reopening says the
+  same sentence as an error.
 - Results are stored with their messages as id and params (``RAW``), so a run reopened later
   reads in the language chosen then; rows kept as plain English text still load.
 """
@@ -142,12 +143,20 @@ class History:
     def __init__(self, config: AppConfig):
         self.config, self.settings = config, config.history
         self.path = data_dir() / FILE_NAME
-        self.warning: Message | None = None  # set when a run could not be kept in a damaged database
+        self._thread = threading.local()  # one History may serve a whole process
+
+    @property
+    def warning(self) -> Message | None:
+        """The sentence to show when this thread's last ``add`` could not keep its run (the
+        database is damaged); None once a run is kept again, e.g. after the file was moved."""
+        return getattr(self._thread, "warning", None)
 
     # --- the operations ---------------------------------------------------------------------
 
     def add(self, run: Run, document_name: str, data: bytes) -> int | None:
-        """Keep a finished run; its id, or None when ``history.enabled`` is off."""
+        """Keep a finished run; its id, or None when ``history.enabled`` is off or
+        ``warning`` says why it was not kept."""
+        self._thread.warning = None
         if not self.settings.enabled:
             return None
         result = run.result.model_dump_json(context=RAW)
@@ -179,7 +188,7 @@ class History:
         try:
             return self._use(work)
         except HistoryDamaged as exc:  # the reading it comes from goes on; the warning says why
-            self.warning = exc.message
+            self._thread.warning = exc.message
             return None
 
     def list(self, search: str | None = None, limit: int = 200) -> list[Entry]:

@@ -323,10 +323,14 @@ def test_a_garbage_file_is_left_as_it_is_and_the_history_says_so(config):
     assert history.path.read_bytes() == b"this is not a database " * 100
     assert [path.name for path in history.path.parent.iterdir()] == ["history.sqlite3"]
 
-    history.path.rename(history.path.with_name("kept-aside.sqlite3"))  # as the sentence says
-    fresh = History(config)
-    new = fresh.add(make_run(), "after.png", b"after")
-    assert [e.id for e in fresh.list()] == [new] and fresh.warning is None
+    other_thread = in_a_thread(lambda: (history.add(make_run(), "lost.png", b"lost"), history.warning))
+    assert other_thread == (None, damaged(history.path, "file is not a database"))
+
+    # One History may serve the whole process: once the file is moved away, as the sentence
+    # says, the same one keeps runs again and no longer warns.
+    history.path.rename(history.path.with_name("kept-aside.sqlite3"))
+    new = history.add(make_run(), "after.png", b"after")
+    assert [e.id for e in history.list()] == [new] and history.warning is None
 
 
 def test_a_truncated_file_is_left_as_it_is_and_the_history_says_so(config):
