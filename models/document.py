@@ -19,6 +19,7 @@ from PIL import Image, ImageOps, ImageSequence
 from models.config import Limits
 from models.errors import InputError
 from models.i18n import Message, _, n_
+from models.text_layer import TextSpan, Use, facts, judge, lines
 
 # Decompression bombs are refused by our own check on the header size, with a message
 # that names the limit; Pillow's generic warning/error would come too late or too vague.
@@ -66,19 +67,13 @@ def _what_it_is(data: bytes) -> Message:
         return _("data of an unknown kind")
 
 
-@dataclass(frozen=True)
-class TextSpan:
-    """A line of a born-digital PDF's own text, in page pixels."""
-
-    bbox: tuple[int, int, int, int]
-    text: str
-
-
 @dataclass
 class Page:
     index: int
     image: Image.Image
-    # A born-digital PDF's own text: paragraphs of lines, in page pixels.
+    # A PDF's own text, paragraphs of lines in page pixels, when it covers the page
+    # (models/text_layer.py); ``text_layer_hidden``: it is an invisible OCR layer, kept only
+    # where a reading of the page agrees with it.
     text_layer: list[list[TextSpan]] | None = None
     warnings: list[Message] = field(default_factory=list)
     # The page's size in result pixels, when ``image`` was rendered smaller for a model.
@@ -87,6 +82,9 @@ class Page:
     # (managers/prepare.py), and its pixels per ``image`` pixel: boxes are divided by it.
     ocr_image: Image.Image | None = None
     ocr_scale: float = 1.0
+    text_layer_hidden: bool = False
+    # Why the PDF's text layer is not used (an OCR engine says it; a VLM reads images anyway).
+    text_layer_note: Message | None = None
 
     @property
     def size(self) -> tuple[int, int]:
@@ -254,24 +252,14 @@ class PDFDocument(Document):
         zoom = render_dpi / 72
         pix = pdf_page.get_pixmap(matrix=pymupdf.Matrix(zoom, zoom), alpha=False)
         image = Image.frombytes("RGB", (pix.width, pix.height), pix.samples)
-        layer = self._text_layer(pdf_page, dpi) if self.limits.use_pdf_text_layer else None
         full_size = (full.width, full.height) if render_dpi != dpi else None
-        return Page(index, image, layer, warnings, full_size)
-
-    @staticmethod
-    def _text_layer(pdf_page, dpi: int) -> list[list[TextSpan]] | None:
-        scale = dpi / 72
-        paragraphs = []
-        for block in pdf_page.get_text("dict")["blocks"]:
-            lines = []
-            for line in block.get("lines", []):
-                text = "".join(span["text"] for span in line["spans"]).strip()
-                if text:
-                    x0, y0, x1, y1 = (round(v * scale) for v in line["bbox"])
-                    lines.append(TextSpan((x0, y0, x1, y1), text))
-            if lines:
-                paragraphs.append(lines)
-        return paragraphs or None
+        page = Page(index, image, warnings=warnings, full_size=full_size)
+        if self.limits.use_pdf_text_layer and (layer := lines(pdf_page, dpi / 72)):
+            verdict = judge(facts(pdf_page, layer, dpi / 72, image), index + 1)
+            if verdict.use is not Use.IMAGE:
+                page.text_layer, page.text_layer_hidden = layer, verdict.use is Use.CHECK
+            page.text_layer_note = verdict.note
+        return page
 
 
 def open_document(data: bytes, name: str, limits: Limits) -> Document:

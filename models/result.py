@@ -2,10 +2,17 @@
 
     {model, engine, task, seconds,
      pages: [{index, width, height, seconds, error, warnings, text, markdown,
-              blocks: [{bbox: [x1, y1, x2, y2] in prepared-page pixels, category, text}]}]}
+              blocks: [{bbox: [x1, y1, x2, y2] in prepared-page pixels, category, text},
+              source}]}
+
+``source`` says what a page's text was read from: "image" (the page's pixels, by the model
+or OCR) or "text layer" (the PDF's own text, models/text_layer.py); runs kept before it
+existed read as "image".
 """
 
 from __future__ import annotations
+
+from typing import Literal
 
 from pydantic import BaseModel, Field, field_validator
 
@@ -35,6 +42,7 @@ class PageResult(BaseModel):
     text: str = ""
     markdown: str = ""
     blocks: list[Block] = []
+    source: Literal["image", "text layer"] = "image"
 
     @property
     def number(self) -> int:
