@@ -101,9 +101,6 @@ class Arbiter:
     it changes only vLLM servers. The claim is this object's: the runtime's one arbiter
     holds its process's local model, and two arbiters act on each other as two processes do."""
 
-    # Before each step of a change, for tests that need a change held at a known point.
-    hooks: dict[str, Callable[[], None]] = {}
-
     def __init__(self, config: AppConfig, manager: SingleContainerManager | None = None,
                  directory: Path | None = None, release_local: Callable[[], object] | None = None):
         self.config = config
@@ -114,10 +111,6 @@ class Arbiter:
         self._release_local = release_local
         self._local_claim: FileLock | None = None  # this arbiter's hold on local.lock
         self._claim_guard = threading.Lock()
-
-    def _hook(self, name: str) -> None:
-        if hook := self.hooks.get(name):
-            hook()
 
     # --- the record ----------------------------------------------------------------------
 
@@ -202,9 +195,7 @@ class Arbiter:
                 self._refuse_foreign_local()
                 self._wait_for_leases(lambda lease: (lease.get("mode"), lease.get("model")) != ("vllm", key),
                                       on_event, cancel)
-                self._hook("before_unload")
                 self._unload_own_local_model()
-                self._hook("before_start")
                 status = self.manager.switch(key, on_event, cancel)
                 self._set_holder("vllm", key)
                 return status
@@ -230,7 +221,6 @@ class Arbiter:
                                          "reach Docker to stop it ({reason}); stop it first (cli.py stop).",
                                          model=name, reason=exc)) from None
             self._take_local_claim()
-            self._hook("before_load")
             try:
                 loaded = load()
             except BaseException:

@@ -1,7 +1,7 @@
 """One model on the GPU, on a real Docker engine and real processes: under chaos (random
 switches, reads, local loads and stops from six processes, random SIGKILLs), after a crash
 whose pid a live process then owns, and at the exact moments the old arbiter got wrong —
-each reached with a hook or an event, not a sleep."""
+each reached with a subclass that holds a step or an event, not a sleep."""
 
 import os
 import random
@@ -15,8 +15,10 @@ import pytest
 
 from managers import runs
 from managers.arbiter import Arbiter
+from managers.container_manager import SingleContainerManager
 from managers.containers import State
 from managers.locks import read_record
+from managers.model_loader import ModelLoader
 from managers.runtime import Runtime
 from models.config import load_config
 from models.errors import Cancelled, NotAvailable, SwitchError
@@ -45,7 +47,21 @@ def runtime(setup):
     made = Runtime(setup)
     yield made
     made.close()
-    Arbiter.hooks = {}
+
+
+class HeldManager(SingleContainerManager):
+    """The real manager, whose start of ``key`` waits at ``release`` once ``reached`` is set:
+    a switch held just before its server starts, past every check before it."""
+
+    def __init__(self, config, key: str):
+        super().__init__(config)
+        self.key, self.reached, self.release = key, threading.Event(), threading.Event()
+
+    def switch(self, key, on_event=None, cancel=None):
+        if key == self.key:
+            self.reached.set()
+            self.release.wait(60)
+        return super().switch(key, on_event, cancel)
 
 
 def with_switching(tmp_path, config, **switching):
@@ -190,19 +206,18 @@ def test_a_refused_switch_leaves_the_local_model_recorded(setup, clean_docker):
 
 def test_a_reader_never_starts_on_a_model_about_to_stop(setup, clean_docker):
     """Why 2: the lease is taken with the check that the model is the active one."""
-    arbiter = Arbiter(setup)
+    manager = HeldManager(setup, "fake_b")
+    arbiter = Arbiter(setup, manager)
     arbiter.switch("fake_a")
-    reached, release = threading.Event(), threading.Event()
-    Arbiter.hooks = {"before_start": lambda: (reached.set(), release.wait(60))}
     switching = threading.Thread(target=lambda: arbiter.switch("fake_b"))
     switching.start()
     try:
-        assert reached.wait(60)
+        assert manager.reached.wait(60)
         with pytest.raises(SwitchError, match="^A switch to Fake fake_b is under way; read the document when"):
             with arbiter.lease("vllm", "fake_a", 1):
                 pass
     finally:
-        release.set()
+        manager.release.set()
         switching.join(60)
     with pytest.raises(SwitchError, match="^Fake fake_a is not the active model"):
         with arbiter.lease("vllm", "fake_a", 1):
@@ -259,7 +274,16 @@ def test_leases_are_per_mode_and_local_reads_hold_one(setup, runtime, clean_dock
 def test_a_switch_during_a_local_load_waits_and_unloads_it(setup, runtime, clean_docker):
     """Why 4: session B's vLLM switch while session A's local load is under way."""
     reached, release, b_waits = threading.Event(), threading.Event(), threading.Event()
-    Arbiter.hooks = {"before_load": lambda: (reached.set(), release.wait(60))}
+
+    class HeldLoader(ModelLoader):
+        """The real loader, whose load waits once the arbiter has claimed the GPU for it."""
+
+        def _load_claimed(self, *args):
+            reached.set()
+            release.wait(60)
+            return super()._load_claimed(*args)
+
+    runtime.loader = HeldLoader(setup, runtime.arbiter, runtime.gpu_thread)  # the arbiter unloads it
     sampler = Sampler(clean_docker, lock_dir=runtime.arbiter.dir)
     sampler.start()
     a = threading.Thread(target=lambda: runtime.loader.load_model("tiny2"))
@@ -272,7 +296,6 @@ def test_a_switch_during_a_local_load_waits_and_unloads_it(setup, runtime, clean
         assert b_waits.wait(60)
         assert running_managed(clean_docker) == []  # B starts nothing while A loads
     finally:
-        Arbiter.hooks = {}
         release.set()
         a.join(120)
         b.join(120)
@@ -320,9 +343,16 @@ DIES_MID_SWITCH = """
 import sys, time
 sys.path.insert(0, {root!r})
 from managers.arbiter import Arbiter
+from managers.container_manager import SingleContainerManager
 from models.config import load_config
-Arbiter.hooks = {{"before_start": lambda: (print("stopping now", flush=True), time.sleep(300))}}
-Arbiter(load_config()).switch("fake_b")
+
+class Dying(SingleContainerManager):
+    def switch(self, *args, **kwargs):
+        print("stopping now", flush=True)
+        time.sleep(300)
+
+config = load_config()
+Arbiter(config, Dying(config)).switch("fake_b")
 """
 
 
