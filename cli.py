@@ -26,6 +26,7 @@ from managers.history import Entry, History
 from managers.container_manager import SingleContainerManager, SwitchEvent
 from managers.runs import check_mode
 from managers.operations import Operation
+from managers.runtime import Runtime
 from models import exports, render
 from models.config import MODE_LABELS, MODES, load_config
 from models.document import Document, open_path, select_pages
@@ -163,7 +164,7 @@ def wait_for(op: Operation):
 def cmd_switch(args, config) -> int:
     config.model(args.model)  # an unknown model is bad usage (exit 2), not a failed switch
     try:
-        status = wait_for(runs.switch(config, args.model))
+        status = wait_for(runs.switch(Runtime(config), args.model))
     except Superseded as exc:
         print(tr(exc), file=sys.stderr)
         return EXIT_SUPERSEDED
@@ -194,7 +195,7 @@ def state_name(state: str) -> str:
 
 
 def cmd_stop(args, config) -> int:
-    stopped = wait_for(runs.stop(config))
+    stopped = wait_for(runs.stop(Runtime(config)))
     print(t("stopped: {models}", models=", ".join(stopped)) if stopped else t("nothing was running"))
     return 0
 
@@ -221,10 +222,11 @@ def cmd_ocr(args, config) -> int:
         args.mode = "vllm"
     choice = runs.Choice(args.model, check_mode(config, args.model, args.mode), args.task)
     model.task(args.task)  # an unknown task is refused before anything starts
-    runs.make_ready(config, choice.key, choice.mode, on_event=print_event)  # the sidebar's path
+    runtime = Runtime(config)  # this process's one, made from the config as the command changed it
+    runs.make_ready(runtime, choice.key, choice.mode, on_event=print_event)  # the sidebar's path
     outputs: list[tuple[Path, OCRResult]] = []
     status = 0
-    history = History(config)
+    history = runtime.history
     for file in args.files:
         try:
             document = open_path(file, config.limits)
@@ -235,7 +237,7 @@ def cmd_ocr(args, config) -> int:
             continue
         bar = ProgressBar(Path(file).name, len(indexes))
         try:
-            run = runs.read_document(config, choice, document.pages(indexes), on_page=bar, on_event=print_event)
+            run = runs.read_document(runtime, choice, document.pages(indexes), on_page=bar, on_event=print_event)
         except ChatVLMError as exc:  # e.g. the model was taken away: the other files still count
             print(t("error: {file}: {error}", file=str(file), error=tr(exc)), file=sys.stderr)
             status = 1
@@ -287,10 +289,11 @@ def cmd_eval(args, config) -> int:
     if not samples:
         raise InputError(_("'{folder}' holds no document to read (PNG, JPEG, TIFF, BMP, WebP or PDF).",
                            folder=str(args.folder)))
+    runtime = Runtime(config)
     result = evaluation.evaluate(
-        config, choices, samples, on_event=print_event,
+        runtime, choices, samples, on_event=print_event,
         on_read=lambda choice, sample: ProgressBar(f"{choice.key} {sample.name}", len(sample.pages())))
-    history = History(config)
+    history = runtime.history
     for model in result.models:
         if model.error:
             print(t("error: {model}: {error}", model=choice_label(model.choice), error=tr(model.error)),
@@ -329,7 +332,7 @@ def _score_cells(name: str, part: evaluation.ModelResult | evaluation.Row, note:
 
 
 def cmd_history(args, config) -> int:
-    history = History(config)
+    history = Runtime(config).history
     try:
         if args.delete is not None:
             if not history.delete(args.delete):

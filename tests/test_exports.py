@@ -13,6 +13,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from managers.runs import make_engine
+from managers.runtime import Runtime
 from models import exports
 from models.answers import Prepared, page_from_answer
 from models.document import Page
@@ -151,7 +152,7 @@ def scanned():
     from models.config import load_config
 
     images = [render_lines(RUSSIAN), render_lines(ENGLISH)]
-    engine = make_engine(load_config(ROOT / "config.yaml"), "tesseract")
+    engine = make_engine(Runtime(load_config(ROOT / "config.yaml")), "tesseract")
     return engine.ocr([Page(i, image) for i, image in enumerate(images)]), images
 
 

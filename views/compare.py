@@ -10,6 +10,7 @@ import streamlit as st
 
 from managers.comparison import align_truth
 from managers.evaluation import Evaluation, Row, Sample
+from managers.runtime import Runtime
 from models import exports, render
 from models.config import AppConfig, Mode
 from models.document import UPLOAD_TYPES, Document
@@ -31,7 +32,8 @@ def against_name(against: str) -> str:
     return t("the true text") if against == "truth" else t("the other reading")
 
 
-def compare_view(config: AppConfig, host, default: tuple[Mode, str]) -> Watched | None:
+def compare_view(runtime: Runtime, host, default: tuple[Mode, str]) -> Watched | None:
+    config = runtime.config
     st.title(t("Compare two models"))
     collect_evaluation("cmp")
     st.caption(t("The first reads, then the second: one model holds the GPU at a time."))
@@ -59,7 +61,7 @@ def compare_view(config: AppConfig, host, default: tuple[Mode, str]) -> Watched 
     if same:
         st.info(t("Choose two different models, modes or tasks to compare."))
     blocked = same or any(reason for _, reason in sides) or indexes is None
-    done, watched = run_evaluation(config, "cmp", t("Compare"), blocked,
+    done, watched = run_evaluation(runtime, "cmp", t("Compare"), blocked,
                                    lambda: ([choice for choice, _ in sides], [Sample(document, truth, indexes)]))
     if done is not None:
         show_comparison(config, done)

@@ -10,6 +10,7 @@ import streamlit as st
 
 from managers import eval_report
 from managers.evaluation import Evaluation, ModelResult, Row, Sample, sample
+from managers.runtime import Runtime
 from models.config import AppConfig, Mode
 from models.document import UPLOAD_TYPES
 from models.errors import ChatVLMError
@@ -19,7 +20,8 @@ from views.choice import label, runnable, short_label
 from views.i18n import language, num, percent, shown_as, t, tn, tr
 from views.progress import Watched, collect_evaluation, run_evaluation
 
-def evaluate_view(config: AppConfig, host, default: tuple[Mode, str]) -> Watched | None:
+def evaluate_view(runtime: Runtime, host, default: tuple[Mode, str]) -> Watched | None:
+    config = runtime.config
     st.title(t("Evaluate models on your documents"))
     collect_evaluation("eval")
     choices = runnable(config, host)
@@ -31,7 +33,7 @@ def evaluate_view(config: AppConfig, host, default: tuple[Mode, str]) -> Watched
                                type=[*UPLOAD_TYPES, "txt"], accept_multiple_files=True, key="eval_uploads",
                                max_upload_size=config.limits.max_upload_mb)
     samples = read_samples(config, uploads or [])
-    done, watched = run_evaluation(config, "eval", t("Evaluate"), not samples or not chosen,
+    done, watched = run_evaluation(runtime, "eval", t("Evaluate"), not samples or not chosen,
                                    lambda: ([choices[name] for name in chosen], samples))
     if done is not None:
         show_evaluation(config, done)

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from managers.history import History
-from models.config import AppConfig
+from managers.runtime import Runtime
 from models.document import open_document
 from models.errors import ChatVLMError
 from models.i18n import datetime_text
@@ -13,11 +12,11 @@ from views.i18n import language, mode_name, t, tr
 from views.result import show_result
 
 
-def history_view(config: AppConfig) -> None:
+def history_view(runtime: Runtime) -> None:
     """Runs kept from earlier (this app, other sessions, the CLI), newest first: reopen one
     with every tab and download as if just read, or delete it."""
     st.title(t("History"))
-    history = History(config)
+    history = runtime.history
     search = st.text_input(t("Search by file name"), key="history_search")
     try:
         entries = history.list(search or None)
@@ -48,5 +47,5 @@ def history_view(config: AppConfig) -> None:
         for page in stored.result.pages:
             st.code(page.text or t("(no text)"), language=None, wrap_lines=True)
         return
-    document = open_document(stored.document, stored.entry.name, config.limits)
-    show_result(config, stored.run, f"history-{chosen}", document)
+    document = open_document(stored.document, stored.entry.name, runtime.config.limits)
+    show_result(runtime, stored.run, f"history-{chosen}", document)

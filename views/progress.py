@@ -12,8 +12,7 @@ import streamlit as st
 from managers.comparison import EvaluationJob
 from managers.evaluation import Evaluation, Sample
 from managers.runs import Choice
-from managers.operations import OPERATIONS
-from models.config import AppConfig
+from managers.runtime import Runtime
 from views.i18n import t, tr
 from views.sidebar import draw_operations
 
@@ -32,17 +31,17 @@ class Watched:
     draw: Callable[[Any, Job], None]
 
 
-def follow(config: AppConfig, ops_slot, watched: Watched | None = None) -> None:
+def follow(runtime: Runtime, ops_slot, watched: Watched | None = None) -> None:
     """Keep the progress of running operations and of the view's job up to date until they
     end, then show the outcome. A rerun (any click) leaves them running and the next run
     follows them again."""
     followed = st.session_state.pop("redraw", False)
     while True:
         job_running = watched is not None and watched.job.running
-        if not OPERATIONS.running() and not job_running:
+        if not runtime.operations.running() and not job_running:
             break
         followed = True
-        draw_operations(ops_slot, config)
+        draw_operations(ops_slot, runtime)
         if job_running:
             watched.draw(watched.slot, watched.job)
         time.sleep(0.25)
@@ -77,13 +76,13 @@ def collect_evaluation(name: str) -> None:
         st.warning(tr(job.history_warning))
 
 
-def run_evaluation(config: AppConfig, name: str, button: str, blocked: bool,
+def run_evaluation(runtime: Runtime, name: str, button: str, blocked: bool,
                    work: Callable[[], tuple[list[Choice], list[Sample]]]) -> tuple[Evaluation | None, Watched | None]:
     """The button that starts a comparison or evaluation (``work`` says what reads what),
     its Cancel while it runs; the last finished one, and the running one to follow."""
     job: EvaluationJob | None = st.session_state.get(f"{name}_job")
     if st.button(button, type="primary", disabled=blocked or job is not None, key=f"{name}_run"):
-        st.session_state[f"{name}_job"] = job = EvaluationJob(config, *work())
+        st.session_state[f"{name}_job"] = job = EvaluationJob(runtime, *work())
         st.session_state.pop(f"{name}_done", None)
     watched = None
     if job is not None and job.running:

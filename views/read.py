@@ -7,6 +7,7 @@ import streamlit as st
 
 from managers import runs
 from managers.batch import Batch, Item
+from managers.runtime import Runtime
 from models import render
 from models.answers import GROUNDING_MARK
 from models.config import AppConfig
@@ -119,7 +120,8 @@ def batch_items(uploads, documents: dict, current: str, indexes: list[int] | Non
     return items
 
 
-def read_view(config: AppConfig, mode: str, key: str, reason: str | None) -> Watched | None:
+def read_view(runtime: Runtime, mode: str, key: str, reason: str | None) -> Watched | None:
+    config = runtime.config
     model = config.models[key]
     st.title(t("Read a document"))
     collect(st.session_state.get("job"))
@@ -149,7 +151,7 @@ def read_view(config: AppConfig, mode: str, key: str, reason: str | None) -> Wat
     label = t("Run") if len(names) == 1 else tn("Run on {n} file", "Run on {n} files", len(names))
     if st.button(label, type="primary", disabled=reason is not None or indexes is None or reading):
         choice = runs.Choice(key, mode, task, **options)
-        st.session_state["job"] = Batch(config, choice, batch_items(uploads, documents, current, indexes,
+        st.session_state["job"] = Batch(runtime, choice, batch_items(uploads, documents, current, indexes,
                                                                        config))
         st.session_state["run_errors"] = {}
     job_slot = job_panel()
@@ -158,7 +160,7 @@ def read_view(config: AppConfig, mode: str, key: str, reason: str | None) -> Wat
         st.error(tr(error) if len(names) == 1 else f"{name}: {tr(error)}")
     results = {f: r for f, r in st.session_state.get("results", {}).items() if f in documents}
     if current in results:
-        show_result(config, results[current], current, document)
+        show_result(runtime, results[current], current, document)
     if len(results) > 1:
         download_all(results, documents)
     job = st.session_state.get("job")

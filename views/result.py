@@ -11,8 +11,8 @@ import streamlit as st
 
 from managers import runs
 from managers.prepare import describe as describe_preparation
+from managers.runtime import Runtime
 from models import exports, render, tables
-from models.config import AppConfig
 from models.document import Document
 from models.errors import ChatVLMError
 from views.i18n import language, shown_as, t, tn, tr
@@ -44,7 +44,7 @@ def show_markdown(markdown: str) -> None:
             st.markdown(segment)
 
 
-def show_result(config: AppConfig, run: runs.Run, file_id: str, document: Document) -> None:
+def show_result(runtime: Runtime, run: runs.Run, file_id: str, document: Document) -> None:
     result = run.result
     failed = len(result.failed)
     # The same English for one page ("Read 1 of 1 pages"); Russian declines it by the count.
@@ -87,7 +87,7 @@ def show_result(config: AppConfig, run: runs.Run, file_id: str, document: Docume
     with json_tab:
         st.json(page.model_dump(context={"lang": language()}), expanded=1)
     with chat_tab:
-        chat(config, run, file_id, page_image(run, document, index), index)
+        chat(runtime, run, file_id, page_image(run, document, index), index)
 
     st.markdown(t("**Download**"))
     columns = st.columns(len(render.FORMATS))
@@ -125,9 +125,9 @@ def download_all(results: dict[str, runs.Run], documents: dict[str, Document]) -
                           file_name=f"chatvlmllm-{fmt}.zip", mime="application/zip", key="dl_zip")
 
 
-def chat(config: AppConfig, run: runs.Run, file_id: str, image, index: int) -> None:
+def chat(runtime: Runtime, run: runs.Run, file_id: str, image, index: int) -> None:
     """Questions about the page, with the conversation so far, through the same model."""
-    if runs.check_mode(config, run.choice.key, run.choice.mode) == "cpu":
+    if runs.check_mode(runtime.config, run.choice.key, run.choice.mode) == "cpu":
         st.info(t("Chat needs a vision-language model: read the page in vLLM or local mode."))
         return
     history = st.session_state.setdefault(f"chat_{file_id}_{index}", [])
@@ -138,7 +138,7 @@ def chat(config: AppConfig, run: runs.Run, file_id: str, image, index: int) -> N
         st.chat_message("user").write(question)
         shown = st.chat_message("assistant").empty()
         try:
-            answer = runs.chat(config, run.choice, image, history, question, on_text=shown.write)
+            answer = runs.chat(runtime, run.choice, image, history, question, on_text=shown.write)
         except ChatVLMError as exc:
             shown.error(tr(exc))
             return

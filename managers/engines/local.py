@@ -11,8 +11,9 @@ Speed on a GPU comes from three things, all set up by ``warm_up`` as a stage of 
 - decoding runs compiled over a static KV cache, with shapes that never change in use: the
   cache is sized once from the model's ``max_pixels`` and ``max_tokens`` and every batch is
   padded to one of two compiled sizes (1, and ``batch_size``), so nothing recompiles;
-- every ``generate`` runs on one process-wide thread, because CUDA graphs are recorded per
-  thread: a new thread per document (or per load) would record them again, or fail.
+- every ``generate`` runs on one thread, ``gpu`` (the runtime's: one per process, for good),
+  because CUDA graphs are recorded per thread: a new thread per document (or per load) would
+  record them again, or fail.
 A single page or a chat answer streams through Transformers' ``TextIteratorStreamer``.
 CUDA out-of-memory in a batch frees memory and reads those pages one by one; out of memory
 at one page calls ``on_oom`` (the loader's unload) and becomes one sentence.
@@ -44,10 +45,6 @@ MAX_BATCH = 8  # beyond 8 pages a batch gains little on a 2B model and delays th
 WARM_UP_TOKENS = 4  # enough decode steps for the compiled step to be traced and its graphs recorded
 # The backend torch.compile hands the decode step to; tests swap it to make compiling fail.
 COMPILE_BACKEND: str | Callable = "inductor"
-# Every generate of every local model runs here, one process-wide thread for good: CUDA graph
-# trees are recorded per thread, and torch 2.11 sets up their thread-local store only on the
-# thread that first used them, so a model loaded again on a new thread could not compile.
-GPU_THREAD = ThreadPoolExecutor(1, thread_name_prefix="local-gpu")
 
 
 def _torch():
@@ -98,11 +95,11 @@ class LocalModel(Engine):
     concurrency = 2  # the next batch is decoded and prepared while this one is on the GPU
 
     def __init__(self, key: str, model: ModelConfig, config: AppConfig, hf_model, processor, device: str,
-                 load_seconds: float, memory_bytes: int):
+                 load_seconds: float, memory_bytes: int, gpu: ThreadPoolExecutor):
         super().__init__(key, model)
         self.requests = config.requests_for(key)
         processor.tokenizer.padding_side = "left"  # batched rows end together, where generation starts
-        self._held = {"model": hf_model, "processor": processor, "gpu": GPU_THREAD}  # shared by every view
+        self._held = {"model": hf_model, "processor": processor, "gpu": gpu}  # shared by every view
         self.device = device
         self.load_seconds, self.memory_bytes = load_seconds, memory_bytes
         self.hide_header_footer = False
