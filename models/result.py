@@ -3,7 +3,10 @@
     {model, engine, task, seconds,
      pages: [{index, width, height, seconds, error, warnings, text, markdown,
               blocks: [{bbox: [x1, y1, x2, y2] in prepared-page pixels, category, text},
-              source}]}
+              source, elements}]}
+
+``elements`` is the page's content as typed blocks (models/elements.py): paragraph, heading,
+list, table, formula, code, picture. ``text`` and ``markdown`` are rendered from them.
 
 ``source`` says what a page's text was read from: "image" (the page's pixels, by the model
 or OCR) or "text layer" (the PDF's own text, models/text_layer.py); runs kept before it
@@ -14,8 +17,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
+from models import structure
+from models.elements import Element
 from models.i18n import Message
 
 

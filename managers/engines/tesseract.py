@@ -18,12 +18,12 @@ import subprocess
 import threading
 from functools import cache
 
+from models import render, structure
 from models.config import ModelConfig, Task
 from models.document import Page
 from models.engine import Engine, not_read
 from models.errors import EngineError, NotAvailable
 from models.i18n import Message, _
-from models.markdown import escape_line
 from models.result import Block, PageResult
 from models.text_layer import TextSpan, Use, check, text_of
 
@@ -160,8 +160,7 @@ def _scaled(paragraphs: list[list[TextSpan]], scale: float, size: tuple[int, int
 
 def _result(page: Page, paragraphs: list[list[TextSpan]], warnings: list[Message], source: str) -> PageResult:
     width, height = page.size
-    text = text_of(paragraphs)
-    markdown = "\n\n".join("  \n".join(escape_line(s.text) for s in para) for para in paragraphs)
+    elements = structure.from_lines([[(s.bbox, s.text) for s in para] for para in paragraphs])
     blocks = [Block(bbox=s.bbox, category="Text", text=s.text) for para in paragraphs for s in para]
-    return PageResult(index=page.index, width=width, height=height, text=text,
-                      markdown=markdown, blocks=blocks, warnings=warnings, source=source)
+    return PageResult(index=page.index, width=width, height=height, text=render.elements_text(elements),
+                      markdown=render.elements_markdown(elements), elements=elements, blocks=blocks, warnings=warnings, source=source)
