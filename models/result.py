@@ -48,6 +48,19 @@ class PageResult(BaseModel):
     markdown: str = ""
     blocks: list[Block] = []
     source: Literal["image", "text layer"] = "image"
+    # The page's content as typed blocks; text and markdown are rendered from them.
+    elements: list[Element] = []
+
+    @model_validator(mode="after")
+    def _typed(self) -> PageResult:
+        """A page kept before typed blocks existed (an old history row) gets them from what it
+        holds: its layout cells where it has them, else its Markdown."""
+        if "elements" not in self.model_fields_set and not self.error:
+            if any(block.category != "Text" for block in self.blocks):
+                self.elements = structure.from_layout(self.blocks)[0]
+            elif self.markdown.strip():
+                self.elements = structure.from_markdown(self.markdown)[0]
+        return self
 
     @property
     def number(self) -> int:

@@ -140,11 +140,12 @@ def from_element(table: lxml.html.HtmlElement) -> tuple[Table | None, list[Messa
     widest = 0
     for r, tr in enumerate(kept):
         c = 0
-        for td in tr.xpath("./td|./th"):
+        tds = tr.xpath("./td|./th")
+        widest = max(widest, sum(_span(td, "colspan") for td in tds))  # as the answer meant it
+        for td in tds:
             while (r, c) in placed:
                 c += 1  # covered by a rowspan from above
             wanted = _span(td, "colspan")
-            widest = max(widest, c + wanted)
             if c >= MAX_COLUMNS:
                 c += wanted
                 continue

@@ -137,7 +137,9 @@ def test_an_answer_without_json_is_kept_as_text(engine, stub):
 def test_text_tasks_give_one_block_over_the_page(engine, stub):
     stub.answer = lambda image: "# Heading\nbody"
     page = engine.process_image(render_lines(ENGLISH[:1], size=(600, 200)), "ocr")
-    assert page.markdown == "# Heading\nbody" and page.text == "# Heading\nbody"
+    # parsed once into typed blocks; the Markdown and the text are rendered from them
+    assert [e.type for e in page.elements] == ["heading", "paragraph"]
+    assert page.markdown == "# Heading\n\nbody" and page.text == "Heading\n\nbody"
     assert [(b.bbox, b.category) for b in page.blocks] == [((0, 0, 600, 200), "Text")]
 
 

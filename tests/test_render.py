@@ -7,7 +7,7 @@ from models.markdown import escape_line
 from models.result import Block, OCRResult, PageResult
 
 CONTRACT_PAGE_KEYS = {"index", "width", "height", "seconds", "error", "warnings", "text", "markdown", "blocks",
-                     "source"}
+                     "source", "elements"}
 
 
 def result():
