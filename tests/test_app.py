@@ -117,6 +117,14 @@ def test_broken_config_is_shown_not_raised(tmp_path, monkeypatch):
     assert at.error[0].value.startswith("c.yaml: ")
 
 
+def test_a_config_not_in_utf8_is_shown_not_raised(tmp_path, monkeypatch):
+    from tests.test_config import cp1251_copy
+    monkeypatch.setenv("CHATVLMLLM_CONFIG", str(cp1251_copy(tmp_path)))
+    at = AppTest.from_file(str(ROOT / "app.py")).run()
+    assert not at.exception
+    assert at.error[0].value.endswith("save the file in the UTF-8 encoding.")
+
+
 @pytest.mark.docker
 def test_a_refused_lease_is_one_sentence_not_a_traceback(tmp_path, monkeypatch, clean_docker):
     """The model is taken away between Run and the first page: the app says so and goes on."""
