@@ -43,6 +43,7 @@ def config(tmp_path, tiny_dirs, monkeypatch):
         "plain2": entry("plain2", batch_pages=1),
         "batch2": entry("batch2", batch_pages=3),
         "batch3": entry("batch3", "qwen3_vl", batch_pages=3),
+        "batch4": entry("batch4", batch_pages=4),
         "compiled2": entry("compiled2", batch_pages=3, compile=True),
         "cpu2": entry("cpu2"),
         "long2": {**entry("long2", batch_pages=1), "requests": {"max_tokens": 48}},
@@ -142,6 +143,34 @@ def test_out_of_memory_in_a_batch_reads_the_pages_one_by_one_and_keeps_the_model
     assert calls == [3, 1, 1, 1]
     assert [page.error for page in result.pages] == [None, None, None]
     assert ModelLoader.current() is model  # only out of memory at one page unloads
+
+
+def test_out_of_memory_in_a_batch_halves_the_batches_until_the_model_is_loaded_again(config, monkeypatch):
+    import torch
+
+    model = load(config, "batch4")
+    calls = []
+    real = local.LocalModel._generate
+
+    def generate(self, images, messages, *args, **kwargs):  # this GPU holds two pages at once
+        calls.append(len(images))
+        if len(images) > 2:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 3.00 GiB")
+        return real(self, images, messages, *args, **kwargs)
+
+    monkeypatch.setattr(local.LocalModel, "_generate", generate)
+    pages = [Page(n, image) for n, image in enumerate(PAGES + PAGES[:3])]
+    view = model.view()
+    view.concurrency = 1  # one batch at a time: the order of the calls is the test
+    result = view.ocr(pages)
+    assert calls == [4, 1, 1, 1, 1, 2, 2]  # the failed batch alone, then batches of half its size
+    assert [page.error for page in result.pages] == [None] * 8
+    calls.clear()
+    assert [page.error for page in model.view().ocr(pages[:4]).pages] == [None] * 4
+    assert calls == [2, 2] and model.batch_size == 2  # another document of this load: still lower
+    ModelLoader.unload_all_models()
+    again = ModelLoader(config).load_model("batch4")
+    assert again.batch_size == 4  # loaded again: the full size is tried again
 
 
 def test_cpu_defaults_read_one_page_at_a_time_uncompiled(config):

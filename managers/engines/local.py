@@ -14,7 +14,8 @@ Speed on a GPU comes from three things, all set up by ``warm_up`` as a stage of 
 - every ``generate`` runs on one process-wide thread, because CUDA graphs are recorded per
   thread: a new thread per document (or per load) would record them again, or fail.
 A single page or a chat answer streams through Transformers' ``TextIteratorStreamer``.
-CUDA out-of-memory in a batch frees memory and reads those pages one by one; out of memory
+CUDA out-of-memory in a batch frees memory, reads those pages one by one and halves the batch
+size for every later batch of this load (compiling once more for the new size); out of memory
 at one page calls ``on_oom`` (the loader's unload) and becomes one sentence.
 """
 
@@ -85,6 +86,13 @@ def batch_for(budget_bytes: int, one_row_peak: int, two_row_peak: int) -> int:
 
 
 @dataclass
+class Batching:
+    """Pages decoded at once, shared by every view of one load: lowered after out of memory,
+    measured again only by the next load's warm-up."""
+    pages: int = 1
+
+
+@dataclass
 class Answer:
     text: str
     cut: bool  # ended by max_tokens, not by the model
@@ -103,6 +111,7 @@ class LocalModel(Engine):
         self.requests = config.requests_for(key)
         processor.tokenizer.padding_side = "left"  # batched rows end together, where generation starts
         self._held = {"model": hf_model, "processor": processor, "gpu": GPU_THREAD}  # shared by every view
+        self._batching = Batching()  # shared by every view too
         self.device = device
         self.load_seconds, self.memory_bytes = load_seconds, memory_bytes
         self.hide_header_footer = False
@@ -112,6 +121,14 @@ class LocalModel(Engine):
         self.compiled = False
         self.max_cache_len = 0
         self.notes: list[Message] = []  # said once with every document read (a compile that failed)
+
+    @property
+    def batch_size(self) -> int:
+        return self._batching.pages
+
+    @batch_size.setter
+    def batch_size(self, pages: int) -> None:
+        self._batching.pages = pages
 
     @property
     def hf_model(self):
@@ -245,6 +262,11 @@ class LocalModel(Engine):
             answers = None  # out of memory: handled below, once the error's frames are let go
         if answers is None:
             if len(pages) > 1:  # the page loop reads these pages again one by one
+                # Later batches would run out again: half this one from now on. Batches
+                # in flight beside it fail at the same size and lower it no further.
+                self.batch_size = min(self.batch_size, max(1, len(pages) // 2))
+                log.warning("out of memory in a batch of %d pages; batches of %d from now on",
+                            len(pages), self.batch_size)
                 _free_cuda()
                 raise EngineError(n_("Out of memory reading {n} page at once.",
                                      "Out of memory reading {n} pages at once.", len(pages)))
