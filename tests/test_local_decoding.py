@@ -19,6 +19,7 @@ from models.answers import fit_to_model
 from managers.start_times import StartTimes
 from models.config import load_config, lock_dir
 from models.document import Page
+from models.errors import Cancelled
 from tests.containers import local_entry, write_config
 from tests.helpers import ENGLISH, render_lines
 
@@ -248,6 +249,27 @@ def test_the_warm_up_says_how_long_it_usually_takes_and_caches_in_the_data_dir(c
     first = StartTimes(lock_dir(config)).estimate("compile:compiled2:cpu")  # the first warm-up, timed
     ModelLoader(config).load_model("compiled2", on_progress=said.append)
     assert [m for m in said if m.startswith("compiling")] == [f"compiling for faster reading… usually {first:.0f} s"]
+
+
+def test_cancel_while_compiling_stops_the_load_and_frees_the_model(config, monkeypatch):
+    cancel = threading.Event()
+    held = []
+
+    class CancelledWhileCompiling(CountingBackend):
+        def __call__(self, graph, example_inputs):
+            held.append(weakref.ref(ModelLoader.current().hf_model))
+            cancel.set()  # the user presses Cancel while the first shape compiles
+            return super().__call__(graph, example_inputs)
+
+    backend = CancelledWhileCompiling()
+    monkeypatch.setattr(local, "COMPILE_BACKEND", backend)
+    with pytest.raises(Cancelled) as stopped:
+        ModelLoader(config).load_model("compiled2", cancel=cancel)
+    assert str(stopped.value) == "Loading Tiny compiled2 was cancelled; it was unloaded."
+    assert backend.compiled == 1  # the batch's shape was never compiled
+    assert ModelLoader.current() is None
+    assert held and held[0]() is None  # the weights are gone with the compiled code
+    assert StartTimes(lock_dir(config)).estimate("compile:compiled2:cpu") is None  # a cut warm-up is no timing
 
 
 def test_a_compile_that_fails_leaves_plain_decoding_and_one_warning(config, monkeypatch):

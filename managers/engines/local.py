@@ -314,9 +314,19 @@ class LocalModel(Engine):
         return image, messages, int(inputs["input_ids"].shape[1]) - a4 + max(a4, most)
 
     def warm_up(self, config: AppConfig, on_progress: Callable[[Message], None] | None = None,
-                usually_s: float | None = None) -> None:
+                usually_s: float | None = None, cancel: threading.Event | None = None) -> None:
         """Choose the batch size and compile decoding for the shapes used from now on.
-        A compile that fails leaves plain decoding and one note, never an error."""
+        A compile that fails leaves plain decoding and one note, never an error. ``cancel``
+        stops it before each of its generates and at every token of one, raising Cancelled;
+        a compile under way is finished first (torch cannot stop one midway)."""
+        own_stop, self._stop = self._stop, cancel or self._stop  # what _generate's stops look at
+        try:
+            self._warm_up(config, on_progress, usually_s)
+        finally:
+            self._stop = own_stop
+
+    def _warm_up(self, config: AppConfig, on_progress: Callable[[Message], None] | None,
+                 usually_s: float | None) -> None:
         local = self.model.local
         cuda = self.device == "cuda"
         compile_on = local.compile if local.compile is not None else cuda
@@ -343,6 +353,8 @@ class LocalModel(Engine):
             for rows in sorted({1, self.batch_size}):
                 self._generate([image] * rows, [messages] * rows, max_new_tokens=WARM_UP_TOKENS,
                                min_new_tokens=WARM_UP_TOKENS)
+        except Cancelled:
+            raise
         except Exception as exc:
             log.warning("compiling %s failed; reading without it", self.key, exc_info=True)
             self._submit(_reset_compiled).result()
