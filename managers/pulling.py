@@ -19,6 +19,7 @@ import threading
 from collections.abc import Iterator
 
 from models.config import ROOT
+from models.i18n import _
 
 REFUSED = "refused"  # the key of the child's last line when the engine refused the pull
 
@@ -42,7 +43,8 @@ def pull(repo: str, tag: str, cancel: threading.Event, poll_s: float) -> Iterato
         for line in child.stdout:
             yield json.loads(line)
         if child.wait() != 0 and not cancel.is_set():  # it could not reach the engine at all
-            yield {REFUSED: (child.stderr.read().strip().splitlines() or [f"exit code {child.returncode}"])[-1]}
+            said = child.stderr.read().strip().splitlines()
+            yield {REFUSED: said[-1] if said else _("exited with code {code}", code=str(child.returncode))}
     finally:
         finished.set()
         watcher.join()

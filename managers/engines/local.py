@@ -262,7 +262,7 @@ class LocalModel(Engine):
             answers = None  # out of memory: handled below, once the error's frames are let go
         if answers is None:
             if len(pages) > 1:  # the page loop reads these pages again one by one
-                # Later batches would run out again: half this one from now on. Batches
+                # Later batches would run out again: halve this one's size from now on. Batches
                 # in flight beside it fail at the same size and lower it no further.
                 self.batch_size = min(self.batch_size, max(1, len(pages) // 2))
                 log.warning("out of memory in a batch of %d pages; batches of %d from now on",
