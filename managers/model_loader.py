@@ -13,7 +13,8 @@ Contract:
 - CUDA out-of-memory while loading or reading unloads the model and becomes one sentence.
 - The load's last stage is the engine's warm-up (batch size, compiled decoding), timed so the
   next one can say how long it usually takes; the compiler's cache lives in the data dir,
-  so a second load, or the app started again, compiles far less.
+  so a second load, or the app started again, compiles far less. A cancel stops the warm-up
+  at its next token or step (a compile under way ends first) and unloads the model.
 """
 
 from __future__ import annotations
@@ -111,20 +112,23 @@ class ModelLoader:
                 if on_progress:
                     on_progress(_("loading {model} from {source}", model=model.name, source=source))
                 self._current = self._load(key, model, source, device, on_progress)
-                self._warm_up(self._current, on_progress)
-                if cancel is not None and cancel.is_set():
-                    raise Cancelled(_("Loading {model} was cancelled; it was unloaded.", model=model.name))
+                self._warm_up(self._current, on_progress, cancel)
+                if cancel is not None and cancel.is_set():  # after the warm-up's last look
+                    raise Cancelled
                 return self._current
+            except Cancelled:  # the warm-up's own sentence speaks of reading
+                self.unload_all_models()
+                raise Cancelled(_("Loading {model} was cancelled; it was unloaded.", model=model.name)) from None
             except BaseException:
                 self.unload_all_models()
                 raise
 
-    def _warm_up(self, engine: LocalModel, on_progress) -> None:
+    def _warm_up(self, engine: LocalModel, on_progress, cancel: threading.Event | None) -> None:
         # Set, not defaulted: torch writes its own default into the environment on first use.
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(data_dir() / "compile-cache")
         times, name = StartTimes(lock_dir(self.config)), f"compile:{engine.key}:{engine.device}"
         started = time.perf_counter()
-        engine.warm_up(self.config, on_progress, times.estimate(name))
+        engine.warm_up(self.config, on_progress, times.estimate(name), cancel)
         if engine.compiled:
             times.record(name, time.perf_counter() - started)
 

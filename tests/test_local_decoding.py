@@ -18,6 +18,7 @@ from models.answers import fit_to_model
 from managers.start_times import StartTimes
 from models.config import load_config, lock_dir
 from models.document import Page
+from models.errors import Cancelled
 from tests.containers import local_entry, write_config
 from tests.helpers import ENGLISH, render_lines
 
@@ -42,6 +43,7 @@ def config(tmp_path, tiny_dirs, monkeypatch):
         "plain2": entry("plain2", batch_pages=1),
         "batch2": entry("batch2", batch_pages=3),
         "batch3": entry("batch3", "qwen3_vl", batch_pages=3),
+        "batch4": entry("batch4", batch_pages=4),
         "compiled2": entry("compiled2", batch_pages=3, compile=True),
         "cpu2": entry("cpu2"),
         "long2": {**entry("long2", batch_pages=1), "requests": {"max_tokens": 48}},
@@ -142,6 +144,34 @@ def test_out_of_memory_in_a_batch_reads_the_pages_one_by_one_and_keeps_the_model
     assert runtime.loader.current() is model  # only out of memory at one page unloads
 
 
+def test_out_of_memory_in_a_batch_halves_the_batches_until_the_model_is_loaded_again(runtime, monkeypatch):
+    import torch
+
+    model = load(runtime, "batch4")
+    calls = []
+    real = local.LocalModel._generate
+
+    def generate(self, images, messages, *args, **kwargs):  # this GPU holds two pages at once
+        calls.append(len(images))
+        if len(images) > 2:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 3.00 GiB")
+        return real(self, images, messages, *args, **kwargs)
+
+    monkeypatch.setattr(local.LocalModel, "_generate", generate)
+    pages = [Page(n, image) for n, image in enumerate(PAGES + PAGES[:3])]
+    view = model.view()
+    view.concurrency = 1  # one batch at a time: the order of the calls is the test
+    result = view.ocr(pages)
+    assert calls == [4, 1, 1, 1, 1, 2, 2]  # the failed batch alone, then batches of half its size
+    assert [page.error for page in result.pages] == [None] * 8
+    calls.clear()
+    assert [page.error for page in model.view().ocr(pages[:4]).pages] == [None] * 4
+    assert calls == [2, 2] and model.batch_size == 2  # another document of this load: still lower
+    runtime.loader.unload_all_models()
+    again = runtime.loader.load_model("batch4")
+    assert again.batch_size == 4  # loaded again: the full size is tried again
+
+
 def test_cpu_defaults_read_one_page_at_a_time_uncompiled(runtime):
     model = runtime.loader.load_model("cpu2")
     assert (model.batch_size, model.compiled, model.notes) == (1, False, [])
@@ -217,6 +247,27 @@ def test_the_warm_up_says_how_long_it_usually_takes_and_caches_in_the_data_dir(c
     first = StartTimes(lock_dir(config)).estimate("compile:compiled2:cpu")  # the first warm-up, timed
     runtime.loader.load_model("compiled2", on_progress=said.append)
     assert [m for m in said if m.startswith("compiling")] == [f"compiling for faster reading… usually {first:.0f} s"]
+
+
+def test_cancel_while_compiling_stops_the_load_and_frees_the_model(runtime, monkeypatch):
+    cancel = threading.Event()
+    held = []
+
+    class CancelledWhileCompiling(CountingBackend):
+        def __call__(self, graph, example_inputs):
+            held.append(weakref.ref(runtime.loader.current().hf_model))
+            cancel.set()  # the user presses Cancel while the first shape compiles
+            return super().__call__(graph, example_inputs)
+
+    backend = CancelledWhileCompiling()
+    monkeypatch.setattr(local, "COMPILE_BACKEND", backend)
+    with pytest.raises(Cancelled) as stopped:
+        runtime.loader.load_model("compiled2", cancel=cancel)
+    assert str(stopped.value) == "Loading Tiny compiled2 was cancelled; it was unloaded."
+    assert backend.compiled == 1  # the batch's shape was never compiled
+    assert runtime.loader.current() is None
+    assert held and held[0]() is None  # the weights are gone with the compiled code
+    assert StartTimes(lock_dir(runtime.config)).estimate("compile:compiled2:cpu") is None  # a cut warm-up is no timing
 
 
 def test_a_compile_that_fails_leaves_plain_decoding_and_one_warning(runtime, monkeypatch):

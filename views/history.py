@@ -33,11 +33,19 @@ def history_view(runtime: Runtime) -> None:
                       when=datetime_text(e.created, lang), name=e.name, pages=e.pages, model=e.model,
                       mode=mode_name(e.mode), task=e.task, seconds=e.seconds) for e in entries}
     chosen = st.selectbox(t("Run"), list(labels), format_func=labels.get, key="history_run")
+    # Another session may delete or damage the run, or the database may fail, between the
+    # listing above and these: each is one sentence on the page, and the list stays usable.
     if st.button(t("Delete this run"), key="history_delete"):
-        history.delete(chosen)
+        try:
+            history.delete(chosen)
+        except ChatVLMError as exc:
+            st.error(tr(exc))
+            return
         st.rerun()
     try:
         stored = history.get(chosen)
+        if stored.document is not None:
+            document = open_document(stored.document, stored.entry.name, runtime.config.limits)
     except ChatVLMError as exc:
         st.error(tr(exc))
         return
@@ -47,5 +55,4 @@ def history_view(runtime: Runtime) -> None:
         for page in stored.result.pages:
             st.code(page.text or t("(no text)"), language=None, wrap_lines=True)
         return
-    document = open_document(stored.document, stored.entry.name, runtime.config.limits)
     show_result(runtime, stored.run, f"history-{chosen}", document)
