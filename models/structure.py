@@ -71,7 +71,7 @@ def from_markdown(text: str, bbox: Box | None = None) -> tuple[list[Element], li
     tokens = tables.parse_markdown(text)
     found: list[Element] = []
     warnings: list[Message] = []
-    depth, ordered = 0, False  # the list being read: how deep, and whether its items are numbered
+    depth, current = 0, None  # the list being read, and how deep in it
     skip_to = -1
     for i, token in enumerate(tokens):
         if i < skip_to:
@@ -91,8 +91,8 @@ def from_markdown(text: str, bbox: Box | None = None) -> tuple[list[Element], li
                 found.append(Code(text=token.content.rstrip("\n"), bbox=bbox))
         elif token.type in ("bullet_list_open", "ordered_list_open"):
             if depth == 0:
-                ordered = token.type == "ordered_list_open"
-                found.append(ListBlock(items=[], ordered=ordered, bbox=bbox))
+                current = ListBlock(items=[], ordered=token.type == "ordered_list_open", bbox=bbox)
+                found.append(current)
             depth += 1
         elif token.type in ("bullet_list_close", "ordered_list_close"):
             depth -= 1
@@ -100,8 +100,8 @@ def from_markdown(text: str, bbox: Box | None = None) -> tuple[list[Element], li
             if heading := " ".join(tables.inline_text(token).split()):
                 found.append(Heading(text=heading, level=HEADINGS.get(before.tag, 1), bbox=bbox))
         elif token.type == "inline" and before is not None and before.type == "paragraph_open":
-            if depth:
-                found[-1].items.append(ListItem(text=tables.inline_text(token, "\n"), level=depth - 1))
+            if depth and current is not None:
+                current.items.append(ListItem(text=tables.inline_text(token, "\n"), level=depth - 1))
             elif latex := _formula(token.content):
                 found.append(Formula(latex=latex, bbox=bbox))
             elif paragraph := tables.inline_text(token, "\n").strip():

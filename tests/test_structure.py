@@ -156,3 +156,9 @@ def test_a_page_kept_before_typed_blocks_still_opens_with_them():
     assert new.elements == []  # a new page's blocks are what the engine gave
     again = PageResult.model_validate_json(PageResult(index=0, elements=[ListBlock(items=[])]).model_dump_json())
     assert again.elements == [ListBlock(items=[])]
+
+
+def test_blocks_inside_a_list_item_do_not_break_the_list():
+    elements, _ = structure.from_markdown("- item\n\n  ```\n  code\n  ```\n\n  more text\n- two\n")
+    assert [e.type for e in elements] == ["list", "code"]
+    assert [item.text for item in elements[0].items] == ["item", "more text", "two"]
