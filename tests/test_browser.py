@@ -396,7 +396,7 @@ def test_a_russian_browser_gets_the_russian_interface_and_reads_a_page(app_url, 
 def hostile_answer(url: str) -> str:
     """An answer that loads an image, links away, runs script three ways and breaks out of a
     formula, each to ``url``, if it is rendered as Markdown or HTML."""
-    return (f"# Offer\n\nSee ![x]({url}/leak) and [the terms]({url}/link).\n\n"
+    return (f"# Offer from {url}/heading\n\nSee ![x]({url}/leak) and [the terms]({url}/link).\n\n"
             f'<img src="{url}/img" onerror="window.__pwned=1;fetch(\'{url}/onerror\')">\n\n'
             f"<script>window.__pwned=1;fetch('{url}/script')</script>\n\n"
             f"$$\nx\n$$\n![f]({url}/formula)\n$$\n")
@@ -449,14 +449,17 @@ def test_a_hostile_answer_loads_nothing_and_runs_nothing(hostile_app, browser, t
     markdown = page.get_by_role("tabpanel", name="Markdown")
     markdown.get_by_text(f"See x ({recorder.url}/leak) and the terms ({recorder.url}/link).",
                          exact=True).wait_for(timeout=30_000)
-    assert markdown.get_by_role("heading", name="Offer").count() == 1
+    assert markdown.get_by_role("heading", name=f"Offer from {recorder.url}/heading").count() == 1
     formula = markdown.get_by_test_id("stCode").filter(has_text=f"![f]({recorder.url}/formula)")
     assert formula.count() == 1  # a formula that would end its $$ block early, as its source
+    (ROOT / "test-results").mkdir(exist_ok=True)
+    page.screenshot(path=str(ROOT / "test-results" / "browser-hostile.png"), full_page=True)
     page.get_by_role("tab", name="Text").click()
     text = page.get_by_role("tabpanel", name="Text").get_by_test_id("stCode").inner_text()
     assert f"x ({recorder.url}/leak)" in text
 
-    assert page.locator(f"img[src^='{recorder.url}'], a[href^='{recorder.url}']").count() == 0
+    links = page.locator(f"img[src^='{recorder.url}'], a[href^='{recorder.url}']")
+    assert links.count() == 0, links.first.evaluate("e => e.parentElement.outerHTML")
     assert page.evaluate("() => window.__pwned") is None
     assert reached(page, recorder, asked) == []
 

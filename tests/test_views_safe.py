@@ -46,7 +46,8 @@ def markdown_tab(answer: str | None) -> None:
 def test_the_markdown_tab_draws_each_block_and_no_model_markdown():
     at = AppTest.from_function(markdown_tab, args=(None,), default_timeout=60).run()
     assert not at.exception
-    assert [m.value for m in at.markdown] == [f"## Offer !\\[x\\]({LEAK})"]  # a heading, escaped
+    assert [h.value for h in at.get("html")] == [f"<h2>Offer ![x]({LEAK})</h2>"]  # a heading, as text
+    assert not at.markdown  # no model text is read as Markdown, where an address becomes a link
     assert [t.value for t in at.text] == [f"See ![x]({LEAK}) and <img src=\"{LEAK}\">\n# not a heading",
                                           f"1. first\n    1. [link]({LEAK})"]
     frame = at.dataframe[0].value
@@ -64,8 +65,7 @@ def test_a_hostile_answer_shows_its_addresses_as_text():
               "<script>window.__pwned = 1</script>\n\n![](data:image/png;base64,iVBORw0KGgo=)\n")
     at = AppTest.from_function(markdown_tab, args=(answer,), default_timeout=60).run()
     assert not at.exception
-    markdown = [m.value for m in at.markdown]
-    assert markdown == ["## Offer"]
+    assert not at.markdown and [h.value for h in at.get("html")] == ["<h2>Offer</h2>"]
     shown = "\n".join(t.value for t in at.text)
     assert f"x ({LEAK})" in shown and "the terms (http://127.0.0.1:1/link)" in shown
     assert "__pwned" not in shown and "iVBOR" not in shown  # a data URL is named, its bytes never kept

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from functools import partial
+from html import escape
 from pathlib import Path
 
 import pandas as pd
@@ -18,7 +19,6 @@ from models import exports, layout, render, tables
 from models.document import Document
 from models.elements import Element, ListBlock, Table
 from models.errors import ChatVLMError
-from models.markdown import escape_line
 from views.i18n import language, shown_as, t, tn, tr
 
 
@@ -45,8 +45,10 @@ def show_elements(elements: Sequence[Element], image: Image.Image) -> None:
         st.markdown(t("_(no text)_"))
     for block in elements:
         if block.type == "heading":
-            # One level below the view's own title; escaped, so the text reads as written.
-            st.markdown("#" * min(block.level + 1, 6) + " " + escape_line(block.text))
+            # As escaped HTML, not Markdown, which makes a link of any address in the text;
+            # one level below the view's own title.
+            level = min(block.level + 1, 6)
+            st.html(f"<h{level}>{escape(block.text)}</h{level}>")
         elif block.type == "paragraph":
             st.text(block.text)
         elif block.type == "list":
@@ -116,7 +118,7 @@ def show_result(runtime: Runtime, run: runs.Run, file_id: str, document: Documen
                      caption=(tn("{n} box; the page as read: {prepared}", "{n} boxes; the page as read: {prepared}",
                                  boxes, prepared=prepared) if prepared else tn("{n} box", "{n} boxes", boxes)),
                      width="stretch")
-            st.caption(" · ".join(escape_line(cat) for cat in render.legend(page)))
+            st.text(" · ".join(render.legend(page)))
     with json_tab:
         st.json(page.model_dump(context={"lang": language()}), expanded=1)
     with chat_tab:
