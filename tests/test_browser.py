@@ -399,7 +399,8 @@ def hostile_answer(url: str) -> str:
     return (f"# Offer from {url}/heading\n\nSee ![x]({url}/leak) and [the terms]({url}/link).\n\n"
             f'<img src="{url}/img" onerror="window.__pwned=1;fetch(\'{url}/onerror\')">\n\n'
             f"<script>window.__pwned=1;fetch('{url}/script')</script>\n\n"
-            f"$$\nx\n$$\n![f]({url}/formula)\n$$\n")
+            f"$$\nx\n$$\n![f]({url}/formula)\n$$\n\n"
+            f"$$\n\\includegraphics{{{url}/katex.png}} \\href{{{url}/href}}{{y}} \\url{{{url}/url}}\n$$\n")
 
 
 @pytest.fixture(scope="module")
@@ -452,6 +453,7 @@ def test_a_hostile_answer_loads_nothing_and_runs_nothing(hostile_app, browser, t
     assert markdown.get_by_role("heading", name=f"Offer from {recorder.url}/heading").count() == 1
     formula = markdown.get_by_test_id("stCode").filter(has_text=f"![f]({recorder.url}/formula)")
     assert formula.count() == 1  # a formula that would end its $$ block early, as its source
+    assert markdown.locator(".katex").count() == 1  # the other, drawn by KaTeX, which follows no address
     (ROOT / "test-results").mkdir(exist_ok=True)
     page.screenshot(path=str(ROOT / "test-results" / "browser-hostile.png"), full_page=True)
     page.get_by_role("tab", name="Text").click()
