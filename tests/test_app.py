@@ -64,8 +64,8 @@ def test_upload_run_and_read_the_result():
     assert [t.label for t in at.tabs] == ["Text", "Markdown", "Layout", "JSON", "Chat"]
     assert "Chat needs a vision-language model" in at.tabs[4].info[0].value
     assert len(at.tabs[2].image) == 1  # the layout overlay
-    assert "Text" in at.tabs[2].caption[0].value
-    assert RUSSIAN[0] in at.tabs[1].markdown[0].value
+    assert "Text" in at.tabs[2].text[0].value  # the legend
+    assert RUSSIAN[0] in at.tabs[1].text[0].value  # the page's paragraphs, as text
     assert '"category": "Text"' in at.tabs[3].json[0].value
     assert len(at.get("download_button")) == 9  # page txt, md, json; document txt … pdf, not csv (no tables)
 
@@ -153,10 +153,15 @@ def test_tables_show_as_tables_and_every_export_is_offered(tmp_path, monkeypatch
     import json
 
     from tests.fixtures.openai_stub import OpenAIStub
-    from tests.test_exports import CELLS
+    from tests.test_exports import CELLS, SEEN
     from tests.test_openai_engine import stub_config
 
-    stub = OpenAIStub(answer=lambda image: json.dumps(CELLS, ensure_ascii=False))
+    def answer(image):  # the cells in the pixels of the image the stub was sent
+        scale = (image.width / SEEN[0], image.height / SEEN[1])
+        return json.dumps([{**cell, "bbox": [round(v * scale[n % 2]) for n, v in enumerate(cell["bbox"])]}
+                           for cell in CELLS], ensure_ascii=False)
+
+    stub = OpenAIStub(answer=answer)
     try:
         stub_config(tmp_path, stub.url)
         monkeypatch.setenv("CHATVLMLLM_CONFIG", str(tmp_path / "stub.yaml"))
@@ -173,7 +178,7 @@ def test_tables_show_as_tables_and_every_export_is_offered(tmp_path, monkeypatch
     assert list(frames[0].value.columns) == ["№", "Наименование", "ОКПД2", "Цена, руб.", "column 5"]
     assert frames[0].value.iloc[0].tolist() == ["1", "Стул офисный", "26.20.15.000", "1 250 000,00", "-3,5"]
     assert list(frames[1].value.columns) == ["Item", "Qty", "Amount"]
-    shown = " ".join(m.value for m in markdown_tab.markdown)
+    shown = " ".join(e.value for e in [*markdown_tab.get("html"), *markdown_tab.markdown, *markdown_tab.text])
     assert "Спецификация поставки" in shown and "<table" not in shown and "<td" not in shown
     offered = {b.proto.label for b in at.get("download_button") if not b.proto.disabled}
     assert {"Document .csv", "Document .xlsx", "Document .docx", "Document .pdf"} <= offered

@@ -198,12 +198,12 @@ def test_app_reads_through_a_remote_endpoint_and_chats(tmp_path, stub, monkeypat
     next(b for b in at.button if b.label == "Run").click().run()
     assert not at.exception and not at.error
     assert at.success[0].value.startswith("Read 1 of 1 pages with remote")
-    assert len(at.tabs[2].image) == 1 and at.tabs[2].caption[0].value == "Text"  # overlay and legend
+    assert len(at.tabs[2].image) == 1 and at.tabs[2].text[0].value == "Text"  # overlay and legend
     assert len(json.loads(at.tabs[3].json[0].value)["blocks"]) == 4
     assert at.code[0].value.startswith("line 1")
     at.chat_input(key="chat_input").set_value("What is on this page?").run()
     assert not at.exception
-    said = [m.markdown[0].value for m in at.tabs[4].chat_message]
+    said = [m.text[0].value for m in at.tabs[4].chat_message]  # as text, never as Markdown
     assert said[0] == "What is on this page?" and len(said) == 2
     assert stub.requests[-1]["messages"][-1]["content"][1]["text"] == "What is on this page?"
     # The page and the answer both came streamed, and the answer shown is the whole of it.
