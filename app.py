@@ -11,7 +11,7 @@ from views.compare import compare_view
 from views.evaluate import evaluate_view
 from views.history import history_view
 from models.i18n import N_
-from views.i18n import shown_as, t, tr
+from views.i18n import said, shown_as, t
 from views.progress import follow
 from views.read import read_view
 from views.sidebar import idle_note, language_picker, operations_panel, sidebar
@@ -26,7 +26,7 @@ def main() -> None:
     except ChatVLMError as exc:
         language_picker(None)  # the error is read in the language chosen: the browser's until then
         st.set_page_config(page_title=t("ChatVLMLLM"), page_icon="📄", layout="wide")
-        st.error(tr(exc))
+        st.error(said(exc))
         st.stop()
     language_picker(config)  # first: everything below is drawn in it
     st.set_page_config(page_title=t("ChatVLMLLM"), page_icon="📄", layout="wide")

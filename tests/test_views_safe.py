@@ -111,3 +111,16 @@ def test_compare_shows_a_hostile_reading_inside_its_block():
     (side,) = [m.value for m in at.markdown if LEAK in m.value]
     assert side.startswith('<div class="diff-text"') and side.endswith("</div>") and "\n" not in side
     assert f"intro<br><br># Heading<br><br>![x]({LEAK})<br>" in side
+
+
+def test_a_message_shown_in_an_alert_is_escaped_so_a_server_cannot_plant_markdown():
+    from models.i18n import _
+    from views.i18n import said
+
+    refusal = _("The model server refused page {page}: {reason}", page=1,
+                reason="![x](http://127.0.0.1:1/leak) <img src=x onerror=alert(1)> [link](http://h)")
+    shown = said(refusal)
+    import re
+    assert "![x](" not in shown and "[link](" not in shown
+    assert re.search(r"(?<!\\)[<\[\]]", shown) is None  # every bracket escaped
+    assert shown.replace("\\", "") == str(refusal)  # only escapes added: the words read the same

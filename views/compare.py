@@ -20,7 +20,7 @@ from views import diff
 from views.cached import cached_document
 from views.choice import label, pick, runnable
 from views.evaluate import line
-from views.i18n import language, num, percent, shown_as, t, tn, tr
+from views.i18n import language, num, percent, shown_as, t, said, tn, tr
 from views.progress import Watched, collect_evaluation, run_evaluation
 from views.read import choose_pages
 from views.result import page_image
@@ -53,10 +53,10 @@ def compare_view(runtime: Runtime, host, default: tuple[Mode, str]) -> Watched |
             document = cached_document(upload.file_id, upload.getvalue(), upload.name, config)
             indexes = choose_pages(document, config, key="cmp_pages")
         except ChatVLMError as exc:
-            st.error(tr(exc))
+            st.error(said(exc))
     truth, note = true_text(document, indexes)
     if note:
-        st.info(tr(note))
+        st.info(said(note))
     same = sides[0][0] == sides[1][0]
     if same:
         st.info(t("Choose two different models, modes or tasks to compare."))
@@ -131,7 +131,7 @@ def show_comparison(config: AppConfig, evaluation: Evaluation) -> None:
             else:
                 st.caption(t("Page {page} read in {seconds:.2f} s", page=page.number, seconds=page.seconds))
             if page.error:
-                st.error(tr(page.error))
+                st.error(said(page.error))
             if against == "truth":
                 html = diff.against_truth(word_diff(truth, texts[n]))
             elif pairwise:
@@ -159,7 +159,7 @@ def download(row: Row, document: Document, key: str) -> None:
         made = exports.file_for(row.run.result, fmt, document.name,
                                 lambda i: page_image(row.run, document, i), language())
     except ChatVLMError as exc:
-        right.caption(tr(exc))
+        right.caption(said(exc))
         return
     right.download_button(t("Download .{format}", format=fmt), made.data, file_name=made.name,
                           mime=made.mime, key=key)

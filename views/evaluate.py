@@ -17,7 +17,7 @@ from models.errors import ChatVLMError
 from models.metrics import split_pages
 from views.cached import cached_document
 from views.choice import label, runnable, short_label
-from views.i18n import language, num, percent, shown_as, t, tn, tr
+from views.i18n import language, num, percent, shown_as, t, said, tn, tr
 from views.progress import Watched, collect_evaluation, run_evaluation
 
 def evaluate_view(runtime: Runtime, host, default: tuple[Mode, str]) -> Watched | None:
@@ -58,7 +58,7 @@ def read_samples(config: AppConfig, uploads) -> list[Sample]:
             document = cached_document(upload.file_id, upload.getvalue(), upload.name, config)
             samples.append(sample(document, truths.get(Path(upload.name).stem), config.limits))
         except ChatVLMError as exc:
-            st.error(tr(exc))
+            st.error(said(exc))
     if samples:
         untrue = [s.name for s in samples if s.truth is None]
         scored = len(samples) - len(untrue)

@@ -8,7 +8,7 @@ from managers.runtime import Runtime
 from models.document import open_document
 from models.errors import ChatVLMError
 from models.i18n import datetime_text
-from views.i18n import language, mode_name, t, tr
+from views.i18n import language, mode_name, said, t
 from views.result import show_result
 
 
@@ -21,10 +21,10 @@ def history_view(runtime: Runtime) -> None:
     try:
         entries = history.list(search or None)
     except ChatVLMError as exc:
-        st.error(tr(exc))
+        st.error(said(exc))
         return
     if history.warning:
-        st.warning(tr(history.warning))
+        st.warning(said(history.warning))
     if not entries:
         st.info(t("No runs kept yet.") if not search else t("No run of a file with that name."))
         return
@@ -39,7 +39,7 @@ def history_view(runtime: Runtime) -> None:
         try:
             history.delete(chosen)
         except ChatVLMError as exc:
-            st.error(tr(exc))
+            st.error(said(exc))
             return
         st.rerun()
     try:
@@ -47,7 +47,7 @@ def history_view(runtime: Runtime) -> None:
         if stored.document is not None:
             document = open_document(stored.document, stored.entry.name, runtime.config.limits)
     except ChatVLMError as exc:
-        st.error(tr(exc))
+        st.error(said(exc))
         return
     if stored.document is None:
         st.warning(t("'{name}' was over history.max_document_mb, so only its text was kept.",

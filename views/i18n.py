@@ -11,6 +11,7 @@ from typing import Any
 import streamlit as st
 
 from models.config import MODE_LABELS
+from models.markdown import escape_line
 from models.i18n import LANGUAGES, Message, n_, number, plain_language, translate
 
 LANGUAGE_KEY = "language"
@@ -47,6 +48,13 @@ def tn(singular: str, plural: str, n: int, **params: Any) -> str:
 def tr(value: Any) -> str:
     """A Message, an error raised with one, or plain text, in the session's language."""
     return translate(value, language())
+
+
+def said(value: Any) -> str:
+    """A message for st.error, st.warning, st.info or st.caption, which read Markdown: its text
+    escaped, since its parameters can be anyone's words (a model server's refusal, a file name),
+    and Markdown there would load an image or make a link."""
+    return "\n".join(escape_line(line) for line in tr(value).splitlines())
 
 
 def shown_as(options: Iterable[Any], label: Callable[[Any], str]) -> Callable[[Any], str]:

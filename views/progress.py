@@ -13,7 +13,7 @@ from managers.comparison import EvaluationJob
 from managers.evaluation import Evaluation, Sample
 from managers.runs import Choice
 from managers.runtime import Runtime
-from views.i18n import t, tr
+from views.i18n import said, t
 from views.sidebar import draw_operations
 
 
@@ -53,7 +53,7 @@ def draw_evaluation(slot, job: EvaluationJob) -> None:
     """A comparison's or an evaluation's progress: the switch under way, then the page."""
     with slot.container():
         if job.status:
-            st.info(tr(job.status))
+            st.info(said(job.status))
         if job.model:
             st.progress(job.done / job.total if job.total else 0.0,
                         text=t("Model {step} of {models}: {model} · {document} · page {done} of {total}",
@@ -69,11 +69,11 @@ def collect_evaluation(name: str) -> None:
         return
     del st.session_state[f"{name}_job"]
     if job.error:
-        st.error(tr(job.error))
+        st.error(said(job.error))
     elif job.evaluation is not None:
         st.session_state[f"{name}_done"] = job.evaluation
     if job.history_warning:
-        st.warning(tr(job.history_warning))
+        st.warning(said(job.history_warning))
 
 
 def run_evaluation(runtime: Runtime, name: str, button: str, blocked: bool,

@@ -19,7 +19,7 @@ from models import exports, layout, render, tables
 from models.document import Document
 from models.elements import Element, ListBlock, Table
 from models.errors import ChatVLMError
-from views.i18n import language, shown_as, t, tn, tr
+from views.i18n import language, said, shown_as, t, tn
 
 
 def page_image(run: runs.Run, document: Document, index: int):
@@ -100,10 +100,10 @@ def show_result(runtime: Runtime, run: runs.Run, file_id: str, document: Documen
                  "reading", prepared=prepared, **size) if prepared
                else t("Page {page}: {width}×{height} px, read in {seconds:.2f} s", **size))
     if page.error:
-        st.error(tr(page.error))
+        st.error(said(page.error))
     for warning in page.warnings:
         if not describe_preparation([warning]):
-            st.warning(tr(warning))
+            st.warning(said(warning))
 
     text_tab, md_tab, layout_tab, json_tab, chat_tab = st.tabs(
         [t("Text"), t("Markdown"), t("Layout"), t("JSON"), t("Chat")])
@@ -177,7 +177,7 @@ def chat(runtime: Runtime, run: runs.Run, file_id: str, image, index: int) -> No
         try:
             answer = runs.chat(runtime, run.choice, image, history, question, on_text=shown.text)
         except ChatVLMError as exc:
-            shown.error(tr(exc))
+            shown.error(said(exc))
             return
         history += [("user", question), ("assistant", answer)]
         st.rerun()

@@ -19,7 +19,7 @@ from models.errors import ChatVLMError
 from models.i18n import LANGUAGES, N_
 from views.cached import cached_remote_ready
 from views.i18n import (LANGUAGE_KEY, LANGUAGE_LABEL, NAMES, default_language, local, mode_name,
-                        shown_as, t, tr)
+                        said, shown_as, t, tr)
 
 
 def language_picker(config: AppConfig | None) -> str:
@@ -59,7 +59,7 @@ def sidebar(runtime: Runtime, host) -> tuple[str, str, str | None]:
     if reason:
         st.sidebar.warning(t("Cannot run here: {reason}.", reason=tr(reason)))
     elif warning := vram_warning(model, config):
-        st.sidebar.info(tr(warning) + ".")
+        st.sidebar.info(said(warning) + ".")
 
     st.sidebar.divider()
     if mode == "vllm" and model.vllm.remote:
@@ -74,7 +74,7 @@ def sidebar(runtime: Runtime, host) -> tuple[str, str, str | None]:
         st.sidebar.markdown(t("**Active model:** {name}", name=local(model.name)))
     else:
         st.sidebar.markdown(t("**Active model:** none"))
-    st.sidebar.caption(tr(host.docker_error) if host.docker_error else t("Docker engine: reachable"))
+    st.sidebar.caption(said(host.docker_error) if host.docker_error else t("Docker engine: reachable"))
     gpu = host.gpu
     gpus = ", ".join(t("{name} ({free:.1f} of {total:.1f} GB free)", name=g.name, free=g.free_gb, total=g.total_gb)
                      for g in gpu.gpus)
@@ -89,7 +89,7 @@ def vllm_controls(runtime: Runtime, key: str, cannot_start: str | None) -> None:
         statuses = SingleContainerManager(config).status()
     except ChatVLMError as exc:
         st.sidebar.markdown(t("**Active model:** none"))
-        st.sidebar.caption(tr(exc))
+        st.sidebar.caption(said(exc))
         return
     active = next((s for s in statuses.values() if s.state in (State.READY, State.STARTING)), None)
     if active:
@@ -176,7 +176,7 @@ def operations_panel(runtime: Runtime):
     slot = st.sidebar.empty()
     watched = operations.get(st.session_state.get("watched_op", -1))
     if watched and not watched.running and watched.error:
-        st.sidebar.error(tr(watched.error))
+        st.sidebar.error(said(watched.error))
         if watched.log_tail:
             with st.sidebar.expander(t("Container log")):
                 st.code(watched.log_tail, language=None)
