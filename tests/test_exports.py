@@ -352,3 +352,16 @@ def test_the_cli_writes_the_others_and_says_what_failed(scanned, tmp_path, capsy
     said = capsys.readouterr().err.splitlines()
     assert said[1] == ("error: 'b.png' could not be written as pdf (OSError: the page image is gone); the other "
                        "documents are not affected.")
+
+
+def test_searchable_pdf_lays_a_layouts_text_as_read_not_its_markup(page_image):
+    cells = [{"bbox": [140, 330, 1512, 380], "category": "Text", "text": "Поставщик поставляет **мебель** в срок."},
+             {"bbox": [140, 400, 1512, 600], "category": "Text", "text": "| Товар | Цена |\n|---|---|\n| Стул | 1 250,00 |"}]
+    from models.config import load_config
+
+    task = load_config(ROOT / "config.yaml").model("dots_ocr").tasks["layout_all"]
+    page = page_from_answer(json.dumps(cells, ensure_ascii=False), False, Prepared(0, SIZE, SIZE, []), task, 12000)
+    result = OCRResult(model="dots_ocr", engine="openai", task="layout_all", pages=[page])
+    text = pymupdf.open(stream=exports.export(result, "pdf", "p.png", lambda i: page_image).data)[0].get_text()
+    assert "Поставщик поставляет мебель в срок." in text and "Стул 1 250,00" in text
+    assert "**" not in text and "|" not in text

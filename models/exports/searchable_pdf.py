@@ -3,8 +3,8 @@ invisible (render mode 3), so a PDF viewer finds, selects and copies the text wh
 seen — what ocrmypdf makes of a scan.
 
 What is placed where comes from the page's structure: a layout page's elements each in its
-box (a table by its rows, a list by its items); otherwise the page's blocks with their text —
-Tesseract's lines in their boxes, or a plain answer's one block over the whole page. Each
+box (a table by its rows, a list by its items); Tesseract's lines each in its own box; a plain
+answer's text over the whole page. Each
 box's lines are placed top to bottom inside it, one line per equal share of the box's height,
 with the font size that fills that share and the line stretched horizontally to the box's
 width, as ocrmypdf's hOCR renderer does. The font is the DejaVu
@@ -99,12 +99,18 @@ def _wrap(lines: list[str], font: pymupdf.Font, aspect: float) -> list[str]:
 
 
 def _placed(page: PageResult) -> list[tuple[Box, list[str]]]:
-    """Each box with the lines of text to place in it."""
-    if any(block.category != "Text" for block in page.blocks):  # a layout: its cells by category
-        return [(element.bbox, _lines(element)) for element in page.elements if element.bbox]
-    if page.blocks:
-        return [(block.bbox, block.text.splitlines()) for block in page.blocks]
-    return [((0, 0, page.width, page.height), page.text.splitlines())]
+    """Each box with the lines of text to place in it: the page's blocks where they hold its
+    text line by line (Tesseract's lines, a text layer's) or where its elements have no boxes
+    (a plain answer: one block over the page); else the elements in their boxes."""
+    elements = [(element.bbox, _lines(element)) for element in page.elements if element.bbox]
+    blocks = [(block.bbox, block.text.splitlines()) for block in page.blocks]
+    if not elements or _text(blocks) == _text(elements):
+        return blocks or [((0, 0, page.width, page.height), page.text.splitlines())]
+    return elements
+
+
+def _text(placed: list[tuple[Box, list[str]]]) -> list[str]:
+    return [line.strip() for _, lines in placed for line in lines if line.strip()]
 
 
 def _lines(element: Element) -> list[str]:
