@@ -344,7 +344,8 @@ def cmd_history(args, config) -> int:
             stored = history.get(args.export)
             outputs = [(Path(stored.entry.name), stored.result)]
             if args.out:
-                _write(args.out, outputs, args.format, stored.page_image(config.limits))
+                if not _write(args.out, outputs, args.format, stored.page_image(config.limits)):
+                    return 1
             else:
                 sys.stdout.write(_joined(outputs, args.format))
         else:
