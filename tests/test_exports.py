@@ -365,3 +365,16 @@ def test_searchable_pdf_lays_a_layouts_text_as_read_not_its_markup(page_image):
     text = pymupdf.open(stream=exports.export(result, "pdf", "p.png", lambda i: page_image).data)[0].get_text()
     assert "Поставщик поставляет мебель в срок." in text and "Стул 1 250,00" in text
     assert "**" not in text and "|" not in text
+
+
+def test_docx_renders_every_kind_of_element_in_its_style():
+    markdown = ("## Раздел 1\n\nПервая строка  \nвторая строка\n\n- пункт\n  - подпункт\n\n1. первый\n2. второй\n\n"
+                "$$\nE = mc^2\n$$\n\n```\nprint(1)\n```")
+    result = of_markdown(markdown)
+    document = docx.Document(io.BytesIO(exports.export(result, "docx", "p.png", page_image=None).data))
+    assert [(p.style.name, p.text) for p in document.paragraphs if p.text] == [
+        ("Heading 2", "Раздел 1"), ("Normal", "Первая строка\nвторая строка"),
+        ("List Bullet", "пункт"), ("List Bullet 2", "подпункт"),
+        ("List Number", "первый"), ("List Number", "второй"),
+        ("Normal", "E = mc^2"), ("Normal", "print(1)")]
+    assert {run.font.name for p in document.paragraphs[-2:] for run in p.runs} == {"Courier New"}
