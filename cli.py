@@ -247,8 +247,9 @@ def cmd_ocr(args, config) -> int:
             status = 1
         outputs.append((Path(file), result))
         keep(history, run, document)
-        if args.out:
-            _write(args.out, outputs, args.format, lambda i: run.images.get(i) or document.page(i).image)
+        if args.out and not _write(args.out, outputs, args.format,
+                                   lambda i: run.images.get(i) or document.page(i).image):
+            status = 1
     if not args.out and outputs:
         sys.stdout.write(_joined(outputs, args.format))
     say_warning(history)
@@ -343,7 +344,8 @@ def cmd_history(args, config) -> int:
             stored = history.get(args.export)
             outputs = [(Path(stored.entry.name), stored.result)]
             if args.out:
-                _write(args.out, outputs, args.format, stored.page_image(config.limits))
+                if not _write(args.out, outputs, args.format, stored.page_image(config.limits)):
+                    return 1
             else:
                 sys.stdout.write(_joined(outputs, args.format))
         else:
@@ -365,21 +367,26 @@ def list_runs(entries: list[Entry], search: str | None) -> None:
     print_table(rows)
 
 
-def _write(out: Path, outputs: list[tuple[Path, OCRResult]], fmt: str, page_image: exports.PageImage) -> None:
+def _write(out: Path, outputs: list[tuple[Path, OCRResult]], fmt: str, page_image: exports.PageImage) -> bool:
     """Write the newest output under ``out``, named after its input; an input whose name an
-    earlier one took (a.png and a.pdf, two dirs/x.png) is written as "a (2)" and said so."""
+    earlier one took (a.png and a.pdf, two dirs/x.png) is written as "a (2)" and said so.
+    False when its file could not be made (said in one sentence; the other inputs go on)."""
     file, result = outputs[-1]
     stem = exports.unique_stems([f.name for f, _ in outputs])[-1]
     try:
         made = exports.file_for(result, fmt, stem + file.suffix, page_image, LANG)
     except NothingToExport as exc:
         print(f"{file.name}: {tr(exc)}", file=sys.stderr)
-        return
+        return True
+    except ChatVLMError as exc:
+        print(t("error: {error}", error=tr(exc)), file=sys.stderr)
+        return False
     out.mkdir(parents=True, exist_ok=True)
     target = out / made.name
     target.write_bytes(made.data)
     print(t("wrote {path} ({file} has the name of an earlier input)", path=str(target), file=str(file))
           if stem != file.stem else t("wrote {path}", path=str(target)), file=sys.stderr)
+    return True
 
 
 def _joined(outputs: list[tuple[Path, OCRResult]], fmt: str) -> str:

@@ -8,8 +8,11 @@ InputError for that page alone, and the engine keeps the others.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import threading
+import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,10 +23,6 @@ from models.config import Limits
 from models.errors import InputError
 from models.i18n import Message, _, n_
 from models.text_layer import TextSpan, Use, facts, judge, lines
-
-# Decompression bombs are refused by our own check on the header size, with a message
-# that names the limit; Pillow's generic warning/error would come too late or too vague.
-Image.MAX_IMAGE_PIXELS = None
 
 FORMATS = {"png": "PNG", "jpeg": "JPEG", "tiff": "TIFF", "bmp": "BMP", "webp": "WebP", "pdf": "PDF"}
 EXTENSIONS = {
@@ -158,16 +157,40 @@ class Document:
                 limit=self.limits.max_image_pixels / 1e6))
 
 
+@contextlib.contextmanager
+def _decoding(where: Message, limits: Limits) -> Iterator[None]:
+    """Decompression bombs are refused by our own check on the header size
+    (limits.max_image_pixels), with a sentence that names the limit. Pillow's own limit stays
+    on for the rest of the process: here its warning is ignored, and its error (an image over
+    twice its limit, refused before its size is known) becomes a sentence too."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            yield
+        except Image.DecompressionBombError:
+            most = 2 * Image.MAX_IMAGE_PIXELS
+            if limits.max_image_pixels <= most:
+                raise InputError(_("{where} is over the {limit:.0f} Mpx limit (limits.max_image_pixels); scale it "
+                                   "down and upload it again.", where=where,
+                                   limit=limits.max_image_pixels / 1e6)) from None
+            raise InputError(_("{where} is over {limit:.0f} Mpx, the most any image is decoded to, whatever "
+                               "limits.max_image_pixels allows; scale it down and upload it again.",
+                               where=where, limit=most / 1e6)) from None
+
+
 class ImageDocument(Document):
     def __init__(self, name: str, kind: str, data: bytes, limits: Limits):
         self._lock = threading.Lock()
         damaged = InputError(_("'{name}' is damaged: it starts like a {format} image but cannot be "
                                "decoded; export it again and upload the new file.", name=name, format=FORMATS[kind]))
         try:
-            img = Image.open(io.BytesIO(data))
-            # Only TIFF pages are pages; animated WebP frames are not document pages.
-            count = getattr(img, "n_frames", 1) if kind == "tiff" else 1
-            sizes = [frame.size for _, frame in zip(range(count), ImageSequence.Iterator(img))]
+            with _decoding(_("'{name}'", name=name), limits):
+                img = Image.open(io.BytesIO(data))
+                # Only TIFF pages are pages; animated WebP frames are not document pages.
+                count = getattr(img, "n_frames", 1) if kind == "tiff" else 1
+                sizes = [frame.size for _, frame in zip(range(count), ImageSequence.Iterator(img))]
+        except InputError:
+            raise
         except Exception:  # Pillow raises many types for damaged headers
             raise damaged from None
         super().__init__(name, kind, count, limits, data)
@@ -191,8 +214,11 @@ class ImageDocument(Document):
             try:
                 self._image.seek(index)
                 frame = self._image.copy()
-                frame.load()
+                with _decoding(self._where(index), self.limits):
+                    frame.load()
                 rgb = to_rgb(frame)
+            except InputError:
+                raise
             except Exception as exc:  # truncated data surfaces as OSError, SyntaxError, ...
                 raise InputError(_("{where} is truncated or damaged ({reason}); export it again and "
                                    "upload the new file.", where=self._where(index), reason=exc)) from None

@@ -53,3 +53,7 @@ class NothingToExport(ChatVLMError):
 
 class HistoryError(ChatVLMError):
     """The run history cannot be used (an unwritable data dir) or has no such run."""
+
+
+class ExportError(ChatVLMError):
+    """One document could not be written in the chosen format; the other documents are."""
