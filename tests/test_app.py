@@ -7,7 +7,6 @@ import streamlit as st
 import yaml
 from streamlit.testing.v1 import AppTest
 
-from models.markdown import escape_line
 
 from tests.conftest import ROOT
 from tests.helpers import ENGLISH, MIXED, RUSSIAN, cer, encode, pdf_of_images, render_lines
@@ -258,8 +257,8 @@ def test_a_damaged_history_is_one_sentence_and_the_app_goes_on(tmp_path):
     at.button[0].click().run()
     assert not at.exception and at.success[0].value.startswith("Read 1 of 1 pages")
     [moved] = [p for p in data.iterdir() if p.name.startswith("history.sqlite3.damaged-")]
-    assert [w.value for w in at.warning] == [  # escaped: st.warning reads Markdown (views.i18n.said)
-        escape_line(f"The history database was damaged; it was moved to {moved} and a new one started.")]
+    assert [w.value for w in at.warning] == [
+        f"The history database was damaged; it was moved to {moved} and a new one started."]
     at.sidebar.radio(key="view").set_value("history").run()
     assert not at.exception
     assert [o.split(" · ")[1] for o in at.selectbox(key="history_run").options] == ["mixed.png"]  # kept anew

@@ -124,3 +124,26 @@ def test_a_message_shown_in_an_alert_is_escaped_so_a_server_cannot_plant_markdow
     assert "![x](" not in shown and "[link](" not in shown
     assert re.search(r"(?<!\\)[<\[\]]", shown) is None  # every bracket escaped
     assert shown.replace("\\", "") == str(refusal)  # only escapes added: the words read the same
+
+
+def test_a_download_that_cannot_be_made_says_so_in_one_sentence(monkeypatch, limits):
+    import streamlit as st
+
+    from models.document import open_document
+    from models.exports import word
+    from models.result import OCRResult, PageResult
+    from tests.helpers import encode
+    from views import result as view
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(word, "export", broken)
+    from PIL import Image
+    image = Image.new("RGB", (40, 40), "white")
+    document = open_document(encode(image, "PNG"), "scan.png", limits)
+    read = OCRResult(model="m", engine="e", task="t", pages=[PageResult(index=0, text="x")])
+    data = view._export(read, "docx", document, lambda i: image)
+    said = st.session_state.pop(view.EXPORT_FAILED)
+    assert data.decode() == said == "'scan.png' could not be written as docx (OSError: disk full); the other " \
+                                    "documents are not affected."

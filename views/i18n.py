@@ -5,13 +5,14 @@ in the language the session has chosen now."""
 
 from __future__ import annotations
 
+import re
+
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import streamlit as st
 
 from models.config import MODE_LABELS
-from models.markdown import escape_line
 from models.i18n import LANGUAGES, Message, n_, number, plain_language, translate
 
 LANGUAGE_KEY = "language"
@@ -19,6 +20,9 @@ NAMES = {"en": "English", "ru": "Русский"}
 # The selector's label, in both languages at once: whoever cannot read the one on screen
 # still finds the way back.
 LANGUAGE_LABEL = "Language / Язык"
+
+
+_LIVE = re.compile(r"([\\\[\]<>])")  # what starts a link, an image or HTML in Markdown
 
 
 def default_language(setting: str) -> str:
@@ -51,10 +55,11 @@ def tr(value: Any) -> str:
 
 
 def said(value: Any) -> str:
-    """A message for st.error, st.warning, st.info or st.caption, which read Markdown: its text
-    escaped, since its parameters can be anyone's words (a model server's refusal, a file name),
-    and Markdown there would load an image or make a link."""
-    return "\n".join(escape_line(line) for line in tr(value).splitlines())
+    """A message for st.error, st.warning, st.info or st.caption, which read Markdown: its
+    parameters can be anyone's words (a model server's refusal, a file name), so whatever would
+    make a link, an image or HTML of them is escaped. Emphasis marks are left: they cost looks,
+    not safety, and config keys such as max_image_pixels read as written."""
+    return _LIVE.sub(r"\\\1", tr(value))
 
 
 def shown_as(options: Iterable[Any], label: Callable[[Any], str]) -> Callable[[Any], str]:

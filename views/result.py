@@ -19,7 +19,10 @@ from models import exports, layout, render, tables
 from models.document import Document
 from models.elements import Element, ListBlock, Table
 from models.errors import ChatVLMError
-from views.i18n import language, said, shown_as, t, tn
+from views.i18n import language, said, shown_as, t, tn, tr
+
+
+EXPORT_FAILED = "export_failed"  # the sentence of a download that could not be made, shown once
 
 
 def page_image(run: runs.Run, document: Document, index: int):
@@ -132,6 +135,8 @@ def show_result(runtime: Runtime, run: runs.Run, file_id: str, document: Documen
                                    else render.PAGE_RENDERERS[fmt](page),
                                    file_name=render.output_name(document.name, fmt, page),
                                    mime=render.FORMATS[fmt], key=f"dl_page_{fmt}")
+    if failed_export := st.session_state.pop(EXPORT_FAILED, None):
+        st.error(failed_export)
     found = len(tables.of_result(result))
     columns = st.columns(len(exports.ALL_FORMATS))
     for n, fmt in enumerate(exports.ALL_FORMATS):
@@ -140,13 +145,23 @@ def show_result(runtime: Runtime, run: runs.Run, file_id: str, document: Documen
                               help=t("No tables were found."))
             continue
         name = f"{Path(document.name).stem or 'document'}.csv.zip" if fmt == "csv" and found > 1 else None
-        made = partial(lambda f: exports.file_for(result, f, document.name, lambda i: page_image(run, document, i),
-                                                  language()).data, fmt)
+        made = partial(_export, result, fmt, document, lambda i: page_image(run, document, i))
         columns[n].download_button(
             t("Document .{format}", format=fmt), made if fmt in exports.FORMATS else made(),
             file_name=name or render.output_name(document.name, fmt),
             mime="application/zip" if name else exports.MIME.get(fmt) or render.FORMATS.get(fmt, "text/csv"),
             key=f"dl_doc_{fmt}")
+
+
+def _export(result, fmt: str, document: Document, image) -> bytes:
+    """A document's file, made when its button is clicked. A failure is said on the page after
+    the click (the button reruns it) and the file holds that sentence: a click cannot show an
+    error itself."""
+    try:
+        return exports.file_for(result, fmt, document.name, image, language()).data
+    except ChatVLMError as exc:
+        st.session_state[EXPORT_FAILED] = said(exc)
+        return tr(exc).encode("utf-8")
 
 
 def download_all(results: dict[str, runs.Run], documents: dict[str, Document]) -> None:
