@@ -6,12 +6,12 @@ from __future__ import annotations
 import streamlit as st
 
 from models.errors import ChatVLMError
-from views.cached import cached_config, cached_host, idle_watcher
+from views.cached import cached_config, cached_host, process_runtime
 from views.compare import compare_view
 from views.evaluate import evaluate_view
 from views.history import history_view
 from models.i18n import N_
-from views.i18n import shown_as, t, tr
+from views.i18n import said, shown_as, t
 from views.progress import follow
 from views.read import read_view
 from views.sidebar import idle_note, language_picker, operations_panel, sidebar
@@ -26,27 +26,27 @@ def main() -> None:
     except ChatVLMError as exc:
         language_picker(None)  # the error is read in the language chosen: the browser's until then
         st.set_page_config(page_title=t("ChatVLMLLM"), page_icon="📄", layout="wide")
-        st.error(tr(exc))
+        st.error(said(exc))
         st.stop()
     language_picker(config)  # first: everything below is drawn in it
     st.set_page_config(page_title=t("ChatVLMLLM"), page_icon="📄", layout="wide")
-    idle_watcher(config)
+    runtime = process_runtime(config)
     host = cached_host(config)
-    mode, key, reason = sidebar(config, host)
-    ops_slot = operations_panel(config)
-    idle_note(config)
+    mode, key, reason = sidebar(runtime, host)
+    ops_slot = operations_panel(runtime)
+    idle_note(runtime)
     view = st.sidebar.radio(t("View"), list(VIEWS), format_func=shown_as(VIEWS, lambda v: t(VIEWS[v])),
                             horizontal=True, key="view")
     watched = None
     if view == "history":
-        history_view(config)
+        history_view(runtime)
     elif view == "compare":
-        watched = compare_view(config, host, (mode, key))
+        watched = compare_view(runtime, host, (mode, key))
     elif view == "evaluate":
-        watched = evaluate_view(config, host, (mode, key))
+        watched = evaluate_view(runtime, host, (mode, key))
     else:
-        watched = read_view(config, mode, key, reason)
-    follow(config, ops_slot, watched)
+        watched = read_view(runtime, mode, key, reason)
+    follow(runtime, ops_slot, watched)
 
 
 main()

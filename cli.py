@@ -26,6 +26,7 @@ from managers.history import Entry, History
 from managers.container_manager import SingleContainerManager, SwitchEvent
 from managers.runs import check_mode
 from managers.operations import Operation
+from managers.runtime import Runtime
 from models import exports, render
 from models.config import MODE_LABELS, MODES, load_config
 from models.document import Document, open_path, select_pages
@@ -163,7 +164,7 @@ def wait_for(op: Operation):
 def cmd_switch(args, config) -> int:
     config.model(args.model)  # an unknown model is bad usage (exit 2), not a failed switch
     try:
-        status = wait_for(runs.switch(config, args.model))
+        status = wait_for(runs.switch(Runtime(config), args.model))
     except Superseded as exc:
         print(tr(exc), file=sys.stderr)
         return EXIT_SUPERSEDED
@@ -194,7 +195,7 @@ def state_name(state: str) -> str:
 
 
 def cmd_stop(args, config) -> int:
-    stopped = wait_for(runs.stop(config))
+    stopped = wait_for(runs.stop(Runtime(config)))
     print(t("stopped: {models}", models=", ".join(stopped)) if stopped else t("nothing was running"))
     return 0
 
@@ -221,10 +222,11 @@ def cmd_ocr(args, config) -> int:
         args.mode = "vllm"
     choice = runs.Choice(args.model, check_mode(config, args.model, args.mode), args.task)
     model.task(args.task)  # an unknown task is refused before anything starts
-    runs.make_ready(config, choice.key, choice.mode, on_event=print_event)  # the sidebar's path
+    runtime = Runtime(config)  # this process's one, made from the config as the command changed it
+    runs.make_ready(runtime, choice.key, choice.mode, on_event=print_event)  # the sidebar's path
     outputs: list[tuple[Path, OCRResult]] = []
     status = 0
-    history = History(config)
+    history = runtime.history
     for file in args.files:
         try:
             document = open_path(file, config.limits)
@@ -235,7 +237,7 @@ def cmd_ocr(args, config) -> int:
             continue
         bar = ProgressBar(Path(file).name, len(indexes))
         try:
-            run = runs.read_document(config, choice, document.pages(indexes), on_page=bar, on_event=print_event)
+            run = runs.read_document(runtime, choice, document.pages(indexes), on_page=bar, on_event=print_event)
         except ChatVLMError as exc:  # e.g. the model was taken away: the other files still count
             print(t("error: {file}: {error}", file=str(file), error=tr(exc)), file=sys.stderr)
             status = 1
@@ -245,8 +247,9 @@ def cmd_ocr(args, config) -> int:
             status = 1
         outputs.append((Path(file), result))
         keep(history, run, document)
-        if args.out:
-            _write(args.out, outputs, args.format, lambda i: run.images.get(i) or document.page(i).image)
+        if args.out and not _write(args.out, outputs, args.format,
+                                   lambda i: run.images.get(i) or document.page(i).image):
+            status = 1
     if not args.out and outputs:
         sys.stdout.write(_joined(outputs, args.format))
     say_warning(history)
@@ -287,10 +290,11 @@ def cmd_eval(args, config) -> int:
     if not samples:
         raise InputError(_("'{folder}' holds no document to read (PNG, JPEG, TIFF, BMP, WebP or PDF).",
                            folder=str(args.folder)))
+    runtime = Runtime(config)
     result = evaluation.evaluate(
-        config, choices, samples, on_event=print_event,
+        runtime, choices, samples, on_event=print_event,
         on_read=lambda choice, sample: ProgressBar(f"{choice.key} {sample.name}", len(sample.pages())))
-    history = History(config)
+    history = runtime.history
     for model in result.models:
         if model.error:
             print(t("error: {model}: {error}", model=choice_label(model.choice), error=tr(model.error)),
@@ -329,7 +333,7 @@ def _score_cells(name: str, part: evaluation.ModelResult | evaluation.Row, note:
 
 
 def cmd_history(args, config) -> int:
-    history = History(config)
+    history = Runtime(config).history
     try:
         if args.delete is not None:
             if not history.delete(args.delete):
@@ -340,7 +344,8 @@ def cmd_history(args, config) -> int:
             stored = history.get(args.export)
             outputs = [(Path(stored.entry.name), stored.result)]
             if args.out:
-                _write(args.out, outputs, args.format, stored.page_image(config.limits))
+                if not _write(args.out, outputs, args.format, stored.page_image(config.limits)):
+                    return 1
             else:
                 sys.stdout.write(_joined(outputs, args.format))
         else:
@@ -362,21 +367,26 @@ def list_runs(entries: list[Entry], search: str | None) -> None:
     print_table(rows)
 
 
-def _write(out: Path, outputs: list[tuple[Path, OCRResult]], fmt: str, page_image: exports.PageImage) -> None:
+def _write(out: Path, outputs: list[tuple[Path, OCRResult]], fmt: str, page_image: exports.PageImage) -> bool:
     """Write the newest output under ``out``, named after its input; an input whose name an
-    earlier one took (a.png and a.pdf, two dirs/x.png) is written as "a (2)" and said so."""
+    earlier one took (a.png and a.pdf, two dirs/x.png) is written as "a (2)" and said so.
+    False when its file could not be made (said in one sentence; the other inputs go on)."""
     file, result = outputs[-1]
     stem = exports.unique_stems([f.name for f, _ in outputs])[-1]
     try:
         made = exports.file_for(result, fmt, stem + file.suffix, page_image, LANG)
     except NothingToExport as exc:
         print(f"{file.name}: {tr(exc)}", file=sys.stderr)
-        return
+        return True
+    except ChatVLMError as exc:
+        print(t("error: {error}", error=tr(exc)), file=sys.stderr)
+        return False
     out.mkdir(parents=True, exist_ok=True)
     target = out / made.name
     target.write_bytes(made.data)
     print(t("wrote {path} ({file} has the name of an earlier input)", path=str(target), file=str(file))
           if stem != file.stem else t("wrote {path}", path=str(target)), file=sys.stderr)
+    return True
 
 
 def _joined(outputs: list[tuple[Path, OCRResult]], fmt: str) -> str:

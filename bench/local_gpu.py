@@ -43,7 +43,7 @@ import torch  # noqa: E402
 import transformers as tf  # noqa: E402
 
 from managers.engines import local  # noqa: E402
-from managers.model_loader import ModelLoader  # noqa: E402
+from managers.runtime import Runtime  # noqa: E402
 from models.config import parse_config  # noqa: E402
 from models.document import Page  # noqa: E402
 from models.errors import NotAvailable  # noqa: E402
@@ -174,6 +174,7 @@ def leaks(args) -> None:
     config = config_for(paths, False, batch_pages=1, compile=False)  # the load itself, as before
     page = render_lines(RUSSIAN + ENGLISH)  # A4 at 200 dpi
     baseline = torch.cuda.memory_allocated()
+    loader = Runtime(config).loader
     rows = []
     for family in FAMILIES:
         bare_load(paths[family])  # warm the page cache for both paths alike
@@ -181,7 +182,7 @@ def leaks(args) -> None:
         for _ in range(args.cycles):
             bare.append(bare_load(paths[family]))
             started = time.perf_counter()
-            model = ModelLoader(config).load_model(family)
+            model = loader.load_model(family)
             loads.append(time.perf_counter() - started)
             inner.append(model.load_seconds)
             reset_peak()
@@ -191,7 +192,7 @@ def leaks(args) -> None:
             assert result.error is None, result.error
             peaks.append(peak())
             del model, result
-            report = ModelLoader.unload_all_models()
+            report = loader.unload_all_models()
             left.append(torch.cuda.memory_allocated() - baseline)
             if report.leftover_bytes:
                 print(f"{family}: {report}", flush=True)
@@ -209,7 +210,7 @@ def leaks(args) -> None:
     # Over the cap: a 3 GiB card cannot hold the 4.4 GB model; the load fails cleanly.
     cap(3 * 2**30)
     try:
-        ModelLoader(config).load_model("qwen2_vl")
+        loader.load_model("qwen2_vl")
         print("\nover the cap: loaded?! (the cap did not apply)")
     except NotAvailable as exc:
         print(f"\nover a 3 GiB cap: {exc}")
@@ -217,20 +218,20 @@ def leaks(args) -> None:
     torch.cuda.empty_cache()
     print(f"allocated after the failed load: {torch.cuda.memory_allocated() - baseline} B over the baseline")
     cap()
-    model = ModelLoader(config).load_model("qwen2_vl")
+    model = loader.load_model("qwen2_vl")
     ok = model.process_image(page).error is None
     del model
-    report = ModelLoader.unload_all_models()
+    report = loader.unload_all_models()
     print(f"then under the 12 GiB cap: loaded and read a page: {ok}; unload {report}")
 
 
 # --- part: speed -----------------------------------------------------------------------------------
 
-def load_timed(config, family: str) -> tuple[local.LocalModel, float, float]:
+def load_timed(runtime: Runtime, family: str) -> tuple[local.LocalModel, float, float]:
     """The model, its load (weights) seconds and its warm-up (batch size, compile) seconds."""
     marks = {}
     started = time.perf_counter()
-    model = ModelLoader(config).load_model(
+    model = runtime.loader.load_model(
         family, on_progress=lambda message: marks.setdefault("ready", time.perf_counter()) if " ready in " in message
         else None)
     ended = time.perf_counter()
@@ -265,7 +266,10 @@ def read(model: local.LocalModel, pages: list[Page]) -> dict:
 
 def measure_path(config, family: str, pages: list[Page]) -> dict:
     baseline = allocated()
-    model, load_s, warm_s = load_timed(config, family)
+    # A runtime per path, for its config: the first path compiles nothing, so the second's
+    # thread is the first to record CUDA graphs in this process.
+    runtime = Runtime(config)
+    model, load_s, warm_s = load_timed(runtime, family)
     row = {"load": load_s, "warm_up": warm_s, "batch": model.batch_size, "compiled": model.compiled}
     read(model, pages[:1])  # one untimed page for either path: CUDA's own first-use costs
     reset_peak()
@@ -279,7 +283,7 @@ def measure_path(config, family: str, pages: list[Page]) -> dict:
     row["recompiles"] = graphs() - before
     row["peak"] = peak()
     del model
-    ModelLoader.unload_all_models()
+    runtime.close()
     row["left"] = allocated() - baseline
     return row
 
@@ -290,7 +294,7 @@ def warm_load(args) -> None:
     if args.smoke:
         local.COMPILE_BACKEND = "eager"
     config = config_for({args.family: args.path}, args.smoke, compile=True)
-    model, load_s, warm_s = load_timed(config, args.family)
+    model, load_s, warm_s = load_timed(Runtime(config), args.family)
     ok = model.view().ocr(document(1)).pages[0].error is None
     print(json.dumps({"load": load_s, "warm_up": warm_s, "compiled": model.compiled, "read": ok}))
 

@@ -23,6 +23,7 @@ sys.path.insert(0, str(ROOT))
 from managers.arbiter import Arbiter  # noqa: E402
 from managers.docker_host import connect  # noqa: E402
 from managers.runs import make_engine  # noqa: E402
+from managers.runtime import Runtime  # noqa: E402
 from models.config import load_config  # noqa: E402
 from models.document import open_document  # noqa: E402
 from tests.containers import build_tiny_model, ensure_images, remove_test_containers, vllm_entry, write_config  # noqa: E402
@@ -57,7 +58,7 @@ def main() -> None:
         for concurrency in [1, 1, *args.concurrency]:  # the first sequential run warms the server
             tuned = config.model_copy(update={"requests": config.requests.model_copy(
                 update={"concurrency": concurrency})})
-            engine = make_engine(tuned, "bench", "vllm")
+            engine = make_engine(Runtime(tuned), "bench", "vllm")
             started = time.perf_counter()
             result = engine.ocr(doc.pages())
             seconds = time.perf_counter() - started

@@ -96,25 +96,21 @@ class Lease:
 
 
 class Arbiter:
-    # The local model of this process, if any, is unloaded through this callback (set by
-    # managers.model_loader), so the arbiter never imports the loader.
-    release_local_model: Callable[[], object] | None = None
-    _local_claim: FileLock | None = None  # this process's hold on local.lock
-    _claim_guard = threading.Lock()
-    # Before each step of a change, for tests that need a change held at a known point.
-    hooks: dict[str, Callable[[], None]] = {}
+    """``release_local`` unloads the local model this arbiter claimed (the runtime gives it
+    the loader's unload), so the arbiter never imports the loader; an arbiter made without
+    it changes only vLLM servers. The claim is this object's: the runtime's one arbiter
+    holds its process's local model, and two arbiters act on each other as two processes do."""
 
     def __init__(self, config: AppConfig, manager: SingleContainerManager | None = None,
-                 directory: Path | None = None):
+                 directory: Path | None = None, release_local: Callable[[], object] | None = None):
         self.config = config
         self.dir = directory or lock_dir(config)
         self.manager = manager or SingleContainerManager(config, directory=self.dir)
         self.leases = Slots(self.dir / "leases")
         self.wants = Slots(self.dir / "wants")
-
-    def _hook(self, name: str) -> None:
-        if hook := self.hooks.get(name):
-            hook()
+        self._release_local = release_local
+        self._local_claim: FileLock | None = None  # this arbiter's hold on local.lock
+        self._claim_guard = threading.Lock()
 
     # --- the record ----------------------------------------------------------------------
 
@@ -199,9 +195,7 @@ class Arbiter:
                 self._refuse_foreign_local()
                 self._wait_for_leases(lambda lease: (lease.get("mode"), lease.get("model")) != ("vllm", key),
                                       on_event, cancel)
-                self._hook("before_unload")
                 self._unload_own_local_model()
-                self._hook("before_start")
                 status = self.manager.switch(key, on_event, cancel)
                 self._set_holder("vllm", key)
                 return status
@@ -211,6 +205,7 @@ class Arbiter:
     def claim_local(self, key: str, load: Callable[[], object], on_event: OnEvent | None = None,
                     cancel: threading.Event | None = None):
         """Make way for local model ``key`` and run ``load`` while no other change can begin."""
+        assert self._release_local is not None, "an arbiter that cannot unload a local model may not claim one"
         with self._change(("local", key), on_event, cancel):
             self._refuse_foreign_local()
             self._wait_for_leases(lambda lease: (lease.get("mode"), lease.get("model")) != ("local", key),
@@ -226,7 +221,6 @@ class Arbiter:
                                          "reach Docker to stop it ({reason}); stop it first (cli.py stop).",
                                          model=name, reason=exc)) from None
             self._take_local_claim()
-            self._hook("before_load")
             try:
                 loaded = load()
             except BaseException:
@@ -304,8 +298,8 @@ class Arbiter:
     # --- the local claim ------------------------------------------------------------------
 
     def _take_local_claim(self) -> None:
-        with Arbiter._claim_guard:
-            if Arbiter._local_claim is None:
+        with self._claim_guard:
+            if self._local_claim is None:
                 claim = FileLock(self.dir / "local.lock")
                 # Under switch.lock only probes (held for microseconds) or a real holder
                 # that slipped past _refuse_foreign_local can hold it: wait out the probes.
@@ -314,25 +308,28 @@ class Arbiter:
                     if time.monotonic() > deadline:
                         raise NotAvailable(_("Another process holds a local model; unload it there and try again."))
                     time.sleep(0.01)
-                Arbiter._local_claim = claim
+                self._local_claim = claim
 
     def forget_local(self) -> None:
-        """This process unloaded its local model: drop the claim and the record of it."""
-        self.drop_local_claim()
+        """The local model this arbiter claimed was unloaded: drop the claim and the record of it."""
+        if not self.drop_local_claim():
+            return  # nothing of this arbiter's: the record may name another runtime of this process
         with self._state() as state:
             if state.holder and state.holder.mode == "local" and state.holder.pid == os.getpid():
                 state.holder = None
 
-    @classmethod
-    def drop_local_claim(cls) -> None:
-        """This process no longer holds a local model (the loader calls it after unloading)."""
-        with cls._claim_guard:
-            if cls._local_claim is not None:
-                cls._local_claim.release()
-                cls._local_claim = None
+    def drop_local_claim(self) -> bool:
+        """This arbiter no longer holds a local model (the loader calls it after unloading);
+        whether it held one."""
+        with self._claim_guard:
+            if self._local_claim is None:
+                return False
+            self._local_claim.release()
+            self._local_claim = None
+            return True
 
     def _refuse_foreign_local(self) -> None:
-        if Arbiter._local_claim is not None or not self._local_held():
+        if self._local_claim is not None or not self._local_held():
             return  # nobody, or this very process (which unloads its own model)
         holder = self.state().holder
         if holder and holder.mode == "local":
@@ -344,8 +341,8 @@ class Arbiter:
                              "or end that process) and try again.", pid=str(holder.pid) if holder else "?", what=what))
 
     def _unload_own_local_model(self):
-        if Arbiter._local_claim is not None and Arbiter.release_local_model is not None:
-            return Arbiter.release_local_model()
+        if self._local_claim is not None and self._release_local is not None:
+            return self._release_local()
         return None
 
     # --- leases ----------------------------------------------------------------------------

@@ -6,13 +6,16 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from managers.history import keep
 from managers.runs import Choice, Run, read_document
-from models.config import AppConfig
 from models.engine import PageSource
 from models.errors import ChatVLMError
 from models.i18n import Message, _
+
+if TYPE_CHECKING:
+    from managers.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +38,7 @@ class Batch:
     ``streaming``: (page index, its answer so far) for the page being read, where the engine
     streams."""
 
-    def __init__(self, config: AppConfig, choice: Choice, items: list[Item]):
+    def __init__(self, runtime: Runtime, choice: Choice, items: list[Item]):
         self.choice, self.items = choice, items
         self.cancel = threading.Event()
         self.current, self.done, self.total, self.status = 0, 0, 0, Message("")
@@ -43,7 +46,7 @@ class Batch:
         self.runs: dict[str, Run] = {}
         self.errors: dict[str, Message] = {}
         self.history_warning: Message | None = None
-        self._thread = threading.Thread(target=self._read, args=(config,), name="batch", daemon=True)
+        self._thread = threading.Thread(target=self._read, args=(runtime,), name="batch", daemon=True)
         self._thread.start()
 
     @property
@@ -60,7 +63,7 @@ class Batch:
         if self.streaming is not None and self.streaming[0] == index:
             self.streaming = None
 
-    def _read(self, config: AppConfig) -> None:
+    def _read(self, runtime: Runtime) -> None:
         for n, item in enumerate(self.items):
             if self.cancel.is_set():
                 break
@@ -70,10 +73,10 @@ class Batch:
                 continue
             try:
                 self.runs[item.key] = read_document(
-                    config, self.choice, item.pages, on_page=lambda done, total, page: self._page_done(done, page.index),
+                    runtime, self.choice, item.pages, on_page=lambda done, total, page: self._page_done(done, page.index),
                     on_event=lambda event: setattr(self, "status", event.message), cancel=self.cancel,
                     on_text=self._streamed)
-                self.history_warning = keep(config, self.runs[item.key], item.name, item.data) or self.history_warning
+                self.history_warning = keep(runtime.history, self.runs[item.key], item.name, item.data) or self.history_warning
             except ChatVLMError as exc:
                 self.errors[item.key] = exc.message
             except Exception as exc:  # a bug must still end the batch with a sentence, not silently

@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import logging
 import threading
+from typing import TYPE_CHECKING
 
 from managers.evaluation import Evaluation, Sample, evaluate
 from managers.history import keep
 from managers.runs import Choice
-from models.config import AppConfig
 from models.errors import ChatVLMError
 from models.i18n import Message, _, n_
+
+if TYPE_CHECKING:
+    from managers.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +43,7 @@ class EvaluationJob:
     reading, with its number ``step`` of ``len(choices)``), ``document``, and ``done`` of
     ``total`` pages of it. When it ends: ``evaluation``, or ``error`` if it could not start."""
 
-    def __init__(self, config: AppConfig, choices: list[Choice], samples: list[Sample]):
+    def __init__(self, runtime: Runtime, choices: list[Choice], samples: list[Sample]):
         self.choices, self.samples = choices, samples
         self.cancel = threading.Event()
         self.status, self.model, self.document = Message(""), "", ""
@@ -48,7 +51,7 @@ class EvaluationJob:
         self.evaluation: Evaluation | None = None
         self.error: Message | None = None
         self.history_warning: Message | None = None
-        self._thread = threading.Thread(target=self._run, args=(config,), name="evaluation", daemon=True)
+        self._thread = threading.Thread(target=self._run, args=(runtime,), name="evaluation", daemon=True)
         self._thread.start()
 
     @property
@@ -63,9 +66,9 @@ class EvaluationJob:
         self.done, self.total, self.status = 0, len(sample.pages()), Message("")
         return lambda done, total, page: setattr(self, "done", done)
 
-    def _run(self, config: AppConfig) -> None:
+    def _run(self, runtime: Runtime) -> None:
         try:
-            self.evaluation = evaluate(config, self.choices, self.samples, cancel=self.cancel,
+            self.evaluation = evaluate(runtime, self.choices, self.samples, cancel=self.cancel,
                                        on_event=lambda event: setattr(self, "status", event.message),
                                        on_read=self._on_read)
         except ChatVLMError as exc:
@@ -78,5 +81,5 @@ class EvaluationJob:
         for model in self.evaluation.models:
             for row in model.rows:
                 if row.error is None:
-                    self.history_warning = keep(config, row.run, row.sample.name,
+                    self.history_warning = keep(runtime.history, row.run, row.sample.name,
                                                 row.sample.document.data) or self.history_warning

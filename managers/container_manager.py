@@ -11,7 +11,8 @@ Contract:
 - Only containers labelled ``io.chatvlmllm.managed=true`` are stopped or removed.
 - Every Docker failure becomes one SwitchError/NotAvailable sentence; clean-up after a
   failure never replaces the original error. A cancel (``cancel`` event) stops and removes
-  the half-started container.
+  the half-started container, and ends an image pull at once, stalled or not
+  (``managers.pulling``).
 - Containers it creates get the API key (``managers.api_key``) as ``VLLM_API_KEY``; every
   readiness check sends it.
 - It does not serialise callers: go through ``managers.arbiter.Arbiter``, which does.
@@ -32,6 +33,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from managers import pulling
 from managers.admission import admit, vllm_reservation_gb
 from managers.api_key import api_key
 from managers.containers import (
@@ -352,18 +354,18 @@ class SingleContainerManager:
                                  free=free_gb, root=root, image=image, need=need))
         repo, _colon, tag = image.rpartition(":") if ":" in image.split("/")[-1] else (image, "", "latest")
         emit("pulling", _("pulling {image}", image=image))
-        try:
-            for event in self.client.api.pull(repo, tag=tag, stream=True, decode=True):
-                if cancel.is_set():
-                    raise Cancelled(_("The pull of {image} was cancelled; what was downloaded is kept.", image=image))
+        with contextlib.closing(pulling.pull(repo, tag, cancel, self.config.switching.poll_interval_s)) as events:
+            for event in events:
+                if pulling.REFUSED in event:
+                    raise SwitchError(_("Could not pull {image} ({reason}); check the network, or pull it by hand: "
+                                        "docker pull {image}.", image=image, reason=event[pulling.REFUSED]))
                 if "error" in event:
                     raise SwitchError(_("Could not pull {image}: {reason}.", image=image, reason=event["error"]))
                 # Docker's own progress text (status, bar) is English; only the frame is ours.
                 progress = f"{event.get('status', '')} {event.get('progress', '')}".strip()
                 emit("pulling", _("pulling {image}: {progress}", image=image, progress=progress))
-        except docker.errors.APIError as exc:
-            raise SwitchError(_("Could not pull {image} ({reason}); check the network, or pull it by hand: "
-                                "docker pull {image}.", image=image, reason=exc.explanation or exc)) from None
+        if cancel.is_set():
+            raise Cancelled(_("The pull of {image} was cancelled; what was downloaded is kept.", image=image))
 
     def _wait_ready(self, container, key: str, emit, cancel: threading.Event, abandon: bool = True) -> None:
         import docker.errors

@@ -19,6 +19,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from managers import runs
 from managers.container_manager import OnEvent
@@ -30,6 +31,9 @@ from models.errors import ChatVLMError, InputError
 from models.i18n import Message, _, n_
 from models.metrics import Score, score_result, split_pages
 from models.result import OCRResult, PageResult
+
+if TYPE_CHECKING:
+    from managers.runtime import Runtime
 
 
 @dataclass(frozen=True)
@@ -150,14 +154,14 @@ def resolve(config: AppConfig, choice: Choice) -> Choice:
     return Choice(choice.key, mode, task, choice.hide_header_footer, choice.box)
 
 
-def evaluate(config: AppConfig, choices: list[Choice], samples: list[Sample], *,
+def evaluate(runtime: Runtime, choices: list[Choice], samples: list[Sample], *,
              on_event: OnEvent | None = None,
              on_read: Callable[[Choice, Sample], OnPage | None] | None = None,
              cancel: threading.Event | None = None) -> Evaluation:
     """Read every sample with every choice, one model after another. ``on_event``: switch
     and load progress, as the runner gives it; ``on_read(choice, sample)``, called before
     each document, returns that reading's page callback (or None)."""
-    choices = [resolve(config, choice) for choice in choices]
+    choices = [resolve(runtime.config, choice) for choice in choices]
     cancel = cancel or threading.Event()
     evaluation = Evaluation(samples)
     for choice in choices:
@@ -165,7 +169,7 @@ def evaluate(config: AppConfig, choices: list[Choice], samples: list[Sample], *,
             break
         model = ModelResult(choice)
         try:
-            runs.make_ready(config, choice.key, choice.mode, on_event, cancel)
+            runs.make_ready(runtime, choice.key, choice.mode, on_event, cancel)
         except ChatVLMError as exc:
             model.error = exc.message
         if cancel.is_set():
@@ -174,7 +178,7 @@ def evaluate(config: AppConfig, choices: list[Choice], samples: list[Sample], *,
         if model.error:
             continue
         for sample in samples:
-            row = _read(config, choice, sample, on_event, on_read, cancel)
+            row = _read(runtime, choice, sample, on_event, on_read, cancel)
             if cancel.is_set():
                 break
             model.rows.append(row)
@@ -182,12 +186,12 @@ def evaluate(config: AppConfig, choices: list[Choice], samples: list[Sample], *,
     return evaluation
 
 
-def _read(config: AppConfig, choice: Choice, sample: Sample, on_event: OnEvent | None,
+def _read(runtime: Runtime, choice: Choice, sample: Sample, on_event: OnEvent | None,
           on_read: Callable[[Choice, Sample], OnPage | None] | None, cancel: threading.Event) -> Row:
     pages = sample.pages()
     error = None
     try:
-        run = runs.read_document(config, choice, pages, on_page=on_read(choice, sample) if on_read else None,
+        run = runs.read_document(runtime, choice, pages, on_page=on_read(choice, sample) if on_read else None,
                                  on_event=on_event, cancel=cancel)
     except ChatVLMError as exc:
         error = exc.message

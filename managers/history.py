@@ -213,9 +213,16 @@ class History:
                 images = conn.execute("SELECT page, png FROM images WHERE run_id = ?", (run_id,)).fetchall()
                 document = conn.execute("SELECT data FROM documents WHERE sha256 = ?", (row[3],)).fetchone()
             entry = Entry.of(row)
-            choice = Choice(entry.model, entry.mode, entry.task, bool(hide), tuple(json.loads(box)) if box else None)
-            return Stored(entry, choice, OCRResult.model_validate_json(result),
-                          {page: _image(png) for page, png in images}, document[0] if document else None)
+            try:
+                choice = Choice(entry.model, entry.mode, entry.task, bool(hide),
+                                tuple(json.loads(box)) if box else None)
+                return Stored(entry, choice, OCRResult.model_validate_json(result),
+                              {page: _image(png) for page, png in images}, document[0] if document else None)
+            # A row SQLite reads back but we cannot: pydantic's and json's errors are
+            # ValueErrors, a PNG that Pillow cannot open an OSError.
+            except (ValueError, OSError):
+                raise HistoryError(_("The run of '{name}' kept in the history is damaged and cannot be "
+                                     "reopened; delete it.", name=entry.name)) from None
 
         return self._use(work)
 
@@ -388,10 +395,9 @@ def _image(png: bytes) -> Image.Image:
     return image
 
 
-def keep(config: AppConfig, run: Run, document_name: str, data: bytes) -> Message | None:
+def keep(history: History, run: Run, document_name: str, data: bytes) -> Message | None:
     """Keep a finished run where a history that fails must never fail the reading: the
     sentence to show instead (the run was not kept, or the history had to be rebuilt)."""
-    history = History(config)
     try:
         history.add(run, document_name, data)
     except ChatVLMError as exc:

@@ -8,48 +8,49 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from typing import TYPE_CHECKING
 
-from managers.arbiter import Arbiter
-from managers.model_loader import ModelLoader
-from managers.operations import OPERATIONS
-from models.config import AppConfig
 from models.errors import ChatVLMError
+
+if TYPE_CHECKING:
+    from managers.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
 
-def idle_deadline(config: AppConfig) -> float | None:
+def idle_deadline(runtime: Runtime) -> float | None:
     """When this process will unload what it holds (epoch seconds), or None if never."""
-    idle = config.switching.idle_unload_s
+    idle = runtime.config.switching.idle_unload_s
     if not idle:
         return None
-    arbiter = Arbiter(config)
+    arbiter = runtime.arbiter
     holder = arbiter.holder()
     ours = holder is not None and (
-        (holder.mode == "local" and ModelLoader.current() is not None) or
-        (holder.mode == "vllm" and holder.model in OPERATIONS.joined))
+        (holder.mode == "local" and runtime.loader.current() is not None) or
+        (holder.mode == "vllm" and holder.model in runtime.operations.joined))
     return arbiter.state().last_used + idle if ours else None
 
 
 class IdleWatcher(threading.Thread):
-    """One per app process; checks a few times per idle period."""
+    """One per app process (its runtime's); checks a few times per idle period."""
 
-    def __init__(self, config: AppConfig):
+    def __init__(self, runtime: Runtime):
         super().__init__(name="idle-unload", daemon=True)
-        self.config = config
-        self.every = max(0.2, min(30.0, config.switching.idle_unload_s / 4))
+        self.runtime = runtime
+        self.every = max(0.2, min(30.0, runtime.config.switching.idle_unload_s / 4))
         self.stopped = threading.Event()
 
     def run(self) -> None:
+        operations, config = self.runtime.operations, self.runtime.config
         while not self.stopped.wait(self.every):
-            deadline = idle_deadline(self.config)
-            if deadline is None or time.time() < deadline or OPERATIONS.running():
+            deadline = idle_deadline(self.runtime)
+            if deadline is None or time.time() < deadline or operations.running():
                 continue
-            arbiter = Arbiter(self.config)
+            arbiter = self.runtime.arbiter
             if any(arbiter.leases.live()):
                 continue  # pages are being read: not idle, however long ago it began
-            since = time.time() - self.config.switching.idle_unload_s
-            op = OPERATIONS.start("stop", None, "idle", lambda on_event, cancel:
+            since = time.time() - config.switching.idle_unload_s
+            op = operations.start("stop", None, "idle", lambda on_event, cancel:
                                   arbiter.stop(on_event, cancel, only_if_idle_since=since))
             try:
                 stopped = op.wait()
@@ -57,4 +58,4 @@ class IdleWatcher(threading.Thread):
                 log.exception("idle unload failed")  # the next check tries again
                 continue
             if stopped:
-                OPERATIONS.joined.clear()
+                operations.joined.clear()

@@ -13,7 +13,8 @@ Contract:
 - CUDA out-of-memory while loading or reading unloads the model and becomes one sentence.
 - The load's last stage is the engine's warm-up (batch size, compiled decoding), timed so the
   next one can say how long it usually takes; the compiler's cache lives in the data dir,
-  so a second load, or the app started again, compiles far less.
+  so a second load, or the app started again, compiles far less. A cancel stops the warm-up
+  at its next token or step (a compile under way ends first) and unloads the model.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import logging
 import os
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from managers.admission import admit
 from managers.arbiter import Arbiter
@@ -56,32 +58,32 @@ class UnloadReport:
 
 
 class ModelLoader:
-    """The process-wide holder of the one local model.
+    """The holder of a runtime's one local model (managers/runtime.py: one per process).
+    ``arbiter`` claims the GPU for it and is given this loader's unload; ``gpu`` is the
+    thread every generate of its models runs on.
 
     Lock order (the arbiter's): a load runs inside ``Arbiter.claim_local`` — switch.lock
-    first, then this class's lock — and an unload asked for by a vLLM switch runs inside the
+    first, then this loader's lock — and an unload asked for by a vLLM switch runs inside the
     switch the same way; an unload on its own (out of memory) takes only this lock.
     """
 
-    _current: LocalModel | None = None
-    _baseline: int | None = None  # GPU bytes allocated before the first model loaded
-    _lock = threading.RLock()
-    _arbiter: Arbiter | None = None  # the arbiter of the model loaded now
-
-    def __init__(self, config: AppConfig, arbiter: Arbiter | None = None):
+    def __init__(self, config: AppConfig, arbiter: Arbiter, gpu: ThreadPoolExecutor):
         self.config = config
-        self.arbiter = arbiter or Arbiter(config)
+        self.arbiter = arbiter
+        self.gpu = gpu
+        self._current: LocalModel | None = None
+        self._baseline: int | None = None  # GPU bytes allocated before the first model loaded
+        self._lock = threading.RLock()
 
-    @classmethod
-    def current(cls) -> LocalModel | None:
-        return cls._current
+    def current(self) -> LocalModel | None:
+        return self._current
 
     def load_model(self, key: str, on_progress=None, cancel: threading.Event | None = None) -> LocalModel:
         model = self.config.model(key)
         if model.local is None:
             raise NotAvailable(_("{model} has no local backend in config.yaml; use vLLM mode for it.",
                                  model=model.name))
-        current = ModelLoader._current
+        current = self._current
         if current is not None and current.key == key:
             return current
         source = self._weights(model)  # a missing download is refused before anything stops
@@ -103,28 +105,30 @@ class ModelLoader:
                     free = torch.cuda.mem_get_info()[0]
                     for warning in admit(model, self.config, free / 1e9):
                         log.warning(warning)
-                    if ModelLoader._baseline is None:
-                        ModelLoader._baseline = torch.cuda.memory_allocated()
+                    if self._baseline is None:
+                        self._baseline = torch.cuda.memory_allocated()
                 elif on_progress:
                     on_progress(_("no CUDA GPU: {model} runs on the CPU, which is slow", model=model.name))
                 if on_progress:
                     on_progress(_("loading {model} from {source}", model=model.name, source=source))
-                ModelLoader._arbiter = self.arbiter
-                ModelLoader._current = self._load(key, model, source, device, on_progress)
-                self._warm_up(ModelLoader._current, on_progress)
-                if cancel is not None and cancel.is_set():
-                    raise Cancelled(_("Loading {model} was cancelled; it was unloaded.", model=model.name))
-                return ModelLoader._current
+                self._current = self._load(key, model, source, device, on_progress)
+                self._warm_up(self._current, on_progress, cancel)
+                if cancel is not None and cancel.is_set():  # after the warm-up's last look
+                    raise Cancelled
+                return self._current
+            except Cancelled:  # the warm-up's own sentence speaks of reading
+                self.unload_all_models()
+                raise Cancelled(_("Loading {model} was cancelled; it was unloaded.", model=model.name)) from None
             except BaseException:
                 self.unload_all_models()
                 raise
 
-    def _warm_up(self, engine: LocalModel, on_progress) -> None:
+    def _warm_up(self, engine: LocalModel, on_progress, cancel: threading.Event | None) -> None:
         # Set, not defaulted: torch writes its own default into the environment on first use.
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(data_dir() / "compile-cache")
         times, name = StartTimes(lock_dir(self.config)), f"compile:{engine.key}:{engine.device}"
         started = time.perf_counter()
-        engine.warm_up(self.config, on_progress, times.estimate(name))
+        engine.warm_up(self.config, on_progress, times.estimate(name), cancel)
         if engine.compiled:
             times.record(name, time.perf_counter() - started)
 
@@ -173,15 +177,14 @@ class ModelLoader:
         if on_progress:
             on_progress(_("{model} ready in {seconds:.1f} s, {memory:.2f} GB", model=model.name,
                           seconds=seconds, memory=memory / 1e9))
-        engine = LocalModel(key, model, self.config, hf_model, processor, device, seconds, memory)
+        engine = LocalModel(key, model, self.config, hf_model, processor, device, seconds, memory, self.gpu)
         engine.on_oom = self.unload_all_models
         return engine
 
-    @classmethod
-    def unload_all_models(cls) -> UnloadReport:
-        with cls._lock:
-            current = cls._current
-            cls._current = None
+    def unload_all_models(self) -> UnloadReport:
+        with self._lock:
+            current = self._current
+            self._current = None
             torch = _torch()
             cuda = torch.cuda.is_available()
             before = torch.cuda.memory_allocated() if cuda else 0
@@ -200,15 +203,11 @@ class ModelLoader:
             if cuda:
                 after = torch.cuda.memory_allocated()
                 report.freed_bytes = max(0, before - after)
-                report.leftover_bytes = max(0, after - (cls._baseline or 0))
+                report.leftover_bytes = max(0, after - (self._baseline or 0))
                 if report.leftover_bytes:
                     report.holders = _cuda_holders()
-            if cls._arbiter is not None:
-                cls._arbiter.forget_local()
+            self.arbiter.forget_local()
             return report
-
-
-Arbiter.release_local_model = ModelLoader.unload_all_models
 
 
 def _cuda_holders(limit: int = 5) -> list[str]:

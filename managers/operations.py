@@ -82,7 +82,8 @@ class Operation:
 
 
 class Operations:
-    """This process's long operations: the running ones and the last few finished."""
+    """A runtime's long operations (managers/runtime.py: one per process): the running ones
+    and the last few finished."""
 
     def __init__(self):
         self._lock = threading.Lock()
@@ -132,6 +133,3 @@ class Operations:
     def get(self, op_id: int) -> Operation | None:
         with self._lock:
             return next((op for op in self._ops if op.id == op_id), None)
-
-
-OPERATIONS = Operations()

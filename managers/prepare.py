@@ -91,8 +91,9 @@ def _steps(notes: list[Message]) -> Message:
 
 
 def prepare_page(page: Page, settings: Preprocess) -> Page:
-    """The page as it should be read; ``page`` itself is not changed. A page with a PDF
-    text layer is read from that layer, whose boxes belong to the page as it is."""
+    """The page as it should be read; ``page`` itself is not changed. A page whose PDF text
+    layer covers it (models/text_layer.py) is left as it is: the layer's boxes belong to the
+    page as it is, and an invisible OCR layer is checked against a reading of that page."""
     if page.text_layer:
         return page
     image, full_size, notes, warnings = page.image, page.full_size, [], []

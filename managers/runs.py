@@ -1,7 +1,7 @@
 """The document runner: what the app's Run button and ``cli.py ocr`` both do.
 
 For one document and one choice of (model, mode, task): make the model ready through the
-process's operations (a switch or a load, joined if it is already under way), take a lease
+runtime's operations (a switch or a load, joined if it is already under way), take a lease
 on (mode, model) so no change cuts the pages being read, and read them through the engine's
 one page loop. Seams for what later features add around a run: ``prepare`` (page
 preparation, on each page as it is loaded) and the ``Run`` it returns (exports, history).
@@ -15,16 +15,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
+from typing import TYPE_CHECKING
 
 from PIL import Image
 
-from managers.arbiter import Arbiter
 from managers.api_key import api_key
 from managers.engines.openai import OpenAIEngine
 from managers.engines.tesseract import TesseractEngine
-from managers.model_loader import ModelLoader
 from managers.container_manager import OnEvent, SwitchEvent
-from managers.operations import OPERATIONS, Operation
+from managers.operations import Operation
 from managers.prepare import prepare_page
 from managers.readiness import api_ready
 from models.answers import full_page
@@ -34,6 +33,8 @@ from models.errors import Cancelled, ChatVLMError, NotAvailable
 from models.i18n import _
 from models.result import OCRResult
 
+if TYPE_CHECKING:
+    from managers.runtime import Runtime
 
 
 @dataclass(frozen=True)
@@ -64,17 +65,17 @@ def _vllm(config: AppConfig, key: str) -> Engine:
     return OpenAIEngine(config, key, api_key(lock_dir(config)))
 
 
-def _local(config: AppConfig, key: str) -> Engine:
-    current = ModelLoader.current()
+def _local(runtime: Runtime, key: str) -> Engine:
+    current = runtime.loader.current()
     if current is None or current.key != key:
         raise NotAvailable(_("{model} is not loaded — load it first (Load in the sidebar, or "
-                             "cli.py ocr --mode local).", model=config.model(key).name))
+                             "cli.py ocr --mode local).", model=runtime.config.model(key).name))
     return current.view()  # this run's options and cancel are its own
 
 
-ENGINES: dict[str, Callable[[AppConfig, str], Engine]] = {
-    "cpu": lambda config, key: TesseractEngine(key, config.model(key), config.limits.cpu_workers),
-    "vllm": _vllm,
+ENGINES: dict[str, Callable[[Runtime, str], Engine]] = {
+    "cpu": lambda runtime, key: TesseractEngine(key, runtime.config.model(key), runtime.config.limits.cpu_workers),
+    "vllm": lambda runtime, key: _vllm(runtime.config, key),
     "local": _local,
 }
 
@@ -92,8 +93,8 @@ def check_mode(config: AppConfig, key: str, mode: Mode | None) -> Mode:
     return mode
 
 
-def make_engine(config: AppConfig, key: str, mode: Mode | None = None) -> Engine:
-    return ENGINES[check_mode(config, key, mode)](config, key)
+def make_engine(runtime: Runtime, key: str, mode: Mode | None = None) -> Engine:
+    return ENGINES[check_mode(runtime.config, key, mode)](runtime, key)
 
 
 def managed(config: AppConfig, key: str, mode: Mode) -> bool:
@@ -101,18 +102,20 @@ def managed(config: AppConfig, key: str, mode: Mode) -> bool:
     return mode == "local" or (mode == "vllm" and not config.model(key).vllm.remote)
 
 
-def _hold(config: AppConfig, key: str, mode: Mode, pages: int):
+def _hold(runtime: Runtime, key: str, mode: Mode, pages: int):
     """A lease on (mode, key) for ``pages`` pages where reading holds the GPU; else nothing."""
-    return Arbiter(config).lease(mode, key, pages) if managed(config, key, mode) else contextlib.nullcontext()
+    if managed(runtime.config, key, mode):
+        return runtime.arbiter.lease(mode, key, pages)
+    return contextlib.nullcontext()
 
 
-def _switch_work(config: AppConfig, key: str):
-    arbiter = Arbiter(config)
+def _switch_work(runtime: Runtime, key: str):
+    arbiter = runtime.arbiter
     return lambda on_event, cancel: arbiter.switch(key, on_event, cancel)
 
 
-def _load_work(config: AppConfig, key: str):
-    loader = ModelLoader(config)
+def _load_work(runtime: Runtime, key: str):
+    loader = runtime.loader
 
     def work(on_event: OnEvent, cancel: threading.Event):
         started = time.monotonic()
@@ -123,46 +126,47 @@ def _load_work(config: AppConfig, key: str):
     return work
 
 
-def switch(config: AppConfig, key: str) -> Operation:
-    return OPERATIONS.start("switch", key, "vllm", _switch_work(config, key))
+def switch(runtime: Runtime, key: str) -> Operation:
+    return runtime.operations.start("switch", key, "vllm", _switch_work(runtime, key))
 
 
-def load(config: AppConfig, key: str) -> Operation:
-    return OPERATIONS.start("load", key, "local", _load_work(config, key))
+def load(runtime: Runtime, key: str) -> Operation:
+    return runtime.operations.start("load", key, "local", _load_work(runtime, key))
 
 
-def stop(config: AppConfig) -> Operation:
-    arbiter = Arbiter(config)
-    return OPERATIONS.start("stop", None, None, lambda on_event, cancel: arbiter.stop(on_event, cancel))
+def stop(runtime: Runtime) -> Operation:
+    arbiter = runtime.arbiter
+    return runtime.operations.start("stop", None, None, lambda on_event, cancel: arbiter.stop(on_event, cancel))
 
 
-def unload(config: AppConfig) -> Operation:
-    arbiter = Arbiter(config)
-    return OPERATIONS.start("unload", None, "local",
-                            lambda on_event, cancel: arbiter.release_local(on_event, cancel))
+def unload(runtime: Runtime) -> Operation:
+    arbiter = runtime.arbiter
+    return runtime.operations.start("unload", None, "local",
+                                    lambda on_event, cancel: arbiter.release_local(on_event, cancel))
 
 
-def is_ready(config: AppConfig, key: str, mode: Mode) -> bool:
+def is_ready(runtime: Runtime, key: str, mode: Mode) -> bool:
     """Whether (mode, key) holds the GPU and answers, so reading needs no switch or load."""
     if mode == "local":
-        current = ModelLoader.current()
+        current = runtime.loader.current()
         return current is not None and current.key == key
-    holder = Arbiter(config).holder()
+    holder = runtime.arbiter.holder()
     if holder is None or (holder.mode, holder.model) != ("vllm", key):
         return False
+    config = runtime.config
     v = config.model(key).vllm
     return api_ready(v.base_url, v.served_model_name, api_key=api_key(lock_dir(config)))[0]
 
 
-def make_ready(config: AppConfig, key: str, mode: Mode, on_event: OnEvent | None = None,
+def make_ready(runtime: Runtime, key: str, mode: Mode, on_event: OnEvent | None = None,
                cancel: threading.Event | None = None) -> None:
     """Switch to or load the model (joining one under way) and wait until it is ready. A set
     ``cancel`` answers at once and cancels the operation only if this call started it; an
     interrupt (Ctrl-C) cancels what it started and waits for the clean-up first."""
-    if not managed(config, key, mode) or is_ready(config, key, mode):
+    if not managed(runtime.config, key, mode) or is_ready(runtime, key, mode):
         return
-    work = _switch_work(config, key) if mode == "vllm" else _load_work(config, key)
-    op, started = OPERATIONS.begin("switch" if mode == "vllm" else "load", key, mode, work)
+    work = _switch_work(runtime, key) if mode == "vllm" else _load_work(runtime, key)
+    op, started = runtime.operations.begin("switch" if mode == "vllm" else "load", key, mode, work)
     try:
         op.wait(on_event, cancel)
     except Cancelled:
@@ -178,7 +182,7 @@ def make_ready(config: AppConfig, key: str, mode: Mode, on_event: OnEvent | None
         raise
 
 
-def read_document(config: AppConfig, choice: Choice, pages: list[PageSource], *,
+def read_document(runtime: Runtime, choice: Choice, pages: list[PageSource], *,
                   on_page: OnPage | None = None, on_event: OnEvent | None = None,
                   cancel: threading.Event | None = None, prepare: Prepare | None = None,
                   on_text: OnText | None = None) -> Run:
@@ -187,14 +191,15 @@ def read_document(config: AppConfig, choice: Choice, pages: list[PageSource], *,
     ``prepare`` is given. ``on_text`` receives a page's answer while it is generated, where
     the engine streams. Raises ChatVLMError (one sentence) when the model cannot be made
     ready or is taken away before the first page."""
+    config = runtime.config
     mode = check_mode(config, choice.key, choice.mode)
     config.model(choice.key).task(choice.task)  # an unknown task is refused before anything starts
     cancel = cancel or threading.Event()
-    make_ready(config, choice.key, mode, on_event, cancel)
-    engine = make_engine(config, choice.key, mode)
+    make_ready(runtime, choice.key, mode, on_event, cancel)
+    engine = make_engine(runtime, choice.key, mode)
     engine.hide_header_footer = choice.hide_header_footer
     engine.box = choice.box
-    hold = _hold(config, choice.key, mode, len(pages))
+    hold = _hold(runtime, choice.key, mode, len(pages))
     images: dict[int, Image.Image] = {}
     settings = config.model(choice.key).preprocess
     if prepare is None and any(settings.model_dump().values()):
@@ -219,12 +224,12 @@ def read_document(config: AppConfig, choice: Choice, pages: list[PageSource], *,
     return Run(choice, result, images)
 
 
-def chat(config: AppConfig, choice: Choice, image: Image.Image, history: list[tuple[str, str]],
+def chat(runtime: Runtime, choice: Choice, image: Image.Image, history: list[tuple[str, str]],
          question: str, on_text: Callable[[str], None] | None = None) -> str:
     """A question about a page, through the model the page was read with; ``on_text``
     receives the answer so far while it is generated."""
-    mode = check_mode(config, choice.key, choice.mode)
-    make_ready(config, choice.key, mode)
-    engine = make_engine(config, choice.key, mode)
-    with _hold(config, choice.key, mode, 1):
+    mode = check_mode(runtime.config, choice.key, choice.mode)
+    make_ready(runtime, choice.key, mode)
+    engine = make_engine(runtime, choice.key, mode)
+    with _hold(runtime, choice.key, mode, 1):
         return engine.chat(image, history, question, on_text=on_text)

@@ -1,22 +1,23 @@
 """A model's answer for one page → the page's result, the same for every VLM engine.
 
-dots.ocr layouts become blocks in original-page pixels with Markdown; any other answer
-becomes one Text block over the whole page, so every view works for every model.
+dots.ocr layouts become boxes in original-page pixels; any other answer becomes one Text box
+over the whole page, so every view works for every model. The answer is parsed once into typed
+blocks (models/structure.py), and the page's text and Markdown are rendered from them.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Protocol
 
 from PIL import Image
 
-from models import layout
+from models import layout, render, structure
 from models.config import ModelConfig, Task
 from models.document import Page
 from models.errors import EngineError
 from models.i18n import Message, _
-from models.markdown import escape_line
 from models.result import Block, PageResult
 
 
@@ -78,13 +79,21 @@ def page_from_answer(answer: str, cut: bool, request: Prepared, task: Task, max_
         cells, repaired = layout.parse_layout(answer)
         warnings += repaired
         if cells or not answer.strip():
-            blocks = layout.to_blocks(cells, request.seen_size, request.size)
-            pictures = source is not None and any(b.category == "Picture" for b in blocks)
-            page = full_page(source.load()) if pictures else None
+            blocks, dropped = layout.to_blocks(cells, request.seen_size, request.size)
+            elements, cut_tables = structure.from_layout(blocks, hide_header_footer)
+            warnings += dropped + cut_tables
+            pictures = source is not None and any(e.type == "picture" for e in elements)
+            crop = partial(layout.crop_data_url, full_page(source.load())) if pictures else None
             return PageResult(index=request.index, width=width, height=height, warnings=warnings,
-                              blocks=blocks, text=layout.to_text(blocks, hide_header_footer),
-                              markdown=layout.to_markdown(blocks, page, hide_header_footer))
+                              blocks=blocks, elements=elements, text=render.elements_text(elements),
+                              markdown=render.elements_markdown(elements, crop))
         warnings.append(_("The answer held no layout JSON; it is shown as plain text."))
-    markdown = answer if task.output == "markdown" else "\n".join(escape_line(l) for l in answer.splitlines())
-    return PageResult(index=request.index, width=width, height=height, warnings=warnings, text=answer,
-                      markdown=markdown, blocks=[Block(bbox=(0, 0, width, height), text=answer)])
+    if task.output == "markdown":
+        elements, cut_tables = structure.from_markdown(answer)
+        warnings += cut_tables
+    else:
+        elements = structure.from_text(answer)
+    text = render.elements_text(elements)
+    return PageResult(index=request.index, width=width, height=height, warnings=warnings, text=text,
+                      markdown=render.elements_markdown(elements), elements=elements,
+                      blocks=[Block(bbox=(0, 0, width, height), text=text)])

@@ -386,6 +386,12 @@ def load_config(path: str | os.PathLike | None = None) -> AppConfig:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(_("Cannot read the config file {path}: {reason}.", path=path, reason=exc.strerror)) from None
+    except UnicodeDecodeError as exc:
+        # A file saved by an editor in a local code page (cp1251 for Russian) reads as garbage
+        # or not at all; the fix is in the editor's "save as", so that is what we name.
+        line = path.read_bytes()[:exc.start].count(b"\n") + 1
+        raise ConfigError(_("{path} line {line} is not UTF-8 text; save the file in the UTF-8 encoding.",
+                            path=path, line=str(line))) from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:

@@ -8,8 +8,11 @@ InputError for that page alone, and the engine keeps the others.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import threading
+import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,10 +22,7 @@ from PIL import Image, ImageOps, ImageSequence
 from models.config import Limits
 from models.errors import InputError
 from models.i18n import Message, _, n_
-
-# Decompression bombs are refused by our own check on the header size, with a message
-# that names the limit; Pillow's generic warning/error would come too late or too vague.
-Image.MAX_IMAGE_PIXELS = None
+from models.text_layer import TextSpan, Use, facts, judge, lines
 
 FORMATS = {"png": "PNG", "jpeg": "JPEG", "tiff": "TIFF", "bmp": "BMP", "webp": "WebP", "pdf": "PDF"}
 EXTENSIONS = {
@@ -66,19 +66,13 @@ def _what_it_is(data: bytes) -> Message:
         return _("data of an unknown kind")
 
 
-@dataclass(frozen=True)
-class TextSpan:
-    """A line of a born-digital PDF's own text, in page pixels."""
-
-    bbox: tuple[int, int, int, int]
-    text: str
-
-
 @dataclass
 class Page:
     index: int
     image: Image.Image
-    # A born-digital PDF's own text: paragraphs of lines, in page pixels.
+    # A PDF's own text, paragraphs of lines in page pixels, when it covers the page
+    # (models/text_layer.py); ``text_layer_hidden``: it is an invisible OCR layer, kept only
+    # where a reading of the page agrees with it.
     text_layer: list[list[TextSpan]] | None = None
     warnings: list[Message] = field(default_factory=list)
     # The page's size in result pixels, when ``image`` was rendered smaller for a model.
@@ -87,6 +81,9 @@ class Page:
     # (managers/prepare.py), and its pixels per ``image`` pixel: boxes are divided by it.
     ocr_image: Image.Image | None = None
     ocr_scale: float = 1.0
+    text_layer_hidden: bool = False
+    # Why the PDF's text layer is not used (an OCR engine says it; a VLM reads images anyway).
+    text_layer_note: Message | None = None
 
     @property
     def size(self) -> tuple[int, int]:
@@ -160,16 +157,40 @@ class Document:
                 limit=self.limits.max_image_pixels / 1e6))
 
 
+@contextlib.contextmanager
+def _decoding(where: Message, limits: Limits) -> Iterator[None]:
+    """Decompression bombs are refused by our own check on the header size
+    (limits.max_image_pixels), with a sentence that names the limit. Pillow's own limit stays
+    on for the rest of the process: here its warning is ignored, and its error (an image over
+    twice its limit, refused before its size is known) becomes a sentence too."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            yield
+        except Image.DecompressionBombError:
+            most = 2 * Image.MAX_IMAGE_PIXELS
+            if limits.max_image_pixels <= most:
+                raise InputError(_("{where} is over the {limit:.0f} Mpx limit (limits.max_image_pixels); scale it "
+                                   "down and upload it again.", where=where,
+                                   limit=limits.max_image_pixels / 1e6)) from None
+            raise InputError(_("{where} is over {limit:.0f} Mpx, the most any image is decoded to, whatever "
+                               "limits.max_image_pixels allows; scale it down and upload it again.",
+                               where=where, limit=most / 1e6)) from None
+
+
 class ImageDocument(Document):
     def __init__(self, name: str, kind: str, data: bytes, limits: Limits):
         self._lock = threading.Lock()
         damaged = InputError(_("'{name}' is damaged: it starts like a {format} image but cannot be "
                                "decoded; export it again and upload the new file.", name=name, format=FORMATS[kind]))
         try:
-            img = Image.open(io.BytesIO(data))
-            # Only TIFF pages are pages; animated WebP frames are not document pages.
-            count = getattr(img, "n_frames", 1) if kind == "tiff" else 1
-            sizes = [frame.size for _, frame in zip(range(count), ImageSequence.Iterator(img))]
+            with _decoding(_("'{name}'", name=name), limits):
+                img = Image.open(io.BytesIO(data))
+                # Only TIFF pages are pages; animated WebP frames are not document pages.
+                count = getattr(img, "n_frames", 1) if kind == "tiff" else 1
+                sizes = [frame.size for _, frame in zip(range(count), ImageSequence.Iterator(img))]
+        except InputError:
+            raise
         except Exception:  # Pillow raises many types for damaged headers
             raise damaged from None
         super().__init__(name, kind, count, limits, data)
@@ -193,8 +214,11 @@ class ImageDocument(Document):
             try:
                 self._image.seek(index)
                 frame = self._image.copy()
-                frame.load()
+                with _decoding(self._where(index), self.limits):
+                    frame.load()
                 rgb = to_rgb(frame)
+            except InputError:
+                raise
             except Exception as exc:  # truncated data surfaces as OSError, SyntaxError, ...
                 raise InputError(_("{where} is truncated or damaged ({reason}); export it again and "
                                    "upload the new file.", where=self._where(index), reason=exc)) from None
@@ -254,24 +278,14 @@ class PDFDocument(Document):
         zoom = render_dpi / 72
         pix = pdf_page.get_pixmap(matrix=pymupdf.Matrix(zoom, zoom), alpha=False)
         image = Image.frombytes("RGB", (pix.width, pix.height), pix.samples)
-        layer = self._text_layer(pdf_page, dpi) if self.limits.use_pdf_text_layer else None
         full_size = (full.width, full.height) if render_dpi != dpi else None
-        return Page(index, image, layer, warnings, full_size)
-
-    @staticmethod
-    def _text_layer(pdf_page, dpi: int) -> list[list[TextSpan]] | None:
-        scale = dpi / 72
-        paragraphs = []
-        for block in pdf_page.get_text("dict")["blocks"]:
-            lines = []
-            for line in block.get("lines", []):
-                text = "".join(span["text"] for span in line["spans"]).strip()
-                if text:
-                    x0, y0, x1, y1 = (round(v * scale) for v in line["bbox"])
-                    lines.append(TextSpan((x0, y0, x1, y1), text))
-            if lines:
-                paragraphs.append(lines)
-        return paragraphs or None
+        page = Page(index, image, warnings=warnings, full_size=full_size)
+        if self.limits.use_pdf_text_layer and (layer := lines(pdf_page, dpi / 72)):
+            verdict = judge(facts(pdf_page, layer, dpi / 72, image), index + 1)
+            if verdict.use is not Use.IMAGE:
+                page.text_layer, page.text_layer_hidden = layer, verdict.use is Use.CHECK
+            page.text_layer_note = verdict.note
+        return page
 
 
 def open_document(data: bytes, name: str, limits: Limits) -> Document:

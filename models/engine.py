@@ -100,6 +100,18 @@ class Engine(ABC):
 
     def _read_chunk(self, sources: Sequence[PageSource], load: Callable[[PageSource], Page],
                     task: Task, cancel: threading.Event) -> list[PageResult]:
+        """One chunk of the queue, in batches of the size the engine has now: an engine may
+        lower it (out of memory) after the chunks were cut."""
+        results: list[PageResult] = []
+        first = 0
+        while first < len(sources) and not cancel.is_set():
+            batch = sources[first:first + max(1, self.batch_size)]
+            first += len(batch)
+            results += self._read_batch_of(batch, load, task, cancel)
+        return results
+
+    def _read_batch_of(self, sources: Sequence[PageSource], load: Callable[[PageSource], Page],
+                       task: Task, cancel: threading.Event) -> list[PageResult]:
         loaded = [self.guarded(source.index, lambda s=source: load(s)) for source in sources]
         pages = [page for page in loaded if isinstance(page, Page)]
         failed = [page for page in loaded if isinstance(page, PageResult)]

@@ -57,3 +57,7 @@ class HistoryError(ChatVLMError):
 
 class HistoryDamaged(HistoryError):
     """SQLite says the history database is not a database or is malformed; it is left as it is."""
+
+
+class ExportError(ChatVLMError):
+    """One document could not be written in the chosen format; the other documents are."""

@@ -1,5 +1,5 @@
 """dots.ocr layout answers: parse (and repair) the JSON, put boxes back on the original page,
-and write the page as Markdown.
+and crop pictures from the page.
 
 dots.ocr answers with a JSON list of ``{bbox: [x1, y1, x2, y2], category, text}`` in the
 pixels of the image it saw, which Qwen2-VL's smart resize made from ours (sides multiples
@@ -22,7 +22,8 @@ from models.result import Block
 FACTOR = 28
 CATEGORIES = ("Caption", "Footnote", "Formula", "List-item", "Page-footer", "Page-header",
               "Picture", "Section-header", "Table", "Text", "Title")
-HEADER_FOOTER = ("Page-header", "Page-footer")
+MAX_COORDINATE = 1_000_000
+MAX_PICTURE_PIXELS = 4_000_000  # a picture crop in an export, however large its box
 
 
 def smart_resize(height: int, width: int, factor: int = FACTOR, min_pixels: int = 3136,
@@ -69,21 +70,27 @@ def _complete_objects(text: str) -> list[dict]:
 
 
 def parse_layout(answer: str) -> tuple[list[dict], list[Message]]:
-    """The answer's valid cells in reading order, and warnings when it was repaired."""
+    """The answer's valid cells in reading order, and warnings when it was repaired. A cell that
+    is not valid (a box that is not four finite numbers within reason, a text or category that
+    is not text) is dropped on its own: one bad cell never costs the page."""
     text = _strip_fence(answer)
     warnings = []
     try:
         data = json.loads(text)
         cells = data if isinstance(data, list) else [data]
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):
         cells = _complete_objects(text)
         warnings.append(n_("partly parsed: the layout answer was cut off; kept the {n} complete cell "
                            "before the cut",
                            "partly parsed: the layout answer was cut off; kept the {n} complete cells "
                            "before the cut", len(cells)))
-    valid, seen, repeats = [], set(), 0
+    valid, seen, repeats, bad_box, bad_text = [], set(), 0, 0, 0
     for cell in cells:
-        if not _is_cell(cell):
+        if not _has_box(cell):
+            bad_box += 1
+            continue
+        if not (isinstance(cell.get("category", ""), str) and isinstance(cell.get("text") or "", str)):
+            bad_text += 1
             continue
         key = (tuple(cell["bbox"]), cell.get("category"), cell.get("text", ""))
         if key in seen:
@@ -94,58 +101,62 @@ def parse_layout(answer: str) -> tuple[list[dict], list[Message]]:
     if repeats:
         warnings.append(n_("partly parsed: {n} repeated cell of a looping answer was dropped",
                            "partly parsed: {n} repeated cells of a looping answer were dropped", repeats))
-    if len(valid) < len(cells) - repeats:
+    if bad_box:
         warnings.append(n_("partly parsed: {n} cell without a valid box was dropped",
-                           "partly parsed: {n} cells without a valid box were dropped",
-                           len(cells) - repeats - len(valid)))
+                           "partly parsed: {n} cells without a valid box were dropped", bad_box))
+    if bad_text:
+        warnings.append(n_("partly parsed: {n} cell whose text or category was not text was dropped",
+                           "partly parsed: {n} cells whose text or category was not text were dropped", bad_text))
     return valid, warnings
 
 
-def _is_cell(cell) -> bool:
+def _has_box(cell) -> bool:
+    """Four finite numbers within reason (no page a model sees is a million pixels wide)."""
     bbox = cell.get("bbox") if isinstance(cell, dict) else None
     return (isinstance(bbox, list) and len(bbox) == 4
-            and all(isinstance(v, (int, float)) for v in bbox))
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                    and abs(v) <= MAX_COORDINATE for v in bbox))
 
 
-def to_blocks(cells: list[dict], seen_size: tuple[int, int], page_size: tuple[int, int]) -> list[Block]:
-    """Cells in the model's pixels → blocks in the original page's pixels, clamped to it."""
+def to_blocks(cells: list[dict], seen_size: tuple[int, int],
+              page_size: tuple[int, int]) -> tuple[list[Block], list[Message]]:
+    """Cells in the model's pixels → blocks in the original page's pixels, clamped to it; a
+    cell wholly off the image it was given is dropped."""
     (sw, sh), (pw, ph) = seen_size, page_size
     sx, sy = pw / sw, ph / sh
-    blocks = []
+    blocks, outside = [], 0
     for cell in cells:
         x1, y1, x2, y2 = cell["bbox"]
+        if max(x1, x2) < 0 or max(y1, y2) < 0 or min(x1, x2) > sw or min(y1, y2) > sh:
+            outside += 1
+            continue
         box = (min(max(round(x1 * sx), 0), pw), min(max(round(y1 * sy), 0), ph),
                min(max(round(x2 * sx), 0), pw), min(max(round(y2 * sy), 0), ph))
         category = cell.get("category") if cell.get("category") in CATEGORIES else "Text"
-        blocks.append(Block(bbox=box, category=category, text=str(cell.get("text") or "")))
-    return blocks
+        blocks.append(Block(bbox=box, category=category, text=cell.get("text") or ""))
+    warnings = [n_("partly parsed: {n} cell outside the page was dropped",
+                   "partly parsed: {n} cells outside the page were dropped", outside)] if outside else []
+    return blocks, warnings
 
 
-def _crop_data_url(image: Image.Image, bbox: tuple[int, int, int, int]) -> str:
+def crop_data_url(image: Image.Image, bbox: tuple[int, int, int, int]) -> str | None:
+    """A picture of the page, cropped by its box and shrunk to at most MAX_PICTURE_PIXELS, as a
+    PNG data URL; None for a box with no area."""
+    picture = crop(image, bbox)
+    if picture is None:
+        return None
     buf = io.BytesIO()
-    image.crop(bbox).save(buf, format="PNG")
+    picture.save(buf, format="PNG")
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
-def to_markdown(blocks: list[Block], page: Image.Image | None, hide_header_footer: bool = False) -> str:
-    """Markdown in reading order: tables stay HTML, formulas become $$ blocks, pictures are
-    cropped from the page."""
-    parts = []
-    for block in blocks:
-        if hide_header_footer and block.category in HEADER_FOOTER:
-            continue
-        if block.category == "Picture":
-            x1, y1, x2, y2 = block.bbox
-            if page is not None and x2 > x1 and y2 > y1:
-                parts.append(f"![Picture]({_crop_data_url(page, block.bbox)})")
-        elif block.category == "Formula":
-            formula = block.text.strip().removeprefix("$$").removesuffix("$$").strip()
-            parts.append(f"$$\n{formula}\n$$")
-        elif block.text.strip():
-            parts.append(block.text.strip())
-    return "\n\n".join(parts)
-
-
-def to_text(blocks: list[Block], hide_header_footer: bool = False) -> str:
-    return "\n\n".join(b.text.strip() for b in blocks if b.text.strip()
-                       and not (hide_header_footer and b.category in HEADER_FOOTER))
+def crop(image: Image.Image, bbox: tuple[int, int, int, int]) -> Image.Image | None:
+    """The page inside ``bbox`` (clamped to it), at most MAX_PICTURE_PIXELS; None for no area."""
+    x1, y1, x2, y2 = (max(0, min(v, limit)) for v, limit in zip(bbox, image.size * 2))
+    if x2 <= x1 or y2 <= y1:
+        return None
+    picture = image.crop((x1, y1, x2, y2))
+    if picture.width * picture.height > MAX_PICTURE_PIXELS:
+        scale = math.sqrt(MAX_PICTURE_PIXELS / (picture.width * picture.height))
+        picture = picture.resize((max(1, int(picture.width * scale)), max(1, int(picture.height * scale))))
+    return picture

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from html import escape
 from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
+from models.elements import Box, Element, Table
+from models.markdown import escape_line
 from models.result import OCRResult, PageResult
 
 PAGE_BREAK = "\f"  # plain-text pages are separated by a form feed, as pdftotext does
@@ -19,6 +23,87 @@ CATEGORY_COLOURS = {
 }
 OTHER_COLOUR = (0, 0, 0)
 FORMATS = {"txt": "text/plain", "md": "text/markdown", "json": "application/json"}
+
+
+def elements_text(elements: Sequence[Element]) -> str:
+    """Plain text in reading order: a table's rows with its cells between tabs, a list's items
+    one a line; pictures have no text."""
+    parts = []
+    for block in elements:
+        if block.type == "table":
+            parts.append("\n".join("\t".join(row).rstrip("\t") for row in block.cells))
+        elif block.type == "list":
+            parts.append("\n".join("  " * item.level + item.text for item in block.items))
+        elif block.type == "formula":
+            parts.append(block.latex)
+        elif block.type != "picture":
+            parts.append(block.text)
+    return "\n\n".join(part for part in parts if part.strip())
+
+
+def elements_markdown(elements: Sequence[Element], picture: Callable[[Box], str | None] | None = None) -> str:
+    """Markdown in reading order, every text escaped so it reads as written and nothing in it
+    becomes a link, an image or HTML. ``picture`` gives a picture's image address (a crop of
+    the page as a data URL), or None to leave it out."""
+    parts = []
+    for block in elements:
+        if block.type == "heading":
+            parts.append("#" * block.level + " " + escape_line(" ".join(block.text.split())))
+        elif block.type == "paragraph":
+            parts.append("  \n".join(escape_line(line) for line in block.text.splitlines()))
+        elif block.type == "list":
+            parts.append("\n".join("   " * item.level + ("1. " if block.ordered else "- ")
+                                   + escape_line(" ".join(item.text.split())) for item in block.items))
+        elif block.type == "table" and block.cells:
+            parts.append(_html_table(block) if block.merges else _pipe_table(block))
+        elif block.type == "formula":
+            parts.append(f"$$\n{block.latex}\n$$")
+        elif block.type == "code":
+            fence = "`" * max(3, _longest_run(block.text, "`") + 1)
+            parts.append(f"{fence}\n{block.text}\n{fence}")
+        elif block.type == "picture" and picture and (address := picture(block.bbox)):
+            parts.append(f"![Picture]({address})")
+    return "\n\n".join(part for part in parts if part.strip())
+
+
+def _pipe_table(table: Table) -> str:
+    def row(cells: list[str]) -> str:
+        return "| " + " | ".join(escape_line(" ".join(cell.split())) for cell in cells) + " |"
+    header, *rows = table.cells
+    return "\n".join([row(header), "|" + " --- |" * table.width, *(row(r) for r in rows)])
+
+
+def _html_table(table: Table) -> str:
+    """A table with merged cells, which pipe tables cannot hold, as HTML built from escaped
+    text only."""
+    spans = {(m.row, m.col): m for m in table.merges}
+    covered = {(m.row + dr, m.col + dc) for m in table.merges for dr in range(m.rows) for dc in range(m.cols)}
+    lines = ["<table>"]
+    for r, cells in enumerate(table.cells):
+        tds = []
+        for c, text in enumerate(cells):
+            if (r, c) in spans:
+                m = spans[(r, c)]
+                attrs = (f' rowspan="{m.rows}"' if m.rows > 1 else "") + (f' colspan="{m.cols}"' if m.cols > 1 else "")
+                tds.append(f"<td{attrs}>{_cell_html(text)}</td>")
+            elif (r, c) not in covered:
+                tds.append(f"<td>{_cell_html(text)}</td>")
+        lines.append("<tr>" + "".join(tds) + "</tr>")
+    lines.append("</table>")
+    return "\n".join(lines)
+
+
+def _cell_html(text: str) -> str:
+    # A blank line would end the HTML block in Markdown and let the rest be read as Markdown.
+    return "<br>".join(escape(line) for line in text.splitlines() if line.strip())
+
+
+def _longest_run(text: str, char: str) -> int:
+    longest = run = 0
+    for c in text:
+        run = run + 1 if c == char else 0
+        longest = max(longest, run)
+    return longest
 
 
 def page_text(page: PageResult) -> str:

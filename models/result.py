@@ -2,13 +2,25 @@
 
     {model, engine, task, seconds,
      pages: [{index, width, height, seconds, error, warnings, text, markdown,
-              blocks: [{bbox: [x1, y1, x2, y2] in prepared-page pixels, category, text}]}]}
+              blocks: [{bbox: [x1, y1, x2, y2] in prepared-page pixels, category, text},
+              source, elements}]}
+
+``elements`` is the page's content as typed blocks (models/elements.py): paragraph, heading,
+list, table, formula, code, picture. ``text`` and ``markdown`` are rendered from them.
+
+``source`` says what a page's text was read from: "image" (the page's pixels, by the model
+or OCR) or "text layer" (the PDF's own text, models/text_layer.py); runs kept before it
+existed read as "image".
 """
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field, field_validator
+from typing import Literal
 
+from pydantic import BaseModel, Field, field_validator, model_validator
+
+from models import structure
+from models.elements import Element
 from models.i18n import Message
 
 
@@ -35,6 +47,20 @@ class PageResult(BaseModel):
     text: str = ""
     markdown: str = ""
     blocks: list[Block] = []
+    source: Literal["image", "text layer"] = "image"
+    # The page's content as typed blocks; text and markdown are rendered from them.
+    elements: list[Element] = []
+
+    @model_validator(mode="after")
+    def _typed(self) -> PageResult:
+        """A page kept before typed blocks existed (an old history row) gets them from what it
+        holds: its layout cells where it has them, else its Markdown."""
+        if "elements" not in self.model_fields_set and not self.error:
+            if any(block.category != "Text" for block in self.blocks):
+                self.elements = structure.from_layout(self.blocks)[0]
+            elif self.markdown.strip():
+                self.elements = structure.from_markdown(self.markdown)[0]
+        return self
 
     @property
     def number(self) -> int:

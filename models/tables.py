@@ -1,59 +1,55 @@
-"""Tables in a result as data, parsed once: HTML tables (dots.ocr's Table cells, Qwen-VL's
-"qwenvl html" answers) and Markdown pipe tables (any model's Markdown).
+"""Tables as typed grids (models/elements.Table), parsed once where an answer is parsed: HTML
+tables (dots.ocr's Table cells, Qwen-VL's "qwenvl html" answers) and Markdown pipe tables.
 
 HTML is parsed by lxml and its cells laid on a grid here rather than read by
 ``pandas.read_html``: pandas repeats a spanned cell's text at every position it covers,
 turns header rows into column labels and re-types cells ("007" becomes 7), and the spans
 are needed anyway to merge the cells again in Word and Excel. Markdown is parsed by
 markdown-it-py (CommonMark with its table extension).
+
+A model's table is bounded: spans and the grid are capped at ``MAX_ROWS`` × ``MAX_COLUMNS``
+(a page holds far fewer), and a table that was cut says so, so 20 cells with colspan 1000 make
+a 100-column table and a warning, not a 20 000-column sheet.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from decimal import Decimal
+from typing import TYPE_CHECKING
 
+import lxml.etree
 import lxml.html
 from markdown_it import MarkdownIt
 from markdown_it.token import Token
 
-from models.numbers import cell_value
-from models.result import OCRResult
+from models.elements import Merge, Table
+from models.i18n import Message, _
+
+if TYPE_CHECKING:
+    from models.result import OCRResult
 
 MARKDOWN = MarkdownIt("commonmark").enable("table")
-MAX_SPAN = 1000  # browsers cap colspan here too; a model's runaway span must not blow up a sheet
+MAX_ROWS = 1000
+MAX_COLUMNS = 100
 
 
 @dataclass(frozen=True)
-class Merge:
-    """A cell spanning more than one grid position, its first position at (row, col)."""
+class PageTable:
+    """A table of a result with where it stands: for sheet and file names."""
 
-    row: int
-    col: int
-    rows: int
-    cols: int
-
-
-@dataclass(frozen=True)
-class Grid:
-    # The cells as written, a spanned cell's text once at its first position and "" elsewhere.
-    cells: list[list[str]]
-    merges: list[Merge]
-
-    @property
-    def rows(self) -> list[list[str | Decimal]]:
-        """The cells with numbers typed as numbers (see models.numbers)."""
-        return [[cell_value(cell) for cell in row] for row in self.cells]
-
-
-@dataclass(frozen=True)
-class Table(Grid):
+    table: Table
     page: int  # 0-based index of its page in the result
     number: int  # 1-based among the tables of its page
 
     @property
     def name(self) -> str:
         return f"p{self.page + 1} t{self.number}"
+
+
+def of_result(result: OCRResult) -> list[PageTable]:
+    """Every table of the result, in page order, as the pages hold them (nothing is parsed)."""
+    return [PageTable(table, page.index, n) for page in result.pages
+            for n, table in enumerate((e for e in page.elements if e.type == "table"), start=1)]
 
 
 def parse_markdown(text: str) -> list[Token]:
@@ -74,53 +70,7 @@ def is_html(token: Token) -> bool:
     return token.type == "html_block" or (token.type == "fence" and token.info.strip().lower() == "html")
 
 
-def find(text: str) -> list[Grid]:
-    """Every table in Markdown (with HTML in it) or in HTML, in reading order."""
-    tokens = parse_markdown(text)
-    grids: list[Grid] = []
-    for i, token in enumerate(tokens):
-        if is_html(token):
-            grids += from_html(token.content)
-        elif token.type == "table_open":
-            grids.append(from_tokens(tokens[i:]))
-    return grids
-
-
-def segments(text: str) -> list[str | Grid]:
-    """The Markdown cut at its tables, in reading order: the text between them as Markdown,
-    each table as a Grid — so a view shows tables as tables and never a model's raw HTML."""
-    lines = text.splitlines(keepends=True)
-    tokens = parse_markdown(text)
-    out: list[str | Grid] = []
-    start = 0
-    for i, token in enumerate(tokens):
-        if token.level != 0 or token.map is None:
-            continue
-        if is_html(token):
-            grids = from_html(token.content)
-        elif token.type == "table_open":
-            grids = [from_tokens(tokens[i:])]
-        else:
-            continue
-        if not grids:
-            continue
-        first, last = token.map
-        if first > start:
-            out.append("".join(lines[start:first]))
-        out.extend(grids)
-        start = last
-    if start < len(lines):
-        out.append("".join(lines[start:]))
-    return out
-
-
-def of_result(result: OCRResult) -> list[Table]:
-    """Every table of the result, in page order."""
-    return [Table(grid.cells, grid.merges, page.index, n)
-            for page in result.pages for n, grid in enumerate(find(page.markdown), start=1)]
-
-
-def from_tokens(tokens: list[Token]) -> Grid:
+def from_tokens(tokens: list[Token]) -> tuple[Table, list[Message]]:
     """The pipe table whose ``table_open`` token starts ``tokens``."""
     cells: list[list[str]] = []
     for token in tokens[1:]:
@@ -129,60 +79,104 @@ def from_tokens(tokens: list[Token]) -> Grid:
         if token.type == "tr_open":
             cells.append([])
         elif token.type == "inline":
-            cells[-1].append(inline_text(token))
-    return Grid(cells, [])  # markdown-it already pads short rows and cuts long ones
+            cells[-1].append(" ".join(inline_text(token).split()))
+    # markdown-it already pads short rows and cuts long ones to the header's width
+    rows, columns = len(cells), len(cells[0]) if cells else 0
+    cells = [row[:MAX_COLUMNS] for row in cells[:MAX_ROWS]]
+    return Table(cells=cells), _cut(rows, columns)
 
 
-def inline_text(token: Token) -> str:
-    """The text of an inline token without its Markdown markup."""
-    parts = []
+def inline_text(token: Token, breaks: str = " ") -> str:
+    """The text of an inline token without its Markdown markup. A link or an image keeps its
+    address as text after it — shown, never followed or loaded; ``breaks``: what a line break
+    becomes."""
+    parts, links = [], []
     for child in token.children or []:
         if child.type in ("text", "code_inline"):
             parts.append(child.content)
         elif child.type in ("softbreak", "hardbreak"):
-            parts.append(" ")
+            parts.append(breaks)
+        elif child.type == "link_open":
+            links.append(_address(str(child.attrs.get("href", ""))))
+        elif child.type == "link_close" and links and (href := links.pop()):
+            parts.append(f" ({href})")
+        elif child.type == "image":
+            alt = "".join(grand.content for grand in child.children or [])
+            parts.append(f"{alt} ({_address(str(child.attrs.get('src', '')))})".strip())
     return "".join(parts)
 
 
-def from_html(html: str) -> list[Grid]:
+def _address(url: str) -> str:
+    """A URL as text to show; a data URL is bytes, not an address: only its type is kept."""
+    if url.startswith("data:"):
+        return url.split(",", 1)[0][:60] + ",…"
+    return url[:500]
+
+
+def from_html(html: str) -> tuple[list[Table], list[Message]]:
     if "<table" not in html.lower():
-        return []
-    root = lxml.html.document_fromstring(html)
-    return [grid for table in root.xpath("//table[not(ancestor::table)]") if (grid := from_element(table))]
+        return [], []
+    try:
+        root = lxml.html.document_fromstring(html)
+    except lxml.etree.ParserError:
+        return [], []
+    found, warnings = [], []
+    for element in root.xpath("//table[not(ancestor::table)]"):
+        table, cut = from_element(element)
+        if table is not None:
+            found.append(table)
+            warnings += cut
+    return found, warnings
 
 
-def from_element(table: lxml.html.HtmlElement) -> Grid | None:
-    """An HTML table on its grid; None when it has no rows."""
+def from_element(table: lxml.html.HtmlElement) -> tuple[Table | None, list[Message]]:
+    """An HTML table on its grid, cut to MAX_ROWS × MAX_COLUMNS; None when it has no rows."""
     for br in table.iter("br"):
         br.tail = "\n" + (br.tail or "")  # "Итого<br>с НДС" must not read "Итогос НДС"
     rows = table.xpath("./tr|./thead/tr|./tbody/tr|./tfoot/tr")
+    kept = rows[:MAX_ROWS]
     placed: dict[tuple[int, int], str] = {}
     merges = []
-    for r, tr in enumerate(rows):
+    widest = 0
+    for r, tr in enumerate(kept):
         c = 0
-        for td in tr.xpath("./td|./th"):
+        tds = tr.xpath("./td|./th")
+        widest = max(widest, sum(_span(td, "colspan") for td in tds))  # as the answer meant it
+        for td in tds:
             while (r, c) in placed:
                 c += 1  # covered by a rowspan from above
-            down = min(_span(td, "rowspan"), len(rows) - r)
+            wanted = _span(td, "colspan")
+            if c >= MAX_COLUMNS:
+                c += wanted
+                continue
+            down = min(_span(td, "rowspan"), len(kept) - r)
             across = 1
-            while across < _span(td, "colspan") and (r, c + across) not in placed:
+            while across < min(wanted, MAX_COLUMNS - c) and (r, c + across) not in placed:
                 across += 1  # malformed HTML: a colspan stops where a rowspan from above lies
             for dr in range(down):
                 for dc in range(across):
                     placed[(r + dr, c + dc)] = ""
             placed[(r, c)] = " ".join(td.text_content().split())
             if down > 1 or across > 1:
-                merges.append(Merge(r, c, down, across))
+                merges.append(Merge(row=r, col=c, rows=down, cols=across))
             c += across
     if not placed:
-        return None
+        return None, []
     width = max(c for _, c in placed) + 1
-    return Grid([[placed.get((r, c), "") for c in range(width)] for r in range(len(rows))], merges)
+    cells = [[placed.get((r, c), "") for c in range(width)] for r in range(len(kept))]
+    return Table(cells=cells, merges=merges), _cut(len(rows), widest)
+
+
+def _cut(rows: int, columns: int) -> list[Message]:
+    if rows <= MAX_ROWS and columns <= MAX_COLUMNS:
+        return []
+    return [_("A table of {rows}×{columns} cells was cut to its first {max_rows} rows and {max_columns} "
+              "columns.", rows=rows, columns=columns, max_rows=min(rows, MAX_ROWS),
+              max_columns=min(columns, MAX_COLUMNS))]
 
 
 def _span(td: lxml.html.HtmlElement, name: str) -> int:
     try:
-        return min(max(int(td.get(name, "1")), 1), MAX_SPAN)
+        return min(max(int(td.get(name, "1")), 1), max(MAX_ROWS, MAX_COLUMNS) + 1)
     except ValueError:
         return 1
-

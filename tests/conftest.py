@@ -27,6 +27,16 @@ def limits(config):
     return config.limits
 
 
+@pytest.fixture
+def runtime(config):
+    """A runtime of its own for the test (the module's ``config``), closed after it."""
+    from managers.runtime import Runtime
+
+    made = Runtime(config)
+    yield made
+    made.close()
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     """In CI a skipped test is a failed test: a skip there would hide a missing service."""

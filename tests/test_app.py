@@ -1,9 +1,12 @@
 """The Streamlit view driven headless through AppTest: sidebar, upload → run → result."""
 
+import sqlite3
+
 import pytest
 import streamlit as st
 import yaml
 from streamlit.testing.v1 import AppTest
+
 
 from tests.conftest import ROOT
 from tests.helpers import ENGLISH, MIXED, RUSSIAN, cer, encode, pdf_of_images, render_lines
@@ -62,8 +65,8 @@ def test_upload_run_and_read_the_result():
     assert [t.label for t in at.tabs] == ["Text", "Markdown", "Layout", "JSON", "Chat"]
     assert "Chat needs a vision-language model" in at.tabs[4].info[0].value
     assert len(at.tabs[2].image) == 1  # the layout overlay
-    assert "Text" in at.tabs[2].caption[0].value
-    assert RUSSIAN[0] in at.tabs[1].markdown[0].value
+    assert "Text" in at.tabs[2].text[0].value  # the legend
+    assert RUSSIAN[0] in at.tabs[1].text[0].value  # the page's paragraphs, as text
     assert '"category": "Text"' in at.tabs[3].json[0].value
     assert len(at.get("download_button")) == 9  # page txt, md, json; document txt … pdf, not csv (no tables)
 
@@ -117,6 +120,14 @@ def test_broken_config_is_shown_not_raised(tmp_path, monkeypatch):
     assert at.error[0].value.startswith("c.yaml: ")
 
 
+def test_a_config_not_in_utf8_is_shown_not_raised(tmp_path, monkeypatch):
+    from tests.test_config import cp1251_copy
+    monkeypatch.setenv("CHATVLMLLM_CONFIG", str(cp1251_copy(tmp_path)))
+    at = AppTest.from_file(str(ROOT / "app.py")).run()
+    assert not at.exception
+    assert at.error[0].value.endswith("save the file in the UTF-8 encoding.")
+
+
 @pytest.mark.docker
 def test_a_refused_lease_is_one_sentence_not_a_traceback(tmp_path, monkeypatch, clean_docker):
     """The model is taken away between Run and the first page: the app says so and goes on."""
@@ -143,10 +154,15 @@ def test_tables_show_as_tables_and_every_export_is_offered(tmp_path, monkeypatch
     import json
 
     from tests.fixtures.openai_stub import OpenAIStub
-    from tests.test_exports import CELLS
+    from tests.test_exports import CELLS, SEEN
     from tests.test_openai_engine import stub_config
 
-    stub = OpenAIStub(answer=lambda image: json.dumps(CELLS, ensure_ascii=False))
+    def answer(image):  # the cells in the pixels of the image the stub was sent
+        scale = (image.width / SEEN[0], image.height / SEEN[1])
+        return json.dumps([{**cell, "bbox": [round(v * scale[n % 2]) for n, v in enumerate(cell["bbox"])]}
+                           for cell in CELLS], ensure_ascii=False)
+
+    stub = OpenAIStub(answer=answer)
     try:
         stub_config(tmp_path, stub.url)
         monkeypatch.setenv("CHATVLMLLM_CONFIG", str(tmp_path / "stub.yaml"))
@@ -163,7 +179,7 @@ def test_tables_show_as_tables_and_every_export_is_offered(tmp_path, monkeypatch
     assert list(frames[0].value.columns) == ["№", "Наименование", "ОКПД2", "Цена, руб.", "column 5"]
     assert frames[0].value.iloc[0].tolist() == ["1", "Стул офисный", "26.20.15.000", "1 250 000,00", "-3,5"]
     assert list(frames[1].value.columns) == ["Item", "Qty", "Amount"]
-    shown = " ".join(m.value for m in markdown_tab.markdown)
+    shown = " ".join(e.value for e in [*markdown_tab.get("html"), *markdown_tab.markdown, *markdown_tab.text])
     assert "Спецификация поставки" in shown and "<table" not in shown and "<td" not in shown
     offered = {b.proto.label for b in at.get("download_button") if not b.proto.disabled}
     assert {"Document .csv", "Document .xlsx", "Document .docx", "Document .pdf"} <= offered
@@ -184,6 +200,50 @@ def test_a_run_is_kept_and_reopened_from_history():
     at.text_input(key="history_search").set_value("MIXED").run()
     at.button(key="history_delete").click().run()
     assert at.info[0].value == "No run of a file with that name."
+
+
+def kept_and_listed(tmp_path) -> tuple[AppTest, sqlite3.Connection]:
+    """A document read and shown in the History view, with the database open beside the app
+    as another session or process would have it."""
+    at = upload(start(), "mixed.png", encode(render_lines(MIXED), "PNG"), "image/png")
+    at.button[0].click().run()
+    at.sidebar.radio(key="view").set_value("history").run()
+    assert not at.exception and not at.error
+    return at, sqlite3.connect(tmp_path / "data" / "history.sqlite3", isolation_level=None)
+
+
+@pytest.mark.parametrize("damage", [
+    "UPDATE runs SET result = '{\"pages\": ['",
+    "INSERT OR REPLACE INTO images (run_id, page, png) SELECT id, 0, x'89504e470d0a1a0a00' FROM runs",
+    "UPDATE runs SET box = 'not json'",
+])
+def test_a_damaged_row_in_the_history_is_one_sentence(tmp_path, damage):
+    at, db = kept_and_listed(tmp_path)
+    db.execute(damage)
+    at.run()
+    assert not at.exception
+    assert [e.value for e in at.error] == [
+        "The run of 'mixed.png' kept in the history is damaged and cannot be reopened; delete it."]
+    at.button(key="history_delete").click().run()  # and it can be deleted
+    assert not at.exception and at.info[0].value == "No runs kept yet."
+
+
+def test_a_damaged_kept_document_is_one_sentence(tmp_path):
+    at, db = kept_and_listed(tmp_path)
+    db.execute("UPDATE documents SET data = CAST('text, not a picture' AS BLOB)")
+    at.run()
+    assert not at.exception
+    assert [e.value for e in at.error] == ["'mixed.png' is not a PNG file: it holds text."]
+
+
+def test_a_delete_the_database_refuses_is_one_sentence(tmp_path):
+    at, db = kept_and_listed(tmp_path)
+    db.execute("CREATE TRIGGER refuse BEFORE DELETE ON runs BEGIN SELECT RAISE(ABORT, 'no deletes here'); END")
+    at.button(key="history_delete").click().run()
+    assert not at.exception
+    [error] = at.error
+    assert error.value.startswith("The history database ") and error.value.endswith("(no deletes here).")
+    db.execute("DROP TRIGGER refuse")
 
 
 def test_a_damaged_history_is_one_sentence_and_the_app_goes_on(tmp_path):

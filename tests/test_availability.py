@@ -3,6 +3,7 @@ import pytest
 from managers.availability import HostFacts, default_choice, probe_host, vram_warning, why_not
 from managers.docker_host import docker_error
 from managers.runs import make_engine
+from managers.runtime import Runtime
 from managers.gpu import GPU, GPUProbe
 from models.errors import NotAvailable
 
@@ -63,23 +64,22 @@ def test_local_mode_needs_transformers_and_weights(config):
 def test_mode_without_backend(config):
     assert why_not(config.models["tesseract"], "vllm", host(), config) == "Tesseract 5 has no vLLM backend"
     with pytest.raises(NotAvailable, match="Tesseract 5 has no vLLM backend; it runs in: CPU"):
-        make_engine(config, "tesseract", "vllm")
+        make_engine(Runtime(config), "tesseract", "vllm")
 
 
-def test_modes_that_cannot_run_say_so_and_never_crash(config):
+def test_modes_that_cannot_run_say_so_and_never_crash(runtime):
     from managers import runs
-    from managers.arbiter import Arbiter
     from models.errors import SwitchError
 
     with pytest.raises(NotAvailable, match="The weights of Qwen/Qwen3-VL-2B-Instruct are not on this machine "
                                            "— download them with: hf download Qwen/Qwen3-VL-2B-Instruct"):
-        runs.read_document(config, runs.Choice("qwen3_vl_2b", "local"), [])
+        runs.read_document(runtime, runs.Choice("qwen3_vl_2b", "local"), [])
     with pytest.raises(NotAvailable, match="Qwen3-VL 2B Instruct is not loaded — load it first"):
-        make_engine(config, "qwen3_vl_2b", "local")
+        make_engine(runtime, "qwen3_vl_2b", "local")
     with pytest.raises(SwitchError, match="Qwen3-VL 2B Instruct is not the active model .*; start it again"):
-        with Arbiter(config).lease("vllm", "qwen3_vl_2b", 1):
+        with runtime.arbiter.lease("vllm", "qwen3_vl_2b", 1):
             pass
-    assert make_engine(config, "tesseract").engine_name == "tesseract"
+    assert make_engine(runtime, "tesseract").engine_name == "tesseract"
 
 
 def test_dead_docker_socket_is_one_sentence(monkeypatch):

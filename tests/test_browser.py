@@ -391,3 +391,83 @@ def test_a_russian_browser_gets_the_russian_interface_and_reads_a_page(app_url, 
     (ROOT / "test-results").mkdir(exist_ok=True)
     page.screenshot(path=str(ROOT / "test-results" / "browser-ru.png"), full_page=True)
     context.close()
+
+
+def hostile_answer(url: str) -> str:
+    """An answer that loads an image, links away, runs script three ways and breaks out of a
+    formula, each to ``url``, if it is rendered as Markdown or HTML."""
+    return (f"# Offer from {url}/heading\n\nSee ![x]({url}/leak) and [the terms]({url}/link).\n\n"
+            f'<img src="{url}/img" onerror="window.__pwned=1;fetch(\'{url}/onerror\')">\n\n'
+            f"<script>window.__pwned=1;fetch('{url}/script')</script>\n\n"
+            f"$$\nx\n$$\n![f]({url}/formula)\n$$\n\n"
+            f"$$\n\\includegraphics{{{url}/katex.png}} \\href{{{url}/href}}{{y}} \\url{{{url}/url}}\n$$\n")
+
+
+@pytest.fixture(scope="module")
+def hostile_app(tmp_path_factory):
+    """The app with Qwen3-VL on a stub endpoint whose every answer, the page's and the chat's,
+    is hostile; and the server its links point to."""
+    from tests.test_eval import QuietStub, write_config
+
+    recorder = QuietStub()  # it answers nothing the browser could use, and records every request
+    server = QuietStub(answer=lambda image: hostile_answer(recorder.url))
+    folder = tmp_path_factory.mktemp("hostile")
+    qwen = yaml.safe_load((ROOT / "config.yaml").read_text())["models"]["qwen3_vl_2b"]
+    qwen["vllm"] = {"endpoint": server.url, "served_model_name": "stub"}
+    path = write_config(folder / "stub.yaml", {"qwen3_vl_2b": qwen})
+    try:
+        for url in serve_app(tmp_path_factory, {"CHATVLMLLM_CONFIG": str(path)}):
+            yield url, recorder
+    finally:
+        server.close()
+        recorder.close()
+
+
+def test_a_hostile_answer_loads_nothing_and_runs_nothing(hostile_app, browser, tmp_path):
+    """Issue 17, point 6: the answer's image, link, <img onerror> and <script> reach no server
+    and run nothing, in the Markdown and Text tabs and in the chat; its addresses show as text."""
+    url, recorder = hostile_app
+    page, scan = open_app(browser, url, tmp_path, height=1400)
+    asked = []  # every request the page makes to the recorder's port
+    page.on("request", lambda request: asked.append(request.url) if request.url.startswith(recorder.url) else None)
+    page.get_by_text("vLLM", exact=True).click()
+    page.get_by_test_id("stSidebar").get_by_text("Remote endpoint:").wait_for(timeout=30_000)
+    page.locator("input[type=file]").set_input_files(str(scan))
+    page.get_by_test_id("stSelectbox").filter(has_text="Task").click()
+    page.get_by_role("option", name="Document to Markdown (qwenvl markdown)").click()
+    page.get_by_role("button", name="Run").click()
+    page.get_by_text("Read 1 of 1 pages with").wait_for(timeout=60_000)
+
+    page.get_by_role("tab", name="Chat").click()
+    question = page.get_by_test_id("stChatInputTextArea")
+    question.fill("What is on the page?")
+    question.press("Enter")
+    page.get_by_test_id("stChatMessage").filter(has_text="the terms").last.wait_for(timeout=60_000)
+    assert reached(page, recorder, asked) == []
+    answer = page.get_by_test_id("stChatMessage").filter(has_text=f"![x]({recorder.url}/leak)")
+    assert answer.count() == 1  # the answer as text, as the model wrote it
+    page.get_by_role("tab", name="Markdown").click()
+    markdown = page.get_by_role("tabpanel", name="Markdown")
+    markdown.get_by_text(f"See x ({recorder.url}/leak) and the terms ({recorder.url}/link).",
+                         exact=True).wait_for(timeout=30_000)
+    assert markdown.get_by_role("heading", name=f"Offer from {recorder.url}/heading").count() == 1
+    formula = markdown.get_by_test_id("stCode").filter(has_text=f"![f]({recorder.url}/formula)")
+    assert formula.count() == 1  # a formula that would end its $$ block early, as its source
+    assert markdown.locator(".katex").count() == 1  # the other, drawn by KaTeX, which follows no address
+    (ROOT / "test-results").mkdir(exist_ok=True)
+    page.screenshot(path=str(ROOT / "test-results" / "browser-hostile.png"), full_page=True)
+    page.get_by_role("tab", name="Text").click()
+    text = page.get_by_role("tabpanel", name="Text").get_by_test_id("stCode").inner_text()
+    assert f"x ({recorder.url}/leak)" in text
+
+    links = page.locator(f"img[src^='{recorder.url}'], a[href^='{recorder.url}']")
+    assert links.count() == 0, links.first.evaluate("e => e.parentElement.outerHTML")
+    assert page.evaluate("() => window.__pwned") is None
+    assert reached(page, recorder, asked) == []
+
+
+def reached(page, recorder, asked: list[str]) -> list[str]:
+    """Every address of the recorder's that the page asked for, the browser fetched, or the
+    recorder got."""
+    fetched = page.evaluate("() => performance.getEntriesByType('resource').map(e => e.name)")
+    return [*asked, *(name for name in fetched if name.startswith(recorder.url)), *recorder.paths]

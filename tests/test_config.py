@@ -170,3 +170,29 @@ def test_texts_people_read_are_in_russian_and_english_and_plain_strings_still_lo
     data["models"]["tesseract"]["description"] = "Only one language here"
     plain = parse_config(data).models["tesseract"].description
     assert (plain.render("ru"), plain.render("en")) == ("Only one language here", "Only one language here")
+
+
+def cp1251_copy(tmp_path):
+    """The shipped config as an editor set to the Windows Russian code page would save it."""
+    copy = tmp_path / "config.yaml"
+    copy.write_bytes((ROOT / "config.yaml").read_text(encoding="utf-8").encode("cp1251"))
+    return copy
+
+
+def test_a_config_not_in_utf8_names_the_encoding_to_save_it_in(tmp_path):
+    copy = cp1251_copy(tmp_path)
+    with pytest.raises(ConfigError) as err:
+        load_config(copy)
+    text = str(err.value)
+    assert str(copy) in text and "save the file in the UTF-8 encoding" in text
+    assert "\n" not in text
+
+
+def test_cli_stops_on_a_config_not_in_utf8_with_one_sentence(tmp_path):
+    copy = cp1251_copy(tmp_path)
+    done = subprocess.run([sys.executable, "cli.py", "--config", str(copy), "models"], cwd=ROOT,
+                          capture_output=True, text=True)
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    [line] = done.stderr.strip().splitlines()
+    assert line.startswith(f"error: {copy} line ") and line.endswith("save the file in the UTF-8 encoding.")

@@ -137,11 +137,28 @@ def bad_inputs():
         "pdf named png": (pdf_of_images([page]), "a.png", "is named as PNG but holds PDF data"),
         "gif": (encode(page, "GIF"), "a.gif", "holds a GIF image"),
         "docx": (b"PK\x03\x04" + b"\0" * 100, "a.docx", "ZIP archive"),
-        "bomb": (_png_with_size(30000, 30000), "bomb.png", "30000×30000 pixels (900 Mpx), over the 120 Mpx limit"),
+        "bomb": (_png_with_size(30000, 30000), "bomb.png", "'bomb.png' is over the 120 Mpx limit (limits.max_image_pixels)"),
         "encrypted pdf": (encrypted, "locked.pdf", "is password-protected"),
         "broken pdf": (b"%PDF-1.7\n" + b"\x00garbage" * 50, "broken.pdf", "broken PDF"),
         "empty-bodied png header": (b"\x89PNG\r\n\x1a\n", "x.png", "is damaged"),
     }
+
+
+def test_the_intake_keeps_pillows_own_limit_and_refuses_by_its_own(limits):
+    """Pillow's decompression-bomb limit protects every other image the process opens (a
+    history thumbnail, a crop): reading documents must not switch it off."""
+    default = Image.MAX_IMAGE_PIXELS
+    open_document(encode(render_lines(["x"], size=(300, 200)), "PNG"), "small.png", limits).page(0)
+    with pytest.raises(InputError) as err:
+        open_document(_png_with_size(13000, 10000), "big.png", limits)
+    assert str(err.value) == ("'big.png' is 13000×10000 pixels (130 Mpx), over the 120 Mpx limit "
+                              "(limits.max_image_pixels); scale it down and upload it again.")
+    roomy = limits.model_copy(update={"max_image_pixels": 250_000_000})
+    with pytest.raises(InputError) as err:
+        open_document(_png_with_size(14000, 14000), "huge.png", roomy)
+    assert str(err.value) == ("'huge.png' is over 179 Mpx, the most any image is decoded to, whatever "
+                              "limits.max_image_pixels allows; scale it down and upload it again.")
+    assert Image.MAX_IMAGE_PIXELS == default == 89_478_485  # Pillow's own default
 
 
 @pytest.mark.parametrize("case", list(bad_inputs()))

@@ -14,6 +14,7 @@ from managers.eval_report import COLUMNS
 from managers.evaluation import Sample, evaluate, folder_samples
 from managers.history import History
 from managers.runs import Choice
+from managers.runtime import Runtime
 from models.config import load_config
 from models.document import open_document
 from models.errors import NotAvailable
@@ -160,7 +161,7 @@ def test_stub_and_tesseract_scores(folder, config_path):
     samples, errors = folder_samples(folder, config.limits)
     assert errors == [] and [s.name for s in samples] == ["gap.png", "mixed.png", "notes.png", "two.pdf"]
     assert samples[3].truth == ["\n".join(RUSSIAN), "\n".join(ENGLISH[:2])]  # the final form feed ends page 2
-    evaluation = evaluate(config, [Choice("tesseract"), Choice("qwen3_vl_2b", "vllm")], samples)
+    evaluation = evaluate(Runtime(config), [Choice("tesseract"), Choice("qwen3_vl_2b", "vllm")], samples)
     tesseract, remote = evaluation.models
     assert tesseract.choice == Choice("tesseract", "cpu", "text")
     assert remote.choice == Choice("qwen3_vl_2b", "vllm", "text")
@@ -198,7 +199,7 @@ def test_a_document_that_cannot_be_read_counts_every_page_as_failed(folder, conf
         raise NotAvailable("Tesseract 5 was taken away.")
 
     monkeypatch.setattr(runs, "read_document", taken_away)
-    (row,) = evaluate(config, [Choice("tesseract")], [two]).models[0].rows
+    (row,) = evaluate(Runtime(config), [Choice("tesseract")], [two]).models[0].rows
     assert (row.error, row.pages, row.failed) == ("Tesseract 5 was taken away.", 2, 2)
     assert row.score == Score(TWO_CHARS, TWO_CHARS, 35, 35)
 
@@ -212,7 +213,7 @@ def test_cancel_keeps_the_documents_read_in_full(folder, config_path):
         if sample.name == "notes.png":
             cancel.set()
 
-    evaluation = evaluate(config, [Choice("qwen3_vl_2b", "vllm"), Choice("tesseract")], samples,
+    evaluation = evaluate(Runtime(config), [Choice("qwen3_vl_2b", "vllm"), Choice("tesseract")], samples,
                           on_read=on_read, cancel=cancel)
     assert evaluation.cancelled and [m.choice.key for m in evaluation.models] == ["qwen3_vl_2b"]
     assert [row.sample.name for row in evaluation.models[0].rows] == ["gap.png", "mixed.png"]
@@ -235,10 +236,11 @@ def test_one_switch_per_model(tmp_path, tiny_dirs, monkeypatch, limits):
     monkeypatch.setattr(ModelLoader, "load_model", counted)
     page = encode(render_lines(ENGLISH[:1], size=(600, 200)), "PNG")
     samples = [Sample(open_document(page, f"{n}.png", limits), [ENGLISH[0]]) for n in range(3)]
+    runtime = Runtime(config)
     try:
-        evaluation = evaluate(config, [Choice("tiny2", "local"), Choice("tiny3", "local")], samples)
+        evaluation = evaluate(runtime, [Choice("tiny2", "local"), Choice("tiny3", "local")], samples)
     finally:
-        ModelLoader.unload_all_models()
+        runtime.close()
     assert loads == ["tiny2", "tiny3"]  # not once per document
     for model in evaluation.models:
         assert [row.run.result.engine for row in model.rows] == ["transformers"] * 3

@@ -1,4 +1,6 @@
-"""dots.ocr answers → blocks on the original page's pixels, Markdown, repairs."""
+"""dots.ocr answers → boxes on the original page's pixels, repairs, bad cells dropped one by one."""
+
+import math
 
 import pytest
 from PIL import Image
@@ -45,7 +47,8 @@ def test_cells_without_a_valid_box_are_dropped():
 
 
 def test_boxes_are_scaled_back_to_the_original_page():
-    blocks = layout.to_blocks(CELLS, SEEN, PAGE)
+    blocks, warnings = layout.to_blocks(CELLS, SEEN, PAGE)
+    assert warnings == []
     sx, sy = PAGE[0] / SEEN[0], PAGE[1] / SEEN[1]
     assert blocks[1].bbox == (round(140 * sx), round(210 * sy), round(1512 * sx), round(290 * sy))
     assert blocks[-1].bbox[3] == PAGE[1]  # the edge stays on the edge
@@ -54,18 +57,42 @@ def test_boxes_are_scaled_back_to_the_original_page():
 
 
 def test_boxes_outside_the_image_are_clamped_and_unknown_categories_become_text():
-    blocks = layout.to_blocks([{"bbox": [-5, 10, 2000, 3000], "category": "Sticker", "text": "x"}], (100, 100), (200, 200))
-    assert blocks[0].bbox == (0, 20, 200, 200) and blocks[0].category == "Text"
+    blocks, warnings = layout.to_blocks([{"bbox": [-5, 10, 2000, 3000], "category": "Sticker", "text": "x"},
+                                         {"bbox": [150, 150, 180, 190], "category": "Text", "text": "off"}],
+                                        (100, 100), (200, 200))
+    assert [(b.bbox, b.category) for b in blocks] == [((0, 20, 200, 200), "Text")]
+    assert warnings == ["partly parsed: 1 cell outside the page was dropped"]
 
 
-def test_markdown_keeps_tables_as_html_formulas_as_blocks_and_crops_pictures():
-    page = Image.new("RGB", PAGE, "white")
-    blocks = layout.to_blocks(CELLS, SEEN, PAGE)
-    md = layout.to_markdown(blocks, page)
-    assert md.startswith("ООО «Поставка» — Техническое задание\n\n# Техническое задание")
-    assert "<table><thead><tr><th>Item</th>" in md
-    assert "$$\nS = \\sum_{i=1}^{n} p_i q_i\n$$" in md
-    assert "![Picture](data:image/png;base64," in md
-    hidden = layout.to_markdown(blocks, page, hide_header_footer=True)
-    assert "ООО «Поставка»" not in hidden and not hidden.endswith("\n\n1")
-    assert "ООО «Поставка»" not in layout.to_text(blocks, hide_header_footer=True)
+BAD_CELLS = [
+    '{"bbox": [NaN, 0, 10, 10], "category": "Text", "text": "nan"}',
+    '{"bbox": [0, 0, 1e400, 10], "category": "Text", "text": "inf"}',
+    '{"bbox": [0, 0, 5e9, 10], "category": "Text", "text": "absurd"}',
+    '{"bbox": [true, 0, 10, 10], "category": "Text", "text": "bool"}',
+    '{"bbox": ["0", 0, 10, 10], "category": "Text", "text": "string"}',
+    '{"bbox": [0, 0, 10, 10], "category": "Text", "text": ["a", "list"]}',
+    '{"bbox": [0, 0, 10, 10], "category": {"a": 1}, "text": "dict category"}',
+    '[1, 2, 3]',
+    '"just a string"',
+]
+
+
+def test_each_bad_cell_is_dropped_on_its_own_and_the_good_ones_kept():
+    answer = "[" + ", ".join([*BAD_CELLS, '{"bbox": [0, 0, 10, 10], "category": "Text", "text": "ok"}']) + "]"
+    cells, warnings = layout.parse_layout(answer)
+    assert [c["text"] for c in cells] == ["ok"]
+    assert warnings == ["partly parsed: 7 cells without a valid box were dropped",
+                        "partly parsed: 2 cells whose text or category was not text were dropped"]
+
+
+def test_a_deeply_nested_answer_is_not_a_crash():
+    cells, warnings = layout.parse_layout("[" * 100_000)
+    assert cells == [] and "cut off" in warnings[0]
+
+
+def test_a_picture_crop_is_bounded_and_clamped():
+    page = Image.new("RGB", (6000, 6000), "white")
+    picture = layout.crop(page, (-100, -100, 7000, 7000))
+    assert picture.width * picture.height <= layout.MAX_PICTURE_PIXELS and picture.width == picture.height
+    assert layout.crop(page, (10, 10, 10, 50)) is None
+    assert math.isclose(layout.crop(page, (0, 0, 100, 50)).width, 100)

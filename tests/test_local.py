@@ -16,7 +16,7 @@ from managers.arbiter import Arbiter
 from managers.locks import held_by_someone
 from models.config import load_config
 from models.errors import NotAvailable
-from managers.model_loader import ModelLoader
+from managers.runtime import Runtime
 from tests.conftest import ROOT
 from tests.containers import cli, fake_entry, local_entry, running_managed, write_config
 from tests.helpers import ENGLISH, encode, render_lines
@@ -32,13 +32,12 @@ def config(tmp_path, tiny_dirs, monkeypatch):
         "fake_a": fake_entry("fake_a"),
     })
     monkeypatch.setenv("CHATVLMLLM_CONFIG", str(path))
-    yield load_config(path)
-    ModelLoader.unload_all_models()
+    return load_config(path)
 
 
 @pytest.mark.parametrize("key", ["tiny2", "tiny3"])
-def test_load_and_read_a_page(config, key):
-    model = ModelLoader(config).load_model(key)
+def test_load_and_read_a_page(runtime, key):
+    model = runtime.loader.load_model(key)
     assert model.device == "cpu" and model.engine_name == "transformers" and model.load_seconds > 0
     page = model.process_image(render_lines(ENGLISH))
     assert page.error is None, page.error
@@ -47,28 +46,28 @@ def test_load_and_read_a_page(config, key):
     assert isinstance(page.text, str)
 
 
-def test_one_model_at_a_time_and_no_reference_left(config):
-    loader = ModelLoader(config)
+def test_one_model_at_a_time_and_no_reference_left(config, runtime):
+    loader = runtime.loader
     first = weakref.ref(loader.load_model("tiny2").hf_model)
     assert loader.load_model("tiny2").hf_model is first()  # the same model joins
     second = loader.load_model("tiny3")
     gc.collect()
-    assert first() is None and ModelLoader.current() is second
+    assert first() is None and loader.current() is second
     arbiter = Arbiter(config)  # the second model is held like the first: locked and recorded
     assert held_by_someone(arbiter.dir / "local.lock") and arbiter.holder().model == "tiny3"
     held = weakref.ref(second.hf_model)
-    report = ModelLoader.unload_all_models()
-    assert held() is None and ModelLoader.current() is None
+    report = loader.unload_all_models()
+    assert held() is None and loader.current() is None
     assert report.leftover_bytes == 0 and "freed" in str(report)
 
 
-def test_resident_memory_is_stable_over_load_unload_cycles(config):
-    loader = ModelLoader(config)
+def test_resident_memory_is_stable_over_load_unload_cycles(runtime):
+    loader = runtime.loader
     process = psutil.Process()
 
     def cycle():
         loader.load_model("tiny2").process_image(render_lines(ENGLISH[:1], size=(600, 200)))
-        ModelLoader.unload_all_models()
+        loader.unload_all_models()
 
     for _ in range(5):
         cycle()
@@ -81,10 +80,10 @@ def test_resident_memory_is_stable_over_load_unload_cycles(config):
     assert grown < 100 * 2**20, f"resident memory grew by {grown / 2**20:.0f} MB over 20 cycles"
 
 
-def test_out_of_memory_while_reading_unloads_and_says_so(config, monkeypatch):
+def test_out_of_memory_while_reading_unloads_and_says_so(runtime, monkeypatch):
     import torch
 
-    model = ModelLoader(config).load_model("tiny2")
+    model = runtime.loader.load_model("tiny2")
 
     def oom(**kwargs):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
@@ -93,11 +92,11 @@ def test_out_of_memory_while_reading_unloads_and_says_so(config, monkeypatch):
     page = model.process_image(render_lines(ENGLISH[:1], size=(600, 200)))
     assert page.error == ("The GPU ran out of memory reading page 1; Tiny tiny2 was unloaded. "
                           "Lower its max_pixels or pick a smaller model.")
-    assert ModelLoader.current() is None
-    assert ModelLoader(config).load_model("tiny3").process_image(render_lines(["x"], size=(300, 100))).error is None
+    assert runtime.loader.current() is None
+    assert runtime.loader.load_model("tiny3").process_image(render_lines(["x"], size=(300, 100))).error is None
 
 
-def test_out_of_memory_while_loading(config, monkeypatch):
+def test_out_of_memory_while_loading(runtime, monkeypatch):
     import torch
     import transformers
 
@@ -106,8 +105,8 @@ def test_out_of_memory_while_loading(config, monkeypatch):
 
     monkeypatch.setattr(transformers.AutoModelForImageTextToText, "from_pretrained", oom)
     with pytest.raises(NotAvailable, match="Tiny tiny2 did not fit in GPU memory while loading"):
-        ModelLoader(config).load_model("tiny2")
-    assert ModelLoader.current() is None
+        runtime.loader.load_model("tiny2")
+    assert runtime.loader.current() is None
 
 
 def test_missing_weights_and_foreign_model_code(tmp_path, tiny_dirs):
@@ -125,12 +124,13 @@ def test_missing_weights_and_foreign_model_code(tmp_path, tiny_dirs):
         "remote": local_entry("remote", broken, trust_remote_code=True),
         "absent": {**local_entry("absent", tmp_path), "local": {"model_id": "org/not-downloaded"}},
     }))
+    loader = Runtime(config).loader
     with pytest.raises(NotAvailable, match=r"Tiny remote's own model code does not run on Transformers 5\.\S+ "
                                            r"\(.*\); use vLLM mode for this model\."):
-        ModelLoader(config).load_model("remote")
+        loader.load_model("remote")
     with pytest.raises(NotAvailable, match="The weights of org/not-downloaded are not on this machine — "
                                            "download them with: hf download org/not-downloaded"):
-        ModelLoader(config).load_model("absent")
+        loader.load_model("absent")
 
 
 def test_cli_reads_in_local_mode(config, tmp_path):
@@ -144,49 +144,48 @@ def test_cli_reads_in_local_mode(config, tmp_path):
 HOLDER = """
 import sys, time
 sys.path.insert(0, {root!r})
-from managers.arbiter import Arbiter
+from managers.runtime import Runtime
 from models.config import load_config
-from managers.model_loader import ModelLoader
-config = load_config()
-ModelLoader(config, Arbiter(config)).load_model("tiny2")
+Runtime(load_config()).loader.load_model("tiny2")
 print("loaded", flush=True)
 time.sleep(120)
 """
 
 
-def test_another_process_holding_a_local_model_is_named(config):
+def test_another_process_holding_a_local_model_is_named(config, runtime):
     holder = subprocess.Popen([sys.executable, "-c", HOLDER.format(root=str(ROOT))], stdout=subprocess.PIPE,
                               text=True, env=os.environ.copy())
     try:
         assert holder.stdout.readline().strip() == "loaded"
-        arbiter = Arbiter(config)
         expected = f"Process {holder.pid} holds the GPU with Tiny tiny2 in local mode; unload it there"
         with pytest.raises(NotAvailable, match=expected):
-            ModelLoader(config, arbiter).load_model("tiny3")
+            runtime.loader.load_model("tiny3")
         with pytest.raises(NotAvailable, match=expected):
-            arbiter.switch("fake_a")
+            runtime.arbiter.switch("fake_a")
     finally:
         holder.kill()
         holder.wait()
-    assert ModelLoader(config, Arbiter(config)).load_model("tiny3").key == "tiny3"  # a dead holder frees it
+    assert runtime.loader.load_model("tiny3").key == "tiny3"  # a dead holder frees it
 
 
 @pytest.mark.docker
-def test_local_load_stops_the_vllm_container_and_vllm_unloads_local(config, clean_docker):
-    arbiter = Arbiter(config)
+def test_local_load_stops_the_vllm_container_and_vllm_unloads_local(runtime, clean_docker):
+    arbiter = runtime.arbiter
     arbiter.switch("fake_a")
     assert running_managed(clean_docker) == ["chatvlmllm-test-fake_a"]
-    ModelLoader(config, arbiter).load_model("tiny2")
+    runtime.loader.load_model("tiny2")
     assert running_managed(clean_docker) == []
     assert (arbiter.holder().mode, arbiter.holder().model) == ("local", "tiny2")
     arbiter.switch("fake_a")
-    assert ModelLoader.current() is None
+    assert runtime.loader.current() is None
     assert (arbiter.holder().mode, arbiter.holder().model) == ("vllm", "fake_a")
 
 
 def test_sidebar_loads_and_unloads(config):
     import streamlit as st
     from streamlit.testing.v1 import AppTest
+
+    from views.cached import process_runtime
 
     st.cache_resource.clear()
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120).run()
@@ -203,24 +202,23 @@ def test_sidebar_loads_and_unloads(config):
     at.sidebar.button(key="local_unload").click().run()
     assert "**Active model:** none" in [m.value for m in at.sidebar.markdown]
     assert any(c.value.startswith("Unloaded: freed") for c in at.sidebar.caption)
-    assert ModelLoader.current() is None
+    assert process_runtime(config).loader.current() is None  # the app's one runtime
+    st.cache_resource.clear()
 
 
 def test_idle_unload_frees_the_local_model(tmp_path, tiny_dirs, monkeypatch):
     from managers import runs
-    from managers.idle import IdleWatcher
 
     path = write_config(tmp_path / "idle.yaml", {"tiny2": local_entry("tiny2", tiny_dirs["qwen2_vl"])},
                         idle_unload_s=1)
     monkeypatch.setenv("CHATVLMLLM_CONFIG", str(path))
-    config = load_config(path)
-    runs.load(config, "tiny2").wait()
-    watcher = IdleWatcher(config)
-    watcher.start()
+    runtime = Runtime(load_config(path))
+    runs.load(runtime, "tiny2").wait()
+    runtime.watch_idle()
     try:
         deadline = time.monotonic() + 60
-        while ModelLoader.current() is not None or Arbiter(config).holder() is not None:
+        while runtime.loader.current() is not None or runtime.arbiter.holder() is not None:
             assert time.monotonic() < deadline, "the idle model was never unloaded"
             time.sleep(0.1)
     finally:
-        watcher.stopped.set()
+        runtime.close()

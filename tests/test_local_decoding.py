@@ -14,11 +14,11 @@ import pytest
 from PIL import Image
 
 from managers.engines import local
-from managers.model_loader import ModelLoader
 from models.answers import fit_to_model
 from managers.start_times import StartTimes
 from models.config import load_config, lock_dir
 from models.document import Page
+from models.errors import Cancelled
 from tests.containers import local_entry, write_config
 from tests.helpers import ENGLISH, render_lines
 
@@ -43,13 +43,13 @@ def config(tmp_path, tiny_dirs, monkeypatch):
         "plain2": entry("plain2", batch_pages=1),
         "batch2": entry("batch2", batch_pages=3),
         "batch3": entry("batch3", "qwen3_vl", batch_pages=3),
+        "batch4": entry("batch4", batch_pages=4),
         "compiled2": entry("compiled2", batch_pages=3, compile=True),
         "cpu2": entry("cpu2"),
         "long2": {**entry("long2", batch_pages=1), "requests": {"max_tokens": 48}},
     })
     monkeypatch.setenv("CHATVLMLLM_CONFIG", str(path))
-    yield load_config(path)
-    ModelLoader.unload_all_models()
+    return load_config(path)
 
 
 def diverse(model) -> None:
@@ -62,8 +62,8 @@ def diverse(model) -> None:
                 weights.normal_(0, 0.3)
 
 
-def load(config, key):
-    model = ModelLoader(config).load_model(key)
+def load(runtime, key):
+    model = runtime.loader.load_model(key)
     diverse(model)
     return model
 
@@ -75,8 +75,8 @@ def tokens_alone(model, images) -> list[list[int]]:
 
 
 @pytest.mark.parametrize("key", ["batch2", "batch3"])
-def test_a_batch_gives_the_same_tokens_as_the_pages_one_by_one(config, key):
-    model = load(config, key)
+def test_a_batch_gives_the_same_tokens_as_the_pages_one_by_one(runtime, key):
+    model = load(runtime, key)
     _, task = model.task(None)
     alone = tokens_alone(model, PAGES[:3])
     assert len({tuple(t) for t in alone}) == 3  # the pages' answers differ: rows cannot be swapped unseen
@@ -85,8 +85,8 @@ def test_a_batch_gives_the_same_tokens_as_the_pages_one_by_one(config, key):
     assert [answer.tokens for answer in together] == alone
 
 
-def test_a_document_is_read_in_batches_in_page_order(config, monkeypatch):
-    model = load(config, "batch2")
+def test_a_document_is_read_in_batches_in_page_order(runtime, monkeypatch):
+    model = load(runtime, "batch2")
     alone = [model.process_image(image).text for image in PAGES]
     assert len(set(alone)) == len(PAGES)
     sizes = []
@@ -102,8 +102,8 @@ def test_a_document_is_read_in_batches_in_page_order(config, monkeypatch):
     assert all(page.error is None and page.seconds > 0 for page in result.pages)
 
 
-def test_a_page_that_breaks_its_batch_is_read_again_alone(config, monkeypatch):
-    model = load(config, "batch2")
+def test_a_page_that_breaks_its_batch_is_read_again_alone(runtime, monkeypatch):
+    model = load(runtime, "batch2")
     alone = [model.process_image(image).text for image in PAGES[:3]]
     calls = []
     real = local.LocalModel._generate
@@ -124,10 +124,10 @@ def test_a_page_that_breaks_its_batch_is_read_again_alone(config, monkeypatch):
     assert [page.warnings[:1] for page in result.pages] == [["turned 0"], [], ["turned 2"]]  # kept alone too
 
 
-def test_out_of_memory_in_a_batch_reads_the_pages_one_by_one_and_keeps_the_model(config, monkeypatch):
+def test_out_of_memory_in_a_batch_reads_the_pages_one_by_one_and_keeps_the_model(runtime, monkeypatch):
     import torch
 
-    model = load(config, "batch2")
+    model = load(runtime, "batch2")
     calls = []
     real = local.LocalModel._generate
 
@@ -141,11 +141,39 @@ def test_out_of_memory_in_a_batch_reads_the_pages_one_by_one_and_keeps_the_model
     result = model.view().ocr([Page(n, image) for n, image in enumerate(PAGES[:3])])
     assert calls == [3, 1, 1, 1]
     assert [page.error for page in result.pages] == [None, None, None]
-    assert ModelLoader.current() is model  # only out of memory at one page unloads
+    assert runtime.loader.current() is model  # only out of memory at one page unloads
 
 
-def test_cpu_defaults_read_one_page_at_a_time_uncompiled(config):
-    model = ModelLoader(config).load_model("cpu2")
+def test_out_of_memory_in_a_batch_halves_the_batches_until_the_model_is_loaded_again(runtime, monkeypatch):
+    import torch
+
+    model = load(runtime, "batch4")
+    calls = []
+    real = local.LocalModel._generate
+
+    def generate(self, images, messages, *args, **kwargs):  # this GPU holds two pages at once
+        calls.append(len(images))
+        if len(images) > 2:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 3.00 GiB")
+        return real(self, images, messages, *args, **kwargs)
+
+    monkeypatch.setattr(local.LocalModel, "_generate", generate)
+    pages = [Page(n, image) for n, image in enumerate(PAGES + PAGES[:3])]
+    view = model.view()
+    view.concurrency = 1  # one batch at a time: the order of the calls is the test
+    result = view.ocr(pages)
+    assert calls == [4, 1, 1, 1, 1, 2, 2]  # the failed batch alone, then batches of half its size
+    assert [page.error for page in result.pages] == [None] * 8
+    calls.clear()
+    assert [page.error for page in model.view().ocr(pages[:4]).pages] == [None] * 4
+    assert calls == [2, 2] and model.batch_size == 2  # another document of this load: still lower
+    runtime.loader.unload_all_models()
+    again = runtime.loader.load_model("batch4")
+    assert again.batch_size == 4  # loaded again: the full size is tried again
+
+
+def test_cpu_defaults_read_one_page_at_a_time_uncompiled(runtime):
+    model = runtime.loader.load_model("cpu2")
     assert (model.batch_size, model.compiled, model.notes) == (1, False, [])
     assert model.hf_model.generation_config.cache_implementation is None
 
@@ -177,10 +205,10 @@ class CountingBackend:
         return run
 
 
-def test_compiled_decoding_keeps_its_shapes_and_its_answers(config, monkeypatch):
+def test_compiled_decoding_keeps_its_shapes_and_its_answers(runtime, monkeypatch):
     backend = CountingBackend()
     monkeypatch.setattr(local, "COMPILE_BACKEND", backend)
-    model = ModelLoader(config).load_model("compiled2")
+    model = runtime.loader.load_model("compiled2")
     assert model.compiled and model.batch_size == 3
     assert model.hf_model.generation_config.cache_implementation == "static"
     assert backend.compiled == 2 and backend.calls > 0  # one graph for one page, one for a batch: warmed up
@@ -200,28 +228,49 @@ def test_compiled_decoding_keeps_its_shapes_and_its_answers(config, monkeypatch)
     assert [page.text for page in result.pages] == plain and len(set(plain)) == 4
     held = weakref.ref(model.hf_model)
     del model, result
-    ModelLoader.unload_all_models()
+    runtime.loader.unload_all_models()
     assert held() is None  # compiled code let go of the weights
-    again = ModelLoader(config).load_model("compiled2")  # loaded again in this process: compiled again
+    again = runtime.loader.load_model("compiled2")  # loaded again in this process: compiled again
     assert again.compiled and again.notes == [] and backend.compiled == 4
     assert again.view().ocr([Page(0, PAGES[0])]).pages[0].error is None
 
 
-def test_the_warm_up_says_how_long_it_usually_takes_and_caches_in_the_data_dir(config, monkeypatch, tmp_path):
+def test_the_warm_up_says_how_long_it_usually_takes_and_caches_in_the_data_dir(config, runtime, monkeypatch, tmp_path):
     monkeypatch.setattr(local, "COMPILE_BACKEND", CountingBackend())
     monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
     said = []
-    ModelLoader(config).load_model("compiled2", on_progress=said.append)
+    runtime.loader.load_model("compiled2", on_progress=said.append)
     assert "compiling for faster reading… the first time takes a minute or two" in said
     assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "data" / "compile-cache")
-    ModelLoader.unload_all_models()
+    runtime.loader.unload_all_models()
     said.clear()
     first = StartTimes(lock_dir(config)).estimate("compile:compiled2:cpu")  # the first warm-up, timed
-    ModelLoader(config).load_model("compiled2", on_progress=said.append)
+    runtime.loader.load_model("compiled2", on_progress=said.append)
     assert [m for m in said if m.startswith("compiling")] == [f"compiling for faster reading… usually {first:.0f} s"]
 
 
-def test_a_compile_that_fails_leaves_plain_decoding_and_one_warning(config, monkeypatch):
+def test_cancel_while_compiling_stops_the_load_and_frees_the_model(runtime, monkeypatch):
+    cancel = threading.Event()
+    held = []
+
+    class CancelledWhileCompiling(CountingBackend):
+        def __call__(self, graph, example_inputs):
+            held.append(weakref.ref(runtime.loader.current().hf_model))
+            cancel.set()  # the user presses Cancel while the first shape compiles
+            return super().__call__(graph, example_inputs)
+
+    backend = CancelledWhileCompiling()
+    monkeypatch.setattr(local, "COMPILE_BACKEND", backend)
+    with pytest.raises(Cancelled) as stopped:
+        runtime.loader.load_model("compiled2", cancel=cancel)
+    assert str(stopped.value) == "Loading Tiny compiled2 was cancelled; it was unloaded."
+    assert backend.compiled == 1  # the batch's shape was never compiled
+    assert runtime.loader.current() is None
+    assert held and held[0]() is None  # the weights are gone with the compiled code
+    assert StartTimes(lock_dir(runtime.config)).estimate("compile:compiled2:cpu") is None  # a cut warm-up is no timing
+
+
+def test_a_compile_that_fails_leaves_plain_decoding_and_one_warning(runtime, monkeypatch):
     attempts = []
 
     def broken(graph, example_inputs):
@@ -229,7 +278,7 @@ def test_a_compile_that_fails_leaves_plain_decoding_and_one_warning(config, monk
         raise RuntimeError("no C++ compiler")
 
     monkeypatch.setattr(local, "COMPILE_BACKEND", broken)
-    model = ModelLoader(config).load_model("compiled2")
+    model = runtime.loader.load_model("compiled2")
     assert attempts  # a compile was attempted...
     assert not model.compiled and model.hf_model.generation_config.cache_implementation is None
     note = ("Compiled decoding failed for Tiny compiled2 (BackendCompilerFailed); pages are read without it, "
@@ -241,8 +290,8 @@ def test_a_compile_that_fails_leaves_plain_decoding_and_one_warning(config, monk
         assert sum(page.warnings.count(note) for page in result.pages) == 1
 
 
-def test_a_streamed_page_ends_as_the_same_text(config):
-    model = load(config, "long2")
+def test_a_streamed_page_ends_as_the_same_text(runtime):
+    model = load(runtime, "long2")
     expected = model.process_image(PAGES[0])
     seen = []
     result = model.view().ocr([Page(0, PAGES[0])], on_text=lambda index, text: seen.append((index, text)))
@@ -251,16 +300,16 @@ def test_a_streamed_page_ends_as_the_same_text(config):
     assert seen[-1][1] == expected.text == result.pages[0].text
 
 
-def test_a_chat_answer_streams(config):
-    model = load(config, "long2")
+def test_a_chat_answer_streams(runtime):
+    model = load(runtime, "long2")
     whole = model.view().chat(PAGES[0], [], "What is the total?")
     seen = []
     assert model.view().chat(PAGES[0], [], "What is the total?", on_text=seen.append) == whole
     assert len(seen) >= 3 and seen[-1] == whole
 
 
-def test_cancel_stops_a_stream(config, monkeypatch):
-    model = load(config, "long2")
+def test_cancel_stops_a_stream(runtime, monkeypatch):
+    model = load(runtime, "long2")
     lengths = []
     real = model.hf_model.generate
 
@@ -284,9 +333,9 @@ def test_cancel_stops_a_stream(config, monkeypatch):
     assert lengths[1] < 48
 
 
-def test_a_chat_whose_reader_is_gone_stops_generating(config, monkeypatch):
+def test_a_chat_whose_reader_is_gone_stops_generating(runtime, monkeypatch):
     """A Streamlit rerun raises inside on_text: the answer nobody reads is not generated on."""
-    model = load(config, "long2")
+    model = load(runtime, "long2")
     lengths = []
     real = model.hf_model.generate
     monkeypatch.setattr(model.hf_model, "generate", lambda **kwargs: (
@@ -301,10 +350,10 @@ def test_a_chat_whose_reader_is_gone_stops_generating(config, monkeypatch):
     assert lengths[0] < 48
 
 
-def test_out_of_memory_on_one_page_gives_the_pages_in_flight_one_sentence(config, monkeypatch):
+def test_out_of_memory_on_one_page_gives_the_pages_in_flight_one_sentence(runtime, monkeypatch):
     import torch
 
-    model = load(config, "plain2")
+    model = load(runtime, "plain2")
     real = model.hf_model.generate
     calls = []
 
@@ -321,4 +370,4 @@ def test_out_of_memory_on_one_page_gives_the_pages_in_flight_one_sentence(config
     assert len(ran_out) == 1 and "Tiny plain2 was unloaded" in ran_out[0]  # two pages are in flight at once:
     for error in errors:  # the others were read, or told the model went — never a traceback's words
         assert error in (ran_out[0], None, "Tiny plain2 was unloaded before this page was read; load it again.")
-    assert ModelLoader.current() is None
+    assert runtime.loader.current() is None

@@ -7,14 +7,16 @@ import subprocess
 import sys
 import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import psutil
 import pytest
 
 from managers.arbiter import Arbiter
 from managers.container_manager import SingleContainerManager
 from managers.containers import LABEL_MANAGED, LABEL_MODEL, State
 from models.config import load_config
-from models.errors import NotAvailable, Superseded, SwitchError
+from models.errors import Cancelled, NotAvailable, Superseded, SwitchError
 from tests.conftest import ROOT
 from tests.containers import RUNTIME_IMAGE, Sampler, cli, fake_entry, running_managed, write_config
 
@@ -332,3 +334,67 @@ def test_a_missing_image_is_pulled_as_its_own_stage(tmp_path, clean_docker):
                                            r"\(switching.min_free_disk_gb\)"):
         full.switch("fake_a")
     assert running_managed(clean_docker) == []
+
+
+class StalledRegistry(ThreadingHTTPServer):
+    """A registry on loopback that says hello on /v2/ and then never sends a manifest;
+    ``asked`` is set when the engine asks for one."""
+
+    daemon_threads = True
+
+    def __init__(self):
+        super().__init__(("127.0.0.1", 0), StallingHandler)
+        self.asked = threading.Event()
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+
+class StallingHandler(BaseHTTPRequestHandler):
+    def do_GET(self):
+        if self.path == "/v2/":
+            self.send_response(200)
+            self.send_header("Docker-Distribution-API-Version", "registry/2.0")
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"{}")
+            return
+        self.server.asked.set()
+        while self.connection.recv(1024):  # no answer: wait for the engine to hang up
+            pass
+
+    do_HEAD = do_GET
+
+    def log_message(self, *args):
+        pass
+
+
+def test_cancel_stops_a_stalled_image_pull(tmp_path, docker_client):
+    registry = StalledRegistry()
+    image = f"127.0.0.1:{registry.server_address[1]}/chatvlmllm-test/stalled:0"
+    entry = fake_entry("stalled_pull")
+    entry["vllm"]["image"] = image
+    manager = SingleContainerManager(load_config(write_config(tmp_path / "c.yaml", {"stalled_pull": entry},
+                                                              min_free_disk_gb=0)))
+    cancel, events, ended = threading.Event(), [], []
+
+    def switch():
+        try:
+            manager.switch("stalled_pull", events.append, cancel)
+        except Exception as exc:
+            ended.append(exc)
+
+    switching = threading.Thread(target=switch, daemon=True)
+    switching.start()
+    try:
+        assert registry.asked.wait(60)  # the pull is under way and stalled
+        cancel.set()
+        switching.join(60)  # a guard, not a timing: without the cancel it never ends
+        assert not switching.is_alive()
+        [error] = ended
+        assert isinstance(error, Cancelled)
+        assert str(error) == f"The pull of {image} was cancelled; what was downloaded is kept."
+        assert [e.stage for e in events][-1] == "pulling"
+        assert not [p for p in psutil.Process().children() if "managers.pulling" in p.cmdline()]
+        assert docker_client.containers.list(all=True, filters={"name": "chatvlmllm-test-stalled_pull"}) == []
+    finally:
+        registry.shutdown()
+        registry.server_close()

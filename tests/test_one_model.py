@@ -1,7 +1,7 @@
 """One model on the GPU, on a real Docker engine and real processes: under chaos (random
 switches, reads, local loads and stops from six processes, random SIGKILLs), after a crash
 whose pid a live process then owns, and at the exact moments the old arbiter got wrong —
-each reached with a hook or an event, not a sleep."""
+each reached with a subclass that holds a step or an event, not a sleep."""
 
 import os
 import random
@@ -15,10 +15,11 @@ import pytest
 
 from managers import runs
 from managers.arbiter import Arbiter
+from managers.container_manager import SingleContainerManager
 from managers.containers import State
 from managers.locks import read_record
 from managers.model_loader import ModelLoader
-from managers.operations import OPERATIONS
+from managers.runtime import Runtime
 from models.config import load_config
 from models.errors import Cancelled, NotAvailable, SwitchError
 from tests.conftest import ROOT
@@ -38,9 +39,29 @@ def setup(tmp_path, clean_docker, tiny_dirs, monkeypatch):
                "dual": dual}
     path = write_config(tmp_path / "c.yaml", entries)
     monkeypatch.setenv("CHATVLMLLM_CONFIG", str(path))
-    yield load_config(path)
-    Arbiter.hooks = {}
-    ModelLoader.unload_all_models()
+    return load_config(path)
+
+
+@pytest.fixture
+def runtime(setup):
+    made = Runtime(setup)
+    yield made
+    made.close()
+
+
+class HeldManager(SingleContainerManager):
+    """The real manager, whose start of ``key`` waits at ``release`` once ``reached`` is set:
+    a switch held just before its server starts, past every check before it."""
+
+    def __init__(self, config, key: str):
+        super().__init__(config)
+        self.key, self.reached, self.release = key, threading.Event(), threading.Event()
+
+    def switch(self, key, on_event=None, cancel=None):
+        if key == self.key:
+            self.reached.set()
+            self.release.wait(60)
+        return super().switch(key, on_event, cancel)
 
 
 def with_switching(tmp_path, config, **switching):
@@ -152,9 +173,9 @@ def test_a_dead_readers_lease_does_not_block_when_its_pid_is_reused(setup, tmp_p
 HOLDER = """
 import sys, time
 sys.path.insert(0, {root!r})
-from managers.model_loader import ModelLoader
+from managers.runtime import Runtime
 from models.config import load_config
-ModelLoader(load_config()).load_model("tiny2")
+Runtime(load_config()).loader.load_model("tiny2")
 print("loaded", flush=True)
 time.sleep(300)
 """
@@ -185,19 +206,18 @@ def test_a_refused_switch_leaves_the_local_model_recorded(setup, clean_docker):
 
 def test_a_reader_never_starts_on_a_model_about_to_stop(setup, clean_docker):
     """Why 2: the lease is taken with the check that the model is the active one."""
-    arbiter = Arbiter(setup)
+    manager = HeldManager(setup, "fake_b")
+    arbiter = Arbiter(setup, manager)
     arbiter.switch("fake_a")
-    reached, release = threading.Event(), threading.Event()
-    Arbiter.hooks = {"before_start": lambda: (reached.set(), release.wait(60))}
     switching = threading.Thread(target=lambda: arbiter.switch("fake_b"))
     switching.start()
     try:
-        assert reached.wait(60)
+        assert manager.reached.wait(60)
         with pytest.raises(SwitchError, match="^A switch to Fake fake_b is under way; read the document when"):
             with arbiter.lease("vllm", "fake_a", 1):
                 pass
     finally:
-        release.set()
+        manager.release.set()
         switching.join(60)
     with pytest.raises(SwitchError, match="^Fake fake_a is not the active model"):
         with arbiter.lease("vllm", "fake_a", 1):
@@ -207,16 +227,16 @@ def test_a_reader_never_starts_on_a_model_about_to_stop(setup, clean_docker):
 
 
 @pytest.mark.local
-def test_leases_are_per_mode_and_local_reads_hold_one(setup, clean_docker):
+def test_leases_are_per_mode_and_local_reads_hold_one(setup, runtime, clean_docker):
     """Why 3: loading "dual" locally waits for the pages its vLLM server is reading; an
     Unload waits for the pages read with the local model."""
-    arbiter = Arbiter(setup)
+    arbiter = runtime.arbiter
     arbiter.switch("dual")
     waiting = threading.Event()
     done = {}
     with arbiter.lease("vllm", "dual", 2) as lease:
         def load():
-            done["model"] = ModelLoader(setup, arbiter).load_model(
+            done["model"] = runtime.loader.load_model(
                 "dual", on_progress=lambda m: waiting.set() if m == "waiting for 2 pages in progress" else None)
 
         loading = threading.Thread(target=load)
@@ -234,7 +254,7 @@ def test_leases_are_per_mode_and_local_reads_hold_one(setup, clean_docker):
     def on_page(done_pages, total, page):
         leased.extend(r for r in arbiter.leases.live() if r.get("mode") == "local")
 
-    run = runs.read_document(setup, runs.Choice("dual", "local"), [Page(0, render_lines(ENGLISH[:1], size=(300, 100)))],
+    run = runs.read_document(runtime, runs.Choice("dual", "local"), [Page(0, render_lines(ENGLISH[:1], size=(300, 100)))],
                              on_page=on_page)
     assert run.result.pages[0].error is None
     assert leased and leased[0]["model"] == "dual"  # the read held a lease while it ran
@@ -245,21 +265,29 @@ def test_leases_are_per_mode_and_local_reads_hold_one(setup, clean_docker):
             lambda e: unloading_waits.set() if e.stage == "waiting" else None))
         unloading.start()
         assert unloading_waits.wait(60)
-        assert ModelLoader.current() is not None  # not unloaded under the page being read
+        assert runtime.loader.current() is not None  # not unloaded under the page being read
     unloading.join(60)
-    assert ModelLoader.current() is None
+    assert runtime.loader.current() is None
 
 
 @pytest.mark.local
-def test_a_switch_during_a_local_load_waits_and_unloads_it(setup, clean_docker):
+def test_a_switch_during_a_local_load_waits_and_unloads_it(setup, runtime, clean_docker):
     """Why 4: session B's vLLM switch while session A's local load is under way."""
-    arbiter = Arbiter(setup)
-    sampler = Sampler(clean_docker, lock_dir=arbiter.dir)
     reached, release, b_waits = threading.Event(), threading.Event(), threading.Event()
-    Arbiter.hooks = {"before_load": lambda: (reached.set(), release.wait(60))}
+
+    class HeldLoader(ModelLoader):
+        """The real loader, whose load waits once the arbiter has claimed the GPU for it."""
+
+        def _load_claimed(self, *args):
+            reached.set()
+            release.wait(60)
+            return super()._load_claimed(*args)
+
+    runtime.loader = HeldLoader(setup, runtime.arbiter, runtime.gpu_thread)  # the arbiter unloads it
+    sampler = Sampler(clean_docker, lock_dir=runtime.arbiter.dir)
     sampler.start()
-    a = threading.Thread(target=lambda: ModelLoader(setup, Arbiter(setup)).load_model("tiny2"))
-    b = threading.Thread(target=lambda: Arbiter(setup).switch(
+    a = threading.Thread(target=lambda: runtime.loader.load_model("tiny2"))
+    b = threading.Thread(target=lambda: runtime.arbiter.switch(
         "fake_a", lambda e: b_waits.set() if e.stage == "waiting" else None))
     try:
         a.start()
@@ -268,12 +296,11 @@ def test_a_switch_during_a_local_load_waits_and_unloads_it(setup, clean_docker):
         assert b_waits.wait(60)
         assert running_managed(clean_docker) == []  # B starts nothing while A loads
     finally:
-        Arbiter.hooks = {}
         release.set()
         a.join(120)
         b.join(120)
         sampler.stop()
-    assert ModelLoader.current() is None  # B unloaded A's model before starting its own
+    assert runtime.loader.current() is None  # B unloaded A's model before starting its own
     assert running_managed(clean_docker) == ["chatvlmllm-test-fake_a"]
     assert sampler.most <= 1, sampler.seen
 
@@ -281,8 +308,7 @@ def test_a_switch_during_a_local_load_waits_and_unloads_it(setup, clean_docker):
 def test_a_switch_is_cancelled_by_its_own_button(tmp_path, clean_docker, monkeypatch):
     slow = write_config(tmp_path / "c.yaml", {"fake_a": fake_entry("fake_a", delay=60)})
     monkeypatch.setenv("CHATVLMLLM_CONFIG", str(slow))
-    config = load_config(slow)
-    op = runs.switch(config, "fake_a")
+    op = runs.switch(Runtime(load_config(slow)), "fake_a")
     until(lambda: any(e.stage == "starting" and e.log_line for e in op.events))
     assert running_managed(clean_docker) == ["chatvlmllm-test-fake_a"] and op.running
     op.cancel.set()
@@ -292,36 +318,41 @@ def test_a_switch_is_cancelled_by_its_own_button(tmp_path, clean_docker, monkeyp
 
 
 def test_idle_unload_stops_what_this_process_started_and_only_that(tmp_path, clean_docker, monkeypatch):
-    from managers.idle import IdleWatcher, idle_deadline
+    from managers.idle import idle_deadline
     from tests.containers import cli
 
     path = write_config(tmp_path / "c.yaml", {"fake_a": fake_entry("fake_a"), "fake_b": fake_entry("fake_b")},
                         idle_unload_s=1)
     monkeypatch.setenv("CHATVLMLLM_CONFIG", str(path))
-    config = load_config(path)
+    runtime = Runtime(load_config(path))
     assert cli("switch", "fake_b").returncode == 0  # started by another process
-    OPERATIONS.joined.clear()
-    watcher = IdleWatcher(config)
-    watcher.start()
+    runtime.watch_idle()
     try:
-        assert idle_deadline(config) is None  # not this process's to unload
+        assert idle_deadline(runtime) is None  # not this process's to unload
         time.sleep(3)  # three idle periods: the CLI's server must survive them
         assert running_managed(clean_docker) == ["chatvlmllm-test-fake_b"]
-        runs.switch(config, "fake_a").wait()
-        assert idle_deadline(config) is not None
-        until(lambda: not running_managed(clean_docker))
-        assert Arbiter(config).holder() is None
+        runs.switch(runtime, "fake_a").wait()
+        assert idle_deadline(runtime) is not None
+        # the record of what holds the GPU is cleared once the container is gone: wait for both
+        until(lambda: not running_managed(clean_docker) and runtime.arbiter.holder() is None)
     finally:
-        watcher.stopped.set()
+        runtime.close()
 
 
 DIES_MID_SWITCH = """
 import sys, time
 sys.path.insert(0, {root!r})
 from managers.arbiter import Arbiter
+from managers.container_manager import SingleContainerManager
 from models.config import load_config
-Arbiter.hooks = {{"before_start": lambda: (print("stopping now", flush=True), time.sleep(300))}}
-Arbiter(load_config()).switch("fake_b")
+
+class Dying(SingleContainerManager):
+    def switch(self, *args, **kwargs):
+        print("stopping now", flush=True)
+        time.sleep(300)
+
+config = load_config()
+Arbiter(config, Dying(config)).switch("fake_b")
 """
 
 

@@ -18,6 +18,7 @@ from PIL import Image
 from managers import runs
 from managers.engines.openai import OpenAIEngine
 from managers.runs import make_engine
+from managers.runtime import Runtime
 from models import layout
 from models.config import load_config
 from models.document import Page, open_document
@@ -49,7 +50,7 @@ def stub():
 
 @pytest.fixture
 def engine(tmp_path, stub):
-    return make_engine(stub_config(tmp_path, stub.url), "dots_ocr", "vllm")
+    return make_engine(Runtime(stub_config(tmp_path, stub.url)), "dots_ocr", "vllm")
 
 
 def test_remote_entry_needs_no_container(engine, tmp_path, stub):
@@ -75,7 +76,7 @@ def test_layout_boxes_land_on_the_lines_of_a_resized_page(engine, stub):
 def test_pages_come_back_in_order_while_several_are_in_flight(tmp_path, stub, limits):
     # Page k has k + 1 lines; pages with an even count are slow, so answers finish out of order.
     stub.delay = lambda image: 0.6 if len(ink_lines(image)) % 2 == 0 else 0.05
-    engine = make_engine(stub_config(tmp_path, stub.url, concurrency=3), "dots_ocr", "vllm")
+    engine = make_engine(Runtime(stub_config(tmp_path, stub.url, concurrency=3)), "dots_ocr", "vllm")
     pages = [render_lines(ENGLISH[:1] * (k + 1)) for k in range(7)]
     doc = open_document(pdf_of_images(pages), "seven.pdf", limits)
     progress = []
@@ -98,7 +99,7 @@ def test_a_failed_page_keeps_its_error_and_the_others(engine):
 
 def test_cancel_stops_the_pages_not_yet_sent(tmp_path, stub):
     stub.delay = 0.3
-    engine = make_engine(stub_config(tmp_path, stub.url, concurrency=2), "dots_ocr", "vllm")
+    engine = make_engine(Runtime(stub_config(tmp_path, stub.url, concurrency=2)), "dots_ocr", "vllm")
     cancel = threading.Event()
     pages = [Page(i, render_lines(ENGLISH[:1], size=(600, 200))) for i in range(8)]
     result = engine.ocr(pages, "layout_all", on_page=lambda *a: cancel.set(), cancel=cancel)
@@ -113,14 +114,14 @@ def test_cancel_stops_the_pages_not_yet_sent(tmp_path, stub):
 
 def test_request_timeout_is_one_sentence(tmp_path, stub):
     stub.delay = 2.0
-    engine = make_engine(stub_config(tmp_path, stub.url, timeout_s=0.3), "dots_ocr", "vllm")
+    engine = make_engine(Runtime(stub_config(tmp_path, stub.url, timeout_s=0.3)), "dots_ocr", "vllm")
     page = engine.process_image(render_lines(ENGLISH[:1], size=(600, 200)), "layout_all")
     assert page.error == "The model server did not answer page 1 within 0.3 s (requests.timeout_s)."
 
 
 def test_unreachable_endpoint(tmp_path):
     url = f"http://127.0.0.1:{free_port()}"
-    engine = make_engine(stub_config(tmp_path, url), "dots_ocr", "vllm")
+    engine = make_engine(Runtime(stub_config(tmp_path, url)), "dots_ocr", "vllm")
     page = engine.process_image(render_lines(ENGLISH[:1], size=(600, 200)), "ocr")
     assert page.error == f"Cannot reach the model server at {url} for page 1; is it running?"
 
@@ -136,7 +137,9 @@ def test_an_answer_without_json_is_kept_as_text(engine, stub):
 def test_text_tasks_give_one_block_over_the_page(engine, stub):
     stub.answer = lambda image: "# Heading\nbody"
     page = engine.process_image(render_lines(ENGLISH[:1], size=(600, 200)), "ocr")
-    assert page.markdown == "# Heading\nbody" and page.text == "# Heading\nbody"
+    # parsed once into typed blocks; the Markdown and the text are rendered from them
+    assert [e.type for e in page.elements] == ["heading", "paragraph"]
+    assert page.markdown == "# Heading\n\nbody" and page.text == "Heading\n\nbody"
     assert [(b.bbox, b.category) for b in page.blocks] == [((0, 0, 600, 200), "Text")]
 
 
@@ -195,12 +198,12 @@ def test_app_reads_through_a_remote_endpoint_and_chats(tmp_path, stub, monkeypat
     next(b for b in at.button if b.label == "Run").click().run()
     assert not at.exception and not at.error
     assert at.success[0].value.startswith("Read 1 of 1 pages with remote")
-    assert len(at.tabs[2].image) == 1 and at.tabs[2].caption[0].value == "Text"  # overlay and legend
+    assert len(at.tabs[2].image) == 1 and at.tabs[2].text[0].value == "Text"  # overlay and legend
     assert len(json.loads(at.tabs[3].json[0].value)["blocks"]) == 4
     assert at.code[0].value.startswith("line 1")
     at.chat_input(key="chat_input").set_value("What is on this page?").run()
     assert not at.exception
-    said = [m.markdown[0].value for m in at.tabs[4].chat_message]
+    said = [m.text[0].value for m in at.tabs[4].chat_message]  # as text, never as Markdown
     assert said[0] == "What is on this page?" and len(said) == 2
     assert stub.requests[-1]["messages"][-1]["content"][1]["text"] == "What is on this page?"
     # The page and the answer both came streamed, and the answer shown is the whole of it.
@@ -226,7 +229,7 @@ def test_a_sideways_page_reaches_the_model_upright(tmp_path, stub):
     config = stub_config(tmp_path, stub.url)
     upright = render_lines(MIXED)
     sideways = upright.rotate(90, expand=True)  # turned counter-clockwise, no EXIF to undo it
-    run = runs.read_document(config, runs.Choice("dots_ocr", "vllm", "layout_all"), [Page(0, sideways)])
+    run = runs.read_document(Runtime(config), runs.Choice("dots_ocr", "vllm", "layout_all"), [Page(0, sideways)])
     page = run.result.pages[0]
     assert page.error is None and (page.width, page.height) == upright.size
     assert "turned 90° clockwise" in page.warnings[0]
@@ -241,7 +244,7 @@ def test_cancel_answers_at_once_while_pages_are_in_flight(tmp_path, stub):
     """The loop does not wait for the pages in flight: it returns while the server still holds them."""
     gate = threading.Event()
     stub.delay = lambda image: gate.wait(60) and 0
-    engine = make_engine(stub_config(tmp_path, stub.url, concurrency=2), "dots_ocr", "vllm")
+    engine = make_engine(Runtime(stub_config(tmp_path, stub.url, concurrency=2)), "dots_ocr", "vllm")
     cancel = threading.Event()
     pages = [Page(i, render_lines(ENGLISH[:1], size=(600, 200))) for i in range(4)]
 
@@ -351,7 +354,7 @@ def test_a_batch_shows_the_page_being_read_until_it_is_done(tmp_path, stub):
     gate = threading.Event()
     stub.chunk_delay = lambda n: (gate.wait(60) and 0) if n == 3 else 0
     config = stub_config(tmp_path, stub.url)
-    job = Batch(config, runs.Choice("dots_ocr", "vllm", "layout_all"),
+    job = Batch(Runtime(config), runs.Choice("dots_ocr", "vllm", "layout_all"),
                 [Item("k", "p.png", [Page(0, render_lines(MIXED))])])
     try:
         while not (job.streaming and len(job.streaming[1]) == 3 * stub.chunk_chars):

@@ -6,7 +6,8 @@ from models import render
 from models.markdown import escape_line
 from models.result import Block, OCRResult, PageResult
 
-CONTRACT_PAGE_KEYS = {"index", "width", "height", "seconds", "error", "warnings", "text", "markdown", "blocks"}
+CONTRACT_PAGE_KEYS = {"index", "width", "height", "seconds", "error", "warnings", "text", "markdown", "blocks",
+                     "source", "elements"}
 
 
 def result():

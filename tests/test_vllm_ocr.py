@@ -7,6 +7,7 @@ from PIL import Image
 
 from managers.arbiter import Arbiter
 from managers.runs import make_engine
+from managers.runtime import Runtime
 from managers.engines.openai import OpenAIEngine
 from models.config import load_config
 from models.document import Page, open_document
@@ -30,7 +31,7 @@ def served(tmp_path_factory, docker_client, tiny_model_dir):
 
 @pytest.fixture
 def engine(served, monkeypatch, tmp_path_factory):
-    return make_engine(served, "tiny", "vllm")
+    return make_engine(Runtime(served), "tiny", "vllm")
 
 
 def test_one_page(engine):
@@ -68,12 +69,12 @@ def test_a_ten_page_pdf_is_read_concurrently_in_order(engine, limits):
 
 def test_request_timeout(served):
     slow = served.model_copy(update={"requests": served.requests.model_copy(update={"timeout_s": 0.01})})
-    page = make_engine(slow, "tiny", "vllm").process_image(render_lines(ENGLISH))
+    page = make_engine(Runtime(slow), "tiny", "vllm").process_image(render_lines(ENGLISH))
     assert page.error == "The model server did not answer page 1 within 0.01 s (requests.timeout_s)."
 
 
 def test_server_killed_mid_document_keeps_finished_pages(served, docker_client, limits):
-    engine = make_engine(served, "tiny", "vllm")
+    engine = make_engine(Runtime(served), "tiny", "vllm")
     doc = open_document(pdf_of_images([render_lines(ENGLISH)] * 8), "eight.pdf", limits)
     container = docker_client.containers.get(served.models["tiny"].vllm.container_name)
 

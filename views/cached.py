@@ -1,13 +1,13 @@
 """What the views keep across reruns: the config, the host probe, opened documents, and the
-process's idle watcher."""
+process's runtime."""
 
 from __future__ import annotations
 
 import streamlit as st
 
 from managers.availability import probe_host
-from managers.idle import IdleWatcher
 from managers.readiness import endpoint_ready
+from managers.runtime import Runtime
 from models.config import AppConfig, load_config
 from models.document import Document, open_document
 from views.i18n import t
@@ -45,9 +45,11 @@ def _cached_document(file_id: str, _data: bytes, name: str, _config: AppConfig) 
     return open_document(_data, name, _config.limits)
 
 
-@st.cache_resource
-def idle_watcher(_config: AppConfig) -> IdleWatcher:
-    """One per app process: unloads what this process holds after switching.idle_unload_s."""
-    watcher = IdleWatcher(_config)
-    watcher.start()
-    return watcher
+# One entry whatever the config (it is not hashed): one runtime for every session of the process.
+# Released when the cache is cleared, so a runtime made after it never meets this one's model.
+@st.cache_resource(on_release=Runtime.close)
+def process_runtime(_config: AppConfig) -> Runtime:
+    """The process's one runtime (managers/runtime.py), unloading what it holds when idle."""
+    runtime = Runtime(_config)
+    runtime.watch_idle()
+    return runtime

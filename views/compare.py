@@ -10,6 +10,7 @@ import streamlit as st
 
 from managers.comparison import align_truth
 from managers.evaluation import Evaluation, Row, Sample
+from managers.runtime import Runtime
 from models import exports, render
 from models.config import AppConfig, Mode
 from models.document import UPLOAD_TYPES, Document
@@ -19,7 +20,7 @@ from views import diff
 from views.cached import cached_document
 from views.choice import label, pick, runnable
 from views.evaluate import line
-from views.i18n import language, num, percent, shown_as, t, tn, tr
+from views.i18n import language, num, percent, shown_as, t, said, tn, tr
 from views.progress import Watched, collect_evaluation, run_evaluation
 from views.read import choose_pages
 from views.result import page_image
@@ -31,7 +32,8 @@ def against_name(against: str) -> str:
     return t("the true text") if against == "truth" else t("the other reading")
 
 
-def compare_view(config: AppConfig, host, default: tuple[Mode, str]) -> Watched | None:
+def compare_view(runtime: Runtime, host, default: tuple[Mode, str]) -> Watched | None:
+    config = runtime.config
     st.title(t("Compare two models"))
     collect_evaluation("cmp")
     st.caption(t("The first reads, then the second: one model holds the GPU at a time."))
@@ -51,15 +53,15 @@ def compare_view(config: AppConfig, host, default: tuple[Mode, str]) -> Watched 
             document = cached_document(upload.file_id, upload.getvalue(), upload.name, config)
             indexes = choose_pages(document, config, key="cmp_pages")
         except ChatVLMError as exc:
-            st.error(tr(exc))
+            st.error(said(exc))
     truth, note = true_text(document, indexes)
     if note:
-        st.info(tr(note))
+        st.info(said(note))
     same = sides[0][0] == sides[1][0]
     if same:
         st.info(t("Choose two different models, modes or tasks to compare."))
     blocked = same or any(reason for _, reason in sides) or indexes is None
-    done, watched = run_evaluation(config, "cmp", t("Compare"), blocked,
+    done, watched = run_evaluation(runtime, "cmp", t("Compare"), blocked,
                                    lambda: ([choice for choice, _ in sides], [Sample(document, truth, indexes)]))
     if done is not None:
         show_comparison(config, done)
@@ -129,7 +131,7 @@ def show_comparison(config: AppConfig, evaluation: Evaluation) -> None:
             else:
                 st.caption(t("Page {page} read in {seconds:.2f} s", page=page.number, seconds=page.seconds))
             if page.error:
-                st.error(tr(page.error))
+                st.error(said(page.error))
             if against == "truth":
                 html = diff.against_truth(word_diff(truth, texts[n]))
             elif pairwise:
@@ -157,7 +159,7 @@ def download(row: Row, document: Document, key: str) -> None:
         made = exports.file_for(row.run.result, fmt, document.name,
                                 lambda i: page_image(row.run, document, i), language())
     except ChatVLMError as exc:
-        right.caption(tr(exc))
+        right.caption(said(exc))
         return
     right.download_button(t("Download .{format}", format=fmt), made.data, file_name=made.name,
                           mime=made.mime, key=key)

@@ -9,11 +9,13 @@ and true words the reading left out are shown struck through, so a deletion is v
 
 from __future__ import annotations
 
+import re
 from html import escape
 from typing import Literal
 
 from models.metrics import DiffOp
 
+LINE_BREAK = re.compile(r"\r\n|\r|\n")  # what Markdown counts as the end of a line
 STYLES = {
     "insert": "background:#c8f7c5",
     "delete": "background:#fbc7c3",
@@ -59,7 +61,12 @@ def against_truth(ops: list[DiffOp]) -> str:
 
 
 def block(html: str, empty: str) -> str:
-    """A side's text in a box that wraps; ``empty``: what to say when it has no text."""
+    """A side's text in a box that wraps; ``empty``: what to say when it has no text.
+
+    One line of HTML: in Markdown an HTML block ends at a blank line, and whatever follows
+    would be read as Markdown (headings, tables, images fetched from anywhere), so the text's
+    line breaks are <br> inside the block."""
+    body = "<br>".join(LINE_BREAK.split(html)) or "<i>" + escape(empty) + "</i>"
     return (f'<div class="diff-text" style="white-space:pre-wrap;line-height:1.7;'
             f'border:1px solid #ddd;border-radius:6px;padding:0.6em;max-height:32em;overflow:auto">'
-            f"{html or '<i>' + escape(empty) + '</i>'}</div>")
+            f"{body}</div>")

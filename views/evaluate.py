@@ -10,16 +10,18 @@ import streamlit as st
 
 from managers import eval_report
 from managers.evaluation import Evaluation, ModelResult, Row, Sample, sample
+from managers.runtime import Runtime
 from models.config import AppConfig, Mode
 from models.document import UPLOAD_TYPES
 from models.errors import ChatVLMError
 from models.metrics import split_pages
 from views.cached import cached_document
 from views.choice import label, runnable, short_label
-from views.i18n import language, num, percent, shown_as, t, tn, tr
+from views.i18n import language, num, percent, shown_as, t, said, tn, tr
 from views.progress import Watched, collect_evaluation, run_evaluation
 
-def evaluate_view(config: AppConfig, host, default: tuple[Mode, str]) -> Watched | None:
+def evaluate_view(runtime: Runtime, host, default: tuple[Mode, str]) -> Watched | None:
+    config = runtime.config
     st.title(t("Evaluate models on your documents"))
     collect_evaluation("eval")
     choices = runnable(config, host)
@@ -31,7 +33,7 @@ def evaluate_view(config: AppConfig, host, default: tuple[Mode, str]) -> Watched
                                type=[*UPLOAD_TYPES, "txt"], accept_multiple_files=True, key="eval_uploads",
                                max_upload_size=config.limits.max_upload_mb)
     samples = read_samples(config, uploads or [])
-    done, watched = run_evaluation(config, "eval", t("Evaluate"), not samples or not chosen,
+    done, watched = run_evaluation(runtime, "eval", t("Evaluate"), not samples or not chosen,
                                    lambda: ([choices[name] for name in chosen], samples))
     if done is not None:
         show_evaluation(config, done)
@@ -56,7 +58,7 @@ def read_samples(config: AppConfig, uploads) -> list[Sample]:
             document = cached_document(upload.file_id, upload.getvalue(), upload.name, config)
             samples.append(sample(document, truths.get(Path(upload.name).stem), config.limits))
         except ChatVLMError as exc:
-            st.error(tr(exc))
+            st.error(said(exc))
     if samples:
         untrue = [s.name for s in samples if s.truth is None]
         scored = len(samples) - len(untrue)

@@ -5,6 +5,8 @@ in the language the session has chosen now."""
 
 from __future__ import annotations
 
+import re
+
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -18,6 +20,9 @@ NAMES = {"en": "English", "ru": "Русский"}
 # The selector's label, in both languages at once: whoever cannot read the one on screen
 # still finds the way back.
 LANGUAGE_LABEL = "Language / Язык"
+
+
+_LIVE = re.compile(r"([\\\[\]<>])")  # what starts a link, an image or HTML in Markdown
 
 
 def default_language(setting: str) -> str:
@@ -47,6 +52,14 @@ def tn(singular: str, plural: str, n: int, **params: Any) -> str:
 def tr(value: Any) -> str:
     """A Message, an error raised with one, or plain text, in the session's language."""
     return translate(value, language())
+
+
+def said(value: Any) -> str:
+    """A message for st.error, st.warning, st.info or st.caption, which read Markdown: its
+    parameters can be anyone's words (a model server's refusal, a file name), so whatever would
+    make a link, an image or HTML of them is escaped. Emphasis marks are left: they cost looks,
+    not safety, and config keys such as max_image_pixels read as written."""
+    return _LIVE.sub(r"\\\1", tr(value))
 
 
 def shown_as(options: Iterable[Any], label: Callable[[Any], str]) -> Callable[[Any], str]:

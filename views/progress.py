@@ -12,9 +12,8 @@ import streamlit as st
 from managers.comparison import EvaluationJob
 from managers.evaluation import Evaluation, Sample
 from managers.runs import Choice
-from managers.operations import OPERATIONS
-from models.config import AppConfig
-from views.i18n import t, tr
+from managers.runtime import Runtime
+from views.i18n import said, t
 from views.sidebar import draw_operations
 
 
@@ -32,17 +31,17 @@ class Watched:
     draw: Callable[[Any, Job], None]
 
 
-def follow(config: AppConfig, ops_slot, watched: Watched | None = None) -> None:
+def follow(runtime: Runtime, ops_slot, watched: Watched | None = None) -> None:
     """Keep the progress of running operations and of the view's job up to date until they
     end, then show the outcome. A rerun (any click) leaves them running and the next run
     follows them again."""
     followed = st.session_state.pop("redraw", False)
     while True:
         job_running = watched is not None and watched.job.running
-        if not OPERATIONS.running() and not job_running:
+        if not runtime.operations.running() and not job_running:
             break
         followed = True
-        draw_operations(ops_slot, config)
+        draw_operations(ops_slot, runtime)
         if job_running:
             watched.draw(watched.slot, watched.job)
         time.sleep(0.25)
@@ -54,7 +53,7 @@ def draw_evaluation(slot, job: EvaluationJob) -> None:
     """A comparison's or an evaluation's progress: the switch under way, then the page."""
     with slot.container():
         if job.status:
-            st.info(tr(job.status))
+            st.info(said(job.status))
         if job.model:
             st.progress(job.done / job.total if job.total else 0.0,
                         text=t("Model {step} of {models}: {model} · {document} · page {done} of {total}",
@@ -70,20 +69,20 @@ def collect_evaluation(name: str) -> None:
         return
     del st.session_state[f"{name}_job"]
     if job.error:
-        st.error(tr(job.error))
+        st.error(said(job.error))
     elif job.evaluation is not None:
         st.session_state[f"{name}_done"] = job.evaluation
     if job.history_warning:
-        st.warning(tr(job.history_warning))
+        st.warning(said(job.history_warning))
 
 
-def run_evaluation(config: AppConfig, name: str, button: str, blocked: bool,
+def run_evaluation(runtime: Runtime, name: str, button: str, blocked: bool,
                    work: Callable[[], tuple[list[Choice], list[Sample]]]) -> tuple[Evaluation | None, Watched | None]:
     """The button that starts a comparison or evaluation (``work`` says what reads what),
     its Cancel while it runs; the last finished one, and the running one to follow."""
     job: EvaluationJob | None = st.session_state.get(f"{name}_job")
     if st.button(button, type="primary", disabled=blocked or job is not None, key=f"{name}_run"):
-        st.session_state[f"{name}_job"] = job = EvaluationJob(config, *work())
+        st.session_state[f"{name}_job"] = job = EvaluationJob(runtime, *work())
         st.session_state.pop(f"{name}_done", None)
     watched = None
     if job is not None and job.running:

@@ -7,6 +7,7 @@ import streamlit as st
 
 from managers import runs
 from managers.batch import Batch, Item
+from managers.runtime import Runtime
 from models import render
 from models.answers import GROUNDING_MARK
 from models.config import AppConfig
@@ -14,7 +15,7 @@ from models.document import UPLOAD_TYPES, Document, select_pages
 from models.errors import ChatVLMError
 from models.result import Block, PageResult
 from views.cached import cached_document
-from views.i18n import local, shown_as, t, tn, tr
+from views.i18n import local, said, shown_as, t, tn, tr
 from views.progress import Watched
 from views.result import download_all, show_result
 
@@ -32,7 +33,7 @@ def choose_pages(document: Document, config: AppConfig, key: str = "pages") -> l
     try:
         return select_pages(document, f"{first}-{last}")
     except ChatVLMError as exc:
-        st.error(tr(exc))
+        st.error(said(exc))
         return None
 
 
@@ -77,7 +78,7 @@ def draw_job(slot, job: Batch) -> None:
                         text=t("File {number} of {count}: {name}", number=job.current + 1, count=len(job.items),
                                name=item.name))
         if job.done == 0 and job.status:
-            st.info(tr(job.status))
+            st.info(said(job.status))
         if job.total:
             more = (t("Reading page {page} of {total}…", page=job.done + 1, total=job.total)
                     if job.done < job.total else t("Page {done} of {total} read.", done=job.done, total=job.total))
@@ -95,7 +96,7 @@ def collect(job: Batch | None) -> None:
     del st.session_state["job"]
     st.session_state["run_errors"] = job.errors
     if job.history_warning:
-        st.warning(tr(job.history_warning))
+        st.warning(said(job.history_warning))
     results = st.session_state.setdefault("results", {})
     results.update(job.runs)
 
@@ -119,7 +120,8 @@ def batch_items(uploads, documents: dict, current: str, indexes: list[int] | Non
     return items
 
 
-def read_view(config: AppConfig, mode: str, key: str, reason: str | None) -> Watched | None:
+def read_view(runtime: Runtime, mode: str, key: str, reason: str | None) -> Watched | None:
+    config = runtime.config
     model = config.models[key]
     st.title(t("Read a document"))
     collect(st.session_state.get("job"))
@@ -134,7 +136,7 @@ def read_view(config: AppConfig, mode: str, key: str, reason: str | None) -> Wat
         try:
             documents[upload.file_id] = cached_document(upload.file_id, upload.getvalue(), upload.name, config)
         except ChatVLMError as exc:
-            st.error(tr(exc))
+            st.error(said(exc))
     if not documents:
         return None
     names = {upload.file_id: upload.name for upload in uploads if upload.file_id in documents}
@@ -149,16 +151,16 @@ def read_view(config: AppConfig, mode: str, key: str, reason: str | None) -> Wat
     label = t("Run") if len(names) == 1 else tn("Run on {n} file", "Run on {n} files", len(names))
     if st.button(label, type="primary", disabled=reason is not None or indexes is None or reading):
         choice = runs.Choice(key, mode, task, **options)
-        st.session_state["job"] = Batch(config, choice, batch_items(uploads, documents, current, indexes,
+        st.session_state["job"] = Batch(runtime, choice, batch_items(uploads, documents, current, indexes,
                                                                        config))
         st.session_state["run_errors"] = {}
     job_slot = job_panel()
     for file_id, error in st.session_state.get("run_errors", {}).items():
         name = names.get(file_id) or t("A file")
-        st.error(tr(error) if len(names) == 1 else f"{name}: {tr(error)}")
+        st.error(said(error) if len(names) == 1 else f"{name}: {tr(error)}")
     results = {f: r for f, r in st.session_state.get("results", {}).items() if f in documents}
     if current in results:
-        show_result(config, results[current], current, document)
+        show_result(runtime, results[current], current, document)
     if len(results) > 1:
         download_all(results, documents)
     job = st.session_state.get("job")

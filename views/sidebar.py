@@ -12,14 +12,14 @@ from managers.availability import default_choice, models_for_mode, vram_warning,
 from managers.container_manager import SingleContainerManager
 from managers.containers import State
 from managers.idle import idle_deadline
-from managers.model_loader import ModelLoader
-from managers.operations import OPERATIONS, Operation
+from managers.operations import Operation
+from managers.runtime import Runtime
 from models.config import MODES, AppConfig
 from models.errors import ChatVLMError
 from models.i18n import LANGUAGES, N_
 from views.cached import cached_remote_ready
 from views.i18n import (LANGUAGE_KEY, LANGUAGE_LABEL, NAMES, default_language, local, mode_name,
-                        shown_as, t, tr)
+                        said, shown_as, t, tr)
 
 
 def language_picker(config: AppConfig | None) -> str:
@@ -32,7 +32,8 @@ def language_picker(config: AppConfig | None) -> str:
                                 format_func=NAMES.get, key=LANGUAGE_KEY)
 
 
-def sidebar(config: AppConfig, host) -> tuple[str, str, str | None]:
+def sidebar(runtime: Runtime, host) -> tuple[str, str, str | None]:
+    config = runtime.config
     st.sidebar.title(t("📄 ChatVLMLLM"))
     default_mode, default_key = default_choice(config, host)
     mode = st.sidebar.radio(t("Mode"), MODES, index=MODES.index(default_mode),
@@ -58,7 +59,7 @@ def sidebar(config: AppConfig, host) -> tuple[str, str, str | None]:
     if reason:
         st.sidebar.warning(t("Cannot run here: {reason}.", reason=tr(reason)))
     elif warning := vram_warning(model, config):
-        st.sidebar.info(tr(warning) + ".")
+        st.sidebar.info(said(warning) + ".")
 
     st.sidebar.divider()
     if mode == "vllm" and model.vllm.remote:
@@ -66,14 +67,14 @@ def sidebar(config: AppConfig, host) -> tuple[str, str, str | None]:
         st.sidebar.markdown(t("**Remote endpoint:** {endpoint}", endpoint=model.vllm.endpoint))
         st.sidebar.caption(t("answering") if ok else t("not answering: {reason}", reason=tr(why)))
     elif mode == "vllm":
-        vllm_controls(config, key, reason)
+        vllm_controls(runtime, key, reason)
     elif mode == "local":
-        local_controls(config, key, reason)
+        local_controls(runtime, key, reason)
     elif mode == "cpu" and not reason:
         st.sidebar.markdown(t("**Active model:** {name}", name=local(model.name)))
     else:
         st.sidebar.markdown(t("**Active model:** none"))
-    st.sidebar.caption(tr(host.docker_error) if host.docker_error else t("Docker engine: reachable"))
+    st.sidebar.caption(said(host.docker_error) if host.docker_error else t("Docker engine: reachable"))
     gpu = host.gpu
     gpus = ", ".join(t("{name} ({free:.1f} of {total:.1f} GB free)", name=g.name, free=g.free_gb, total=g.total_gb)
                      for g in gpu.gpus)
@@ -81,13 +82,14 @@ def sidebar(config: AppConfig, host) -> tuple[str, str, str | None]:
     return mode, key, reason
 
 
-def vllm_controls(config: AppConfig, key: str, cannot_start: str | None) -> None:
+def vllm_controls(runtime: Runtime, key: str, cannot_start: str | None) -> None:
     """Active container, its port and age, Switch and Stop; they run as process operations."""
+    config = runtime.config
     try:
         statuses = SingleContainerManager(config).status()
     except ChatVLMError as exc:
         st.sidebar.markdown(t("**Active model:** none"))
-        st.sidebar.caption(tr(exc))
+        st.sidebar.caption(said(exc))
         return
     active = next((s for s in statuses.values() if s.state in (State.READY, State.STARTING)), None)
     if active:
@@ -102,17 +104,17 @@ def vllm_controls(config: AppConfig, key: str, cannot_start: str | None) -> None
                              reason=tr(failed.detail)))
     left, right = st.sidebar.columns(2)
     already = active is not None and active.key == key and active.state is State.READY
-    busy = bool(OPERATIONS.running())
+    busy = bool(runtime.operations.running())
     if left.button(t("Switch") if active else t("Start"), disabled=bool(cannot_start) or already or busy,
                    key="vllm_switch", type="primary"):
-        watch(runs.switch(config, key))
+        watch(runs.switch(runtime, key))
     if right.button(t("Stop"), disabled=active is None or busy, key="vllm_stop"):
-        watch(runs.stop(config))
+        watch(runs.stop(runtime))
 
 
-def local_controls(config: AppConfig, key: str, cannot_load: str | None) -> None:
+def local_controls(runtime: Runtime, key: str, cannot_load: str | None) -> None:
     """The model loaded in this process, Load and Unload; they run as process operations."""
-    current = ModelLoader.current()
+    current = runtime.loader.current()
     if current:
         st.sidebar.markdown(t("**Active model:** {name} (local, {device})", name=local(current.model.name),
                               device=current.device))
@@ -122,11 +124,11 @@ def local_controls(config: AppConfig, key: str, cannot_load: str | None) -> None
         st.sidebar.markdown(t("**Active model:** none"))
     left, right = st.sidebar.columns(2)
     loaded = current is not None and current.key == key
-    busy = bool(OPERATIONS.running())
+    busy = bool(runtime.operations.running())
     if left.button(t("Load"), disabled=bool(cannot_load) or loaded or busy, key="local_load", type="primary"):
-        watch(runs.load(config, key))
+        watch(runs.load(runtime, key))
     if right.button(t("Unload"), disabled=current is None or busy, key="local_unload"):
-        watch(runs.unload(config))
+        watch(runs.unload(runtime))
 
 
 def watch(op: Operation) -> None:
@@ -135,10 +137,10 @@ def watch(op: Operation) -> None:
     st.session_state["redraw"] = True  # the sidebar was drawn before it began
 
 
-def idle_note(config: AppConfig) -> None:
-    deadline = idle_deadline(config)
+def idle_note(runtime: Runtime) -> None:
+    deadline = idle_deadline(runtime)
     if deadline is not None:
-        minutes = config.switching.idle_unload_s / 60
+        minutes = runtime.config.switching.idle_unload_s / 60
         st.sidebar.caption(t("Unloads after {minutes:g} min without use (at {time} if unused).",
                              minutes=minutes, time=datetime.fromtimestamp(deadline).strftime("%H:%M")))
 
@@ -164,16 +166,17 @@ CANCEL = {"switch": N_("Cancel switch"), "load": N_("Cancel load"), "stop": N_("
           "unload": N_("Cancel unload")}
 
 
-def operations_panel(config: AppConfig):
+def operations_panel(runtime: Runtime):
     """Every operation running in this process, with its own Cancel; the outcome of the one
     this session started. Returns the slot that ``follow`` keeps up to date."""
-    for op in OPERATIONS.running():
+    operations = runtime.operations
+    for op in operations.running():
         if st.sidebar.button(t(CANCEL[op.kind]), key=f"cancel_op_{op.id}"):
             op.cancel.set()
     slot = st.sidebar.empty()
-    watched = OPERATIONS.get(st.session_state.get("watched_op", -1))
+    watched = operations.get(st.session_state.get("watched_op", -1))
     if watched and not watched.running and watched.error:
-        st.sidebar.error(tr(watched.error))
+        st.sidebar.error(said(watched.error))
         if watched.log_tail:
             with st.sidebar.expander(t("Container log")):
                 st.code(watched.log_tail, language=None)
@@ -182,10 +185,10 @@ def operations_panel(config: AppConfig):
     return slot
 
 
-def draw_operations(slot, config: AppConfig) -> None:
-    running = OPERATIONS.running()
+def draw_operations(slot, runtime: Runtime) -> None:
+    running = runtime.operations.running()
     with slot.container():
         for op in running:
-            st.info(describe(op, config))
+            st.info(describe(op, runtime.config))
             if op.last_event and op.last_event.log_line:
                 st.caption(op.last_event.log_line[-200:])

@@ -11,10 +11,12 @@ Speed on a GPU comes from three things, all set up by ``warm_up`` as a stage of 
 - decoding runs compiled over a static KV cache, with shapes that never change in use: the
   cache is sized once from the model's ``max_pixels`` and ``max_tokens`` and every batch is
   padded to one of two compiled sizes (1, and ``batch_size``), so nothing recompiles;
-- every ``generate`` runs on one process-wide thread, because CUDA graphs are recorded per
-  thread: a new thread per document (or per load) would record them again, or fail.
+- every ``generate`` runs on one thread, ``gpu`` (the runtime's: one per process, for good),
+  because CUDA graphs are recorded per thread: a new thread per document (or per load) would
+  record them again, or fail.
 A single page or a chat answer streams through Transformers' ``TextIteratorStreamer``.
-CUDA out-of-memory in a batch frees memory and reads those pages one by one; out of memory
+CUDA out-of-memory in a batch frees memory, reads those pages one by one and halves the batch
+size for every later batch of this load (compiling once more for the new size); out of memory
 at one page calls ``on_oom`` (the loader's unload) and becomes one sentence.
 """
 
@@ -44,10 +46,6 @@ MAX_BATCH = 8  # beyond 8 pages a batch gains little on a 2B model and delays th
 WARM_UP_TOKENS = 4  # enough decode steps for the compiled step to be traced and its graphs recorded
 # The backend torch.compile hands the decode step to; tests swap it to make compiling fail.
 COMPILE_BACKEND: str | Callable = "inductor"
-# Every generate of every local model runs here, one process-wide thread for good: CUDA graph
-# trees are recorded per thread, and torch 2.11 sets up their thread-local store only on the
-# thread that first used them, so a model loaded again on a new thread could not compile.
-GPU_THREAD = ThreadPoolExecutor(1, thread_name_prefix="local-gpu")
 
 
 def _torch():
@@ -85,6 +83,13 @@ def batch_for(budget_bytes: int, one_row_peak: int, two_row_peak: int) -> int:
 
 
 @dataclass
+class Batching:
+    """Pages decoded at once, shared by every view of one load: lowered after out of memory,
+    measured again only by the next load's warm-up."""
+    pages: int = 1
+
+
+@dataclass
 class Answer:
     text: str
     cut: bool  # ended by max_tokens, not by the model
@@ -98,11 +103,12 @@ class LocalModel(Engine):
     concurrency = 2  # the next batch is decoded and prepared while this one is on the GPU
 
     def __init__(self, key: str, model: ModelConfig, config: AppConfig, hf_model, processor, device: str,
-                 load_seconds: float, memory_bytes: int):
+                 load_seconds: float, memory_bytes: int, gpu: ThreadPoolExecutor):
         super().__init__(key, model)
         self.requests = config.requests_for(key)
         processor.tokenizer.padding_side = "left"  # batched rows end together, where generation starts
-        self._held = {"model": hf_model, "processor": processor, "gpu": GPU_THREAD}  # shared by every view
+        self._held = {"model": hf_model, "processor": processor, "gpu": gpu}  # shared by every view
+        self._batching = Batching()  # shared by every view too
         self.device = device
         self.load_seconds, self.memory_bytes = load_seconds, memory_bytes
         self.hide_header_footer = False
@@ -112,6 +118,14 @@ class LocalModel(Engine):
         self.compiled = False
         self.max_cache_len = 0
         self.notes: list[Message] = []  # said once with every document read (a compile that failed)
+
+    @property
+    def batch_size(self) -> int:
+        return self._batching.pages
+
+    @batch_size.setter
+    def batch_size(self, pages: int) -> None:
+        self._batching.pages = pages
 
     @property
     def hf_model(self):
@@ -245,6 +259,11 @@ class LocalModel(Engine):
             answers = None  # out of memory: handled below, once the error's frames are let go
         if answers is None:
             if len(pages) > 1:  # the page loop reads these pages again one by one
+                # Later batches would run out again: halve this one's size from now on. Batches
+                # in flight beside it fail at the same size and lower it no further.
+                self.batch_size = min(self.batch_size, max(1, len(pages) // 2))
+                log.warning("out of memory in a batch of %d pages; batches of %d from now on",
+                            len(pages), self.batch_size)
                 _free_cuda()
                 raise EngineError(n_("Out of memory reading {n} page at once.",
                                      "Out of memory reading {n} pages at once.", len(pages)))
@@ -292,9 +311,19 @@ class LocalModel(Engine):
         return image, messages, int(inputs["input_ids"].shape[1]) - a4 + max(a4, most)
 
     def warm_up(self, config: AppConfig, on_progress: Callable[[Message], None] | None = None,
-                usually_s: float | None = None) -> None:
+                usually_s: float | None = None, cancel: threading.Event | None = None) -> None:
         """Choose the batch size and compile decoding for the shapes used from now on.
-        A compile that fails leaves plain decoding and one note, never an error."""
+        A compile that fails leaves plain decoding and one note, never an error. ``cancel``
+        stops it before each of its generates and at every token of one, raising Cancelled;
+        a compile under way is finished first (torch cannot stop one midway)."""
+        own_stop, self._stop = self._stop, cancel or self._stop  # what _generate's stops look at
+        try:
+            self._warm_up(config, on_progress, usually_s)
+        finally:
+            self._stop = own_stop
+
+    def _warm_up(self, config: AppConfig, on_progress: Callable[[Message], None] | None,
+                 usually_s: float | None) -> None:
         local = self.model.local
         cuda = self.device == "cuda"
         compile_on = local.compile if local.compile is not None else cuda
@@ -321,6 +350,8 @@ class LocalModel(Engine):
             for rows in sorted({1, self.batch_size}):
                 self._generate([image] * rows, [messages] * rows, max_new_tokens=WARM_UP_TOKENS,
                                min_new_tokens=WARM_UP_TOKENS)
+        except Cancelled:
+            raise
         except Exception as exc:
             log.warning("compiling %s failed; reading without it", self.key, exc_info=True)
             self._submit(_reset_compiled).result()

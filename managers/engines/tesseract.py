@@ -18,13 +18,14 @@ import subprocess
 import threading
 from functools import cache
 
+from models import render, structure
 from models.config import ModelConfig, Task
-from models.document import Page, TextSpan
+from models.document import Page
 from models.engine import Engine, not_read
 from models.errors import EngineError, NotAvailable
 from models.i18n import Message, _
-from models.markdown import escape_line
 from models.result import Block, PageResult
+from models.text_layer import TextSpan, Use, check, text_of
 
 INSTALL_HINT = "sudo apt-get install tesseract-ocr tesseract-ocr-eng tesseract-ocr-rus"
 # A page that takes longer than this is stuck, not slow.
@@ -74,14 +75,19 @@ class TesseractEngine(Engine):
                 process.kill()
 
     def read_page(self, page: Page, task: Task) -> PageResult:
-        width, height = page.size
-        if page.text_layer:
-            paragraphs = page.text_layer
-            warnings = [_("Page {page} was read from the PDF's own text layer, not by OCR.", page=page.index + 1)]
-        else:
-            paragraphs = self._recognise(page)
-            warnings = []
-        return _result(page.index, width, height, paragraphs, warnings)
+        """Page ``page`` by OCR, or from the PDF's own text where models/text_layer.py finds
+        it covers the page; the page's warnings say which, and why a layer was not used."""
+        number = page.index + 1
+        if page.text_layer and not page.text_layer_hidden:
+            note = _("Page {page} was read from the PDF's own text layer, not by OCR.", page=number)
+            return _result(page, page.text_layer, [note], "text layer")
+        reading = self._recognise(page)
+        if page.text_layer:  # an invisible OCR layer: kept where the reading agrees with it
+            verdict = check(text_of(page.text_layer), text_of(reading), number)
+            if verdict.use is Use.LAYER:
+                return _result(page, page.text_layer, [verdict.note], "text layer")
+            return _result(page, reading, [verdict.note], "image")
+        return _result(page, reading, [page.text_layer_note] if page.text_layer_note else [], "image")
 
     def _recognise(self, page: Page) -> list[list[TextSpan]]:
         buf = io.BytesIO()
@@ -152,10 +158,9 @@ def _scaled(paragraphs: list[list[TextSpan]], scale: float, size: tuple[int, int
     return [[TextSpan(back(s.bbox), s.text) for s in para] for para in paragraphs]
 
 
-def _result(index: int, width: int, height: int, paragraphs: list[list[TextSpan]],
-            warnings: list[Message]) -> PageResult:
-    text = "\n\n".join("\n".join(s.text for s in para) for para in paragraphs)
-    markdown = "\n\n".join("  \n".join(escape_line(s.text) for s in para) for para in paragraphs)
+def _result(page: Page, paragraphs: list[list[TextSpan]], warnings: list[Message], source: str) -> PageResult:
+    width, height = page.size
+    elements = structure.from_lines([[(s.bbox, s.text) for s in para] for para in paragraphs])
     blocks = [Block(bbox=s.bbox, category="Text", text=s.text) for para in paragraphs for s in para]
-    return PageResult(index=index, width=width, height=height, text=text,
-                      markdown=markdown, blocks=blocks, warnings=warnings)
+    return PageResult(index=page.index, width=width, height=height, text=render.elements_text(elements),
+                      markdown=render.elements_markdown(elements), elements=elements, blocks=blocks, warnings=warnings, source=source)

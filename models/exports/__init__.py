@@ -13,7 +13,7 @@ from pathlib import Path
 from PIL import Image
 
 from models import render, tables
-from models.errors import NothingToExport
+from models.errors import ChatVLMError, ExportError, NothingToExport
 from models.i18n import _
 from models.exports import csv_files, searchable_pdf, word, workbook
 from models.result import OCRResult
@@ -40,7 +40,7 @@ class File:
 def export(result: OCRResult, fmt: str, document_name: str, page_image: PageImage, lang: str = "en") -> File:
     """The result in ``fmt``, named after the document; what it says itself (a page that was not
     read) in ``lang``. Raises NothingToExport for CSV of a result without tables.
-    ``page_image`` is called for the PDF's pages only."""
+    ``page_image`` is called for the PDF's pages and for the pictures of Word's."""
     stem = Path(document_name).stem or "document"
     if fmt == "csv":
         found = tables.of_result(result)
@@ -53,7 +53,7 @@ def export(result: OCRResult, fmt: str, document_name: str, page_image: PageImag
     if fmt == "xlsx":
         data = workbook.export(result)
     elif fmt == "docx":
-        data = word.export(result, lang)
+        data = word.export(result, page_image, lang)
     else:
         data = searchable_pdf.export(result, page_image)
     return File(f"{stem}.{fmt}", data, mime)
@@ -61,11 +61,19 @@ def export(result: OCRResult, fmt: str, document_name: str, page_image: PageImag
 
 def file_for(result: OCRResult, fmt: str, document_name: str, page_image: PageImage,
              lang: str = "en") -> File:
-    """The result in any format, text ones included (see ``export`` for the rest)."""
-    if fmt in render.FORMATS:
-        return File(render.output_name(document_name, fmt), render.render(result, fmt, lang).encode("utf-8"),
-                    render.FORMATS[fmt])
-    return export(result, fmt, document_name, page_image, lang)
+    """The result in any format, text ones included (see ``export`` for the rest). Raises
+    ExportError when the file cannot be made, so that one document's failure fails it alone."""
+    try:
+        if fmt in render.FORMATS:
+            return File(render.output_name(document_name, fmt), render.render(result, fmt, lang).encode("utf-8"),
+                        render.FORMATS[fmt])
+        return export(result, fmt, document_name, page_image, lang)
+    except ChatVLMError:
+        raise
+    except Exception as exc:  # a fault in one document's file must not cost the others theirs
+        raise ExportError(_("'{name}' could not be written as {format} ({reason}); the other documents "
+                            "are not affected.", name=document_name, format=fmt,
+                            reason=(type(exc).__name__ + ": " + str(exc))[:300])) from exc
 
 
 def unique_stems(names: list[str]) -> list[str]:
@@ -83,7 +91,8 @@ def unique_stems(names: list[str]) -> list[str]:
 
 
 def bundle(results: list[tuple[str, OCRResult, PageImage]], fmt: str, lang: str = "en") -> bytes:
-    """One ZIP with each document's result in ``fmt``; a document without tables has no CSV."""
+    """One ZIP with each document's result in ``fmt``; a document without tables has no CSV,
+    and one whose file cannot be made has ``NAME.error.txt`` saying why instead."""
     buf = io.BytesIO()
     names = [name for name, _, _ in results]
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as archive:
@@ -91,6 +100,9 @@ def bundle(results: list[tuple[str, OCRResult, PageImage]], fmt: str, lang: str 
             try:
                 made = file_for(result, fmt, stem + Path(name).suffix, page_image, lang)
             except NothingToExport:
+                continue
+            except ChatVLMError as exc:
+                archive.writestr(f"{stem}.error.txt", exc.message.render(lang) + "\n")
                 continue
             archive.writestr(made.name, made.data)
     return buf.getvalue()

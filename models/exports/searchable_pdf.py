@@ -2,10 +2,12 @@
 invisible (render mode 3), so a PDF viewer finds, selects and copies the text where it is
 seen — what ocrmypdf makes of a scan.
 
-Each block's lines are placed top to bottom inside its box, one line per equal share of
-the box's height, with the font size that fills that share and the line stretched
-horizontally to the box's width, as ocrmypdf's hOCR renderer does. Text is placed as the
-model wrote it (a layout model's Markdown marks included). The font is the DejaVu
+What is placed where comes from the page's structure: a layout page's elements each in its
+box (a table by its rows, a list by its items); Tesseract's lines each in its own box; a plain
+answer's text over the whole page. Each
+box's lines are placed top to bottom inside it, one line per equal share of the box's height,
+with the font size that fills that share and the line stretched horizontally to the box's
+width, as ocrmypdf's hOCR renderer does. The font is the DejaVu
 Sans shipped beside this package (PDF's built-in fonts have no Cyrillic, and the GPU
 machine has no system fonts).
 """
@@ -20,9 +22,9 @@ from pathlib import Path
 import pymupdf
 from PIL import Image
 
-from models import tables
 from models.errors import ChatVLMError
-from models.result import Block, OCRResult, PageResult
+from models.elements import Box, Element
+from models.result import OCRResult, PageResult
 
 FONT = Path(__file__).resolve().parent.parent / "fonts" / "DejaVuSans.ttf"
 DPI = 200  # result pixels are pages at the intake's PDF resolution: an A4 scan stays A4
@@ -59,9 +61,9 @@ def _jpeg(image: Image.Image) -> bytes:
 
 def _text_layer(out: pymupdf.Page, page: PageResult, font: pymupdf.Font) -> None:
     em = font.ascender - font.descender  # a line's height per point of font size
-    for block in page.blocks:
-        x1, y1, x2, y2 = (v * POINTS for v in block.bbox)
-        lines = _lines(block)
+    for box, lines in _placed(page):
+        x1, y1, x2, y2 = (v * POINTS for v in box)
+        lines = [line.strip() for line in lines if line.strip()]
         if not lines or x2 <= x1 or y2 <= y1:
             continue
         lines = _wrap(lines, font, (x2 - x1) / ((y2 - y1) / em))
@@ -96,10 +98,26 @@ def _wrap(lines: list[str], font: pymupdf.Font, aspect: float) -> list[str]:
     return [" ".join(words) for words in wrapped]
 
 
-def _lines(block: Block) -> list[str]:
-    """A block's text as the lines to place; a table's rows (its HTML is not what is seen)."""
-    if block.category == "Picture":
-        return []
-    grids = tables.find(block.text) if block.category == "Table" else []
-    rows = [" ".join(c for c in row if c) for grid in grids for row in grid.cells]
-    return [line.strip() for line in (rows or block.text.splitlines()) if line.strip()]
+def _placed(page: PageResult) -> list[tuple[Box, list[str]]]:
+    """Each box with the lines of text to place in it: the page's blocks where they hold its
+    text line by line (Tesseract's lines, a text layer's) or where its elements have no boxes
+    (a plain answer: one block over the page); else the elements in their boxes."""
+    elements = [(element.bbox, _lines(element)) for element in page.elements if element.bbox]
+    blocks = [(block.bbox, block.text.splitlines()) for block in page.blocks]
+    if not elements or _text(blocks) == _text(elements):
+        return blocks or [((0, 0, page.width, page.height), page.text.splitlines())]
+    return elements
+
+
+def _text(placed: list[tuple[Box, list[str]]]) -> list[str]:
+    return [line.strip() for _, lines in placed for line in lines if line.strip()]
+
+
+def _lines(element: Element) -> list[str]:
+    if element.type == "table":
+        return [" ".join(cell for cell in row if cell) for row in element.cells]
+    if element.type == "list":
+        return [item.text for item in element.items]
+    if element.type == "formula":
+        return element.latex.splitlines()
+    return getattr(element, "text", "").splitlines()  # a picture has none

@@ -1,154 +1,114 @@
-"""The result as a Word document in reading order: headings, paragraphs, lists, tables as
-Word tables with their cells merged again, and pictures; a page break between pages.
+"""The result as a Word document in reading order, rendered from each page's elements
+(models/elements.py): headings, paragraphs with their line breaks, lists in Word's list
+styles, tables as Word tables with their cells merged again, formulas and code in a
+monospace font, and pictures cropped from the page image by their boxes; a page break
+between pages. Nothing is taken from a model's answer but text.
 
-What is rendered is each page's Markdown: a dots.ocr layout's Markdown already holds its
-headings, its tables as HTML and its pictures as crops of the page (made when the page was
-read), so a result reopened from its JSON gives the same document.
+Tables are filled row by row: python-docx's ``table.cell(r, c)`` walks every cell of the
+table on each call, which made a 200×8 table take half a minute.
 """
 
 from __future__ import annotations
 
-import base64
 import io
-from collections.abc import Iterator
+from collections.abc import Callable
+from functools import cache
 
-import lxml.etree
-import lxml.html
 from docx import Document
 from docx.document import Document as WordDocument
 from docx.shared import Emu, Inches
-from docx.text.paragraph import Paragraph
-from markdown_it.token import Token
 from PIL import Image
 
-from models import tables
+from models import layout
+from models.elements import Box, Element, ListBlock, Table
+from models.errors import ChatVLMError
 from models.i18n import _
-from models.result import OCRResult
+from models.result import OCRResult, PageResult
 
 DPI = 200  # pictures are crops of pages at the intake's PDF resolution: print them that size
-HEADINGS = {f"h{n}": n for n in range(1, 7)}
-# Elements that only group others: their children are rendered one by one.
-CONTAINERS = {"body", "div", "section", "article", "main", "header", "footer", "blockquote"}
-LISTS = {"ul": "List Bullet", "ol": "List Number", "bullet_list_open": "List Bullet",
-         "ordered_list_open": "List Number"}
-BLOCKS = CONTAINERS | set(HEADINGS) | {"table", "p", "ul", "ol", "pre"}
+MONOSPACE = "Courier New"
+LIST_STYLES = {False: "List Bullet", True: "List Number"}
+DEEPEST_LIST = 3  # Word's built-in list styles go three levels deep ("List Bullet 3")
 
 
-def export(result: OCRResult, lang: str = "en") -> bytes:
+def export(result: OCRResult, page_image: Callable[[int], Image.Image], lang: str = "en") -> bytes:
+    """``page_image`` gives a page's image for its pictures; it is called only for pages
+    that have pictures."""
     doc = Document()
     for n, page in enumerate(result.pages):
         if n:
             doc.add_page_break()
         if page.error:
             doc.add_paragraph(_("Page {page} was not read: {error}", page=page.number, error=page.error).render(lang))
-        else:
-            _markdown(doc, page.markdown)
+            continue
+        picture = _cropper(page, page_image)
+        for element in page.elements:
+            _element(doc, element, picture)
     buf = io.BytesIO()
     doc.save(buf)
     return buf.getvalue()
 
 
-def _markdown(doc: WordDocument, text: str) -> None:
-    tokens = tables.parse_markdown(text)
-    lists: list[str] = []
-    for i, token in enumerate(tokens):
-        before = tokens[i - 1].type if i else ""
-        if token.type == "table_open":
-            _table(doc, tables.from_tokens(tokens[i:]))  # its cells' tokens follow td_open: skipped below
-        elif tables.is_html(token):
-            _html(doc, token.content)
-        elif token.type in ("fence", "code_block"):
-            doc.add_paragraph(token.content.rstrip("\n"))
-        elif token.type in ("bullet_list_open", "ordered_list_open"):
-            lists.append(LISTS[token.type])
-        elif token.type in ("bullet_list_close", "ordered_list_close"):
-            lists.pop()
-        elif token.type == "inline" and before == "heading_open":
-            doc.add_heading(tables.inline_text(token), level=HEADINGS[tokens[i - 1].tag])
-        elif token.type == "inline" and before == "paragraph_open":
-            _runs(doc, doc.add_paragraph(style=_list_style(lists)), token)
+def _element(doc: WordDocument, element: Element, picture: Callable[[Box], Image.Image | None]) -> None:
+    if element.type == "heading":
+        doc.add_heading(element.text, level=element.level)
+    elif element.type == "paragraph":
+        doc.add_paragraph(element.text)  # a "\n" in a run's text becomes a line break
+    elif element.type == "list":
+        _list(doc, element)
+    elif element.type == "table":
+        _table(doc, element)
+    elif element.type in ("formula", "code"):
+        doc.add_paragraph().add_run(element.latex if element.type == "formula" else element.text).font.name = MONOSPACE
+    elif element.type == "picture" and (crop := picture(element.bbox)) is not None:
+        png = io.BytesIO()
+        crop.save(png, format="PNG")
+        section = doc.sections[-1]
+        room = section.page_width - section.left_margin - section.right_margin
+        doc.add_paragraph().add_run().add_picture(png, width=Emu(min(Inches(crop.width / DPI), room)))
 
 
-def _list_style(lists: list[str]) -> str | None:
-    """Word's built-in list styles go three levels deep ("List Bullet 3")."""
-    if not lists:
-        return None
-    level = min(len(lists), 3)
-    return lists[-1] + (f" {level}" if level > 1 else "")
+def _cropper(page: PageResult, page_image: Callable[[int], Image.Image]) -> Callable[[Box], Image.Image | None]:
+    """A picture's box → the page cut by it (layout.crop bounds it), the page image fetched
+    once; a page whose image cannot be had loses its pictures, not the document."""
+    @cache
+    def image() -> Image.Image | None:
+        try:
+            return page_image(page.index)
+        except ChatVLMError:
+            return None
+
+    def crop(box: Box) -> Image.Image | None:
+        if (whole := image()) is None:
+            return None
+        # The image may be the page scaled (e.g. read smaller than its result size).
+        sx = whole.width / page.width if page.width else 1
+        sy = whole.height / page.height if page.height else 1
+        return layout.crop(whole, (round(box[0] * sx), round(box[1] * sy), round(box[2] * sx), round(box[3] * sy)))
+    return crop
 
 
-def _runs(doc: WordDocument, paragraph: Paragraph, token: Token) -> None:
-    bold = italic = False
-    for child in token.children or []:
-        if child.type in ("strong_open", "strong_close"):
-            bold = child.type == "strong_open"
-        elif child.type in ("em_open", "em_close"):
-            italic = child.type == "em_open"
-        elif child.type in ("text", "code_inline"):
-            run = paragraph.add_run(child.content)
-            run.bold, run.italic = bold, italic
-        elif child.type == "softbreak":
-            paragraph.add_run(" ")
-        elif child.type == "hardbreak":
-            paragraph.add_run().add_break()
-        elif child.type == "image":
-            _picture(doc, paragraph, str(child.attrs.get("src", "")))
+def _list(doc: WordDocument, block: ListBlock) -> None:
+    style = LIST_STYLES[block.ordered]
+    for item in block.items:
+        level = min(item.level, DEEPEST_LIST - 1)
+        doc.add_paragraph(item.text, style=style + (f" {level + 1}" if level else ""))
 
 
-def _picture(doc: WordDocument, paragraph: Paragraph, src: str) -> None:
-    """A picture carried in the Markdown as a data URL; links elsewhere are not fetched."""
-    head, _, payload = src.partition(",")
-    if not (head.startswith("data:image/") and head.endswith(";base64")):
+def _table(doc: WordDocument, table: Table) -> None:
+    if not table.cells:
         return
-    try:
-        picture = Image.open(io.BytesIO(base64.b64decode(payload)))
-        picture.load()
-    except (ValueError, OSError):  # a damaged picture costs the picture, not the document
-        return
-    png = io.BytesIO()
-    picture.save(png, format="PNG")
-    section = doc.sections[-1]
-    room = section.page_width - section.left_margin - section.right_margin
-    paragraph.add_run().add_picture(png, width=Emu(min(Inches(picture.width / DPI), room)))
-
-
-def _table(doc: WordDocument, grid: tables.Grid) -> None:
-    table = doc.add_table(rows=len(grid.cells), cols=len(grid.cells[0]))
-    table.style = "Table Grid"
-    for r, row in enumerate(grid.cells):
-        for c, text in enumerate(row):
+    word = doc.add_table(rows=len(table.cells), cols=table.width)
+    word.style = "Table Grid"
+    grid = []
+    for row, texts in zip(word.rows, table.cells):
+        cells = row.cells
+        grid.append(cells)
+        for cell, text in zip(cells, texts):
             if text:
-                table.cell(r, c).text = text
-    for m in grid.merges:
-        first = table.cell(m.row, m.col)
-        text = first.text
-        first.merge(table.cell(m.row + m.rows - 1, m.col + m.cols - 1)).text = text
+                cell.text = text
+    # Merges never overlap (tables.py lays them on one grid), so the cells found above stay
+    # valid while others are merged; the covered cells are empty, so the first one's text stays.
+    for m in table.merges:
+        grid[m.row][m.col].merge(grid[m.row + m.rows - 1][m.col + m.cols - 1])
 
-
-def _html(doc: WordDocument, html: str) -> None:
-    try:
-        body = lxml.html.document_fromstring(html).body
-    except lxml.etree.ParserError:  # nothing but a comment or whitespace
-        return
-    for element in _flow(body):
-        text = " ".join(element.text_content().split())
-        if element.tag == "table":
-            if grid := tables.from_element(element):
-                _table(doc, grid)
-        elif element.tag in HEADINGS:
-            doc.add_heading(text, level=HEADINGS[element.tag])
-        elif element.tag in LISTS:
-            for item in element.iterchildren("li"):
-                doc.add_paragraph(" ".join(item.text_content().split()), style=LISTS[element.tag])
-        elif text:
-            doc.add_paragraph(text)
-
-
-def _flow(element: lxml.html.HtmlElement) -> Iterator[lxml.html.HtmlElement]:
-    """The block elements under ``element`` in document order; a container of blocks is
-    opened, one holding only text (``<div>Итого: 5</div>``) is a paragraph itself."""
-    for child in element.iterchildren(tag=lxml.etree.Element):
-        if child.tag in CONTAINERS and any(grand.tag in BLOCKS for grand in child):
-            yield from _flow(child)
-        else:
-            yield child
