@@ -397,7 +397,7 @@ def _image(png: bytes) -> Image.Image:
 
 def keep(history: History, run: Run, document_name: str, data: bytes) -> Message | None:
     """Keep a finished run where a history that fails must never fail the reading: the
-    sentence to show instead (the run was not kept, or the history had to be rebuilt)."""
+    sentence to show instead when the run was not kept."""
     try:
         history.add(run, document_name, data)
     except ChatVLMError as exc:
