@@ -143,13 +143,15 @@ class History:
     def __init__(self, config: AppConfig):
         self.config, self.settings = config, config.history
         self.path = data_dir() / FILE_NAME
-        self._thread = threading.local()  # one History may serve a whole process
+        # One History may serve a whole process (its runtime's): each thread has its own
+        # connection and its own warning.
+        self._thread = _PerThread(self.path)
 
     @property
     def warning(self) -> Message | None:
         """The sentence to show when this thread's last ``add`` could not keep its run (the
         database is damaged); None once a run is kept again, e.g. after the file was moved."""
-        return getattr(self._thread, "warning", None)
+        return self._thread.warning
 
     # --- the operations ---------------------------------------------------------------------
 
@@ -254,10 +256,10 @@ class History:
     def _use(self, work: Callable[[sqlite3.Connection], T]) -> T:
         """``work`` on this thread's connection; SQLite's errors as the history's."""
         try:
-            return work(_connection(self.path))
+            return work(self._thread.connection())
         except sqlite3.DatabaseError as exc:
             # A connection that failed is not trusted again: the next operation opens another.
-            _forget()
+            self._thread.forget()
             if _damage(exc):
                 raise HistoryDamaged(_("The history database {path} is damaged ({reason}), so no run is kept "
                                        "in it; move the file away (nothing was deleted) and a new history starts.",
@@ -277,9 +279,8 @@ class History:
 
 @dataclass(eq=False)
 class _Held:
-    """A thread's connection, closed when the thread ends (its ``threading.local`` goes)."""
+    """A thread's connection, closed when the thread ends or its History goes."""
 
-    path: Path
     file: tuple[int, int] | None  # (device, inode): the file it was opened on
     conn: sqlite3.Connection
     pid: int = field(default_factory=os.getpid)
@@ -288,7 +289,6 @@ class _Held:
         self.close = weakref.finalize(self, _close, self.conn, self.pid)
 
 
-_local = threading.local()
 _inherited: list[sqlite3.Connection] = []
 
 
@@ -303,24 +303,31 @@ def _close(conn: sqlite3.Connection, pid: int) -> None:
         _inherited.append(conn)
 
 
-def _connection(path: Path) -> sqlite3.Connection:
-    """This thread's connection to ``path``, opened on first use; a new one when the thread
-    was forked into another process, or the file at ``path`` was moved, deleted or replaced
-    (a connection writes on into the file it opened; ``stat`` only reads the directory)."""
-    held: _Held | None = getattr(_local, "held", None)
-    if held is not None and (held.pid, held.path, held.file) == (os.getpid(), path, _file(path)):
-        return held.conn
-    _forget()
-    conn = _connect(path)
-    _local.held = _Held(path, _file(path), conn)
-    return conn
+class _PerThread(threading.local):
+    """What one History holds for each thread: its connection, and the sentence about its
+    last ``add``."""
 
+    held: _Held | None = None
+    warning: Message | None = None
 
-def _forget() -> None:
-    held: _Held | None = getattr(_local, "held", None)
-    _local.held = None
-    if held is not None:
-        held.close()
+    def __init__(self, path: Path):
+        self.path = path
+
+    def connection(self) -> sqlite3.Connection:
+        """This thread's connection, opened on first use; a new one when the thread was
+        forked into another process, or the file at the path was moved, deleted or replaced
+        (a connection writes on into the file it opened; ``stat`` only reads the directory)."""
+        if self.held is not None and (self.held.pid, self.held.file) == (os.getpid(), _file(self.path)):
+            return self.held.conn
+        self.forget()
+        conn = _connect(self.path)
+        self.held = _Held(_file(self.path), conn)
+        return conn
+
+    def forget(self) -> None:
+        held, self.held = self.held, None
+        if held is not None:
+            held.close()
 
 
 def _file(path: Path) -> tuple[int, int] | None:

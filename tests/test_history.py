@@ -223,18 +223,19 @@ def open_files(path: Path) -> list[str]:
 
 def stress_worker(orders, results, start) -> None:
     """One process of the stress test, kept for every round as an app's process would be: per
-    order (a data dir), THREADS threads add RUNS runs each, at once with the other processes,
-    each through its own History as ``keep`` does; back come the ids with their names."""
+    order (a data dir), THREADS threads add RUNS runs each, at once with the other processes;
+    back come the ids with their names. Half the threads share the process's History, as its
+    runtime's; the others make one for each run, as a short CLI process does."""
     config = load_config(ROOT / "config.yaml")
     while (data := orders.get()) is not None:
         os.environ["CHATVLMLLM_DATA_DIR"] = data
-        kept, failures, warnings, go = [], [], [], threading.Barrier(THREADS)
+        shared, kept, failures, warnings, go = History(config), [], [], [], threading.Barrier(THREADS)
 
         def add(t: int) -> None:
             go.wait()
             for n in range(RUNS):
                 name = f"{os.getpid()}-{t}-{n}.png"
-                history = History(config)
+                history = shared if t % 2 else History(config)
                 try:
                     kept.append((history.add(make_run(name), name, name.encode()), name))
                 except Exception as exc:  # noqa: BLE001 — every failure is the finding
