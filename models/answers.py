@@ -8,7 +8,6 @@ blocks (models/structure.py), and the page's text and Markdown are rendered from
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Protocol
 
 from PIL import Image
@@ -72,6 +71,8 @@ def page_from_answer(answer: str, cut: bool, request: Prepared, task: Task, max_
     picture crops (only layouts with pictures need it)."""
     width, height = request.size
     warnings = list(request.warnings)
+    # A server may send a lone surrogate ("\\ud800" in its JSON): no file or history row can hold it.
+    answer = answer.encode("utf-8", errors="replace").decode("utf-8")
     if cut:
         # The count as config.yaml writes it, not grouped: the reader looks it up there.
         warnings.append(_("The answer was cut at {tokens} tokens (requests.max_tokens).", tokens=str(max_tokens)))
@@ -83,7 +84,7 @@ def page_from_answer(answer: str, cut: bool, request: Prepared, task: Task, max_
             elements, cut_tables = structure.from_layout(blocks, hide_header_footer)
             warnings += dropped + cut_tables
             pictures = source is not None and any(e.type == "picture" for e in elements)
-            crop = partial(layout.crop_data_url, full_page(source.load())) if pictures else None
+            crop = layout.Crops(full_page(source.load())).data_url if pictures else None
             return PageResult(index=request.index, width=width, height=height, warnings=warnings,
                               blocks=blocks, elements=elements, text=render.elements_text(elements),
                               markdown=render.elements_markdown(elements, crop))

@@ -36,6 +36,7 @@ class Heading(BaseModel):
 class ListItem(BaseModel):
     text: str
     level: int = Field(0, ge=0, description="nesting depth, 0 for the outermost list")
+    marker: str = Field("", description='the item\'s mark as written: "3.", "-", "•"; "" when none was')
 
 
 class ListBlock(BaseModel):

@@ -23,7 +23,8 @@ FACTOR = 28
 CATEGORIES = ("Caption", "Footnote", "Formula", "List-item", "Page-footer", "Page-header",
               "Picture", "Section-header", "Table", "Text", "Title")
 MAX_COORDINATE = 1_000_000
-MAX_PICTURE_PIXELS = 4_000_000  # a picture crop in an export, however large its box
+MAX_PICTURE_PIXELS = 2_000_000  # a picture crop in an export, however large its box (1,400 px square)
+PAGE_PICTURE_PIXELS = 3 * MAX_PICTURE_PIXELS  # all of a page's picture crops together
 
 
 def smart_resize(height: int, width: int, factor: int = FACTOR, min_pixels: int = 3136,
@@ -61,8 +62,8 @@ def _complete_objects(text: str) -> list[dict]:
     while i != -1:
         try:
             obj, end = decoder.raw_decode(text, i)
-        except json.JSONDecodeError:
-            break  # the cut-off cell: nothing after it is complete
+        except (ValueError, RecursionError):
+            break  # the cut-off cell (or one no parser should follow): nothing after it is kept
         if isinstance(obj, dict):
             found.append(obj)
         i = text.find("{", end)
@@ -78,7 +79,7 @@ def parse_layout(answer: str) -> tuple[list[dict], list[Message]]:
     try:
         data = json.loads(text)
         cells = data if isinstance(data, list) else [data]
-    except (json.JSONDecodeError, RecursionError):
+    except (ValueError, RecursionError):  # JSONDecodeError is a ValueError, as is a 5000-digit number
         cells = _complete_objects(text)
         warnings.append(n_("partly parsed: the layout answer was cut off; kept the {n} complete cell "
                            "before the cut",
@@ -89,7 +90,7 @@ def parse_layout(answer: str) -> tuple[list[dict], list[Message]]:
         if not _has_box(cell):
             bad_box += 1
             continue
-        if not (isinstance(cell.get("category", ""), str) and isinstance(cell.get("text") or "", str)):
+        if not (_is_text(cell.get("category") or "") and _is_text(cell.get("text") or "")):
             bad_text += 1
             continue
         key = (tuple(cell["bbox"]), cell.get("category"), cell.get("text", ""))
@@ -111,11 +112,24 @@ def parse_layout(answer: str) -> tuple[list[dict], list[Message]]:
 
 
 def _has_box(cell) -> bool:
-    """Four finite numbers within reason (no page a model sees is a million pixels wide)."""
+    """Four numbers within reason (no page a model sees is a million pixels wide); NaN and
+    infinity fail the comparison, and an integer is never turned into a float that overflows."""
     bbox = cell.get("bbox") if isinstance(cell, dict) else None
     return (isinstance(bbox, list) and len(bbox) == 4
-            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-                    and abs(v) <= MAX_COORDINATE for v in bbox))
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                    and -MAX_COORDINATE <= v <= MAX_COORDINATE for v in bbox))
+
+
+def _is_text(value) -> bool:
+    """A string that can be written out again: JSON's "\\ud800" decodes to a lone surrogate,
+    which no UTF-8 file, history row or export can hold."""
+    if not isinstance(value, str):
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def to_blocks(cells: list[dict], seen_size: tuple[int, int],
@@ -139,15 +153,22 @@ def to_blocks(cells: list[dict], seen_size: tuple[int, int],
     return blocks, warnings
 
 
-def crop_data_url(image: Image.Image, bbox: tuple[int, int, int, int]) -> str | None:
-    """A picture of the page, cropped by its box and shrunk to at most MAX_PICTURE_PIXELS, as a
-    PNG data URL; None for a box with no area."""
-    picture = crop(image, bbox)
-    if picture is None:
-        return None
-    buf = io.BytesIO()
-    picture.save(buf, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+class Crops:
+    """A page's pictures as PNG data URLs, within PAGE_PICTURE_PIXELS in all: 40 picture cells
+    of an answer must not make 40 full-size crops. Past the budget a picture is left out."""
+
+    def __init__(self, image: Image.Image):
+        self.image = image
+        self.left = PAGE_PICTURE_PIXELS
+
+    def data_url(self, bbox: tuple[int, int, int, int]) -> str | None:
+        picture = crop(self.image, bbox)
+        if picture is None or picture.width * picture.height > self.left:
+            return None
+        self.left -= picture.width * picture.height
+        buf = io.BytesIO()
+        picture.save(buf, format="PNG")
+        return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
 def crop(image: Image.Image, bbox: tuple[int, int, int, int]) -> Image.Image | None:

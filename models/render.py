@@ -33,7 +33,8 @@ def elements_text(elements: Sequence[Element]) -> str:
         if block.type == "table":
             parts.append("\n".join("\t".join(row).rstrip("\t") for row in block.cells))
         elif block.type == "list":
-            parts.append("\n".join("  " * item.level + item.text for item in block.items))
+            parts.append("\n".join("  " * item.level + (f"{item.marker} " if item.marker else "") + item.text
+                                   for item in block.items))
         elif block.type == "formula":
             parts.append(block.latex)
         elif block.type != "picture":
@@ -52,18 +53,26 @@ def elements_markdown(elements: Sequence[Element], picture: Callable[[Box], str 
         elif block.type == "paragraph":
             parts.append("  \n".join(escape_line(line) for line in block.text.splitlines()))
         elif block.type == "list":
-            parts.append("\n".join("   " * item.level + ("1. " if block.ordered else "- ")
+            parts.append("\n".join("   " * item.level + _list_mark(block.ordered, item.marker)
                                    + escape_line(" ".join(item.text.split())) for item in block.items))
         elif block.type == "table" and block.cells:
             parts.append(_html_table(block) if block.merges else _pipe_table(block))
-        elif block.type == "formula":
+        elif block.type == "formula" and "$" not in block.latex and "\n\n" not in block.latex:
             parts.append(f"$$\n{block.latex}\n$$")
-        elif block.type == "code":
-            fence = "`" * max(3, _longest_run(block.text, "`") + 1)
-            parts.append(f"{fence}\n{block.text}\n{fence}")
+        elif block.type in ("formula", "code"):
+            # a "$" or a blank line would end "$$ … $$" and let the rest be read as Markdown
+            source = block.latex if block.type == "formula" else block.text
+            fence = "`" * max(3, _longest_run(source, "`") + 1)
+            parts.append(f"{fence}{'latex' if block.type == 'formula' else ''}\n{source}\n{fence}")
         elif block.type == "picture" and picture and (address := picture(block.bbox)):
             parts.append(f"![Picture]({address})")
     return "\n\n".join(part for part in parts if part.strip())
+
+
+def _list_mark(ordered: bool, marker: str) -> str:
+    """The item's own number where it had one ("3. "); Markdown numbers the rest from the first."""
+    digits = marker.rstrip(".)")
+    return f"{digits}. " if ordered and digits.isdigit() else ("1. " if ordered else "- ")
 
 
 def _pipe_table(table: Table) -> str:

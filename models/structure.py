@@ -67,60 +67,72 @@ def from_lines(paragraphs: Sequence[Sequence[tuple[Box, str]]]) -> list[Element]
 
 
 def from_markdown(text: str, bbox: Box | None = None) -> tuple[list[Element], list[Message]]:
-    """Markdown (with HTML in it) as blocks; warnings say what was cut."""
+    """Markdown (with HTML in it) as blocks; warnings say what was cut. A table or code inside
+    a list item ends the list there and the list goes on after it, so each stays where it was."""
     tokens = tables.parse_markdown(text)
     found: list[Element] = []
     warnings: list[Message] = []
-    depth, current = 0, None  # the list being read, and how deep in it
+    depth, current, ordered, marker = 0, None, False, ""  # the list being read, how deep, its item's mark
     skip_to = -1
     for i, token in enumerate(tokens):
         if i < skip_to:
             continue
         before = tokens[i - 1] if i else None
         if token.type == "table_open":
-            table, cut = tables.from_tokens(tokens[i:])
+            table, cut = tables.from_tokens(tokens, i)
             found.append(table.model_copy(update={"bbox": bbox}))
             warnings += cut
             skip_to = next(j for j in range(i, len(tokens)) if tokens[j].type == "table_close")
+            current = None
         elif tables.is_html(token):
             blocks, cut = from_html(token.content, bbox)
             found += blocks
             warnings += cut
+            current = None if blocks else current
         elif token.type in ("fence", "code_block"):
             if token.content.strip():
                 found.append(Code(text=token.content.rstrip("\n"), bbox=bbox))
+                current = None
         elif token.type in ("bullet_list_open", "ordered_list_open"):
             if depth == 0:
-                current = ListBlock(items=[], ordered=token.type == "ordered_list_open", bbox=bbox)
-                found.append(current)
+                ordered, current = token.type == "ordered_list_open", None
             depth += 1
         elif token.type in ("bullet_list_close", "ordered_list_close"):
             depth -= 1
+        elif token.type == "list_item_open":
+            marker = token.info + token.markup  # "3." or "-"
         elif token.type == "inline" and before is not None and before.type == "heading_open":
             if heading := " ".join(tables.inline_text(token).split()):
                 found.append(Heading(text=heading, level=HEADINGS.get(before.tag, 1), bbox=bbox))
+                current = None
         elif token.type == "inline" and before is not None and before.type == "paragraph_open":
-            if depth and current is not None:
-                current.items.append(ListItem(text=tables.inline_text(token, "\n"), level=depth - 1))
+            if depth:
+                if current is None:
+                    current = ListBlock(items=[], ordered=ordered, bbox=bbox)
+                    found.append(current)
+                current.items.append(ListItem(text=tables.inline_text(token, "\n"), level=depth - 1, marker=marker))
+                marker = ""  # a second paragraph of the same item has none
             elif latex := _formula(token.content):
                 found.append(Formula(latex=latex, bbox=bbox))
             elif paragraph := tables.inline_text(token, "\n").strip():
                 found.append(Paragraph(text=paragraph, bbox=bbox))
-    return [block for block in found if not (isinstance(block, ListBlock) and not block.items)], warnings
+    return found, warnings
 
 
 def _formula(source: str) -> str | None:
     """The LaTeX of a paragraph that is a display formula, ``$$ … $$`` or ``\\[ … \\]``."""
     text = source.strip()
     for opening, closing in FORMULA_FENCES:
-        if len(text) > len(opening) + len(closing) and text.startswith(opening) and text.endswith(closing):
-            return text[len(opening):-len(closing)].strip()
+        inside = text[len(opening):-len(closing)]
+        if (len(text) > len(opening) + len(closing) and text.startswith(opening) and text.endswith(closing)
+                and opening not in inside and closing not in inside):  # one formula, not two with text between
+            return inside.strip()
     return None
 
 
 def from_html(html: str, bbox: Box | None = None) -> tuple[list[Element], list[Message]]:
-    """An HTML block: tables on their grid, headings, lists and the rest as paragraphs of text.
-    Nothing of it is kept as HTML."""
+    """An HTML block: tables on their grid, headings, lists and the rest as paragraphs of text,
+    loose text between elements included. Nothing of it is kept as HTML."""
     try:
         body = lxml.html.document_fromstring(html).body
     except lxml.etree.ParserError:  # nothing but a comment or whitespace
@@ -128,31 +140,59 @@ def from_html(html: str, bbox: Box | None = None) -> tuple[list[Element], list[M
     found: list[Element] = []
     warnings: list[Message] = []
     for element in _flow(body):
-        text = " ".join(element.text_content().split())
+        if isinstance(element, str):
+            if text := _lines(element):
+                found.append(Paragraph(text=text, bbox=bbox))
+            continue
+        text = _lines(tables.text_of(element))
         if element.tag == "table":
             table, cut = tables.from_element(element)
             if table is not None:
                 found.append(table.model_copy(update={"bbox": bbox}))
                 warnings += cut
+            elif text:  # cells without rows: still text
+                found.append(Paragraph(text=text, bbox=bbox))
         elif element.tag in HEADINGS and text:
-            found.append(Heading(text=text, level=HEADINGS[element.tag], bbox=bbox))
+            found.append(Heading(text=" ".join(text.split()), level=HEADINGS[element.tag], bbox=bbox))
         elif element.tag in ("ul", "ol"):
-            items = [ListItem(text=" ".join(li.text_content().split())) for li in element.iterchildren("li")]
+            ordered = element.tag == "ol"
+            items = [ListItem(text=item_text, marker=f"{n}." if ordered else "•")
+                     for n, li in enumerate(element.iterchildren("li"), start=_start(element))
+                     if (item_text := _lines(tables.text_of(li)))]
             if items:
-                found.append(ListBlock(items=items, ordered=element.tag == "ol", bbox=bbox))
+                found.append(ListBlock(items=items, ordered=ordered, bbox=bbox))
         elif text and element.tag not in ("script", "style"):
             found.append(Paragraph(text=text, bbox=bbox))
     return found, warnings
 
 
-def _flow(element: lxml.html.HtmlElement) -> Iterator[lxml.html.HtmlElement]:
-    """The block elements under ``element`` in document order; a container of blocks is
-    opened, one holding only text (``<div>Итого: 5</div>``) is a paragraph itself."""
-    for child in element.iterchildren(tag=lxml.etree.Element):
-        if child.tag in CONTAINERS and any(grand.tag in HTML_BLOCKS for grand in child):
+def _lines(text: str) -> str:
+    """Text with each line's spaces folded and empty lines gone."""
+    return "\n".join(line for line in (" ".join(part.split()) for part in text.splitlines()) if line)
+
+
+def _start(ol: lxml.html.HtmlElement) -> int:
+    try:
+        return int(ol.get("start", "1"))
+    except ValueError:
+        return 1
+
+
+def _flow(element: lxml.html.HtmlElement) -> Iterator[lxml.html.HtmlElement | str]:
+    """The block elements under ``element`` in document order, and the loose text between
+    them; a container of blocks is opened, one holding only text (``<div>Итого: 5</div>``) is
+    a paragraph itself."""
+    if element.text and element.text.strip():
+        yield element.text
+    for child in element.iterchildren():
+        if not isinstance(child.tag, str):  # a comment
+            pass
+        elif child.tag in CONTAINERS and any(grand.tag in HTML_BLOCKS for grand in child):
             yield from _flow(child)
         else:
             yield child
+        if child.tail and child.tail.strip():
+            yield child.tail
 
 
 def from_layout(cells: Sequence[Cell], hide_header_footer: bool = False) -> tuple[list[Element], list[Message]]:

@@ -14,6 +14,8 @@ a 100-column table and a warning, not a 20 000-column sheet.
 
 from __future__ import annotations
 
+import itertools
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -29,6 +31,10 @@ if TYPE_CHECKING:
     from models.result import OCRResult
 
 MARKDOWN = MarkdownIt("commonmark").enable("table")
+_BR = re.compile(r"<br\s*/?>", re.IGNORECASE)
+# HTML elements whose end is a line's end: their text must not run into the next one's
+LINE_ENDS = {"p", "div", "li", "tr", "dt", "dd", "h1", "h2", "h3", "h4", "h5", "h6", "pre", "blockquote",
+             "section", "article", "header", "footer", "table", "ul", "ol", "dl", "caption", "td", "th"}
 MAX_ROWS = 1000
 MAX_COLUMNS = 100
 
@@ -70,10 +76,10 @@ def is_html(token: Token) -> bool:
     return token.type == "html_block" or (token.type == "fence" and token.info.strip().lower() == "html")
 
 
-def from_tokens(tokens: list[Token]) -> tuple[Table, list[Message]]:
-    """The pipe table whose ``table_open`` token starts ``tokens``."""
+def from_tokens(tokens: list[Token], start: int = 0) -> tuple[Table, list[Message]]:
+    """The pipe table whose ``table_open`` token is ``tokens[start]``."""
     cells: list[list[str]] = []
-    for token in tokens[1:]:
+    for token in itertools.islice(tokens, start + 1, None):
         if token.type == "table_close":
             break
         if token.type == "tr_open":
@@ -94,7 +100,7 @@ def inline_text(token: Token, breaks: str = " ") -> str:
     for child in token.children or []:
         if child.type in ("text", "code_inline"):
             parts.append(child.content)
-        elif child.type in ("softbreak", "hardbreak"):
+        elif child.type in ("softbreak", "hardbreak") or (child.type == "html_inline" and _BR.match(child.content)):
             parts.append(breaks)
         elif child.type == "link_open":
             links.append(_address(str(child.attrs.get("href", ""))))
@@ -131,8 +137,6 @@ def from_html(html: str) -> tuple[list[Table], list[Message]]:
 
 def from_element(table: lxml.html.HtmlElement) -> tuple[Table | None, list[Message]]:
     """An HTML table on its grid, cut to MAX_ROWS × MAX_COLUMNS; None when it has no rows."""
-    for br in table.iter("br"):
-        br.tail = "\n" + (br.tail or "")  # "Итого<br>с НДС" must not read "Итогос НДС"
     rows = table.xpath("./tr|./thead/tr|./tbody/tr|./tfoot/tr")
     kept = rows[:MAX_ROWS]
     placed: dict[tuple[int, int], str] = {}
@@ -156,7 +160,7 @@ def from_element(table: lxml.html.HtmlElement) -> tuple[Table | None, list[Messa
             for dr in range(down):
                 for dc in range(across):
                     placed[(r + dr, c + dc)] = ""
-            placed[(r, c)] = " ".join(td.text_content().split())
+            placed[(r, c)] = " ".join(text_of(td).split())
             if down > 1 or across > 1:
                 merges.append(Merge(row=r, col=c, rows=down, cols=across))
             c += across
@@ -165,6 +169,27 @@ def from_element(table: lxml.html.HtmlElement) -> tuple[Table | None, list[Messa
     width = max(c for _, c in placed) + 1
     cells = [[placed.get((r, c), "") for c in range(width)] for r in range(len(kept))]
     return Table(cells=cells, merges=merges), _cut(len(rows), widest)
+
+
+def text_of(element: lxml.html.HtmlElement) -> str:
+    """An element's text with a line break where a <br> or a block ends, so "Итого<br>с НДС" or
+    <p>a</p><p>b</p> never run together ("Итогос НДС", "ab")."""
+    parts: list[str] = []
+
+    def walk(node: lxml.html.HtmlElement) -> None:
+        if not isinstance(node.tag, str):  # a comment or a processing instruction
+            parts.append(node.tail or "")
+            return
+        parts.append("\n" if node.tag == "br" else node.text or "")
+        for child in node:
+            walk(child)
+        if node.tag in LINE_ENDS:
+            parts.append("\n")
+        if node is not element:
+            parts.append(node.tail or "")
+
+    walk(element)
+    return "".join(parts)
 
 
 def _cut(rows: int, columns: int) -> list[Message]:

@@ -124,7 +124,8 @@ def test_a_bad_cell_costs_that_cell_not_the_page():
               '{"bbox": [0, 0, 10, 10], "text": ["c"]}, {"bbox": [0, 0, 50, 50], "category": "Text", "text": "kept"}]')
     page = page_from_answer(answer, False, request, task, 100)
     assert page.error is None and page.text == "kept" and len(page.blocks) == 1
-    assert len(page.warnings) == 2
+    assert page.warnings == ["partly parsed: 2 cells without a valid box were dropped",
+                             "partly parsed: 1 cell whose text or category was not text was dropped"]
 
 
 def test_a_plain_answer_is_kept_as_written():
@@ -158,7 +159,62 @@ def test_a_page_kept_before_typed_blocks_still_opens_with_them():
     assert again.elements == [ListBlock(items=[])]
 
 
-def test_blocks_inside_a_list_item_do_not_break_the_list():
-    elements, _ = structure.from_markdown("- item\n\n  ```\n  code\n  ```\n\n  more text\n- two\n")
-    assert [e.type for e in elements] == ["list", "code"]
-    assert [item.text for item in elements[0].items] == ["item", "more text", "two"]
+def test_a_block_inside_a_list_item_stays_where_it_was_written():
+    elements, _ = structure.from_markdown("1. Лот 1\n\n   | Товар | Цена |\n   |---|---|\n   | Стул | 100 |\n\n"
+                                          "2. Лот 2\n\n   ```\n   code\n   ```\n\n   more text\n3. three\n")
+    assert [e.type for e in elements] == ["list", "table", "list", "code", "list"]
+    assert [[(i.marker, i.text) for i in e.items] for e in elements if e.type == "list"] == [
+        [("1.", "Лот 1")], [("2.", "Лот 2")], [("", "more text"), ("3.", "three")]]
+    assert render.elements_text(elements).startswith("1. Лот 1\n\nТовар\tЦена\nСтул\t100\n\n2. Лот 2")
+
+
+def test_list_numbers_are_kept_as_written():
+    elements, _ = structure.from_markdown("3. Срок поставки: 10 дней.\n4. Цена: 1 250 000,00 руб.\n\n* пункт\n")
+    assert render.elements_text(elements) == "3. Срок поставки: 10 дней.\n4. Цена: 1 250 000,00 руб.\n\n* пункт"
+    assert render.elements_markdown(elements).startswith("3. Срок поставки: 10 дней.\n4. Цена:")
+
+
+def test_no_text_of_an_html_answer_is_lost_or_run_together():
+    elements, _ = structure.from_markdown(
+        "<div>Итого по разделу:<table><tr><td><p>a</p><p>b</p></td></tr></table>Всего 5 позиций</div>\n"
+        "Подпись: Иванов И.И.\n\nСтрока<br>вторая\n\n<table><td>без</td><td>строк</td></table>")
+    assert render.elements_text(elements) == ("Итого по разделу:\n\na b\n\nВсего 5 позиций\n\nПодпись: Иванов И.И."
+                                              "\n\nСтрока\nвторая\n\nбез\nстрок")
+
+
+def test_a_formula_cannot_close_its_block_in_the_markdown():
+    elements = [Formula(latex="x\n$$\n\n![leak](http://127.0.0.1:9/leak)\n\n$$\ny")]
+    markdown = render.elements_markdown(elements)
+    tokens = tables.parse_markdown(markdown)
+    assert [t.type for t in tokens] == ["fence"] and "![leak]" in tokens[0].content
+    found, _ = structure.from_markdown("$$ a $$ text $$ b $$")
+    assert found == [Paragraph(text="$$ a $$ text $$ b $$")]  # two formulas and text: not one formula
+
+
+def test_huge_numbers_and_lone_surrogates_cost_their_cell_only():
+    request = Prepared(index=0, size=(200, 200), seen_size=(100, 100), messages=[])
+    task = Task(label="layout", output="layout", prompt="p")
+    good = '{"bbox": [0, 0, 50, 50], "category": "Text", "text": "kept"}'
+    for bad in ('{"bbox": [0, 0, 1' + "0" * 400 + ', 1], "text": "a"}',
+                '{"bbox": [0, 0, 1' + "0" * 5000 + ', 1], "text": "a"}',
+                '{"bbox": [0, 0, 5, 5], "text": "ok \\ud800"}',
+                '{"bbox": [0, 0, 5, 5], "text": ' + '{"a": ' * 5000 + "1" + "}" * 5000 + "}"):
+        page = page_from_answer(f"[{good}, {bad}]", False, request, task, 100)
+        assert page.error is None and page.text == "kept", bad[:40]
+        page.model_dump_json()  # it can be kept and exported
+
+
+def test_a_page_of_many_pictures_keeps_its_crops_within_a_budget():
+    from models import layout
+
+    class Source:
+        def load(self, max_pixels=None):
+            from models.document import Page
+            return Page(0, Image.new("RGB", (2000, 2800), "white"))
+    cells = ", ".join(f'{{"bbox": [{i}, 0, {1000 + i}, 1400], "category": "Picture"}}' for i in range(40))
+    request = Prepared(index=0, size=(2000, 2800), seen_size=(1000, 1400), messages=[])
+    page = page_from_answer(f"[{cells}]", False, request, Task(label="l", output="layout", prompt="p"), 100,
+                            source=Source())
+    assert len(page.elements) == 40
+    shown = page.markdown.count("data:image/png")
+    assert 1 <= shown <= layout.PAGE_PICTURE_PIXELS // layout.MAX_PICTURE_PIXELS

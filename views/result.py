@@ -76,7 +76,7 @@ def list_text(block: ListBlock) -> str:
     for item in block.items:
         counts = (counts + [0] * item.level)[:item.level + 1]
         counts[-1] += 1
-        marker = f"{counts[-1]}." if block.ordered else "•"
+        marker = item.marker or (f"{counts[-1]}." if block.ordered else "•")
         indent = "    " * item.level
         lines.append(f"{indent}{marker} " + item.text.replace("\n", "\n" + indent + " " * (len(marker) + 1)))
     return "\n".join(lines)
