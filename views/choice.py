@@ -8,7 +8,7 @@ import streamlit as st
 from managers.availability import models_for_mode, why_not
 from managers.runs import Choice
 from models.config import MODES, AppConfig, Mode
-from views.i18n import local, mode_name, shown_as, t, tr
+from views.i18n import local, mode_name, said, shown_as, t, tr
 
 
 def pick(config: AppConfig, host, key: str, default: tuple[Mode, str]) -> tuple[Choice, str | None]:
@@ -27,7 +27,7 @@ def pick(config: AppConfig, host, key: str, default: tuple[Mode, str]) -> tuple[
                               key=f"{key}_task_{name}")
     reason = why_not(model, mode, host, config)
     if reason:
-        st.warning(t("Cannot run here: {reason}.", reason=tr(reason)))
+        st.warning(said(t("Cannot run here: {reason}.", reason=tr(reason))))
     return Choice(name, mode, task), reason
 
 

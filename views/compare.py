@@ -97,7 +97,7 @@ def show_comparison(config: AppConfig, evaluation: Evaluation) -> None:
     models = [m for m in evaluation.models if m.error or m.rows]
     for model in models:
         if model.error:
-            st.error(f"{label(config, model.choice)}: {tr(model.error)}")
+            st.error(said(f"{label(config, model.choice)}: {tr(model.error)}"))
     rows = [(model, model.rows[0]) for model in models if model.rows]
     if not rows:
         return

@@ -79,7 +79,7 @@ def show_evaluation(config: AppConfig, evaluation: Evaluation) -> None:
         st.warning(t("The evaluation was cancelled; documents read in full are counted."))
     for model in evaluation.models:
         if model.error:
-            st.error(f"{label(config, model.choice)}: {tr(model.error)}")
+            st.error(said(f"{label(config, model.choice)}: {tr(model.error)}"))
     st.subheader(t("All documents"))
     st.dataframe([line(label(config, model.choice), model) for model in evaluation.models if not model.error],
                  hide_index=True)

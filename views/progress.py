@@ -56,9 +56,9 @@ def draw_evaluation(slot, job: EvaluationJob) -> None:
             st.info(said(job.status))
         if job.model:
             st.progress(job.done / job.total if job.total else 0.0,
-                        text=t("Model {step} of {models}: {model} · {document} · page {done} of {total}",
-                               step=job.step, models=len(job.choices), model=job.model, document=job.document,
-                               done=job.done, total=job.total))
+                        text=said(t("Model {step} of {models}: {model} · {document} · page {done} of {total}",
+                                    step=job.step, models=len(job.choices), model=job.model, document=job.document,
+                                    done=job.done, total=job.total)))
 
 
 def collect_evaluation(name: str) -> None:

@@ -75,8 +75,8 @@ def draw_job(slot, job: Batch) -> None:
         if len(job.items) > 1:
             item = job.items[job.current]
             st.progress(job.current / len(job.items),
-                        text=t("File {number} of {count}: {name}", number=job.current + 1, count=len(job.items),
-                               name=item.name))
+                        text=said(t("File {number} of {count}: {name}", number=job.current + 1,
+                                    count=len(job.items), name=item.name)))
         if job.done == 0 and job.status:
             st.info(said(job.status))
         if job.total:

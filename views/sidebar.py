@@ -57,7 +57,7 @@ def sidebar(runtime: Runtime, host) -> tuple[str, str, str | None]:
     if model.description:
         st.sidebar.caption(local(model.description))
     if reason:
-        st.sidebar.warning(t("Cannot run here: {reason}.", reason=tr(reason)))
+        st.sidebar.warning(said(t("Cannot run here: {reason}.", reason=tr(reason))))
     elif warning := vram_warning(model, config):
         st.sidebar.info(said(warning) + ".")
 
@@ -65,7 +65,7 @@ def sidebar(runtime: Runtime, host) -> tuple[str, str, str | None]:
     if mode == "vllm" and model.vllm.remote:
         ok, why = cached_remote_ready(key, config)
         st.sidebar.markdown(t("**Remote endpoint:** {endpoint}", endpoint=model.vllm.endpoint))
-        st.sidebar.caption(t("answering") if ok else t("not answering: {reason}", reason=tr(why)))
+        st.sidebar.caption(t("answering") if ok else said(t("not answering: {reason}", reason=tr(why))))
     elif mode == "vllm":
         vllm_controls(runtime, key, reason)
     elif mode == "local":
@@ -78,7 +78,7 @@ def sidebar(runtime: Runtime, host) -> tuple[str, str, str | None]:
     gpu = host.gpu
     gpus = ", ".join(t("{name} ({free:.1f} of {total:.1f} GB free)", name=g.name, free=g.free_gb, total=g.total_gb)
                      for g in gpu.gpus)
-    st.sidebar.caption(t("GPU: {gpus}", gpus=gpus or tr(gpu.error)))
+    st.sidebar.caption(said(t("GPU: {gpus}", gpus=gpus or tr(gpu.error))))
     return mode, key, reason
 
 
@@ -100,8 +100,8 @@ def vllm_controls(runtime: Runtime, key: str, cannot_start: str | None) -> None:
     else:
         st.sidebar.markdown(t("**Active model:** none"))
     for failed in (s for s in statuses.values() if s.state is State.FAILED):
-        st.sidebar.caption(t("⚠ {name} failed: {reason}", name=local(config.models[failed.key].name),
-                             reason=tr(failed.detail)))
+        st.sidebar.caption(said(t("⚠ {name} failed: {reason}", name=local(config.models[failed.key].name),
+                                  reason=tr(failed.detail))))
     left, right = st.sidebar.columns(2)
     already = active is not None and active.key == key and active.state is State.READY
     busy = bool(runtime.operations.running())
@@ -181,7 +181,7 @@ def operations_panel(runtime: Runtime):
             with st.sidebar.expander(t("Container log")):
                 st.code(watched.log_tail, language=None)
     elif watched and watched.state == "done" and watched.kind == "unload" and watched.result:
-        st.sidebar.caption(t("Unloaded: {name}.", name=tr(watched.result)))
+        st.sidebar.caption(said(t("Unloaded: {name}.", name=tr(watched.result))))
     return slot
 
 
@@ -189,6 +189,6 @@ def draw_operations(slot, runtime: Runtime) -> None:
     running = runtime.operations.running()
     with slot.container():
         for op in running:
-            st.info(describe(op, runtime.config))
+            st.info(said(describe(op, runtime.config)))
             if op.last_event and op.last_event.log_line:
-                st.caption(op.last_event.log_line[-200:])
+                st.caption(said(op.last_event.log_line[-200:]))  # a container's own words
