@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Iterator
 
@@ -27,8 +28,10 @@ REFUSED = "refused"  # the key of the child's last line when the engine refused 
 def pull(repo: str, tag: str, cancel: threading.Event, poll_s: float) -> Iterator[dict]:
     """The engine's progress events; an event with ``REFUSED`` holds the engine's reason for
     refusing the pull. Once ``cancel`` is set the events end, the child killed."""
+    # stderr to a file, not a pipe: a child that said much there would block on a full pipe
+    said = tempfile.TemporaryFile(mode="w+")
     child = subprocess.Popen([sys.executable, "-m", "managers.pulling", repo, tag], cwd=ROOT,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             stdout=subprocess.PIPE, stderr=said, text=True)
     finished = threading.Event()
 
     def kill_on_cancel() -> None:
@@ -41,15 +44,20 @@ def pull(repo: str, tag: str, cancel: threading.Event, poll_s: float) -> Iterato
     watcher.start()
     try:
         for line in child.stdout:
-            yield json.loads(line)
+            try:
+                yield json.loads(line)
+            except ValueError:  # not an event (a library's own print): nothing to show
+                continue
         if child.wait() != 0 and not cancel.is_set():  # it could not reach the engine at all
-            said = child.stderr.read().strip().splitlines()
-            yield {REFUSED: said[-1] if said else _("exited with code {code}", code=str(child.returncode))}
+            said.seek(0)
+            last = said.read().strip().splitlines()
+            yield {REFUSED: last[-1] if last else _("exited with code {code}", code=str(child.returncode))}
     finally:
         finished.set()
         watcher.join()
         child.kill()
         child.communicate()
+        said.close()
 
 
 def main(repo: str, tag: str) -> int:
