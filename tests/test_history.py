@@ -8,7 +8,9 @@ import sqlite3
 import subprocess
 import sys
 import threading
+import types
 from pathlib import Path
+from unittest import mock
 
 import pytest
 from PIL import Image
@@ -259,8 +261,11 @@ def stress_workers():
     start = spawn.Barrier(PROCESSES + 1)
     orders, results = spawn.Queue(), spawn.Queue()
     workers = [spawn.Process(target=stress_worker, args=(orders, results, start)) for _ in range(PROCESSES)]
-    for worker in workers:
-        worker.start()
+    # A spawned child runs the parent's __main__ again first; Streamlit's AppTest.from_function
+    # (an earlier test file) leaves __main__ as a temporary script that fails outside its run.
+    with mock.patch.dict(sys.modules, {"__main__": types.ModuleType("__main__")}):
+        for worker in workers:
+            worker.start()
     yield orders, results, start
     for _ in workers:
         orders.put(None)
