@@ -451,8 +451,9 @@ def test_a_hostile_answer_loads_nothing_and_runs_nothing(hostile_app, browser, t
     markdown.get_by_text(f"See x ({recorder.url}/leak) and the terms ({recorder.url}/link).",
                          exact=True).wait_for(timeout=30_000)
     assert markdown.get_by_role("heading", name=f"Offer from {recorder.url}/heading").count() == 1
-    formula = markdown.get_by_test_id("stCode").filter(has_text=f"![f]({recorder.url}/formula)")
-    assert formula.count() == 1  # a formula that would end its $$ block early, as its source
+    # a "formula" that would end its $$ block early is no formula: text, its image an address
+    formula = markdown.get_by_test_id("stText").filter(has_text=f"f ({recorder.url}/formula)")
+    assert formula.count() == 1
     assert markdown.locator(".katex").count() == 1  # the other, drawn by KaTeX, which follows no address
     (ROOT / "test-results").mkdir(exist_ok=True)
     page.screenshot(path=str(ROOT / "test-results" / "browser-hostile.png"), full_page=True)
