@@ -154,18 +154,24 @@ def to_blocks(cells: list[dict], seen_size: tuple[int, int],
 
 
 class Crops:
-    """A page's pictures as PNG data URLs, within PAGE_PICTURE_PIXELS in all: 40 picture cells
-    of an answer must not make 40 full-size crops. Past the budget a picture is left out."""
+    """A page's pictures, within PAGE_PICTURE_PIXELS in all: 40 picture cells of an answer must
+    not make 40 full-size crops. Past the budget a picture is left out (None)."""
 
     def __init__(self, image: Image.Image):
         self.image = image
         self.left = PAGE_PICTURE_PIXELS
 
-    def data_url(self, bbox: tuple[int, int, int, int]) -> str | None:
+    def picture(self, bbox: tuple[int, int, int, int]) -> Image.Image | None:
         picture = crop(self.image, bbox)
         if picture is None or picture.width * picture.height > self.left:
             return None
         self.left -= picture.width * picture.height
+        return picture
+
+    def data_url(self, bbox: tuple[int, int, int, int]) -> str | None:
+        """The picture as a PNG data URL, for Markdown."""
+        if (picture := self.picture(bbox)) is None:
+            return None
         buf = io.BytesIO()
         picture.save(buf, format="PNG")
         return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()

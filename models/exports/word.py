@@ -69,30 +69,24 @@ def _element(doc: WordDocument, element: Element, picture: Callable[[Box], Image
 
 
 def _cropper(page: PageResult, page_image: Callable[[int], Image.Image]) -> Callable[[Box], Image.Image | None]:
-    """A picture's box → the page cut by it (layout.crop bounds it), the page image fetched
-    once; a page whose image cannot be had loses its pictures, not the document. All of a
-    page's pictures stay within layout.PAGE_PICTURE_PIXELS: past it a picture is left out."""
-    left = layout.PAGE_PICTURE_PIXELS
-
+    """A picture's box → the page cut by it, within the page's picture budget (layout.Crops),
+    the page image fetched once; a page whose image cannot be had loses its pictures, not the
+    document."""
     @cache
-    def image() -> Image.Image | None:
+    def crops() -> layout.Crops | None:
         try:
-            return page_image(page.index)
+            return layout.Crops(page_image(page.index))
         except ChatVLMError:
             return None
 
     def crop(box: Box) -> Image.Image | None:
-        if (whole := image()) is None:
+        if (page_crops := crops()) is None:
             return None
         # The image may be the page scaled (e.g. read smaller than its result size).
+        whole = page_crops.image
         sx = whole.width / page.width if page.width else 1
         sy = whole.height / page.height if page.height else 1
-        cut = layout.crop(whole, (round(box[0] * sx), round(box[1] * sy), round(box[2] * sx), round(box[3] * sy)))
-        nonlocal left
-        if cut is None or cut.width * cut.height > left:
-            return None
-        left -= cut.width * cut.height
-        return cut
+        return page_crops.picture((round(box[0] * sx), round(box[1] * sy), round(box[2] * sx), round(box[3] * sy)))
     return crop
 
 
