@@ -27,7 +27,8 @@ from managers.operations import Operation
 from managers.prepare import prepare_page
 from managers.readiness import api_ready
 from models.answers import full_page
-from models.config import MODE_LABELS, AppConfig, Mode, lock_dir
+from models.config import FIELDS, MODE_LABELS, AppConfig, Mode, fields_task, lock_dir
+from models.fields.collect import collect
 from models.engine import Engine, OnPage, OnText, PageSource, Prepare
 from models.errors import Cancelled, ChatVLMError, NotAvailable
 from models.i18n import _
@@ -46,6 +47,7 @@ class Choice:
     task: str | None = None
     hide_header_footer: bool = False
     box: tuple[int, int, int, int] | None = None  # for grounding tasks, in page pixels
+    template: str | None = None  # for the fields task: a key of config.yaml's templates
 
 
 @dataclass
@@ -193,12 +195,16 @@ def read_document(runtime: Runtime, choice: Choice, pages: list[PageSource], *,
     ready or is taken away before the first page."""
     config = runtime.config
     mode = check_mode(config, choice.key, choice.mode)
-    config.model(choice.key).task(choice.task)  # an unknown task is refused before anything starts
+    # An unknown task or template is refused before anything starts.
+    fields = fields_task(choice.template, config.template(choice.template)) if choice.task == FIELDS else None
+    if fields is None:
+        config.model(choice.key).task(choice.task)
     cancel = cancel or threading.Event()
     make_ready(runtime, choice.key, mode, on_event, cancel)
     engine = make_engine(runtime, choice.key, mode)
     engine.hide_header_footer = choice.hide_header_footer
     engine.box = choice.box
+    engine.fields = fields
     hold = _hold(runtime, choice.key, mode, len(pages))
     images: dict[int, Image.Image] = {}
     settings = config.model(choice.key).preprocess
@@ -221,6 +227,10 @@ def read_document(runtime: Runtime, choice: Choice, pages: list[PageSource], *,
 
         result = engine.ocr(pages, choice.task, on_page=counted, cancel=cancel,
                             prepare=prepared if prepare else None, on_text=on_text)
+    if fields is not None:
+        result.template = fields.template_key
+        result.fields = collect(fields.template, [v for page in result.pages for v in page.fields],
+                                engine.fields_not_found(fields))
     return Run(choice, result, images)
 
 

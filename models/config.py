@@ -16,6 +16,7 @@ from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
                       model_validator)
 
 from models.errors import ConfigError
+from models.fields.template import Template, instruction, json_schema
 from models.i18n import Localized, Message, _, n_
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -118,6 +119,25 @@ class Task(Strict):
     prompt: str = ""
     # How the engine's answer is read: plain text, Markdown/HTML, or dots.ocr layout JSON.
     output: Literal["text", "markdown", "layout"] = "text"
+
+
+# The task every model has besides its own: a template's fields (models/fields/).
+FIELDS = "fields"
+
+
+class FieldsTask(Task):
+    """The fields task for one template: its instruction is the prompt, and engines that can
+    constrain decoding hold the answer to ``json_schema``."""
+
+    output: Literal["fields"] = "fields"
+    template_key: str
+    template: Template
+    json_schema: dict
+
+
+def fields_task(key: str, template: Template) -> FieldsTask:
+    return FieldsTask(label=Localized({"en": "Fields", "ru": "Поля"}), prompt=instruction(template),
+                      template_key=key, template=template, json_schema=json_schema(template))
 
 
 class VLLMBackend(Strict):
@@ -286,6 +306,8 @@ class AppConfig(Strict):
     history: History = History()
     ui: UI = UI()
     models: Annotated[dict[str, ModelConfig], Field(min_length=1)]
+    # Kinds of documents whose fields the fields task reads (models/fields/).
+    templates: dict[Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")], Template] = {}
 
     @model_validator(mode="after")
     def _cross_checks(self) -> AppConfig:
@@ -318,6 +340,16 @@ class AppConfig(Strict):
         except KeyError:
             raise ConfigError(_("Unknown model '{key}'; known models: {known}.",
                                 key=key, known=", ".join(self.models))) from None
+
+    def template(self, key: str | None) -> Template:
+        """The template called ``key``, or ConfigError naming the templates there are."""
+        if key not in self.templates:
+            if key is None:
+                raise ConfigError(_("The fields task needs a template; the templates are: {known}.",
+                                    known=", ".join(self.templates)))
+            raise ConfigError(_("Unknown template '{key}'; the templates are: {known}.",
+                                key=key, known=", ".join(self.templates)))
+        return self.templates[key]
 
     def requests_for(self, key: str) -> Requests:
         """The request settings for one model: the defaults with its overrides."""

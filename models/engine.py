@@ -21,10 +21,10 @@ from typing import ClassVar, Protocol, TypeVar
 
 from PIL import Image
 
-from models.config import ModelConfig, Task
+from models.config import FIELDS, FieldsTask, ModelConfig, Task
 from models.document import Page, to_rgb
-from models.errors import ChatVLMError
-from models.i18n import _
+from models.errors import ChatVLMError, ConfigError
+from models.i18n import Message, _
 from models.result import OCRResult, PageResult
 
 log = logging.getLogger(__name__)
@@ -69,9 +69,20 @@ class Engine(ABC):
         self.key = key
         self.model = model
         self.on_text: OnText | None = None  # set for one ``ocr`` call; engines that stream use it
+        self.fields: FieldsTask | None = None  # the fields task's template, set by the runner
 
     def task(self, name: str | None) -> tuple[str, Task]:
+        """The model's task called ``name``; ``fields``, the fields task the runner set."""
+        if name == FIELDS:
+            if self.fields is None:
+                raise ConfigError(_("The fields task needs a template: choose one."))
+            return FIELDS, self.fields
         return self.model.task(name)
+
+    def fields_not_found(self, task: FieldsTask) -> dict[str, Message]:
+        """Why this engine finds no value for some of the template's fields, by field name
+        (Tesseract's rules cannot read a subject); a VLM reads them all."""
+        return {}
 
     @abstractmethod
     def read_page(self, page: Page, task: Task) -> PageResult:

@@ -8,6 +8,9 @@
 ``elements`` is the page's content as typed blocks (models/elements.py): paragraph, heading,
 list, table, formula, code, picture. ``text`` and ``markdown`` are rendered from them.
 
+The fields task adds ``template`` and ``fields`` (one checked value per template field,
+models/fields/result.py) to the run, and ``fields`` (the values found there) to each page.
+
 ``source`` says what a page's text was read from: "image" (the page's pixels, by the model
 or OCR) or "text layer" (the PDF's own text, models/text_layer.py); runs kept before it
 existed read as "image".
@@ -21,6 +24,7 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 
 from models import structure
 from models.elements import Element
+from models.fields.result import FieldResult, FoundValue
 from models.i18n import Message
 
 
@@ -50,6 +54,8 @@ class PageResult(BaseModel):
     source: Literal["image", "text layer"] = "image"
     # The page's content as typed blocks; text and markdown are rendered from them.
     elements: list[Element] = []
+    # The fields task: the template's values this page shows (models/fields/).
+    fields: list[FoundValue] = []
 
     @model_validator(mode="after")
     def _typed(self) -> PageResult:
@@ -74,6 +80,9 @@ class OCRResult(BaseModel):
     task: str
     seconds: float = 0.0
     pages: list[PageResult] = []
+    # The fields task: its template, and one checked value per field over all pages.
+    template: str | None = None
+    fields: list[FieldResult] = []
 
     @property
     def failed(self) -> list[PageResult]:

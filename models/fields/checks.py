@@ -1,0 +1,200 @@
+"""Each value parsed by its field's type and checked by its field's check.
+
+Kept libraries do the checking where one exists: ``python-stdnum`` for INN and OGRN
+checksums, ``dateparser`` for dates written in Russian or English ("«15» января 2026 г.",
+"15.01.2026", "January 15, 2026"), ``phonenumbers`` and ``email-validator``. Sums follow the
+project's number rules (models/numbers.py) in the template's convention. What no library
+holds is written here with its source: KPP's and BIK's shapes, and a bank account's control
+key, computed over the last three digits of its bank's BIK and the account's 20 digits with
+the weights 7, 1, 3 (Bank of Russia regulation 385-П; a correspondent account uses "0" and
+the BIK's 5th and 6th digits instead).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from decimal import Decimal
+
+from models import numbers
+from models.fields.result import Value
+from models.fields.template import TemplateField
+from models.i18n import Message, _
+
+_SPACES = re.compile(r"\s+")
+_KPP = re.compile(r"\d{4}[\dA-Z]{2}\d{3}")
+_BIK = re.compile(r"04\d{7}")
+# Currency words and marks around a sum (the words of a sum written out in brackets go first).
+_CURRENCY = re.compile(r"руб\w*\.?|₽|RUB|р\.|USD|EUR|\$|€", re.IGNORECASE)
+# "1 250 000 рублей 00 копеек": the kopecks as the sum's decimals.
+_KOPECKS = re.compile(r"^(?P<rub>.*?\d)\s*(?:руб\w*\.?|р\.)\s*(?P<kop>\d{2})\s*коп\w*\.?$", re.IGNORECASE)
+_ACCOUNT_WEIGHTS = (7, 1, 3)
+
+
+@dataclass(frozen=True)
+class Checked:
+    ok: bool
+    normalized: str | None = None
+    reason: Message | None = None
+
+
+def _bad(reason: Message) -> Checked:
+    return Checked(False, None, reason)
+
+
+def _digits(value: str) -> str:
+    return re.sub(r"[\s\u00a0-]", "", value)
+
+
+def _inn(value: str) -> Checked:
+    from stdnum import exceptions
+    from stdnum.ru import inn
+
+    try:
+        return Checked(True, inn.validate(_digits(value)))
+    except exceptions.InvalidChecksum:
+        return _bad(_("the INN's check digits do not match"))
+    except exceptions.ValidationError:
+        return _bad(_("an INN has 10 digits (an organisation) or 12 (a person)"))
+
+
+def _ogrn(value: str) -> Checked:
+    from stdnum import exceptions
+    from stdnum.ru import ogrn
+
+    try:
+        return Checked(True, ogrn.validate(_digits(value)))
+    except exceptions.InvalidChecksum:
+        return _bad(_("the OGRN's check digit does not match"))
+    except exceptions.ValidationError:
+        return _bad(_("an OGRN has 13 digits (an organisation) or 15 (a sole trader)"))
+
+
+def _kpp(value: str) -> Checked:
+    compact = _digits(value).upper()
+    if _KPP.fullmatch(compact):
+        return Checked(True, compact)
+    return _bad(_("a KPP has 9 characters: 4 digits, 2 digits or letters, 3 digits"))
+
+
+def _bik(value: str) -> Checked:
+    compact = _digits(value)
+    if _BIK.fullmatch(compact):
+        return Checked(True, compact)
+    return _bad(_("a BIK has 9 digits and begins with 04"))
+
+
+def account_key_ok(account: str, bik: str) -> bool:
+    """Whether a 20-digit account's control key agrees with its bank's 9-digit BIK."""
+    prefix = "0" + bik[4:6] if account.startswith("301") else bik[-3:]
+    digits = prefix + account
+    return sum(int(d) * _ACCOUNT_WEIGHTS[i % 3] % 10 for i, d in enumerate(digits)) % 10 == 0
+
+
+def _account(value: str, bik: str | None) -> Checked:
+    compact = _digits(value)
+    if not re.fullmatch(r"\d{20}", compact):
+        return _bad(_("a bank account has 20 digits"))
+    if bik is None or not _BIK.fullmatch(bik):
+        return _bad(_("the account cannot be checked without its bank's valid BIK"))
+    if not account_key_ok(compact, bik):
+        return _bad(_("the account's control key does not match its bank's BIK"))
+    return Checked(True, compact)
+
+
+def _email(value: str) -> Checked:
+    from email_validator import EmailNotValidError, validate_email
+
+    try:
+        return Checked(True, validate_email(value.strip(), check_deliverability=False).normalized)
+    except EmailNotValidError:
+        return _bad(_("not an e-mail address"))
+
+
+def _phone(value: str) -> Checked:
+    import phonenumbers
+
+    try:
+        number = phonenumbers.parse(value, "RU")
+    except phonenumbers.NumberParseException:
+        return _bad(_("not a phone number"))
+    if not phonenumbers.is_valid_number(number):
+        return _bad(_("not a valid phone number"))
+    return Checked(True, phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164))
+
+
+_CHECKS = {"inn": _inn, "ogrn": _ogrn, "kpp": _kpp, "bik": _bik, "email": _email, "phone": _phone}
+
+
+def parse_date(value: str) -> str | None:
+    """The date written in ``value`` as YYYY-MM-DD, or None. Day first where it is ambiguous
+    ("01/02/2026" is 1 February), as Russian documents write it; a date is found inside a
+    longer phrase ("до 10:00 (МСК) 20.12.2026") too, but never a relative one ("завтра")."""
+    import dateparser
+    from dateparser.search import search_dates
+
+    settings = {"DATE_ORDER": "DMY", "REQUIRE_PARTS": ["day", "month", "year"],
+                "RETURN_AS_TIMEZONE_AWARE": False}
+    text = _SPACES.sub(" ", value.replace("«", "").replace("»", "")).strip()
+    found = dateparser.parse(text, languages=["ru", "en"], settings=settings)
+    if found is None:
+        hits = search_dates(text, languages=["ru", "en"], settings=settings) or []
+        found = next((when for part, when in hits if re.search(r"\d{4}|\d[./]\d", part)), None)
+    elif not re.search(r"\d{4}|\d[./]\d{1,2}[./]\d", text):
+        return None  # a relative date ("tomorrow") names no date of its own
+    return found.date().isoformat() if found else None
+
+
+def parse_sum(value: str, way: numbers.Convention) -> Decimal | None:
+    """A sum as the document writes it, in its convention, without its currency."""
+    text = _SPACES.sub(" ", re.sub(r"\(.*?\)", " ", value)).strip()
+    kopecks = _KOPECKS.match(text)
+    if kopecks:
+        text = f"{kopecks['rub']}{',' if way == 'ru' else '.'}{kopecks['kop']}"
+    text = _CURRENCY.sub(" ", text).strip().rstrip(".").strip()
+    found = numbers.number(text, way) or numbers.number(text, "en" if way == "ru" else "ru")
+    return found.value if found else None
+
+
+def _by_type(field: TemplateField, value: str, way: numbers.Convention) -> Checked:
+    if field.type in ("number", "money"):
+        found = parse_sum(value, way)
+        return Checked(True, str(found)) if found is not None else _bad(_("not a sum or a number"))
+    if field.type == "integer":
+        found = parse_sum(value, way)
+        if found is None or found != found.to_integral_value():
+            return _bad(_("not a whole number"))
+        return Checked(True, str(int(found)))
+    if field.type == "date":
+        found = parse_date(value)
+        return Checked(True, found) if found else _bad(_("not a date"))
+    if field.type == "enum":
+        match = next((v for v in field.values if v.casefold() == value.strip().casefold()), None)
+        if match is None:
+            return _bad(_("not one of: {values}", values=", ".join(field.values)))
+        return Checked(True, match)
+    if field.type == "verbatim":
+        return Checked(True, value.strip())
+    return Checked(True, _SPACES.sub(" ", value).strip())
+
+
+def check(field: TemplateField, value: Value, way: numbers.Convention = "ru",
+          bik: str | None = None) -> Checked:
+    """``value`` parsed by the field's type, then checked by its check. ``bik``: the BIK an
+    account is checked against (its ``bik_field``'s value). A list is checked item by item."""
+    if isinstance(value, list):
+        if field.type != "list":
+            return _bad(_("a list where one value was expected"))
+        items = [check(field.model_copy(update={"type": "string"}), item, way, bik) for item in value]
+        bad = next((c for c in items if not c.ok), None)
+        return bad or Checked(True, "; ".join(c.normalized or "" for c in items))
+    if not isinstance(value, str):
+        return _bad(_("not a text value"))
+    if field.type == "list":
+        value = value.strip()
+    parsed = _by_type(field, value, way)
+    if not parsed.ok or field.check is None:
+        return parsed
+    if field.check == "account":
+        return _account(value, bik)
+    return _CHECKS[field.check](value)

@@ -1,0 +1,45 @@
+"""What a run keeps of a template's fields: the values found on each page, and per field
+the one value chosen, its status and why.
+
+A status is one of: ``valid`` (parsed by its type and, where the field has a check, checked),
+``invalid`` (with the reason), ``missing`` (found on no page), ``conflict`` (found on several
+pages with different values: all of them are kept in ``found``, none is picked silently).
+A person's correction keeps the value read beside it (``original``).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel
+
+from models.i18n import Message
+
+Status = Literal["valid", "invalid", "missing", "conflict"]
+Value = str | list[str]
+
+
+class FoundValue(BaseModel):
+    """One value of one field, where it was read: a page index and, where known, its box in
+    the page's result pixels."""
+
+    name: str
+    value: Value
+    page: int
+    bbox: tuple[int, int, int, int] | None = None
+
+
+class FieldResult(BaseModel):
+    name: str
+    status: Status
+    value: Value | None = None
+    # The value in one canonical form (a date as YYYY-MM-DD, a sum as digits with a point),
+    # what conflicts are judged on and what a sheet's cell holds; None when it does not parse.
+    normalized: str | None = None
+    reason: Message | None = None
+    page: int | None = None
+    bbox: tuple[int, int, int, int] | None = None
+    found: list[FoundValue] = []
+    # Set once a person corrects the value: what was read before (None: nothing was).
+    corrected: bool = False
+    original: Value | None = None
