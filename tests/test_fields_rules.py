@@ -110,7 +110,8 @@ def test_a_born_digital_notice_is_read_from_its_text_layer(runtime):
         assert (got.status, got.value, got.normalized, got.page) == ("valid", value, normalized, page), name
         scale = result.pages[page].width / pdf[page].rect.width
         drawn = tuple(round(v * scale) for v in pdf[page].search_for(value)[0])
-        assert iou(got.bbox, drawn) >= 0.7, (name, got.bbox, drawn)
+        # The layer's own letters: the box is where PyMuPDF finds the value, not a guess.
+        assert iou(got.bbox, drawn) >= 0.95, (name, got.bbox, drawn)
 
 
 @pytest.mark.parametrize("document", [docs.INVOICE, docs.ACT], ids=["invoice", "act"])
@@ -225,6 +226,14 @@ def test_types_take_their_part_of_the_line():
                    "Способ определения поставщика: Электронный аукцион")
     assert found == {"number": "245", "date": "15 ноября 2026 г.", "security": "62 500,00 ₽",
                      "deadline": "20.12.2026", "way": "Электронный аукцион"}
+
+
+def test_sums_in_an_english_document():
+    t = Template(label="T", language="en", fields=[
+        {"name": "total", "label": "Total", "type": "money", "patterns": ["Total due"]},
+        {"name": "vat", "label": "VAT", "type": "money", "patterns": ["VAT"]}])
+    assert values(t, "Total due: $1,250,000.00 by 15 March 2026", "VAT (20%): 208,333.33 EUR") == {
+        "total": "1,250,000.00", "vat": "208,333.33 EUR"}
 
 
 def test_an_identifier_that_passes_its_check_is_preferred_and_one_that_fails_is_kept():

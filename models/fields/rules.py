@@ -76,8 +76,9 @@ _DATE = re.compile(
     rf"|{_MONTHS}\s+\d{{1,2}},?\s+\d{{4}}", re.IGNORECASE)
 _GAP = "[ \u00a0\u202f\u2009]"
 _SUM = re.compile(
-    rf"(?<![\d.,])(?P<int>\d{{1,3}}(?:{_GAP}\d{{3}})+|\d+)(?P<dec>[.,]\d{{2}})?(?![\d%]|[.,]\d|{_GAP}\d)(?!\s*%)"
-    rf"(?P<unit>\s*(?:руб\w*\.?|₽|RUB|р\.)(?:\s*\d{{2}}\s*коп\w*\.?)?)?", re.IGNORECASE)
+    rf"(?<![\d.,])(?P<int>\d{{1,3}}(?:(?:{_GAP}\d{{3}})+|(?:,\d{{3}})+)|\d+)(?P<dec>[.,]\d{{2}})?"
+    rf"(?![\d%]|[.,]\d|{_GAP}\d)(?!\s*%)"
+    rf"(?P<unit>\s*(?:руб\w*\.?|₽|RUB|р\.|USD|EUR|€)(?:\s*\d{{2}}\s*коп\w*\.?)?)?", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
