@@ -250,6 +250,7 @@ def cmd_ocr(args, config) -> int:
     runs.make_ready(runtime, choice.key, choice.mode, on_event=print_event)  # the sidebar's path
     outputs: list[tuple[Path, OCRResult]] = []
     status = 0
+    sheet_path: Path | None = None
     history = runtime.history
     for file in args.files:
         try:
@@ -271,11 +272,17 @@ def cmd_ocr(args, config) -> int:
             status = 1
         outputs.append((Path(file), result))
         keep(history, run, document)
-        if args.out and not one_sheet and not _write(args.out, outputs, args.format, config.templates,
-                                                     lambda i: run.images.get(i) or document.page(i).image):
+        if one_sheet and args.out:  # written again after every document, so an interrupt keeps those read
+            sheet_path = write_sheet(args.out, outputs, template, args.format)
+        elif args.out and not one_sheet and not _write(args.out, outputs, args.format, config.templates,
+                                                       lambda i: run.images.get(i) or document.page(i).image):
             status = 1
     if one_sheet and outputs:
-        if not write_sheet(outputs, template, args.format, args.out):
+        if args.out and sheet_path:
+            print(t("wrote {path}", path=str(sheet_path)), file=sys.stderr)
+        elif not args.out and (data := sheet_data(outputs, template, args.format)) is not None:
+            sys.stdout.write(data.decode("utf-8-sig"))  # the byte-order mark is for Excel opening a file
+        else:
             status = 1
     elif not args.out and outputs:
         sys.stdout.write(_joined(outputs, args.format, config.templates))
@@ -283,22 +290,24 @@ def cmd_ocr(args, config) -> int:
     return status
 
 
-def write_sheet(outputs: list[tuple[Path, OCRResult]], template: Template, fmt: str, out: Path | None) -> bool:
-    """The documents' fields as one sheet, ``fields.<fmt>`` under ``out`` or (CSV, JSON) on
-    stdout; False when it could not be made (said in one sentence)."""
+def sheet_data(outputs: list[tuple[Path, OCRResult]], template: Template, fmt: str) -> bytes | None:
+    """The documents' fields as one sheet; None when it cannot be made (said in one sentence)."""
     try:
-        data = sheet.sheet_bytes([(file.name, result) for file, result in outputs], template, fmt, LANG)
+        return sheet.sheet_bytes([(file.name, result) for file, result in outputs], template, fmt, LANG)
     except ChatVLMError as exc:
         print(t("error: {error}", error=tr(exc)), file=sys.stderr)
-        return False
-    if out is None:  # the byte-order mark is for Excel opening a file, not for a pipe
-        sys.stdout.write(data.decode("utf-8-sig"))
-        return True
+        return None
+
+
+def write_sheet(out: Path, outputs: list[tuple[Path, OCRResult]], template: Template, fmt: str) -> Path | None:
+    """``fields.<fmt>`` under ``out``: the path written, or None when it could not be made."""
+    data = sheet_data(outputs, template, fmt)
+    if data is None:
+        return None
     out.mkdir(parents=True, exist_ok=True)
     target = out / f"fields.{fmt}"
     target.write_bytes(data)
-    print(t("wrote {path}", path=str(target)), file=sys.stderr)
-    return True
+    return target
 
 
 def keep(history: History, run: runs.Run, document: Document) -> None:
