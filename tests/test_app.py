@@ -380,6 +380,9 @@ def test_a_kept_fields_run_shows_each_status_and_keeps_its_corrections(config):
     again = start()  # another session reopens the run: the corrections are there
     again.sidebar.radio(key="view").set_value("history").run()
     assert row(again, "Customer's KPP") == ["Customer's KPP", "773601001", "valid", "", "77360100"]
+    again.sidebar.selectbox(key="language").set_value("ru").run()
+    assert row(again, "КПП заказчика") == ["КПП заказчика", "773601001", "верно", "", "77360100"]
+    assert row(again, "ОГРН заказчика")[2] == "отсутствует: не найдено ни на одной странице"
 
 
 @pytest.fixture
