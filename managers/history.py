@@ -14,6 +14,8 @@ reload and a restart, and can be listed, reopened, exported again and deleted.
   renamed or deleted: ``add`` keeps nothing and ``warning`` holds the one sentence to show
   (for the thread that called it, until its next ``add``); listing or reopening says the
   same sentence as an error.
+- A person's corrections of a fields run are written into its kept result
+  (``correct_fields``), the value read kept beside each (models/fields/result.py).
 - Results are stored with their messages as id and params (``RAW``), so a run reopened later
   reads in the language chosen then; rows kept as plain English text still load.
 """
@@ -43,6 +45,7 @@ from models.config import AppConfig, Limits, data_dir
 from models.document import Document, open_document
 from models.errors import ChatVLMError, HistoryDamaged, HistoryError
 from models.i18n import Message, _
+from models.fields.result import FieldResult
 from models.result import OCRResult
 
 FILE_NAME = "history.sqlite3"
@@ -121,7 +124,7 @@ class Stored:
 
     @property
     def run(self) -> Run:
-        return Run(self.choice, self.result, self.images)
+        return Run(self.choice, self.result, self.images, self.entry.id)
 
     def page_image(self, limits: Limits) -> Callable[[int], Image.Image]:
         """Page index → the page the result's boxes belong to, as exports want it; the
@@ -208,25 +211,49 @@ class History:
                 conn.execute("BEGIN")
                 row = conn.execute(f"{_ENTRY} WHERE r.id = ?", (run_id,)).fetchone()
                 if row is None:
-                    raise HistoryError(_("There is no run {id} in the history; it was deleted, or removed to "
-                                         "stay under history.max_total_mb.", id=str(run_id)))
+                    raise _no_run(run_id)
                 hide, box, result = conn.execute(
                     "SELECT hide_header_footer, box, result FROM runs WHERE id = ?", (run_id,)).fetchone()
                 images = conn.execute("SELECT page, png FROM images WHERE run_id = ?", (run_id,)).fetchall()
                 document = conn.execute("SELECT data FROM documents WHERE sha256 = ?", (row[3],)).fetchone()
             entry = Entry.of(row)
             try:
+                read = OCRResult.model_validate_json(result)
                 choice = Choice(entry.model, entry.mode, entry.task, bool(hide),
-                                tuple(json.loads(box)) if box else None)
-                return Stored(entry, choice, OCRResult.model_validate_json(result),
-                              {page: _image(png) for page, png in images}, document[0] if document else None)
+                                tuple(json.loads(box)) if box else None, read.template)
+                return Stored(entry, choice, read, {page: _image(png) for page, png in images},
+                              document[0] if document else None)
             # A row SQLite reads back but we cannot: pydantic's and json's errors are
             # ValueErrors, a PNG that Pillow cannot open an OSError.
             except (ValueError, OSError):
-                raise HistoryError(_("The run of '{name}' kept in the history is damaged and cannot be "
-                                     "reopened; delete it.", name=entry.name)) from None
+                raise _damaged_run(entry.name) from None
 
         return self._use(work)
+
+    def correct_fields(self, run_id: int, changed: list[FieldResult]) -> None:
+        """Keep a person's corrections with a fields run: each field in ``changed`` replaces the
+        kept one of its name (the value read stays in its ``original``). Only the fields that
+        changed are written, so two sessions correcting different fields of one run both keep
+        theirs."""
+        def work(conn: sqlite3.Connection) -> None:
+            with conn:
+                # Read and written in one write transaction: a correction elsewhere waits.
+                conn.execute("BEGIN IMMEDIATE")
+                row = conn.execute("SELECT name, result FROM runs WHERE id = ?", (run_id,)).fetchone()
+                if row is None:
+                    raise _no_run(run_id)
+                name, kept = row
+                try:
+                    result = OCRResult.model_validate_json(kept)
+                except ValueError:
+                    raise _damaged_run(name) from None
+                by_name = {f.name: f for f in changed}
+                result.fields = [by_name.get(f.name, f) for f in result.fields]
+                text = result.model_dump_json(context=RAW)
+                conn.execute("UPDATE runs SET result = ?, size = size + ? WHERE id = ?",
+                             (text, len(text.encode()) - len(kept.encode()), run_id))
+
+        self._use(work)
 
     def delete(self, run_id: int) -> bool:
         """Remove a run (and its document, if no other run has it); False if it was not there."""
@@ -372,6 +399,16 @@ def _migrate(conn: sqlite3.Connection) -> None:
             conn.execute(f"PRAGMA user_version = {number}")
 
 
+def _no_run(run_id: int) -> HistoryError:
+    return HistoryError(_("There is no run {id} in the history; it was deleted, or removed to "
+                          "stay under history.max_total_mb.", id=str(run_id)))
+
+
+def _damaged_run(name: str) -> HistoryError:
+    return HistoryError(_("The run of '{name}' kept in the history is damaged and cannot be "
+                          "reopened; delete it.", name=name))
+
+
 def _remove(conn: sqlite3.Connection, run_id: int) -> bool:
     row = conn.execute("DELETE FROM runs WHERE id = ? RETURNING sha256", (run_id,)).fetchone()
     if row is not None:
@@ -403,10 +440,10 @@ def _image(png: bytes) -> Image.Image:
 
 
 def keep(history: History, run: Run, document_name: str, data: bytes) -> Message | None:
-    """Keep a finished run where a history that fails must never fail the reading: the
-    sentence to show instead when the run was not kept."""
+    """Keep a finished run where a history that fails must never fail the reading (its row
+    in ``run.history_id``): the sentence to show instead when the run was not kept."""
     try:
-        history.add(run, document_name, data)
+        run.history_id = history.add(run, document_name, data)
     except ChatVLMError as exc:
         return exc.message
     return history.warning

@@ -57,6 +57,8 @@ class Run:
     # Pages as they were read where preparation changed them, so views and exports draw the
     # boxes on the page they belong to; other pages are the document's own.
     images: dict[int, Image.Image] = field(default_factory=dict)
+    # Its row in the history where it was kept there, so a person's corrections are kept with it.
+    history_id: int | None = None
 
 
 # --- which engine reads pages for a model in a mode -----------------------------------------

@@ -158,20 +158,25 @@ def output_name(document_name: str, fmt: str, page: PageResult | None = None) ->
 def overlay(image: Image.Image, page: PageResult) -> Image.Image:
     """The page with each block's box drawn in its category's colour and numbered in
     reading order; boxes are in original-page pixels, as the contract says."""
+    return marked(image, [(str(n), block.bbox, CATEGORY_COLOURS.get(block.category, OTHER_COLOUR))
+                          for n, block in enumerate(page.blocks, start=1)])
+
+
+def marked(image: Image.Image, marks: Sequence[tuple[str, Box, tuple[int, int, int]]]) -> Image.Image:
+    """The page with each (label, box, colour) drawn: the box shaded and outlined in its
+    colour, its label above its top left corner."""
     shade = Image.new("RGBA", image.size, (0, 0, 0, 0))
-    for block in page.blocks:
-        colour = CATEGORY_COLOURS.get(block.category, OTHER_COLOUR)
-        ImageDraw.Draw(shade).rectangle(block.bbox, fill=colour + (40,))
+    for _label, box, colour in marks:
+        ImageDraw.Draw(shade).rectangle(box, fill=colour + (40,))
     canvas = Image.alpha_composite(image.convert("RGBA"), shade).convert("RGB")
     draw = ImageDraw.Draw(canvas)
     line_width = max(2, round(max(canvas.size) / 500))
     font = ImageFont.load_default(size=max(12, round(max(canvas.size) / 90)))
-    for n, block in enumerate(page.blocks, start=1):
-        colour = CATEGORY_COLOURS.get(block.category, OTHER_COLOUR)
-        draw.rectangle(block.bbox, outline=colour, width=line_width)
-        x, y = block.bbox[0], max(0, block.bbox[1] - font.size - 2)
-        draw.rectangle(draw.textbbox((x, y), str(n), font=font), fill=colour)
-        draw.text((x, y), str(n), fill=(255, 255, 255), font=font)
+    for label, box, colour in marks:
+        draw.rectangle(box, outline=colour, width=line_width)
+        x, y = box[0], max(0, box[1] - font.size - 2)
+        draw.rectangle(draw.textbbox((x, y), label, font=font), fill=colour)
+        draw.text((x, y), label, fill=(255, 255, 255), font=font)
     return canvas
 
 

@@ -75,3 +75,34 @@ def pdf_with_text(pages: list[list[str]]) -> bytes:
 def cer(expected: str, actual: str) -> float:
     """Character error rate, as the app and ``cli.py eval`` measure it (models/metrics.py)."""
     return score(expected, actual).cer
+
+
+# A tender notice on two pages: a valid INN, a KPP one digit short, and the initial price
+# printed differently on each page (a conflict).
+TENDER = [["Извещение № 0373100000126000001", "ИНН 7707083893", "КПП 77360100", "НМЦК 1 250 000,00 руб."],
+          ["Приложение к извещению", "НМЦК 1 350 000,00 руб."]]
+TENDER_VALUES = [{"notice_number": (0, "0373100000126000001"), "customer_inn": (1, "7707083893"),
+                  "customer_kpp": (2, "77360100"), "initial_price": (3, "1 250 000,00 руб.")},
+                 {"initial_price": (1, "1 350 000,00 руб.")}]
+
+
+def tender_run():
+    """A fields run of TENDER as an engine gives it (each value with its page and its line's
+    box), its fields collected as the runner collects them, and the PDF it was read from."""
+    from managers.runs import Choice, Run
+    from models.config import load_config
+    from models.fields.collect import collect
+    from models.fields.result import FoundValue
+    from models.result import OCRResult, PageResult
+
+    pages = []
+    for index, (lines, values) in enumerate(zip(TENDER, TENDER_VALUES)):
+        boxes = line_boxes(lines)
+        found = [FoundValue(name=name, value=value, page=index, bbox=boxes[line])
+                 for name, (line, value) in values.items()]
+        pages.append(PageResult(index=index, width=A4[0], height=A4[1], text="\n".join(lines), fields=found))
+    template = load_config().template("tender_notice")
+    result = OCRResult(model="tesseract", engine="tesseract", task="fields", pages=pages, template="tender_notice",
+                       fields=collect(template, [v for page in pages for v in page.fields]))
+    document = pdf_of_images([render_lines(lines) for lines in TENDER])
+    return Run(Choice("tesseract", "cpu", "fields", template="tender_notice"), result), document

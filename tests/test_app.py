@@ -271,3 +271,181 @@ def test_a_damaged_history_is_one_sentence_and_the_app_goes_on(tmp_path):
     at.sidebar.radio(key="view").set_value("history").run()
     assert not at.exception and not at.error
     assert [o.split(" · ")[1] for o in at.selectbox(key="history_run").options] == ["mixed.png"]  # kept anew
+
+
+# --- the fields task ------------------------------------------------------------------------
+
+TEMPLATES_EN = ["Tender notice", "Invoice for payment", "Contract", "Act of completed works"]
+TEMPLATES_RU = ["Извещение о закупке", "Счёт на оплату", "Договор (контракт)", "Акт выполненных работ"]
+
+
+def test_every_model_offers_the_fields_task_and_a_template_picker(config):
+    from managers.availability import models_for_mode
+
+    at = upload(start(), "page.png", encode(render_lines(ENGLISH[:1], size=(1000, 200)), "PNG"), "image/png")
+    for mode in ("cpu", "vllm", "local"):
+        at.sidebar.radio(key="mode").set_value(mode).run()
+        for key in models_for_mode(config, mode):
+            at.sidebar.selectbox(key=f"model_{mode}").set_value(key).run()
+            assert at.selectbox(key=f"task_{key}").options[-1] == "Fields", (mode, key)
+    at.sidebar.radio(key="mode").set_value("cpu").run()
+    at.selectbox(key="task_tesseract").set_value("fields").run()
+    assert at.selectbox(key="template").options == TEMPLATES_EN
+    assert not at.checkbox  # a layout task's setting is not the fields task's
+    at.sidebar.selectbox(key="language").set_value("ru").run()
+    assert at.selectbox(key="task_tesseract").value == "fields"
+    assert at.selectbox(key="task_tesseract").format_func("fields") == "Поля"
+    assert at.selectbox(key="template").options == TEMPLATES_RU
+    assert not at.button[0].disabled and not at.exception
+
+
+def test_fields_read_in_the_app_are_corrected_and_the_correction_kept(config):
+    """Run with the fields task and a template: a table of the template's fields beside the
+    page; a value typed in it is checked at once and kept with the run in the history."""
+    from managers.history import History
+
+    at = upload(start(), "tender.png", encode(render_lines(["ИНН 7707083893"]), "PNG"), "image/png")
+    at.selectbox(key="task_tesseract").set_value("fields").run()
+    at.selectbox(key="template").set_value("invoice").run()
+    at.button[0].click().run()
+    assert not at.exception and not at.error
+    assert [tab.label for tab in at.tabs] == ["Fields", "Text", "Markdown", "Layout", "JSON", "Chat"]
+    labels = [local.render("en") for local in (f.label for f in config.template("invoice").fields)]
+    editor = at.data_editor[0]
+    assert editor.value["field"].tolist() == labels
+    assert len(at.tabs[0].image) == 1  # the page beside the table
+    row = labels.index("Supplier's INN")
+    at.session_state[editor.key] = {"edited_rows": {row: {"value": "7707083894"}}, "added_rows": [],
+                                    "deleted_rows": []}
+    at.run()
+    assert not at.exception
+    shown = at.data_editor[0].value.iloc[row]
+    assert (shown["value"], shown["status"]) == ("7707083894", "invalid: the INN's check digits do not match")
+
+    stored = History(config).get(History(config).list()[0].id).result
+    kept = next(f for f in stored.fields if f.name == "supplier_inn")
+    assert (kept.value, kept.status, kept.corrected) == ("7707083894", "invalid", True)
+
+
+def open_kept_run(config):
+    """The app on the History view with TENDER's fields run kept; its id."""
+    from managers.history import History
+    from tests.helpers import tender_run
+
+    run, document = tender_run()
+    run_id = History(config).add(run, "tender.pdf", document)
+    at = start()
+    at.sidebar.radio(key="view").set_value("history").run()
+    assert not at.exception
+    return at, run_id
+
+
+def row(at: AppTest, label: str) -> list[str]:
+    table = at.data_editor[0].value
+    return table[table["field"] == label].iloc[0].tolist()
+
+
+def test_a_kept_fields_run_shows_each_status_and_keeps_its_corrections(config):
+    from managers.history import History
+
+    at, run_id = open_kept_run(config)
+    assert at.tabs[0].label == "Fields"
+    assert row(at, "Customer's INN") == ["Customer's INN", "7707083893", "valid", "1", ""]
+    assert row(at, "Customer's KPP") == [
+        "Customer's KPP", "77360100", "invalid: a KPP has 9 characters: 4 digits, 2 digits or letters, 3 digits",
+        "1", ""]
+    assert row(at, "Initial maximum price (НМЦК)") == [
+        "Initial maximum price (НМЦК)", "", "conflict: 2 different values on pages 1, 2", "1", ""]
+    assert row(at, "Customer") == ["Customer", "", "missing: required, and found on no page", "", ""]
+    # The boxes of the four values read on page 1 (the price's first one among them).
+    assert at.tabs[0].image[0].captions == ["4 values on this page"]
+
+    table = at.data_editor[0].value
+    kpp = table["field"].tolist().index("Customer's KPP")
+    at.session_state[at.data_editor[0].key] = {"edited_rows": {kpp: {"value": "773601001"}}, "added_rows": [],
+                                               "deleted_rows": []}
+    at.run()
+    assert row(at, "Customer's KPP") == ["Customer's KPP", "773601001", "valid", "", "77360100"]
+
+    conflict = next(s for s in at.selectbox if s.label.startswith("Initial maximum price (НМЦК): the pages"))
+    assert conflict.options == ["1 250 000,00 руб. (page 1)", "1 350 000,00 руб. (page 2)"]
+    conflict.set_value("1 350 000,00 руб.").run()
+    assert row(at, "Initial maximum price (НМЦК)") == [
+        "Initial maximum price (НМЦК)", "1 350 000,00 руб.", "valid", "", "1 250 000,00 руб. | 1 350 000,00 руб."]
+    assert not any(s.label.startswith("Initial maximum price") for s in at.selectbox)
+
+    fields = {f.name: f for f in History(config).get(run_id).result.fields}
+    assert (fields["customer_kpp"].value, fields["customer_kpp"].original) == ("773601001", "77360100")
+    assert (fields["initial_price"].status, fields["initial_price"].normalized) == ("valid", "1350000.00")
+    again = start()  # another session reopens the run: the corrections are there
+    again.sidebar.radio(key="view").set_value("history").run()
+    assert row(again, "Customer's KPP") == ["Customer's KPP", "773601001", "valid", "", "77360100"]
+    again.sidebar.selectbox(key="language").set_value("ru").run()
+    assert row(again, "КПП заказчика") == ["КПП заказчика", "773601001", "верно", "", "77360100"]
+    assert row(again, "ОГРН заказчика")[2] == "отсутствует: не найдено ни на одной странице"
+
+
+@pytest.fixture
+def sheet_bytes(monkeypatch):
+    """models.fields.sheet.sheet_bytes, which another part of issue 18 builds. Until it is
+    merged here, a stand-in with its signature: a row per document, a column per field and
+    one per its status."""
+    try:
+        from models.fields.sheet import sheet_bytes
+        return sheet_bytes
+    except ImportError:
+        import io
+        import sys
+        import types
+
+        import pandas as pd
+
+        def stand_in(documents, template, fmt):
+            frame = pd.DataFrame([{"document": name, **{k: v for f in result.fields for k, v in (
+                (f.name, f.normalized or ""), (f"{f.name}_status", f.status))}} for name, result in documents])
+            if fmt == "xlsx":
+                buffer = io.BytesIO()
+                frame.to_excel(buffer, index=False)
+                return buffer.getvalue()
+            return (frame.to_csv(index=False) if fmt == "csv" else frame.to_json(orient="records")).encode()
+
+        monkeypatch.setitem(sys.modules, "models.fields.sheet", types.SimpleNamespace(sheet_bytes=stand_in))
+        return stand_in
+
+
+def test_several_documents_read_for_fields_make_one_sheet(sheet_bytes):
+    at = start()
+    at.file_uploader[0].upload("first.png", encode(render_lines(["ИНН 7707083893"]), "PNG"), "image/png")
+    at.file_uploader[0].upload("second.png", encode(render_lines(["КПП 773601001"]), "PNG"), "image/png")
+    at.run()
+    at.selectbox(key="task_tesseract").set_value("fields").run()
+    at.button[0].click().run()
+    assert not at.exception and not at.error
+    assert at.subheader[0].value == "Tender notice: 2 documents"
+    assert len(at.dataframe[-1].value) == 2  # the sheet: a row per document
+    labels = {b.proto.label for b in at.get("download_button")}
+    assert {"Sheet .xlsx", "Sheet .csv", "Sheet .json"} <= labels
+    # A correction shows in the sheet at once.
+    editor = at.data_editor[0]
+    inn = editor.value["field"].tolist().index("Customer's INN")
+    at.session_state[editor.key] = {"edited_rows": {inn: {"value": "7707083893"}}, "added_rows": [],
+                                    "deleted_rows": []}
+    at.run()
+    assert any("7707083893" in cells for cells in at.dataframe[-1].value.astype(str).values.tolist())
+
+
+def test_each_value_read_is_boxed_on_its_page_in_its_status_colour():
+    from models import render
+    from tests.helpers import TENDER, line_boxes, tender_run
+    from views.fields import COLOURS, marks
+
+    fields = tender_run()[0].result.fields
+    first, second = line_boxes(TENDER[0]), line_boxes(TENDER[1])
+    valid, invalid, conflict = COLOURS["valid"], COLOURS["invalid"], COLOURS["conflict"]
+    # Numbered as the table's rows: notice 1, INN 3, KPP 4, price 7 (its two values, one a page).
+    assert marks(fields, 0) == [("1", first[0], valid), ("3", first[1], valid), ("4", first[2], invalid),
+                                ("7", first[3], conflict)]
+    assert marks(fields, 1) == [("7", second[1], conflict)]
+    drawn = render.marked(render_lines(TENDER[0]), marks(fields, 0))
+    x1, y1, x2, y2 = first[2]
+    assert drawn.getpixel(((x1 + x2) // 2, y2)) == invalid  # the KPP's box, on its bottom edge

@@ -411,3 +411,83 @@ def test_cli_says_a_damaged_history_in_one_sentence_and_goes_on(scan):
     listed = cli("history")
     assert listed.returncode != 0 and listed.stderr.strip() == f"error: {damaged(path, 'file is not a database')}"
     assert path.read_bytes() == b"\0garbage" * 512
+
+
+def corrected(run, name: str, value):
+    """The fields of ``run`` with a person's value for ``name``, and those that changed."""
+    from models.fields.collect import correct
+
+    template = load_config(ROOT / "config.yaml").template(run.result.template)
+    fields = correct(template, run.result.fields, name, value)
+    return fields, [f for f in fields if f not in run.result.fields]
+
+
+def test_a_fields_run_keeps_its_corrections_beside_the_values_read(config):
+    from tests.helpers import tender_run
+
+    history = History(config)
+    run, document = tender_run()
+    run_id = history.add(run, "tender.pdf", document)
+    assert history.get(run_id).choice.template == "tender_notice"
+    fields, changed = corrected(run, "customer_kpp", "773601001")
+    assert [f.name for f in changed] == ["customer_kpp"]
+    history.correct_fields(run_id, changed)
+
+    stored = history.get(run_id)
+    assert stored.result.fields == fields
+    kpp = next(f for f in stored.result.fields if f.name == "customer_kpp")
+    assert (kpp.status, kpp.value, kpp.corrected, kpp.original) == ("valid", "773601001", True, "77360100")
+    assert stored.run.history_id == run_id
+    assert [p.model_dump() for p in stored.result.pages] == [p.model_dump() for p in run.result.pages]
+    # The row's size follows its result, so the total cap still counts what is kept.
+    assert runs_table(history.path, "size") == [len(stored.result.model_dump_json(context=history_module.RAW).encode())]
+
+
+def test_two_sessions_correcting_one_run_at_once_keep_both_corrections(config):
+    """Each session writes only the fields it changed, in one write transaction with the read:
+    neither overwrites the other's with the value it had read before."""
+    from tests.helpers import tender_run
+
+    run, document = tender_run()
+    run_id = History(config).add(run, "tender.pdf", document)
+    orders = [corrected(run, "customer_kpp", "773601001")[1], corrected(run, "customer_inn", "7707083894")[1]]
+    start = threading.Barrier(len(orders))
+    history = History(config)  # one per process, as the app's runtime has it: a connection per thread
+
+    def session(changed):
+        start.wait()
+        history.correct_fields(run_id, changed)
+
+    threads = [threading.Thread(target=session, args=(changed,)) for changed in orders]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    fields = {f.name: f for f in history.get(run_id).result.fields}
+    assert (fields["customer_kpp"].status, fields["customer_kpp"].original) == ("valid", "77360100")
+    assert (fields["customer_inn"].status, fields["customer_inn"].original) == ("invalid", "7707083893")
+    assert fields["initial_price"].status == "conflict"
+
+
+def test_a_correction_of_a_run_no_longer_kept_is_one_sentence(config):
+    from tests.helpers import tender_run
+
+    run, document = tender_run()
+    change = corrected(run, "customer_kpp", "773601001")[1]
+
+    def deleted_then_corrected():  # in a thread that ends, so nothing here holds the file open
+        history = History(config)
+        run_id = history.add(run, "tender.pdf", document)
+        history.delete(run_id)
+        with pytest.raises(HistoryError) as error:
+            history.correct_fields(run_id, change)
+        return run_id, error.value.message
+
+    run_id, message = in_a_thread(deleted_then_corrected)
+    assert message == (f"There is no run {run_id} in the history; it was deleted, or removed to "
+                       "stay under history.max_total_mb.")
+    history = History(config)
+    history.path.write_bytes(b"this is not a database " * 100)
+    with pytest.raises(HistoryError) as error:
+        history.correct_fields(run_id, change)
+    assert error.value.message == damaged(history.path, "file is not a database")

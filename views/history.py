@@ -5,9 +5,11 @@ from __future__ import annotations
 import streamlit as st
 
 from managers.runtime import Runtime
+from models.config import FIELDS
 from models.document import open_document
 from models.errors import ChatVLMError
 from models.i18n import datetime_text
+from views.fields import show_fields
 from views.i18n import language, mode_name, said, t
 from views.result import show_result
 
@@ -52,6 +54,8 @@ def history_view(runtime: Runtime) -> None:
     if stored.document is None:
         st.warning(t("'{name}' was over history.max_document_mb, so only its text was kept.",
                      name=stored.entry.name))
+        if stored.result.task == FIELDS:
+            show_fields(runtime, stored.run, f"history-{chosen}", None, 0)
         for page in stored.result.pages:
             st.code(page.text or t("(no text)"), language=None, wrap_lines=True)
         return

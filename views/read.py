@@ -10,11 +10,12 @@ from managers.batch import Batch, Item
 from managers.runtime import Runtime
 from models import render
 from models.answers import GROUNDING_MARK
-from models.config import AppConfig
+from models.config import FIELDS, AppConfig
 from models.document import UPLOAD_TYPES, Document, select_pages
 from models.errors import ChatVLMError
 from models.result import Block, PageResult
 from views.cached import cached_document
+from views.fields import fields_sheet
 from views.i18n import local, said, shown_as, t, tn, tr
 from views.progress import Watched
 from views.result import download_all, show_result
@@ -58,6 +59,16 @@ def task_options(spec, document: Document, first_page: int) -> dict:
         else:
             st.warning(t("x2 must be right of x1 and y2 below y1."))
     return options
+
+
+def template_picker(config: AppConfig) -> str | None:
+    """The template whose fields are read (a key of config.yaml's ``templates:``); None when
+    the config has none."""
+    if not config.templates:
+        st.warning(t("config.yaml has no templates: add one under templates: to read fields."))
+        return None
+    return st.selectbox(t("Template"), list(config.templates), key="template",
+                        format_func=shown_as(config.templates, lambda k: local(config.templates[k].label)))
 
 
 def job_panel():
@@ -144,12 +155,17 @@ def read_view(runtime: Runtime, mode: str, key: str, reason: str | None) -> Watc
                if len(names) > 1 else next(iter(names)))
     document = documents[current]
     indexes = choose_pages(document, config)
-    task = st.selectbox(t("Task"), list(model.tasks), key=f"task_{key}",
-                        format_func=shown_as(model.tasks, lambda k: local(model.tasks[k].label)))
-    options = task_options(model.tasks[task], document, indexes[0] if indexes else 0)
+    # Every model reads a template's fields besides its own tasks.
+    tasks = {**{k: local(task.label) for k, task in model.tasks.items()}, FIELDS: t("Fields")}
+    task = st.selectbox(t("Task"), list(tasks), key=f"task_{key}", format_func=shown_as(tasks, tasks.get))
+    if task == FIELDS:
+        options = {"template": template_picker(config)}
+    else:
+        options = task_options(model.tasks[task], document, indexes[0] if indexes else 0)
     reading = "job" in st.session_state
     label = t("Run") if len(names) == 1 else tn("Run on {n} file", "Run on {n} files", len(names))
-    if st.button(label, type="primary", disabled=reason is not None or indexes is None or reading):
+    ready = reason is None and indexes is not None and (task != FIELDS or options["template"] is not None)
+    if st.button(label, type="primary", disabled=not ready or reading):
         choice = runs.Choice(key, mode, task, **options)
         st.session_state["job"] = Batch(runtime, choice, batch_items(uploads, documents, current, indexes,
                                                                        config))
@@ -162,6 +178,7 @@ def read_view(runtime: Runtime, mode: str, key: str, reason: str | None) -> Watc
     if current in results:
         show_result(runtime, results[current], current, document)
     if len(results) > 1:
+        fields_sheet(config, results, documents)
         download_all(results, documents)
     job = st.session_state.get("job")
     return Watched(job, job_slot, draw_job) if job is not None and job_slot is not None else None

@@ -1,5 +1,5 @@
-"""One read document on screen: its pages' text, Markdown, layout, JSON and chat, and its
-downloads."""
+"""One read document on screen: its fields (the fields task), its pages' text, Markdown,
+layout, JSON and chat, and its downloads."""
 
 from __future__ import annotations
 
@@ -16,9 +16,11 @@ from managers import runs
 from managers.prepare import describe as describe_preparation
 from managers.runtime import Runtime
 from models import exports, layout, render, tables
+from models.config import FIELDS
 from models.document import Document
 from models.elements import Element, ListBlock, Table
 from models.errors import ChatVLMError
+from views.fields import show_fields
 from views.i18n import language, said, shown_as, t, tn, tr
 
 
@@ -108,8 +110,14 @@ def show_result(runtime: Runtime, run: runs.Run, file_id: str, document: Documen
         if not describe_preparation([warning]):
             st.warning(said(warning))
 
-    text_tab, md_tab, layout_tab, json_tab, chat_tab = st.tabs(
-        [t("Text"), t("Markdown"), t("Layout"), t("JSON"), t("Chat")])
+    names = [t("Text"), t("Markdown"), t("Layout"), t("JSON"), t("Chat")]
+    if result.task == FIELDS:
+        fields_tab, *tabs = st.tabs([t("Fields"), *names])
+        with fields_tab:
+            show_fields(runtime, run, file_id, page_image(run, document, index), index)
+    else:
+        tabs = st.tabs(names)
+    text_tab, md_tab, layout_tab, json_tab, chat_tab = tabs
     with text_tab:
         st.code(page.text or t("(no text)"), language=None, wrap_lines=True)
     with md_tab:

@@ -1,0 +1,199 @@
+"""A fields run on screen: the template's values in a table a person corrects, beside the
+page with each value's box; and the one sheet of several documents read with a template.
+
+A correction is checked like a value read (models.fields.collect.correct), the value read
+kept beside it, and written into the run's row in the history at once, so the run reopened
+later shows it."""
+
+from __future__ import annotations
+
+import io
+from functools import partial
+
+import pandas as pd
+import streamlit as st
+
+from managers import runs
+from managers.runtime import Runtime
+from models import exports, render
+from models.config import FIELDS, AppConfig
+from models.document import Document
+from models.errors import ChatVLMError, ConfigError
+from models.fields.collect import correct
+from models.fields.result import FieldResult, Value
+from models.fields.template import Template
+from models.i18n import N_
+from views.i18n import local, said, t, tn, tr
+
+STATUS = {"valid": N_("valid"), "invalid": N_("invalid"), "missing": N_("missing"), "conflict": N_("conflict")}
+# A value's box on the page, in its status's colour (a missing value has none).
+COLOURS = {"valid": (44, 160, 44), "invalid": (214, 39, 40), "conflict": (255, 127, 14)}
+LIST_SEPARATOR = "; "
+SHEET_FORMATS = {"xlsx": exports.MIME["xlsx"], "csv": "text/csv", "json": "application/json"}
+SAVE_FAILED = "fields_save_failed"  # why the last correction was not kept, shown after its rerun
+
+
+def text_of(value: Value | None) -> str:
+    """A value as one cell: a list's items joined."""
+    if value is None:
+        return ""
+    return LIST_SEPARATOR.join(value) if isinstance(value, list) else value
+
+
+def value_of(template: Template, name: str, text: str | None) -> Value | None:
+    """A cell a person typed as the field's value: a list field's items split again."""
+    if text is None or not text.strip():
+        return None
+    if template.field(name).type == "list":
+        return [item.strip() for item in text.split(LIST_SEPARATOR.strip()) if item.strip()]
+    return text.strip()
+
+
+def status_text(field: FieldResult) -> str:
+    status = t(STATUS[field.status])
+    return t("{status}: {reason}", status=status, reason=tr(field.reason)) if field.reason else status
+
+
+def read_text(field: FieldResult) -> str:
+    """What was read before a person corrected the field: its value, or a conflict's values."""
+    if not field.corrected:
+        return ""
+    if field.original is not None:
+        return text_of(field.original)
+    read = dict.fromkeys(text_of(found.value) for found in field.found)
+    return " | ".join(read) if read else t("(nothing read)")
+
+
+def fields_frame(template: Template | None, fields: list[FieldResult]) -> pd.DataFrame:
+    """One row per field, numbered as its box on the page is."""
+    labels = {f.name: local(f.label) for f in template.fields} if template else {}
+    rows = [{"field": labels.get(f.name, f.name), "value": text_of(f.value), "status": status_text(f),
+             "page": str(f.page + 1) if f.page is not None else "",
+             "read": read_text(f)} for f in fields]
+    return pd.DataFrame(rows, index=pd.RangeIndex(1, len(rows) + 1),
+                        columns=["field", "value", "status", "page", "read"])
+
+
+def marks(fields: list[FieldResult], index: int) -> list:
+    """The boxes of the values read on page ``index``, labelled with their row's number."""
+    return [(str(n), found.bbox, COLOURS[f.status]) for n, f in enumerate(fields, start=1)
+            if f.status in COLOURS for found in f.found if found.page == index and found.bbox]
+
+
+def template_of(config: AppConfig, run: runs.Run) -> Template | None:
+    """The run's template, where config.yaml still has it with the same fields (else its
+    values can be shown but not checked again)."""
+    try:
+        template = config.template(run.result.template)
+    except ConfigError:
+        return None
+    return template if [f.name for f in template.fields] == [f.name for f in run.result.fields] else None
+
+
+def show_fields(runtime: Runtime, run: runs.Run, key: str, image, index: int) -> None:
+    """The fields of ``run`` beside page ``index`` (``image``, None where it was not kept)."""
+    fields = run.result.fields
+    template = template_of(runtime.config, run)
+    if failed := st.session_state.pop(SAVE_FAILED, None):
+        st.error(failed)
+    if template is None:
+        st.warning(t("The template '{template}' is no longer in config.yaml as it was, so these values cannot "
+                     "be corrected here.", template=run.result.template or "-"))
+    else:
+        st.caption(t("Template: {template}. Correct a value in the table; it is checked again and kept in the "
+                     "history with the value read.", template=local(template.label)))
+    if run.history_id is None:
+        st.caption(t("This run is not in the history, so corrections last only while this page is open."))
+    picture, table = st.columns([2, 3]) if image is not None else (None, st.container())
+    if picture is not None:
+        shown = marks(fields, index)
+        picture.image(render.marked(image, shown), width="stretch",
+                      caption=tn("{n} value on this page", "{n} values on this page", len(shown)))
+    version = st.session_state.setdefault(f"fields_version_{key}", 0)
+    frame = fields_frame(template, fields)
+    edited = table.data_editor(
+        frame, key=f"fields_{key}_{version}", num_rows="fixed", width="stretch",
+        disabled=True if template is None else ["field", "status", "page", "read"],
+        column_config={"_index": st.column_config.Column("#"),
+                       "field": st.column_config.TextColumn(t("Field")),
+                       "value": st.column_config.TextColumn(t("Value"), width="medium"),
+                       "status": st.column_config.TextColumn(t("Status")),
+                       "page": st.column_config.TextColumn(t("Page")),
+                       "read": st.column_config.TextColumn(t("As read, before correction"))})
+    if template is None:
+        return
+    changes = {f.name: value_of(template, f.name, edited.iloc[n]["value"]) for n, f in enumerate(fields)
+               if (edited.iloc[n]["value"] or "").strip() != frame.iloc[n]["value"].strip()}
+    with table:
+        changes.update(conflict_choices(template, fields, f"{key}_{version}"))
+    if changes:
+        keep_corrections(runtime, run, template, changes)
+        st.session_state[f"fields_version_{key}"] = version + 1  # a new editor, without the edits applied
+        st.rerun()
+
+
+def conflict_choices(template: Template, fields: list[FieldResult], key: str) -> dict[str, Value]:
+    """For each conflict, its values with their pages, to choose one (another is typed in the
+    table): the field's name → the value chosen."""
+    chosen = {}
+    for f in fields:
+        if f.status != "conflict":
+            continue
+        values: dict[str, tuple[Value, list[int]]] = {}
+        for found in f.found:
+            values.setdefault(text_of(found.value), (found.value, []))[1].append(found.page + 1)
+        options = list(values)
+        names = {o: tn("{value} (page {pages})", "{value} (pages {pages})", len(values[o][1]), value=o,
+                       pages=", ".join(map(str, sorted(set(values[o][1]))))) for o in options}
+        pick = st.selectbox(t("{field}: the pages disagree; choose the right value, or type another in the table",
+                              field=local(template.field(f.name).label)), options, index=None, format_func=names.get,
+                            placeholder=t("Choose a value"), key=f"conflict_{key}_{f.name}")
+        if pick is not None:
+            chosen[f.name] = values[pick][0]
+    return chosen
+
+
+def keep_corrections(runtime: Runtime, run: runs.Run, template: Template, changes: dict[str, Value | None]) -> None:
+    """Each change checked again (an account again with a corrected BIK), the run's fields
+    replaced, and the fields that changed written to its row in the history."""
+    before = {f.name: f for f in run.result.fields}
+    fields = run.result.fields
+    for name, value in changes.items():
+        fields = correct(template, fields, name, value)
+    run.result.fields = fields
+    if run.history_id is not None:
+        try:
+            runtime.history.correct_fields(run.history_id, [f for f in fields if f != before[f.name]])
+        except ChatVLMError as exc:
+            st.session_state[SAVE_FAILED] = said(exc)
+
+
+def fields_sheet(config: AppConfig, results: dict[str, runs.Run], documents: dict[str, Document]) -> None:
+    """The documents read with the fields task in one sheet, a row each, and its downloads.
+    Where runs of several templates are on the page, the sheet is the first one's."""
+    read = [(documents[f].name, run.result) for f, run in results.items() if run.result.task == FIELDS]
+    if len(read) < 2:
+        return
+    key = read[0][1].template
+    try:
+        template = config.template(key)
+    except ConfigError as exc:
+        st.error(said(exc))
+        return
+    from models.fields.sheet import sheet_bytes
+
+    rows = [(name, result) for name, result in read if result.template == key]
+    st.divider()
+    st.subheader(tn("{template}: {n} document", "{template}: {n} documents", len(rows),
+                    template=local(template.label)))
+    try:
+        # The table downloaded as xlsx, read back: what is shown is what is downloaded.
+        sheet = pd.read_excel(io.BytesIO(sheet_bytes(rows, template, "xlsx")), dtype=str).fillna("")
+    except ChatVLMError as exc:
+        st.error(said(exc))
+        return
+    st.dataframe(sheet, hide_index=True)
+    columns = st.columns(len(SHEET_FORMATS))
+    for n, (fmt, mime) in enumerate(SHEET_FORMATS.items()):
+        columns[n].download_button(t("Sheet .{format}", format=fmt), partial(sheet_bytes, rows, template, fmt),
+                                   file_name=f"{key}.{fmt}", mime=mime, key=f"dl_sheet_{fmt}")
