@@ -7,7 +7,7 @@ from models.markdown import escape_line
 from models.result import Block, OCRResult, PageResult
 
 CONTRACT_PAGE_KEYS = {"index", "width", "height", "seconds", "error", "warnings", "text", "markdown", "blocks",
-                     "source", "elements"}
+                     "source", "elements", "fields"}
 
 
 def result():
@@ -33,7 +33,7 @@ def test_markdown_marks_each_page():
 
 def test_json_is_the_result_contract():
     data = json.loads(render.json(result()))
-    assert set(data) == {"model", "engine", "task", "seconds", "pages"}
+    assert set(data) == {"model", "engine", "task", "seconds", "pages", "template", "fields"}
     assert all(set(p) == CONTRACT_PAGE_KEYS for p in data["pages"])
     assert data["pages"][0]["blocks"] == [{"bbox": [10, 20, 110, 60], "category": "Title", "text": "first page"}]
     assert data["pages"][1]["error"] == "Page 2 is damaged."

@@ -20,12 +20,11 @@ from models.config import FIELDS, AppConfig
 from models.document import Document
 from models.errors import ChatVLMError, ConfigError
 from models.fields.collect import correct
-from models.fields.result import FieldResult, Value
+from models.fields.result import FieldResult, Value, status_text
+from models.fields.sheet import sheet_bytes
 from models.fields.template import Template
-from models.i18n import N_
 from views.i18n import local, said, t, tn, tr
 
-STATUS = {"valid": N_("valid"), "invalid": N_("invalid"), "missing": N_("missing"), "conflict": N_("conflict")}
 # A value's box on the page, in its status's colour (a missing value has none).
 COLOURS = {"valid": (44, 160, 44), "invalid": (214, 39, 40), "conflict": (255, 127, 14)}
 LIST_SEPARATOR = "; "
@@ -49,11 +48,6 @@ def value_of(template: Template, name: str, text: str | None) -> Value | None:
     return text.strip()
 
 
-def status_text(field: FieldResult) -> str:
-    status = t(STATUS[field.status])
-    return t("{status}: {reason}", status=status, reason=tr(field.reason)) if field.reason else status
-
-
 def read_text(field: FieldResult) -> str:
     """What was read before a person corrected the field: its value, or a conflict's values."""
     if not field.corrected:
@@ -67,7 +61,7 @@ def read_text(field: FieldResult) -> str:
 def fields_frame(template: Template | None, fields: list[FieldResult]) -> pd.DataFrame:
     """One row per field, numbered as its box on the page is."""
     labels = {f.name: local(f.label) for f in template.fields} if template else {}
-    rows = [{"field": labels.get(f.name, f.name), "value": text_of(f.value), "status": status_text(f),
+    rows = [{"field": labels.get(f.name, f.name), "value": text_of(f.value), "status": tr(status_text(f)),
              "page": str(f.page + 1) if f.page is not None else "",
              "read": read_text(f)} for f in fields]
     return pd.DataFrame(rows, index=pd.RangeIndex(1, len(rows) + 1),
@@ -180,8 +174,6 @@ def fields_sheet(config: AppConfig, results: dict[str, runs.Run], documents: dic
     except ConfigError as exc:
         st.error(said(exc))
         return
-    from models.fields.sheet import sheet_bytes
-
     rows = [(name, result) for name, result in read if result.template == key]
     st.divider()
     st.subheader(tn("{template}: {n} document", "{template}: {n} documents", len(rows),

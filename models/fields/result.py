@@ -13,10 +13,12 @@ from typing import Literal
 
 from pydantic import BaseModel
 
-from models.i18n import Message
+from models.i18n import Message, _
 
 Status = Literal["valid", "invalid", "missing", "conflict"]
 Value = str | list[str]
+STATUS_WORDS: dict[str, Message] = {"valid": _("valid"), "invalid": _("invalid"), "missing": _("missing"),
+                                    "conflict": _("conflict")}
 
 
 class FoundValue(BaseModel):
@@ -43,3 +45,9 @@ class FieldResult(BaseModel):
     # Set once a person corrects the value: what was read before (None: nothing was).
     corrected: bool = False
     original: Value | None = None
+
+
+def status_text(field: FieldResult) -> Message:
+    """A field's status as people read it: the word, and why where there is a reason."""
+    word = STATUS_WORDS[field.status]
+    return _("{status}: {reason}", status=word, reason=field.reason) if field.reason else word

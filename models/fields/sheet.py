@@ -36,14 +36,13 @@ from openpyxl.styles import Font, PatternFill
 from models import numbers, render
 from models.elements import Heading, Table
 from models.errors import ExportError
-from models.fields.result import FieldResult, Value
+from models.fields.result import FieldResult, Value, status_text
 from models.fields.template import Template, TemplateField
 from models.i18n import Message, _, n_
 from models.result import OCRResult
 
 Format = Literal["xlsx", "csv", "json"]
 TYPED = ("integer", "number", "money", "date")
-STATUS_WORDS = {"valid": _("valid"), "invalid": _("invalid"), "missing": _("missing"), "conflict": _("conflict")}
 # How a check's cell is shaded in the workbook, so that what needs a person stands out.
 STATUS_FILLS = {"invalid": "FFC7CE", "conflict": "FFEB9C", "missing": "EDEDED"}
 
@@ -102,9 +101,7 @@ def _printed(result: FieldResult, lang: str) -> str:
 
 
 def _status(result: FieldResult, lang: str) -> str:
-    text = STATUS_WORDS[result.status]
-    if result.reason:
-        text = _("{status}: {reason}", status=text, reason=result.reason)
+    text = status_text(result)
     if result.corrected:
         text = _("{status}; corrected by hand, read as: {original}", status=text,
                  original=_text(result.original) if result.original is not None else "—")
