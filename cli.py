@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """ChatVLMLLM without a browser: list models, read documents to txt, md or json (and the
-formats of models/exports), list or export again the runs the history keeps, and score
-models against documents whose true text is known.
+formats of models/exports), read the fields of many documents into one sheet, list or export
+again the runs the history keeps, and score models against documents whose true text or
+fields are known.
 
 Results go to standard output (or files under --out); progress and messages go to
 standard error, in the language of --lang (default: from LANGUAGE, LC_ALL, LC_MESSAGES or
@@ -28,13 +29,19 @@ from managers.runs import check_mode
 from managers.operations import Operation
 from managers.runtime import Runtime
 from models import exports, render
-from models.config import MODE_LABELS, MODES, load_config
+from models.config import FIELDS, MODE_LABELS, MODES, AppConfig, load_config
 from models.document import Document, open_path, select_pages
-from models.errors import ChatVLMError, HistoryError, InputError, NothingToExport, Superseded, SwitchError
+from models.errors import (ChatVLMError, ConfigError, HistoryError, InputError, NothingToExport, Superseded,
+                           SwitchError)
+from models.fields import sheet
+from models.fields.score import Counts, total
+from models.fields.template import Template
 from models.i18n import LANGUAGES, Message, N_, _, language_from_env, n_, number, translate, translations
 from models.result import OCRResult, PageResult
 
 EXIT_SUPERSEDED = 3
+# With --task fields these formats are one sheet for all the files, a row per file.
+SHEET_FORMATS = ("xlsx", "csv", "json")
 
 # One process, one person: the language every message is printed in (main() sets it from
 # --lang or the environment).
@@ -210,8 +217,24 @@ def needs_out(fmt: str, out: Path | None) -> None:
         raise ChatVLMError(_("{format} is a binary format: give --out DIR.", format=fmt))
 
 
+def fields_template(config: AppConfig, task: str | None, template: str | None) -> Template | None:
+    """The template --task fields reads (None for other tasks); refused in one sentence when
+    it is missing or unknown, or given without --task fields."""
+    if task != FIELDS:
+        if template:
+            raise ChatVLMError(_("--template is for --task fields only."))
+        return None
+    if not template:
+        raise ConfigError(_("--task fields needs --template T; the templates are: {known}.",
+                            known=", ".join(config.templates)))
+    return config.template(template)
+
+
 def cmd_ocr(args, config) -> int:
-    needs_out(args.format, args.out)
+    template = fields_template(config, args.task, args.template)
+    one_sheet = template is not None and args.format in SHEET_FORMATS
+    if not one_sheet or args.format == "xlsx":  # a CSV or JSON sheet can go to stdout
+        needs_out(args.format, args.out)
     model = config.model(args.model)
     if args.endpoint:
         if model.vllm is None:
@@ -220,12 +243,14 @@ def cmd_ocr(args, config) -> int:
         models = {**config.models, args.model: model.model_copy(update={"vllm": remote})}
         config = config.model_copy(update={"models": models})
         args.mode = "vllm"
-    choice = runs.Choice(args.model, check_mode(config, args.model, args.mode), args.task)
-    model.task(args.task)  # an unknown task is refused before anything starts
+    choice = runs.Choice(args.model, check_mode(config, args.model, args.mode), args.task, template=args.template)
+    if template is None:
+        model.task(args.task)  # an unknown task is refused before anything starts
     runtime = Runtime(config)  # this process's one, made from the config as the command changed it
     runs.make_ready(runtime, choice.key, choice.mode, on_event=print_event)  # the sidebar's path
     outputs: list[tuple[Path, OCRResult]] = []
     status = 0
+    sheet_path: Path | None = None
     history = runtime.history
     for file in args.files:
         try:
@@ -247,13 +272,42 @@ def cmd_ocr(args, config) -> int:
             status = 1
         outputs.append((Path(file), result))
         keep(history, run, document)
-        if args.out and not _write(args.out, outputs, args.format,
-                                   lambda i: run.images.get(i) or document.page(i).image):
+        if one_sheet and args.out:  # written again after every document, so an interrupt keeps those read
+            sheet_path = write_sheet(args.out, outputs, template, args.format)
+        elif args.out and not one_sheet and not _write(args.out, outputs, args.format, config.templates,
+                                                       lambda i: run.images.get(i) or document.page(i).image):
             status = 1
-    if not args.out and outputs:
-        sys.stdout.write(_joined(outputs, args.format))
+    if one_sheet and outputs:
+        if args.out and sheet_path:
+            print(t("wrote {path}", path=str(sheet_path)), file=sys.stderr)
+        elif not args.out and (data := sheet_data(outputs, template, args.format)) is not None:
+            sys.stdout.write(data.decode("utf-8-sig"))  # the byte-order mark is for Excel opening a file
+        else:
+            status = 1
+    elif not args.out and outputs:
+        sys.stdout.write(_joined(outputs, args.format, config.templates))
     say_warning(history)
     return status
+
+
+def sheet_data(outputs: list[tuple[Path, OCRResult]], template: Template, fmt: str) -> bytes | None:
+    """The documents' fields as one sheet; None when it cannot be made (said in one sentence)."""
+    try:
+        return sheet.sheet_bytes([(file.name, result) for file, result in outputs], template, fmt, LANG)
+    except ChatVLMError as exc:
+        print(t("error: {error}", error=tr(exc)), file=sys.stderr)
+        return None
+
+
+def write_sheet(out: Path, outputs: list[tuple[Path, OCRResult]], template: Template, fmt: str) -> Path | None:
+    """``fields.<fmt>`` under ``out``: the path written, or None when it could not be made."""
+    data = sheet_data(outputs, template, fmt)
+    if data is None:
+        return None
+    out.mkdir(parents=True, exist_ok=True)
+    target = out / f"fields.{fmt}"
+    target.write_bytes(data)
+    return target
 
 
 def keep(history: History, run: runs.Run, document: Document) -> None:
@@ -269,22 +323,23 @@ def say_warning(history: History) -> None:
         print(tr(history.warning), file=sys.stderr)
 
 
-def parse_choices(spec: str, task: str | None) -> list[runs.Choice]:
-    """``KEY[:MODE][,KEY[:MODE]…]`` → choices, each with ``task``."""
+def parse_choices(spec: str, task: str | None, template: str | None = None) -> list[runs.Choice]:
+    """``KEY[:MODE][,KEY[:MODE]…]`` → choices, each with ``task`` (and the fields task's ``template``)."""
     choices = []
     for entry in spec.split(","):
         key, colon, mode = entry.strip().partition(":")
         if not key or (colon and mode not in MODES):
             raise ChatVLMError(_("'{entry}' is not KEY or KEY:MODE (MODE: {modes}).", entry=entry,
                                  modes=", ".join(MODES)))
-        choices.append(runs.Choice(key, mode or None, task))
+        choices.append(runs.Choice(key, mode or None, task, template=template))
     return choices
 
 
 def cmd_eval(args, config) -> int:
-    choices = [evaluation.resolve(config, c) for c in parse_choices(args.models, args.task)]
+    template = fields_template(config, args.task, args.template)
+    choices = [evaluation.resolve(config, c) for c in parse_choices(args.models, args.task, args.template)]
     chart = (args.out / eval_report.CHART_NAME).resolve()  # where --out is DIR: a chart, not a document
-    samples, errors = evaluation.folder_samples(args.folder, config.limits, skip={chart})
+    samples, errors = evaluation.folder_samples(args.folder, config.limits, skip={chart}, template=template)
     for error in errors:
         print(t("error: {error}", error=tr(error)), file=sys.stderr)
     if not samples:
@@ -322,7 +377,19 @@ def print_scores(model: evaluation.ModelResult) -> None:
             _score_cells(t("all documents"), model, t("micro-averaged over the pages with truth"))]
     rows += [_score_cells(row.sample.name, row, tr(row.note)) for row in model.rows]
     print_table(rows)
+    fields = model.fields
+    if fields is not None:
+        print()
+        rows = [(t("FIELD"), t("DOCUMENTS"), t("TRUTHS"), t("GIVEN"), t("RIGHT"), t("PRECISION"), t("RECALL"),
+                 t("EXACT MATCH")), _field_cells(t("all fields"), total(fields))]
+        print_table(rows + [_field_cells(name, counts) for name, counts in fields.items()])
     print()
+
+
+def _field_cells(name: str, counts: Counts) -> tuple[str, ...]:
+    rates = (counts.precision, counts.recall, counts.exact_match)
+    return (name, str(counts.documents), str(counts.truths), str(counts.given), str(counts.right),
+            *("-" if rate is None else percent(rate) for rate in rates))
 
 
 def _score_cells(name: str, part: evaluation.ModelResult | evaluation.Row, note: str) -> tuple[str, ...]:
@@ -344,10 +411,10 @@ def cmd_history(args, config) -> int:
             stored = history.get(args.export)
             outputs = [(Path(stored.entry.name), stored.result)]
             if args.out:
-                if not _write(args.out, outputs, args.format, stored.page_image(config.limits)):
+                if not _write(args.out, outputs, args.format, config.templates, stored.page_image(config.limits)):
                     return 1
             else:
-                sys.stdout.write(_joined(outputs, args.format))
+                sys.stdout.write(_joined(outputs, args.format, config.templates))
         else:
             list_runs(history.list(args.search, args.limit), args.search)
     finally:
@@ -367,14 +434,25 @@ def list_runs(entries: list[Entry], search: str | None) -> None:
     print_table(rows)
 
 
-def _write(out: Path, outputs: list[tuple[Path, OCRResult]], fmt: str, page_image: exports.PageImage) -> bool:
+def _with_fields(result: OCRResult, fmt: str, templates: Mapping[str, Template]) -> str | None:
+    """A fields run as txt or md: its fields as a table, then its text; None for the rest."""
+    template = templates.get(result.template or "")
+    if fmt not in ("txt", "md") or not result.fields or template is None:
+        return None
+    return sheet.listing(result, template, fmt, LANG) + "\n\n" + render.render(result, fmt, LANG)
+
+
+def _write(out: Path, outputs: list[tuple[Path, OCRResult]], fmt: str, templates: Mapping[str, Template],
+           page_image: exports.PageImage) -> bool:
     """Write the newest output under ``out``, named after its input; an input whose name an
     earlier one took (a.png and a.pdf, two dirs/x.png) is written as "a (2)" and said so.
     False when its file could not be made (said in one sentence; the other inputs go on)."""
     file, result = outputs[-1]
     stem = exports.unique_stems([f.name for f, _ in outputs])[-1]
     try:
-        made = exports.file_for(result, fmt, stem + file.suffix, page_image, LANG)
+        listed = _with_fields(result, fmt, templates)
+        made = (exports.file_for(result, fmt, stem + file.suffix, page_image, LANG) if listed is None else
+                exports.File(render.output_name(stem + file.suffix, fmt), listed.encode("utf-8"), render.FORMATS[fmt]))
     except NothingToExport as exc:
         print(f"{file.name}: {tr(exc)}", file=sys.stderr)
         return True
@@ -389,12 +467,12 @@ def _write(out: Path, outputs: list[tuple[Path, OCRResult]], fmt: str, page_imag
     return True
 
 
-def _joined(outputs: list[tuple[Path, OCRResult]], fmt: str) -> str:
+def _joined(outputs: list[tuple[Path, OCRResult]], fmt: str, templates: Mapping[str, Template]) -> str:
     if fmt == "json":
         results = [json.loads(render.json(r, LANG)) for _, r in outputs]
         return json.dumps(results[0] if len(results) == 1 else results, ensure_ascii=False, indent=2) + "\n"
     separator = render.PAGE_BREAK if fmt == "txt" else "\n\n---\n\n"
-    return separator.join(render.render(r, fmt, LANG) for _, r in outputs) + "\n"
+    return separator.join(_with_fields(r, fmt, templates) or render.render(r, fmt, LANG) for _, r in outputs) + "\n"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -415,10 +493,13 @@ def build_parser() -> argparse.ArgumentParser:
     ocr.add_argument("files", nargs="+", metavar="FILE", help=t("PNG, JPEG, TIFF, BMP, WebP or PDF"))
     ocr.add_argument("--model", required=True, metavar="KEY", help=t("a model key from `cli.py models`"))
     ocr.add_argument("--mode", choices=MODES, help=t("default: the model's first backend"))
-    ocr.add_argument("--task", metavar="T", help=t("a task of the model (default: its first)"))
+    ocr.add_argument("--task", metavar="T", help=t("a task of the model (default: its first), or fields"))
+    ocr.add_argument("--template", metavar="T",
+                     help=t("with --task fields: the template whose fields are read (config.yaml templates)"))
     ocr.add_argument("--pages", metavar="RANGE", help=t("pages to read, e.g. 1-20 or 1,3,5-7"))
     ocr.add_argument("--format", choices=(*render.FORMATS, *exports.FORMATS), default="txt",
-                     help=t("txt, md, json; or, with --out, csv (a file per table), xlsx, docx, pdf (searchable)"))
+                     help=t("txt, md, json; or, with --out, csv (a file per table), xlsx, docx, pdf (searchable); "
+                            "with --task fields, xlsx, csv or json is one sheet of all the files, fields.<format>"))
     ocr.add_argument("--out", type=Path, metavar="DIR", help=t("write FILE.<format> here instead of stdout"))
     ocr.add_argument("--endpoint", metavar="URL",
                      help=t("send pages to this OpenAI-compatible server instead of a managed container"))
@@ -428,11 +509,17 @@ def build_parser() -> argparse.ArgumentParser:
                                 description=t("Read every document in DIR with each model, one model "
                                 "after another, and score each page against NAME.txt beside the document "
                                 "(its true text, pages split by form feed): CER and WER, micro-averaged. "
-                                "Writes eval.csv and eval.png into --out."))
-    score.add_argument("folder", type=Path, metavar="DIR", help=t("documents (images, PDFs) with NAME.txt beside each"))
+                                "Writes eval.csv and eval.png into --out. With --task fields --template T, "
+                                "each document's fields are scored against NAME.fields.json beside it "
+                                "(a JSON object of field names and values as printed): precision, recall and "
+                                "exact match per field, also in eval_fields.csv."))
+    score.add_argument("folder", type=Path, metavar="DIR",
+                       help=t("documents (images, PDFs) with NAME.txt (or NAME.fields.json) beside each"))
     score.add_argument("--models", required=True, metavar="KEY[:MODE][,KEY[:MODE]…]",
                        help=t("the models to compare, e.g. tesseract,qwen3_vl_2b:vllm"))
-    score.add_argument("--task", metavar="T", help=t("a task every model has (default: each model's first)"))
+    score.add_argument("--task", metavar="T", help=t("a task every model has (default: each model's first), or fields"))
+    score.add_argument("--template", metavar="T",
+                       help=t("with --task fields: the template whose fields NAME.fields.json holds"))
     score.add_argument("--out", type=Path, default=Path("."), metavar="DIR",
                        help=t("where eval.csv and eval.png go (default: the current folder)"))
     score.set_defaults(run=cmd_eval)

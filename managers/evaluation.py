@@ -1,6 +1,7 @@
 """Which model reads these documents best: every choice of (model, mode, task) reads every
 document through the document runner, scored against the document's true text where there
-is one (models/metrics.py says how).
+is one (models/metrics.py says how), and with the fields task against its true fields
+(models/fields/score.py says how).
 
 - Models run one after another, each over all documents: a model is made ready once (one
   switch or load), then reads document after document, and the runner, finding it ready,
@@ -17,17 +18,20 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from managers import runs
 from managers.container_manager import OnEvent
 from managers.runs import Choice, Run
-from models.config import AppConfig, Limits
+from models.config import FIELDS, AppConfig, Limits
 from models.document import EXTENSIONS, Document, PageRef, open_path
 from models.engine import OnPage
 from models.errors import ChatVLMError, InputError
+from models.fields import score as fields_score
+from models.fields.score import Counts, Truth
+from models.fields.template import Template
 from models.i18n import Message, _, n_
 from models.metrics import Score, score_result, split_pages
 from models.result import OCRResult, PageResult
@@ -38,12 +42,14 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Sample:
-    """A document to read, the pages to read (None: all), and its true text page by page
-    (by page index in the document; None: no truth, so read and timed, not scored)."""
+    """A document to read, the pages to read (None: all), its true text page by page (by
+    page index in the document; None: no truth, so read and timed, not scored), and its true
+    fields for the fields task (None: none known)."""
 
     document: Document
     truth: list[str | None] | None = None
     indexes: list[int] | None = None
+    fields: Truth | None = None
 
     @property
     def name(self) -> str:
@@ -56,7 +62,7 @@ class Sample:
     def note(self) -> Message | None:
         """Why some or all of its pages go unscored, for the tables."""
         if self.truth is None:
-            return _("no truth: read and timed, not scored")
+            return None if self.fields is not None else _("no truth: read and timed, not scored")
         if len(self.truth) != self.document.page_count:
             return n_("the truth has {n} page, the document {pages}: pages are matched in order, "
                       "pages without truth are not scored",
@@ -79,6 +85,7 @@ class Row:
     run: Run
     score: Score | None  # None: no page read has a true text
     error: Message | None = None
+    fields: dict[str, Counts] | None = None  # by field name; None: no true fields or not that task
 
     @property
     def note(self) -> Message:
@@ -118,6 +125,14 @@ class ModelResult:
         return sum(scores, Score()) if scores else None
 
     @property
+    def fields(self) -> dict[str, Counts] | None:
+        """Per field, over every document with true fields; None where none has them."""
+        scored = [row.fields for row in self.rows if row.fields is not None]
+        if not scored:
+            return None
+        return {name: sum((counts[name] for counts in scored), Counts()) for name in scored[0]}
+
+    @property
     def pages(self) -> int:
         return sum(row.pages for row in self.rows)
 
@@ -148,10 +163,15 @@ class Evaluation:
 
 def resolve(config: AppConfig, choice: Choice) -> Choice:
     """The choice with its mode and task filled in (the model's first where None); a model
-    without that mode or task is refused with a sentence, before anything runs."""
+    without that mode or task, or the fields task without a known template, is refused with a
+    sentence, before anything runs."""
     mode = runs.check_mode(config, choice.key, choice.mode)
-    task, _ = config.model(choice.key).task(choice.task)
-    return Choice(choice.key, mode, task, choice.hide_header_footer, choice.box)
+    if choice.task == FIELDS:
+        config.template(choice.template)
+        task = FIELDS
+    else:
+        task, _ = config.model(choice.key).task(choice.task)
+    return Choice(choice.key, mode, task, choice.hide_header_footer, choice.box, choice.template)
 
 
 def evaluate(runtime: Runtime, choices: list[Choice], samples: list[Sample], *,
@@ -197,7 +217,10 @@ def _read(runtime: Runtime, choice: Choice, sample: Sample, on_event: OnEvent | 
         error = exc.message
         failed = [PageResult(index=page.index, error=error) for page in pages]
         run = Run(choice, OCRResult(model=choice.key, engine="", task=choice.task, pages=failed))
-    return Row(choice, sample, run, score_result(run.result, sample.truth), error)
+    fields = None
+    if choice.task == FIELDS and sample.fields is not None:
+        fields = fields_score.score_fields(runtime.config.template(choice.template), run.result, sample.fields)
+    return Row(choice, sample, run, score_result(run.result, sample.truth), error, fields)
 
 
 # --- a folder of documents with their true texts beside them -------------------------------
@@ -222,10 +245,12 @@ def sample(document: Document, truth: list[str] | None, limits: Limits) -> Sampl
     return Sample(document, truth)
 
 
-def folder_samples(folder: Path, limits: Limits, skip: set[Path] = frozenset()) -> tuple[list[Sample], list[Message]]:
+def folder_samples(folder: Path, limits: Limits, skip: set[Path] = frozenset(),
+                   template: Template | None = None) -> tuple[list[Sample], list[Message]]:
     """Every document in ``folder`` the intake opens (by name), each with ``NAME.txt`` beside
-    it as its truth; and a sentence for each document that cannot be used. ``skip``: files
-    that are not documents although they look like one (a chart written there before)."""
+    it as its truth, and with a ``template``, ``NAME.fields.json`` as its true fields; and a
+    sentence for each document that cannot be used. ``skip``: files that are not documents
+    although they look like one (a chart written there before)."""
     if not folder.is_dir():
         raise InputError(_("'{folder}' is not a folder.", folder=str(folder)))
     files = sorted(p for p in folder.iterdir()
@@ -233,7 +258,10 @@ def folder_samples(folder: Path, limits: Limits, skip: set[Path] = frozenset()) 
     samples, errors = [], []
     for path in files:
         try:
-            samples.append(sample(open_path(path, limits), read_truth(path.with_suffix(".txt")), limits))
+            found = sample(open_path(path, limits), read_truth(path.with_suffix(".txt")), limits)
+            if template is not None:
+                found = replace(found, fields=fields_score.read_truth(path.with_suffix(".fields.json"), template))
+            samples.append(found)
         except ChatVLMError as exc:
             errors.append(exc.message)
     return samples, errors

@@ -41,6 +41,9 @@ from models.i18n import Message, N_, _, translate
 # its time. Measured on a Russian page in four turns: confidence 3.3-7 for right answers,
 # under 1.5 for the wrong ones it gives on a blurred, noisy scan.
 OSD_SIDE = 1200
+# Where the small copy leaves OSD unsure: a page of a few large lines (a notice, a form at
+# 30 px letters) gave confidence 0.2-0.8 at 1200 px and 18 at full A4 size.
+OSD_RETRY_SIDE = 2400
 OSD_CHARACTERS = 15
 OSD_MIN_CONFIDENCE = 3.0
 OSD_TIMEOUT_S = 60
@@ -138,12 +141,23 @@ def prepare_page(page: Page, settings: Preprocess) -> Page:
 
 def orientation(grey: np.ndarray) -> int:
     """Degrees (0, 90, 180, 270) to turn the page clockwise to stand it upright, by
-    Tesseract's orientation detection on a shrunken copy; 0 when OSD is unsure or finds too
-    few characters (a page with little text is left as it is). Raises OSError when
-    Tesseract cannot run."""
-    small = _shrink(grey, OSD_SIDE)
+    Tesseract's orientation detection on a shrunken copy — and where that copy leaves OSD
+    unsure, on a larger one (a page of a few large lines, a form, shrunk to OSD_SIDE has too
+    few letters OSD can tell apart); 0 when OSD is still unsure or finds too few characters
+    (a page with little text is left as it is). Raises OSError when Tesseract cannot run."""
+    for side in (OSD_SIDE, OSD_RETRY_SIDE):
+        if side > OSD_SIDE and max(grey.shape) <= OSD_SIDE:
+            break  # the page was read whole already
+        found = _osd(_shrink(grey, side))
+        if found is not None and found[1] >= OSD_MIN_CONFIDENCE:
+            return found[0]
+    return 0
+
+
+def _osd(grey: np.ndarray) -> tuple[int, float] | None:
+    """OSD's turn and its confidence, or None when it finds too few characters."""
     buf = BytesIO()
-    Image.fromarray(small).save(buf, format="PNG", compress_level=1)
+    Image.fromarray(grey).save(buf, format="PNG", compress_level=1)
     try:
         done = subprocess.run(
             ["tesseract", "stdin", "stdout", "--psm", "0", "-c", f"min_characters_to_try={OSD_CHARACTERS}"],
@@ -155,15 +169,15 @@ def orientation(grey: np.ndarray) -> int:
     out = done.stdout.decode(errors="replace") + done.stderr.decode(errors="replace")
     if done.returncode != 0:
         if "Too few characters" in out:
-            return 0
+            return None
         lines = out.strip().splitlines()
         raise OSError(_("Tesseract's orientation detection failed ({reason}).",
                         reason=lines[-1] if lines else str(done.returncode)))
     rotate = re.search(r"Rotate: (\d+)", out)
     confidence = re.search(r"Orientation confidence: ([\d.]+)", out)
-    if not rotate or not confidence or float(confidence.group(1)) < OSD_MIN_CONFIDENCE:
-        return 0
-    return int(rotate.group(1)) % 360
+    if not rotate or not confidence:
+        return None
+    return int(rotate.group(1)) % 360, float(confidence.group(1))
 
 
 def skew(grey: np.ndarray) -> float:

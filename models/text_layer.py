@@ -54,10 +54,12 @@ PAD_PT = 2.0
 
 @dataclass(frozen=True)
 class TextSpan:
-    """A line of a PDF's own text, in page pixels."""
+    """A line of a page's text, in page pixels; ``words``, where known, its words with
+    their own boxes (a value found in the line is then boxed where it is printed)."""
 
     bbox: tuple[int, int, int, int]
     text: str
+    words: tuple[TextSpan, ...] = ()
 
 
 class Use(Enum):
@@ -121,17 +123,38 @@ def lines(pdf_page, scale: float) -> list[list[TextSpan]]:
     import pymupdf
 
     shown = pdf_page.rotation_matrix * pymupdf.Matrix(scale, scale)
+
+    def box(rect) -> tuple[int, int, int, int]:
+        x0, y0, x1, y1 = (round(v) for v in pymupdf.Rect(rect) * shown)
+        return x0, y0, x1, y1
+
     paragraphs = []
-    for block in pdf_page.get_text("dict")["blocks"]:
+    for block in pdf_page.get_text("rawdict")["blocks"]:
         found = []
         for line in block.get("lines", []):
-            text = "".join(span["text"] for span in line["spans"]).strip()
+            chars = [c for span in line["spans"] for c in span["chars"]]
+            text = "".join(c["c"] for c in chars).strip()
             if text:
-                x0, y0, x1, y1 = (round(v) for v in pymupdf.Rect(line["bbox"]) * shown)
-                found.append(TextSpan((x0, y0, x1, y1), text))
+                found.append(TextSpan(box(line["bbox"]), text, _words(chars, box)))
         if found:
             paragraphs.append(found)
     return paragraphs
+
+
+def _words(chars: list[dict], box) -> tuple[TextSpan, ...]:
+    """A line's characters (PyMuPDF's rawdict) → its words, each with the box of its letters."""
+    words, current = [], []
+    for char in [*chars, None]:
+        if char is not None and not char["c"].isspace():
+            current.append(char)
+        elif current:
+            x0 = min(c["bbox"][0] for c in current)
+            y0 = min(c["bbox"][1] for c in current)
+            x1 = max(c["bbox"][2] for c in current)
+            y1 = max(c["bbox"][3] for c in current)
+            words.append(TextSpan(box((x0, y0, x1, y1)), "".join(c["c"] for c in current)))
+            current = []
+    return tuple(words)
 
 
 def facts(pdf_page, paragraphs: list[list[TextSpan]], layer_scale: float, image: Image.Image) -> Facts:

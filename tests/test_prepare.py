@@ -51,6 +51,17 @@ def test_a_turned_page_comes_back_upright(turn, note):
     assert describe(page.warnings) == note
 
 
+@pytest.mark.parametrize("turn, note", [(90, "turned 90° clockwise"), (180, "turned 180°")])
+def test_a_turned_page_of_few_large_lines_comes_back_upright(turn, note):
+    """A notice of 15 lines in 30 px letters: shrunk to OSD_SIDE it leaves OSD unsure, so a
+    larger copy decides."""
+    from tests.fields_pages import NOTICE_PAGE_1, render
+    upright = render(NOTICE_PAGE_1)
+    page = prepare_page(Page(0, turned(upright, turn)), VLM)
+    assert np.array_equal(np.asarray(page.image), np.asarray(upright))
+    assert describe(page.warnings) == note
+
+
 @pytest.mark.parametrize("angle", [3.5, -7.0])
 def test_skew_is_recovered_within_half_a_degree(angle):
     slanted = skewed(tender_page(), angle)

@@ -19,10 +19,11 @@ import threading
 from functools import cache
 
 from models import render, structure
-from models.config import ModelConfig, Task
+from models.config import FieldsTask, ModelConfig, Task
 from models.document import Page
 from models.engine import Engine, not_read
 from models.errors import EngineError, NotAvailable
+from models.fields import rules
 from models.i18n import Message, _
 from models.result import Block, PageResult
 from models.text_layer import TextSpan, Use, check, text_of
@@ -74,20 +75,32 @@ class TesseractEngine(Engine):
             for process in self._running:
                 process.kill()
 
+    def fields_not_found(self, task: FieldsTask) -> dict[str, Message]:
+        return rules.cannot_find(task.template)
+
     def read_page(self, page: Page, task: Task) -> PageResult:
-        """Page ``page`` by OCR, or from the PDF's own text where models/text_layer.py finds
-        it covers the page; the page's warnings say which, and why a layer was not used."""
+        """Page ``page`` as text; the fields task reads it alike, then finds the template's
+        values in its lines by the template's rules (models/fields/rules.py)."""
+        paragraphs, warnings, source = self._lines(page)
+        result = _result(page, paragraphs, warnings, source)
+        if isinstance(task, FieldsTask):
+            result.fields = rules.find(task.template, [line for para in paragraphs for line in para], page.index)
+        return result
+
+    def _lines(self, page: Page) -> tuple[list[list[TextSpan]], list[Message], str]:
+        """Page ``page``'s lines by OCR, or from the PDF's own text where models/text_layer.py
+        finds it covers the page; the warnings say which, and why a layer was not used."""
         number = page.index + 1
         if page.text_layer and not page.text_layer_hidden:
             note = _("Page {page} was read from the PDF's own text layer, not by OCR.", page=number)
-            return _result(page, page.text_layer, [note], "text layer")
+            return page.text_layer, [note], "text layer"
         reading = self._recognise(page)
         if page.text_layer:  # an invisible OCR layer: kept where the reading agrees with it
             verdict = check(text_of(page.text_layer), text_of(reading), number)
             if verdict.use is Use.LAYER:
-                return _result(page, page.text_layer, [verdict.note], "text layer")
-            return _result(page, reading, [verdict.note], "image")
-        return _result(page, reading, [page.text_layer_note] if page.text_layer_note else [], "image")
+                return page.text_layer, [verdict.note], "text layer"
+            return reading, [verdict.note], "image"
+        return reading, [page.text_layer_note] if page.text_layer_note else [], "image"
 
     def _recognise(self, page: Page) -> list[list[TextSpan]]:
         buf = io.BytesIO()
@@ -144,7 +157,7 @@ def parse_tsv(tsv: str) -> list[list[TextSpan]]:
         box = (min(w[0] for w in ws), min(w[1] for w in ws),
                max(w[2] for w in ws), max(w[3] for w in ws))
         paragraphs.setdefault(paragraph_of[line], []).append(
-            TextSpan(box, " ".join(w[4] for w in ws)))
+            TextSpan(box, " ".join(w[4] for w in ws), tuple(TextSpan(w[:4], w[4]) for w in ws)))
     return list(paragraphs.values())
 
 
@@ -155,7 +168,8 @@ def _scaled(paragraphs: list[list[TextSpan]], scale: float, size: tuple[int, int
     def back(box: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
         x0, y0, x1, y1 = (round(v / scale) for v in box)
         return min(x0, width), min(y0, height), min(x1, width), min(y1, height)
-    return [[TextSpan(back(s.bbox), s.text) for s in para] for para in paragraphs]
+    return [[TextSpan(back(s.bbox), s.text, tuple(TextSpan(back(w.bbox), w.text) for w in s.words))
+             for s in para] for para in paragraphs]
 
 
 def _result(page: Page, paragraphs: list[list[TextSpan]], warnings: list[Message], source: str) -> PageResult:

@@ -7,4 +7,6 @@ document's pages and checked.
 - ``checks``: each value parsed by its type and checked (INN, OGRN, KPP, BIK, accounts, …);
 - ``collect``: the pages' values → one checked value per field, with conflicts shown;
 - ``result``: the types a run's fields are kept in (the result contract's ``fields``).
+- ``sheet``: many documents' fields as one sheet (xlsx, csv, json), a row per document;
+- ``score``: a run's fields against a document's true fields (precision, recall, exact match).
 """
