@@ -97,3 +97,16 @@ def test_a_batch_holds_each_row_to_the_schema_as_alone(runtime, monkeypatch):
     alone, _ = read_fields(runtime, monkeypatch, "batch2")
     schema_valid(runtime, batched)
     assert batched == alone
+
+
+def test_a_streamed_page_is_held_to_the_schema_as_a_whole_one(runtime):
+    model = runtime.loader.load_model("plain2")
+    diverse(model)
+    page = Page(0, PAGES[2])
+    choice = Choice("plain2", mode="local", task="fields", template="test")
+    whole = read_document(runtime, choice, [page]).result.pages[0]
+    seen = []
+    streamed = read_document(runtime, choice, [page], on_text=lambda index, text: seen.append(text)).result.pages[0]
+    assert streamed.model_dump(exclude={"seconds"}) == whole.model_dump(exclude={"seconds"})
+    assert len(seen) > 1 and whole.fields and whole.warnings == []
+    schema_valid(runtime, [seen[-1]])
