@@ -1,9 +1,9 @@
 """A model's answer for one page → the page's result, the same for every VLM engine.
 
 dots.ocr layouts become boxes in original-page pixels; any other answer becomes one Text box
-over the whole page, so every view works for every model. The fields task's answer gives the
-page's values (models/fields/answer.py) and is shown as its JSON. The answer is parsed once into typed
-blocks (models/structure.py), and the page's text and Markdown are rendered from them.
+over the whole page, so every view works for every model. The answer is parsed once into typed
+blocks (models/structure.py), and the page's text and Markdown are rendered from them. The
+fields task's answer gives the page's values (models/fields/answer.py) and is shown as its JSON.
 """
 
 from __future__ import annotations
