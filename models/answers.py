@@ -2,20 +2,24 @@
 
 dots.ocr layouts become boxes in original-page pixels; any other answer becomes one Text box
 over the whole page, so every view works for every model. The answer is parsed once into typed
-blocks (models/structure.py), and the page's text and Markdown are rendered from them.
+blocks (models/structure.py), and the page's text and Markdown are rendered from them. The
+fields task's answer gives the page's values (models/fields/answer.py) and is shown as its JSON.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from PIL import Image
 
 from models import layout, render, structure
-from models.config import ModelConfig, Task
+from models.config import FieldsTask, ModelConfig, Task
 from models.document import Page
+from models.elements import Code, Element
 from models.errors import EngineError
+from models.fields import answer as fields_answer
 from models.i18n import Message, _
 from models.result import Block, PageResult
 
@@ -73,6 +77,8 @@ def page_from_answer(answer: str, cut: bool, request: Prepared, task: Task, max_
     warnings = list(request.warnings)
     # A server may send a lone surrogate ("\\ud800" in its JSON): no file or history row can hold it.
     answer = answer.encode("utf-8", errors="replace").decode("utf-8")
+    if isinstance(task, FieldsTask):
+        return _fields_page(answer, cut, request, task, max_tokens, warnings)
     if cut:
         # The count as config.yaml writes it, not grouped: the reader looks it up there.
         warnings.append(_("The answer was cut at {tokens} tokens (requests.max_tokens).", tokens=str(max_tokens)))
@@ -94,7 +100,29 @@ def page_from_answer(answer: str, cut: bool, request: Prepared, task: Task, max_
         warnings += cut_tables
     else:
         elements = structure.from_text(answer)
+    return _whole_page(request, elements, warnings)
+
+
+def _whole_page(request: Prepared, elements: list[Element], warnings: list[Message], **fields) -> PageResult:
+    """A page whose answer has no boxes of its own: one block over the whole page."""
+    width, height = request.size
     text = render.elements_text(elements)
     return PageResult(index=request.index, width=width, height=height, warnings=warnings, text=text,
                       markdown=render.elements_markdown(elements), elements=elements,
-                      blocks=[Block(bbox=(0, 0, width, height), text=text)])
+                      blocks=[Block(bbox=(0, 0, width, height), text=text)], **fields)
+
+
+def _fields_page(answer: str, cut: bool, request: Prepared, task: FieldsTask, max_tokens: int,
+                 warnings: list[Message]) -> PageResult:
+    """The fields the answer gives, and the answer shown as its JSON, pretty-printed; an answer
+    without JSON gives no fields and one warning, and is shown as the text it is."""
+    read = fields_answer.read(answer, task.template, request.index, request.seen_size, request.size)
+    if read.data is None:
+        warnings.append(_("The answer was cut at {tokens} tokens (requests.max_tokens) before its JSON ended; "
+                          "no fields were read from this page.", tokens=str(max_tokens)) if cut
+                        else _("The answer is not a JSON object of fields; no fields were read from this page."))
+        return _whole_page(request, structure.from_text(answer), warnings)
+    if cut:
+        warnings.append(_("The answer was cut at {tokens} tokens (requests.max_tokens).", tokens=str(max_tokens)))
+    pretty = json.dumps(read.data, ensure_ascii=False, indent=2)
+    return _whole_page(request, [Code(text=pretty)], warnings + read.warnings, fields=read.values)

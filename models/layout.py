@@ -112,9 +112,12 @@ def parse_layout(answer: str) -> tuple[list[dict], list[Message]]:
 
 
 def _has_box(cell) -> bool:
+    return is_box(cell.get("bbox") if isinstance(cell, dict) else None)
+
+
+def is_box(bbox) -> bool:
     """Four numbers within reason (no page a model sees is a million pixels wide); NaN and
     infinity fail the comparison, and an integer is never turned into a float that overflows."""
-    bbox = cell.get("bbox") if isinstance(cell, dict) else None
     return (isinstance(bbox, list) and len(bbox) == 4
             and all(isinstance(v, (int, float)) and not isinstance(v, bool)
                     and -MAX_COORDINATE <= v <= MAX_COORDINATE for v in bbox))
@@ -132,20 +135,28 @@ def _is_text(value) -> bool:
     return True
 
 
+def to_page(bbox, seen_size: tuple[int, int], page_size: tuple[int, int]) -> tuple[int, int, int, int] | None:
+    """A box in the model's pixels → the original page's pixels, clamped to it; None when
+    it lies wholly off the image the model was given."""
+    (sw, sh), (pw, ph) = seen_size, page_size
+    x1, y1, x2, y2 = bbox
+    if max(x1, x2) < 0 or max(y1, y2) < 0 or min(x1, x2) > sw or min(y1, y2) > sh:
+        return None
+    sx, sy = pw / sw, ph / sh
+    return (min(max(round(x1 * sx), 0), pw), min(max(round(y1 * sy), 0), ph),
+            min(max(round(x2 * sx), 0), pw), min(max(round(y2 * sy), 0), ph))
+
+
 def to_blocks(cells: list[dict], seen_size: tuple[int, int],
               page_size: tuple[int, int]) -> tuple[list[Block], list[Message]]:
     """Cells in the model's pixels → blocks in the original page's pixels, clamped to it; a
     cell wholly off the image it was given is dropped."""
-    (sw, sh), (pw, ph) = seen_size, page_size
-    sx, sy = pw / sw, ph / sh
     blocks, outside = [], 0
     for cell in cells:
-        x1, y1, x2, y2 = cell["bbox"]
-        if max(x1, x2) < 0 or max(y1, y2) < 0 or min(x1, x2) > sw or min(y1, y2) > sh:
+        box = to_page(cell["bbox"], seen_size, page_size)
+        if box is None:
             outside += 1
             continue
-        box = (min(max(round(x1 * sx), 0), pw), min(max(round(y1 * sy), 0), ph),
-               min(max(round(x2 * sx), 0), pw), min(max(round(y2 * sy), 0), ph))
         category = cell.get("category") if cell.get("category") in CATEGORIES else "Text"
         blocks.append(Block(bbox=box, category=category, text=cell.get("text") or ""))
     warnings = [n_("partly parsed: {n} cell outside the page was dropped",

@@ -82,6 +82,14 @@ def fake_entry(name: str, delay: float = 1.0, extra_args=(), timeout: float = 12
     }
 
 
+def structured_outputs_args() -> list[str]:
+    """The structured-outputs setting the shipped vLLM servers are started with (config.yaml),
+    so test servers hold answers to a schema the way users' servers do."""
+    args = yaml.safe_load((ROOT / "config.yaml").read_text())["models"]["qwen2_vl_2b"]["vllm"]["args"]
+    at = args.index("--structured-outputs-config")
+    return args[at:at + 2]
+
+
 def vllm_entry(name: str, model_dir: Path, timeout: float = 400) -> dict:
     sp = str(vllm_site_packages())
     return {
@@ -91,7 +99,8 @@ def vllm_entry(name: str, model_dir: Path, timeout: float = 400) -> dict:
         "vllm": {
             "image": RUNTIME_IMAGE, "container_name": f"chatvlmllm-test-{name}", "port": free_port(),
             "model": "/models/tiny", "served_model_name": name, "gpu": False,
-            "gpu_memory_utilization": 0.5, "max_model_len": 2048, "args": ["--enforce-eager"],
+            "gpu_memory_utilization": 0.5, "max_model_len": 2048,
+            "args": ["--enforce-eager", *structured_outputs_args()],
             "env": {"PYTHONPATH": sp, "VLLM_CPU_KVCACHE_SPACE": "1"},
             "entrypoint": ["python3", "-m", "vllm.entrypoints.openai.api_server"],
             "volumes": [f"{sp}:{sp}:ro", f"{model_dir}:/models/tiny:ro"],

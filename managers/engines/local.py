@@ -15,6 +15,9 @@ Speed on a GPU comes from three things, all set up by ``warm_up`` as a stage of 
   because CUDA graphs are recorded per thread: a new thread per document (or per load) would
   record them again, or fail.
 A single page or a chat answer streams through Transformers' ``TextIteratorStreamer``.
+The fields task's answers are held to the template's JSON Schema (managers/engines/constrained.py),
+batched and compiled like any task's; warm-up sizes the static cache for the longest fields
+prompt too, so a template's long instruction does not fall back to plain decoding.
 CUDA out-of-memory in a batch frees memory, reads those pages one by one and halves the batch
 size for every later batch of this load (compiling once more for the new size); out of memory
 at one page calls ``on_oom`` (the loader's unload) and becomes one sentence.
@@ -33,7 +36,8 @@ from pathlib import Path
 from PIL import Image
 
 from models.answers import GROUNDING_MARK, Prepared, fit_to_model, page_from_answer, prompt_for
-from models.config import AppConfig, ModelConfig, Task
+from managers.engines.constrained import Grammars
+from models.config import AppConfig, FieldsTask, ModelConfig, Task, fields_task
 from models.document import Page
 from models.engine import Engine, not_read
 from models.errors import Cancelled, EngineError, NotAvailable
@@ -107,7 +111,9 @@ class LocalModel(Engine):
         super().__init__(key, model)
         self.requests = config.requests_for(key)
         processor.tokenizer.padding_side = "left"  # batched rows end together, where generation starts
-        self._held = {"model": hf_model, "processor": processor, "gpu": gpu}  # shared by every view
+        # Shared by every view; "grammars": the fields task's schemas, compiled for this tokenizer.
+        self._held = {"model": hf_model, "processor": processor, "gpu": gpu, "grammars": Grammars()}
+        self.templates = config.templates
         self._batching = Batching()  # shared by every view too
         self.device = device
         self.load_seconds, self.memory_bytes = load_seconds, memory_bytes
@@ -174,16 +180,17 @@ class LocalModel(Engine):
 
     def _generate(self, images: list[Image.Image], messages: list[list[dict]],
                   on_text: Callable[[str], None] | None = None, max_new_tokens: int | None = None,
-                  **options) -> list[Answer]:
-        """Answers for pages read together, in their order; ``on_text`` streams a single page."""
+                  schema: dict | None = None, **options) -> list[Answer]:
+        """Answers for pages read together, in their order; ``on_text`` streams a single page;
+        ``schema``: the JSON Schema every answer is held to."""
         torch = _torch()
-        from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
+        from transformers import LogitsProcessorList, StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
         if self._stop.is_set():
             raise Cancelled(_("Reading was cancelled."))
         # Taken once: an unload (another page's out of memory, say) may clear them meanwhile.
-        model, processor, gpu = (self._held.get(name) for name in ("model", "processor", "gpu"))
-        if model is None or processor is None or gpu is None:
+        model, processor, gpu, grammars = (self._held.get(name) for name in ("model", "processor", "gpu", "grammars"))
+        if model is None or processor is None or gpu is None or grammars is None:
             raise self._unloaded()
         rows = len(images)
         if self.compiled:  # the compiled shapes: one page, or a full batch (the last row repeated)
@@ -193,6 +200,8 @@ class LocalModel(Engine):
         max_new = max_new_tokens or self.requests.max_tokens
         if self.compiled and inputs["input_ids"].shape[1] + max_new > self.max_cache_len:
             options.setdefault("cache_implementation", "dynamic")  # longer than compiled for: plain
+        if schema is not None:  # made for the rows as padded: one matcher per row generated
+            options["logits_processor"] = LogitsProcessorList([grammars.processor(schema, model, processor.tokenizer)])
         stop = self._stop
 
         class Cancel(StoppingCriteria):
@@ -251,8 +260,10 @@ class LocalModel(Engine):
         requests = [self._messages(page, task) for page in pages]
         on_text = self.on_text
         stream = (lambda text: on_text(pages[0].index, text)) if on_text and len(pages) == 1 else None
+        schema = task.json_schema if isinstance(task, FieldsTask) else None
         try:
-            answers = self._generate([image for image, _ in requests], [m for _, m in requests], stream)
+            answers = self._generate([image for image, _ in requests], [m for _, m in requests], stream,
+                                     schema=schema)
         except Exception as exc:
             if not _is_oom(exc):
                 raise
@@ -298,8 +309,9 @@ class LocalModel(Engine):
 
     def _largest_request(self) -> tuple[Image.Image, list[dict], int]:
         """The largest page the model is given (A4 at ``max_pixels``), with the longest task
-        prompt, and how many prompt tokens it makes."""
+        prompt (a template's fields instruction included), and how many prompt tokens it makes."""
         unboxed = [task for task in self.model.tasks.values() if not task.prompt.endswith(GROUNDING_MARK)]
+        unboxed += [fields_task(key, template) for key, template in self.templates.items()]
         longest = max(unboxed or self.model.tasks.values(), key=lambda task: len(task.prompt))
         image, messages = self._messages(Page(0, Image.new("RGB", (1654, 2339), "white")), longest)
         inputs = self._inputs([image], [messages])

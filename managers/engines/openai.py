@@ -8,6 +8,11 @@ verbatim. Pages are prepared (decoded, shrunk, encoded) before the first is sent
 vLLM batches. A managed server is guarded by the project's API key, a remote one by the key
 in ``api_key_env``. Where someone watches the answer grow (``on_text``), it is streamed and
 then parsed exactly as a whole answer is.
+
+The fields task asks for structured outputs (``response_format`` with the template's JSON
+Schema; vLLM dropped ``guided_json``), so a vLLM server's answer is valid JSON by construction.
+A remote server that refuses ``response_format`` is asked again without it, and from then on
+for this engine's pages, each page saying that its answer was not held to the schema.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import io
+import logging
 import os
 import re
 import socket
@@ -25,12 +31,15 @@ from functools import partial
 from PIL import Image
 
 from models.answers import Prepared, fit_to_model, page_from_answer, prompt_for
-from models.config import AppConfig, Task
+from models.config import AppConfig, FieldsTask, Task
 from models.document import Page
 from models.engine import Engine, PageSource
 from models.errors import Cancelled, EngineError
 from models.i18n import _
 from models.result import PageResult
+
+log = logging.getLogger(__name__)
+
 
 class OpenAIEngine(Engine):
     engine_name = "vllm"
@@ -57,6 +66,7 @@ class OpenAIEngine(Engine):
         self.box: tuple[int, int, int, int] | None = None  # for the grounding task, page pixels
         self.aborted = threading.Event()
         self._streams: set = set()  # answers being streamed, hung up on by ``abort``
+        self.refuses_schema = False  # the server refused response_format once: not asked again
 
     # --- one request ------------------------------------------------------------------------
 
@@ -68,14 +78,24 @@ class OpenAIEngine(Engine):
         return fit_to_model(image, self.model)
 
     def ask(self, messages: list[dict], page_number: int | None = None,
-            on_text: Callable[[str], None] | None = None) -> tuple[str, str]:
+            on_text: Callable[[str], None] | None = None, schema: dict | None = None) -> tuple[str, str]:
         """The answer's text and its finish reason; EngineError with one sentence on failure.
-        With ``on_text`` the answer is streamed, and on_text receives it so far as it grows."""
+        With ``on_text`` the answer is streamed, and on_text receives it so far as it grows.
+        ``schema``: the JSON Schema the answer is held to, where the server accepts one."""
         import openai
 
         where = _("page {page}", page=page_number) if page_number else _("the question")
         try:
-            return self._stream(messages, on_text) if on_text else self._complete(messages)
+            if schema is not None and not self.refuses_schema:
+                try:
+                    return self._ask(messages, on_text, schema)
+                except openai.BadRequestError as exc:
+                    if "response_format" not in str(exc.message):
+                        raise
+                    log.warning("%s refused response_format (%s); asking without it", self.vllm.base_url,
+                                _detail(exc))
+                    self.refuses_schema = True
+            return self._ask(messages, on_text, None)
         except openai.APITimeoutError:
             raise EngineError(_("The model server did not answer {what} within {seconds:g} s (requests.timeout_s).",
                                 what=where, seconds=self.requests.timeout_s)) from None
@@ -89,20 +109,27 @@ class OpenAIEngine(Engine):
             raise EngineError(_("The model server failed while answering {what}: {reason}",
                                 what=where, reason=_detail(exc))) from None
 
-    def _request(self, messages: list[dict], stream: bool):
+    def _ask(self, messages: list[dict], on_text: Callable[[str], None] | None,
+             schema: dict | None) -> tuple[str, str]:
+        return self._stream(messages, on_text, schema) if on_text else self._complete(messages, schema)
+
+    def _request(self, messages: list[dict], stream: bool, schema: dict | None):
+        # strict: OpenAI's own servers hold the answer to the schema only when asked to.
+        constrained = ({"response_format": {"type": "json_schema", "json_schema": {
+            "name": "fields", "schema": schema, "strict": True}}} if schema is not None else {})
         return self.client.chat.completions.create(
             model=self.vllm.served_model_name, messages=messages, stream=stream,
-            max_tokens=self.requests.max_tokens, temperature=self.requests.temperature)
+            max_tokens=self.requests.max_tokens, temperature=self.requests.temperature, **constrained)
 
-    def _complete(self, messages: list[dict]) -> tuple[str, str]:
-        choice = self._request(messages, stream=False).choices[0]
+    def _complete(self, messages: list[dict], schema: dict | None) -> tuple[str, str]:
+        choice = self._request(messages, False, schema).choices[0]
         return choice.message.content or "", choice.finish_reason or ""
 
-    def _stream(self, messages: list[dict], on_text: Callable[[str], None]) -> tuple[str, str]:
+    def _stream(self, messages: list[dict], on_text: Callable[[str], None], schema: dict | None) -> tuple[str, str]:
         text, finish = "", ""
         # Leaving the block closes the response, so the server stops generating an answer
         # nobody reads: after a cancel, or when on_text raises (a Streamlit rerun).
-        with self._request(messages, stream=True) as stream:
+        with self._request(messages, True, schema) as stream:
             self._streams.add(stream)
             try:
                 for chunk in stream:
@@ -136,9 +163,14 @@ class OpenAIEngine(Engine):
         """Send a prepared page and read the answer as the task says. ``source`` gives the
         page again for picture crops (only layouts with pictures need it)."""
         on_text = partial(self.on_text, request.index) if self.on_text else None
-        answer, finish = self.ask(request.messages, request.index + 1, on_text)
-        return page_from_answer(answer, finish == "length", request, task, self.requests.max_tokens,
+        schema = task.json_schema if isinstance(task, FieldsTask) else None
+        answer, finish = self.ask(request.messages, request.index + 1, on_text, schema)
+        page = page_from_answer(answer, finish == "length", request, task, self.requests.max_tokens,
                                 self.hide_header_footer, source)
+        if schema is not None and self.refuses_schema:
+            page.warnings.append(_("The server refused structured outputs (response_format): this answer was "
+                                   "not held to the template's JSON Schema."))
+        return page
 
     def read_page(self, page: Page, task: Task) -> PageResult:
         return self.answer(self.prepare_page(page, task), task, page)

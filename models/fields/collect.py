@@ -35,7 +35,7 @@ def _one(field: TemplateField, found: list[FoundValue], template: Template, bik:
                                               else _("found on no page")))
     groups: dict[str, tuple[Checked, list[FoundValue]]] = {}
     for value in found:
-        checked = _checked(field, value.value, template, bik)
+        checked = Checked(False, None, value.problem) if value.problem else _checked(field, value.value, template, bik)
         groups.setdefault(_key(field, value.value, checked), (checked, []))[1].append(value)
     first = found[0]
     if len(groups) > 1:

@@ -29,6 +29,9 @@ class FoundValue(BaseModel):
     value: Value
     page: int
     bbox: tuple[int, int, int, int] | None = None
+    # Why the value cannot be taken as printed, whatever it parses as: a model without
+    # structured outputs gave a number or an object where text was asked for.
+    problem: Message | None = None
 
 
 class FieldResult(BaseModel):

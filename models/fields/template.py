@@ -99,6 +99,31 @@ def json_schema(template: Template) -> dict:
             "additionalProperties": False}
 
 
+# The most bytes one character of a string can take in a constrained answer: a "\uXXXX"
+# escape (one character to the grammar's maxLength), more than the 4 bytes of any character
+# written as itself.
+_ESCAPED_CHARS = 6
+
+
+def answer_tokens(template: Template) -> int:
+    """The most tokens an answer held to the template's schema can take, without free
+    whitespace (local mode's grammar, vLLM's ``disable_any_whitespace``), its end-of-sequence
+    token included: every byte a token of its own (no byte-level BPE token is shorter), every
+    string character escaped, every string and list at its bound. requests.max_tokens at least
+    this never cuts a constrained answer."""
+    text = 2 + _ESCAPED_CHARS * MAX_VALUE_CHARS  # a string in its quotes
+    chars = 2 - 2  # the braces, less the ", " the last field does not have
+    for f in template.fields:
+        if f.type == "enum":
+            value = max(len(json.dumps(v)) for v in f.values)
+        elif f.type == "list":
+            value = 2 + MAX_LIST_ITEMS * text + (MAX_LIST_ITEMS - 1) * 2  # ", " between items
+        else:
+            value = text
+        chars += len(json.dumps(f.name)) + 2 + max(value, len("null")) + 2  # '"name": value, '
+    return chars + 1
+
+
 # The model is told in the documents' language what each field is; these are prompts, not
 # interface text, so they are not in the translation catalogs.
 _INSTRUCTION = {
