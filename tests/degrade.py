@@ -91,6 +91,9 @@ def rescanned(img: Image.Image, dpi: int, at: int = 200) -> Image.Image:
     return img.resize((round(w * dpi / at), round(h * dpi / at)), Image.LANCZOS)
 
 
+SCANS = ("clean", "sideways", "upside_down", "skewed", "noisy_scan", "phone_shadow", "dpi100")
+
+
 def degraded(kind: str, page: Image.Image | None = None) -> Image.Image:
     page = page or tender_page()
     return {

@@ -23,6 +23,7 @@ from PIL import Image, ImageDraw, ImageFont
 from stdnum.ru import inn, ogrn
 
 from models.fields.checks import account_key_ok
+from tests.degrade import SCANS, degraded
 from tests.helpers import pdf_of_images
 
 FONT = str(Path(__file__).resolve().parent.parent / "models" / "fonts" / "DejaVuSans.ttf")
@@ -74,17 +75,19 @@ class Document:
     def images(self) -> list[Image.Image]:
         return [render(lines) for lines in self.pages]
 
-    def write(self, folder: Path) -> Path:
-        """The document as PNG (one page) or a scanned PDF (several), its truths beside it."""
+    def write(self, folder: Path, scan: str = "clean") -> Path:
+        """The document as PNG (one page) or a scanned PDF (several), its truths beside it;
+        ``scan``: as tests/degrade.py spoils a page (a noisy scan, a phone photo, …)."""
         folder.mkdir(parents=True, exist_ok=True)
-        images = self.images()
+        images = [degraded(scan, image) for image in self.images()]
+        name = self.name if scan == "clean" else f"{self.name}.{scan}"
         if len(images) == 1:
-            path = folder / f"{self.name}.png"
+            path = folder / f"{name}.png"
             images[0].save(path)
         else:
-            path = folder / f"{self.name}.pdf"
+            path = folder / f"{name}.pdf"
             path.write_bytes(pdf_of_images(images))
-        (folder / f"{self.name}.fields.json").write_text(
+        (folder / f"{name}.fields.json").write_text(
             json.dumps(self.truth, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
         return path
 
@@ -248,12 +251,13 @@ ACT = Document("act", "act", [[
 DOCUMENTS = [TENDER_NOTICE, NOTICE_WRONG_INN, INVOICE, ACT]
 
 
-def write_all(folder: Path) -> list[Path]:
-    return [doc.write(folder / doc.template) for doc in DOCUMENTS]
+def write_all(folder: Path, scans: tuple[str, ...] = ("clean",)) -> list[Path]:
+    """Each document once per kind of scan, in DIR/TEMPLATE/ (NAME.png, NAME.noisy_scan.png, …)."""
+    return [doc.write(folder / doc.template, scan) for doc in DOCUMENTS for scan in scans]
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
-        sys.exit("usage: python -m tests.fields_pages DIR")
-    for written in write_all(Path(sys.argv[1])):
+    if len(sys.argv) < 2:
+        sys.exit("usage: python -m tests.fields_pages DIR [SCAN…]  (SCAN: " + ", ".join(SCANS) + ")")
+    for written in write_all(Path(sys.argv[1]), tuple(sys.argv[2:]) or ("clean",)):
         print(written)
