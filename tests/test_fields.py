@@ -90,10 +90,16 @@ def test_what_is_not_a_date(value):
 @pytest.mark.parametrize("value, normalized", [
     ("1 250 000,00 руб.", "1250000.00"), ("1 250 000,00", "1250000.00"), ("12 500,50 ₽", "12500.50"),
     ("1 250 000 (один миллион двести пятьдесят тысяч) рублей 00 копеек", "1250000.00"),
-    ("47,5", "47.5"), ("1,250,000.00", "1250000.00"),
+    ("47,5", "47.50"), ("1,250,000.00", "1250000.00"), ("1 250 000 руб.", "1250000.00"),
 ])
 def test_sums_keep_their_digits(value, normalized):
     assert check(field(type="money"), value).normalized == normalized
+
+
+@pytest.mark.parametrize("value, normalized", [("47,5", "47.5"), ("47,50", "47.5"), ("1 200", "1200"),
+                                               ("0,125", "0.125")])
+def test_numbers_have_one_form_without_trailing_zeros(value, normalized):
+    assert check(field(type="number"), value).normalized == normalized
 
 
 def test_wrong_types_are_invalid_not_errors():
@@ -124,6 +130,18 @@ def test_pages_that_agree_give_one_value_from_the_first_page():
     assert (price.status, price.value, price.normalized, price.page, price.bbox) == \
         ("valid", "1 250 000,00 руб.", "1250000.00", 0, (1, 2, 3, 4))
     assert [v.page for v in price.found] == [0, 2]
+
+
+def test_one_sum_written_two_ways_is_one_value():
+    found = [FoundValue(name="price", value="1 250 000,00 руб.", page=0), FoundValue(name="price", value="1 250 000 руб.", page=1)]
+    price = collect(TEMPLATE, found)[1]
+    assert (price.status, price.normalized) == ("valid", "1250000.00")
+
+
+def test_text_that_differs_only_in_case_and_spacing_is_one_value():
+    found = [FoundValue(name="subject", value="Поставка  мебели", page=0),
+             FoundValue(name="subject", value="поставка мебели", page=1)]
+    assert collect(TEMPLATE, found)[4].status == "valid"
 
 
 def test_pages_that_disagree_are_a_conflict_with_every_value_kept():

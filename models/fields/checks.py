@@ -156,10 +156,27 @@ def parse_sum(value: str, way: numbers.Convention) -> Decimal | None:
     return found.value if found else None
 
 
+def canonical_sum(value: Decimal, money: bool) -> str:
+    """One written form per amount, so the same sum printed two ways is one value: no
+    trailing zeros ("1 250 000" and "1250000,0" are 1250000), a sum of money with kopecks
+    (1250000.00, 12500.50)."""
+    plain = value.normalize()
+    if money and plain.as_tuple().exponent > -2:
+        plain = plain.quantize(Decimal("0.01"))
+    return format(plain, "f")
+
+
+def same_form(field: TemplateField, normalized: str) -> str:
+    """What two checked values of ``field`` are compared by: text without case differences."""
+    return normalized.casefold() if field.type in ("string", "list") else normalized
+
+
 def _by_type(field: TemplateField, value: str, way: numbers.Convention) -> Checked:
     if field.type in ("number", "money"):
         found = parse_sum(value, way)
-        return Checked(True, str(found)) if found is not None else _bad(_("not a sum or a number"))
+        if found is None:
+            return _bad(_("not a sum or a number"))
+        return Checked(True, canonical_sum(found, money=field.type == "money"))
     if field.type == "integer":
         found = parse_sum(value, way)
         if found is None or found != found.to_integral_value():

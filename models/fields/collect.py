@@ -11,16 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from models.fields.checks import Checked, check
+from models.fields.checks import Checked, check, same_form
 from models.fields.result import FieldResult, FoundValue, Value
 from models.fields.template import Template, TemplateField
 from models.i18n import Message, _
 
 
 def _key(field: TemplateField, value: Value, checked: Checked) -> str:
-    if checked.normalized is not None:
-        return checked.normalized.casefold() if field.type in ("string", "list") else checked.normalized
-    return repr(value)
+    return same_form(field, checked.normalized) if checked.normalized is not None else repr(value)
 
 
 def _checked(field: TemplateField, value: Value, template: Template, bik: str | None) -> Checked:

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from models.errors import InputError
-from models.fields.checks import check
+from models.fields.checks import check, same_form
 from models.fields.result import FieldResult, Value
 from models.fields.template import Template, TemplateField
 from models.i18n import _
@@ -79,16 +79,12 @@ def _folded(value: Value) -> str:
     return " ".join(unicodedata.normalize("NFC", text).casefold().split())
 
 
-def _canonical(field: TemplateField, normalized: str) -> str:
-    return normalized.casefold() if field.type in ("string", "list") else normalized
-
-
 def same(field: TemplateField, truth: Value, truth_normalized: str | None, read: FieldResult) -> bool:
     """Whether the value read is the true one (see the module's docstring)."""
     if read.value is None or read.status == "conflict":
         return False
     if truth_normalized is not None and read.normalized is not None:
-        return _canonical(field, truth_normalized) == _canonical(field, read.normalized)
+        return same_form(field, truth_normalized) == same_form(field, read.normalized)
     return _folded(truth) == _folded(read.value)
 
 
