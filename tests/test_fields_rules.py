@@ -337,6 +337,8 @@ def test_a_1c_invoices_two_accounts_after_the_same_label_go_each_to_its_field(co
     assert found["bik"][:2] == ("valid", BIK)
     assert found["account"][:2] == ("valid", settlement_account(BIK))
     assert found["correspondent_account"][:2] == ("valid", correspondent)
+    # An identifier's label after a sentence's word still gives it: its shape and check decide.
+    assert shipped(config, "invoice", f"Банк получателя БИК {BIK}")["bik"][:2] == ("valid", BIK)
 
 
 def test_sums_of_a_billion_as_the_eis_prints_them(config):

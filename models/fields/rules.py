@@ -179,18 +179,21 @@ def _short(pattern: str) -> bool:
     return len(_fold(pattern).replace(" ", "")) <= _SHORT_LABEL
 
 
-def _as_label(text: str, match: re.Match[str], pattern: str) -> bool:
+def _as_label(text: str, match: re.Match[str], pattern: str, identifier: bool = False) -> bool:
     """Whether the phrase ``match`` found in a line's ``text`` is printed as a label, not as
     words of a sentence: not a term in quotation marks, and either marked as a label (followed
     by ":" or "№") or starting its line or a part of it (after punctuation, a value or a
     capitalised word, as a form's cells read into one line: "ИНН 7707083893 КПП 773601001",
     "г. Москва БИК 044525225"), not after a sentence's word ("5 % от НМЦК, что составляет …").
-    A short label ("от") is a word anyway: its value's type alone says whether it is one."""
+    A short label ("от") is a word anyway, and so is an ``identifier``'s label in a sentence
+    ("зарегистрировано с ИНН 7707083893", "Банк получателя БИК …"): their values' type and
+    check alone say whether they are ones."""
     before = text[:match.start()].rstrip()
     quoted = text[match.start() - 1:match.start()], text[match.end():match.end() + 1]
     if all(mark and mark in _QUOTES for mark in quoted):
         return False
-    if _short(pattern) or pattern.rstrip().endswith(("№", ":")) or text[match.end():].lstrip()[:1] in (":", "№"):
+    if identifier or _short(pattern) or pattern.rstrip().endswith(("№", ":")) \
+            or text[match.end():].lstrip()[:1] in (":", "№"):
         return True
     word = before.rsplit(maxsplit=1)[-1] if before else ""
     return not (word[:1].islower() or word.endswith("%"))
@@ -203,7 +206,7 @@ def _windows(template: Template, field: TemplateField, pattern: str, lines: list
     enders = [p for f in template.fields if f is not field for p in f.patterns if not _short(p)]
     for row, text in enumerate(folded):
         for match in _phrase(pattern).finditer(text):
-            if not _as_label(lines[row].text, match, pattern):
+            if not _as_label(lines[row].text, match, pattern, identifier=field.check is not None):
                 continue
             line = lines[row]
             # "ИНН/КПП 7707083893/773601001": this label's place among the labels joined
