@@ -124,6 +124,16 @@ def test_sums_keep_their_digits(value, normalized):
     assert check(field(type="money"), value).normalized == normalized
 
 
+def test_a_time_is_read_as_printed_with_seconds_a_zone_or_pm():
+    date = field(type="date")
+    assert check(date, "15.01.2026 10:00:00 +03:00").normalized == "2026-01-15T10:00"  # not the zone's 03:00
+    assert check(date, "January 15, 2026 10:30 PM").normalized == "2026-01-15T22:30"
+
+
+def test_thousands_of_digits_are_no_sum_and_no_error():
+    assert str(check(field(type="money"), "1" * 5000).reason) == "not a sum or a number"
+
+
 def test_a_spreadsheets_ten_ungrouped_digits_stay_an_identifier():
     from models import numbers
 

@@ -371,6 +371,8 @@ def test_a_deadline_keeps_its_time_so_pages_that_differ_by_the_hour_conflict(con
     deadline = next(r for r in collect(t, found) if r.name == "bid_deadline")
     assert deadline.status == "conflict"
     assert [v.value for v in deadline.found] == ["20.12.2026 10:00", "20.12.2026 18:00"]
+    with_seconds = find(t, lines(f"{label}20.12.2026 10:00:00 (МСК)"), 0)
+    assert [v.value for v in with_seconds if v.name == "bid_deadline"] == ["20.12.2026 10:00:00"]
 
 
 def test_identifiers_are_written_in_ascii_digits():

@@ -28,8 +28,10 @@ from models.i18n import Message, _
 _SPACES = re.compile(r"\s+")
 _KPP = re.compile(r"[0-9]{4}[0-9A-Z]{2}[0-9]{3}")
 _BIK = re.compile(r"04[0-9]{7}")
-# A time of day printed with a date ("20.12.2026 10:00", "до 10:00 (МСК) 20.12.2026").
-_TIME = re.compile(r"(?<![0-9:.])([01]?[0-9]|2[0-3]):([0-5][0-9])(?![0-9:])")
+# A time of day printed with a date ("20.12.2026 10:00", "до 10:00 (МСК) 20.12.2026",
+# "11:30 PM"); not a time zone's offset ("+03:00").
+_TIME = re.compile(r"(?<![0-9:.+-])(?P<h>[01]?[0-9]|2[0-3]):(?P<m>[0-5][0-9])(?::[0-5][0-9])?(?![0-9:])"
+                   r"(?:\s*(?P<pm>p\.?m\.?)|\s*(?P<am>a\.?m\.?))?", re.IGNORECASE)
 _CORRESPONDENT = "30101"  # a bank's correspondent account in the Bank of Russia
 # Currency words and marks around a sum (the words of a sum written out in brackets go first),
 # the EIS's "Российский рубль" too.
@@ -40,7 +42,8 @@ _KOPECKS = re.compile(r"^(?P<rub>.*?[0-9])\s*(?:руб\w*\.?|р\.)\s*(?P<kop>[0-
 # A sum's own decimals, which the kopecks written after it repeat ("1 250 000,00 рублей 00 копеек").
 _DECIMALS = re.compile(r"[.,](?P<dec>[0-9]{2})$")
 # Digits without grouping: a sum of a billion or more as the EIS prints it ("1250000000.00").
-_UNGROUPED = re.compile(r"(?P<int>[1-9][0-9]{9,})(?P<rest>(?:[.,][0-9]+)?)")
+# (up to the 15 digits a spreadsheet number keeps: more are no sum there either).
+_UNGROUPED = re.compile(r"(?P<int>[1-9][0-9]{9,14})(?P<rest>(?:[.,][0-9]+)?)")
 _ACCOUNT_WEIGHTS = (7, 1, 3)
 
 
@@ -145,7 +148,8 @@ _CHECKS = {"inn": _inn, "ogrn": _ogrn, "kpp": _kpp, "bik": _bik, "email": _email
 
 def parse_date(value: str) -> str | None:
     """The date written in ``value`` as YYYY-MM-DD, or None; with its time where one is
-    printed (a deadline's "20.12.2026 10:00" is "2026-12-20T10:00", so 10:00 and 18:00 differ).
+    printed, as printed, its zone not converted (a deadline's "20.12.2026 10:00 (МСК)" is
+    "2026-12-20T10:00", so 10:00 and 18:00 differ).
     Day first where it is ambiguous ("01/02/2026" is 1 February), as Russian documents write
     it; a date is found inside a longer phrase ("до 10:00 (МСК) 20.12.2026") too, but never a
     relative one ("завтра")."""
@@ -163,8 +167,12 @@ def parse_date(value: str) -> str | None:
         return None  # a relative date ("tomorrow") names no date of its own
     if found is None:
         return None
-    times = _TIME.findall(text)
-    return found.date().isoformat() + (f"T{int(times[0][0]):02}:{times[0][1]}" if len(times) == 1 else "")
+    times = list(_TIME.finditer(text))
+    if len(times) != 1:  # none printed, or several: which is the date's is not said
+        return found.date().isoformat()
+    hour = int(times[0]["h"])
+    hour = hour % 12 + (12 if times[0]["pm"] else 0) if times[0]["pm"] or times[0]["am"] else hour
+    return f"{found.date().isoformat()}T{hour:02}:{times[0]['m']}"
 
 
 def parse_sum(value: str, way: numbers.Convention) -> Decimal | None:
