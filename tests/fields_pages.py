@@ -180,7 +180,7 @@ def _notice_page_2(inn_value: str) -> list[str]:
 NOTICE_TRUTH = {
     "notice_number": "0373200041526000145", "customer_name": CUSTOMER, "customer_inn": CUSTOMER_INN,
     "customer_kpp": CUSTOMER_KPP, "customer_ogrn": CUSTOMER_OGRN, "subject": "Поставка офисной мебели",
-    "initial_price": "1 250 000,00 руб.", "bid_deadline": "20.12.2026", "bid_security": "12 500,00 руб.",
+    "initial_price": "1 250 000,00 руб.", "bid_deadline": "20.12.2026 10:00", "bid_security": "12 500,00 руб.",
     "contract_security": "62 500,00 руб.", "bik": BIK, "account": CUSTOMER_ACCOUNT,
     "contact_email": "zakupki@arbat-zhil.ru", "contact_phone": "+7 (495) 241-15-07",
 }

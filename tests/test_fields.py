@@ -69,17 +69,41 @@ def test_an_account_is_checked_against_its_banks_bik():
     account = settlement_account(BIK)
     f = field(type="verbatim", check="account", bik_field="bik")
     assert check(f, account, bik=BIK).ok
-    assert check(f, CORRESPONDENT, bik=BIK).ok  # a correspondent account: "0" + BIK's 5th-6th digits
     other = "044525593"  # another bank: the same account's key no longer agrees
     assert str(check(f, account, bik=other).reason) == "the account's control key does not match its bank's BIK"
     assert str(check(f, account).reason) == "the account cannot be checked without its bank's valid BIK"
     assert str(check(f, account[:-1], bik=BIK).reason) == "a bank account has 20 digits"
 
 
+def test_a_settlement_account_and_the_banks_correspondent_account_are_told_apart():
+    settlement = field(type="verbatim", check="account", bik_field="bik")
+    correspondent = field(type="verbatim", check="correspondent_account", bik_field="bik")
+    # Its key is "0" + the BIK's 5th-6th digits and the account's 20 digits.
+    assert check(correspondent, CORRESPONDENT, bik=BIK).normalized == CORRESPONDENT
+    assert str(check(settlement, CORRESPONDENT, bik=BIK).reason) == (
+        "this is a bank's correspondent account (30101…), not a settlement account")
+    assert str(check(correspondent, settlement_account(BIK), bik=BIK).reason) == (
+        "a correspondent account begins with 30101")
+    assert not check(correspondent, CORRESPONDENT[:-1] + "6", bik=BIK).ok  # its key
+
+
+def test_digits_are_ascii_digits():
+    arabic_indic = str.maketrans("0123456789", "٠١٢٣٤٥٦٧٨٩")
+    assert not check(field(type="verbatim", check="kpp"), KPP.translate(arabic_indic)).ok
+    assert not check(field(type="verbatim", check="bik"), BIK.translate(arabic_indic)).ok
+
+
 @pytest.mark.parametrize("value", ["«15» января 2026 г.", "15 января 2026 года", "15.01.2026", "2026-01-15",
-                                   "January 15, 2026", "15 Jan 2026", "до 10:00 (МСК) 15.01.2026"])
+                                   "January 15, 2026", "15 Jan 2026"])
 def test_dates_written_in_russian_and_english(value):
     assert check(field(type="date"), value).normalized == "2026-01-15"
+
+
+@pytest.mark.parametrize("value", ["15.01.2026 10:00", "до 10:00 (МСК) 15.01.2026", "«15» января 2026 г. в 10:00"])
+def test_a_printed_time_is_part_of_the_date(value):
+    # A deadline at 10:00 is not one at 18:00: the checked forms differ.
+    assert check(field(type="date"), value).normalized == "2026-01-15T10:00"
+    assert check(field(type="date"), value.replace("10:00", "18:00")).normalized == "2026-01-15T18:00"
 
 
 @pytest.mark.parametrize("value", ["завтра", "31.02.2026", "пятнадцатое", ""])
@@ -91,6 +115,10 @@ def test_what_is_not_a_date(value):
     ("1 250 000,00 руб.", "1250000.00"), ("1 250 000,00", "1250000.00"), ("12 500,50 ₽", "12500.50"),
     ("1 250 000 (один миллион двести пятьдесят тысяч) рублей 00 копеек", "1250000.00"),
     ("47,5", "47.50"), ("1,250,000.00", "1250000.00"), ("1 250 000 руб.", "1250000.00"),
+    # The kopecks in words repeat the figures', or add them; a billion as the EIS prints it.
+    ("1 250 000,00 (один миллион двести пятьдесят тысяч) рублей 00 копеек", "1250000.00"),
+    ("2 500 000 руб. 5 коп.", "2500000.05"),
+    ("1250000000.00 Российский рубль", "1250000000.00"), ("1250000000,00", "1250000000.00"),
 ])
 def test_sums_keep_their_digits(value, normalized):
     assert check(field(type="money"), value).normalized == normalized
@@ -100,6 +128,26 @@ def test_sums_keep_their_digits(value, normalized):
                                                ("0,125", "0.125")])
 def test_numbers_have_one_form_without_trailing_zeros(value, normalized):
     assert check(field(type="number"), value).normalized == normalized
+
+
+def test_a_time_is_read_as_printed_with_seconds_a_zone_or_pm():
+    date = field(type="date")
+    assert check(date, "15.01.2026 10:00:00 +03:00").normalized == "2026-01-15T10:00"  # not the zone's 03:00
+    assert check(date, "January 15, 2026 10:30 PM").normalized == "2026-01-15T22:30"
+
+
+def test_thousands_of_digits_are_no_sum_and_no_error():
+    assert str(check(field(type="money"), "1" * 5000).reason) == "not a sum or a number"
+
+
+def test_a_spreadsheets_ten_ungrouped_digits_stay_an_identifier():
+    from models import numbers
+
+    assert numbers.number("1250000000", "ru") is None
+
+
+def test_figures_and_words_that_name_different_kopecks_are_no_sum():
+    assert str(check(field(type="money"), "1 250 000,00 рублей 50 копеек").reason) == "not a sum or a number"
 
 
 def test_wrong_types_are_invalid_not_errors():

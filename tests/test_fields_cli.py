@@ -28,7 +28,7 @@ NOTICE = [
     "Дата и время окончания срока подачи заявок: 20.12.2026 10:00",
 ]
 TRUTH = {"notice_number": "0373200001226000123", "customer_name": "ГБУ «Жилищник района Арбат»",
-         "customer_inn": INN, "customer_kpp": KPP, "initial_price": "1 250 000,00 руб.", "bid_deadline": "20.12.2026"}
+         "customer_inn": INN, "customer_kpp": KPP, "initial_price": "1 250 000,00 руб.", "bid_deadline": "20.12.2026 10:00"}
 STATUSES = ("valid", "invalid", "missing", "conflict")
 
 

@@ -7,7 +7,11 @@ project's number rules (models/numbers.py) in the template's convention. What no
 holds is written here with its source: KPP's and BIK's shapes, and a bank account's control
 key, computed over the last three digits of its bank's BIK and the account's 20 digits with
 the weights 7, 1, 3 (Bank of Russia regulation 385-П; a correspondent account uses "0" and
-the BIK's 5th and 6th digits instead).
+the BIK's 5th and 6th digits instead). A settlement account (``account``) is a client's, never
+the bank's own correspondent account (30101…), which ``correspondent_account`` checks: the two
+stand side by side in bank details, so each check says which of them a value is.
+
+Digits are ASCII digits: an identifier or a sum written with other scripts' digits is none.
 """
 
 from __future__ import annotations
@@ -18,16 +22,28 @@ from decimal import Decimal
 
 from models import numbers
 from models.fields.result import Value
-from models.fields.template import TemplateField
+from models.fields.template import ACCOUNT_CHECKS, TemplateField
 from models.i18n import Message, _
 
 _SPACES = re.compile(r"\s+")
-_KPP = re.compile(r"\d{4}[\dA-Z]{2}\d{3}")
-_BIK = re.compile(r"04\d{7}")
-# Currency words and marks around a sum (the words of a sum written out in brackets go first).
-_CURRENCY = re.compile(r"руб\w*\.?|₽|RUB|р\.|USD|EUR|\$|€", re.IGNORECASE)
+_KPP = re.compile(r"[0-9]{4}[0-9A-Z]{2}[0-9]{3}")
+_BIK = re.compile(r"04[0-9]{7}")
+# A time of day printed with a date ("20.12.2026 10:00", "до 10:00 (МСК) 20.12.2026",
+# "11:30 PM"); not a time zone's offset ("+03:00").
+_TIME = re.compile(r"(?<![0-9:.+-])(?P<h>[01]?[0-9]|2[0-3]):(?P<m>[0-5][0-9])(?::[0-5][0-9])?(?![0-9:])"
+                   r"(?:\s*(?P<pm>p\.?m\.?)|\s*(?P<am>a\.?m\.?))?", re.IGNORECASE)
+_CORRESPONDENT = "30101"  # a bank's correspondent account in the Bank of Russia
+# Currency words and marks around a sum (the words of a sum written out in brackets go first),
+# the EIS's "Российский рубль" too.
+_CURRENCY = re.compile(r"(?:российск\w*\s+)?руб\w*\.?|₽|RUB|р\.|USD|EUR|\$|€", re.IGNORECASE)
 # "1 250 000 рублей 00 копеек": the kopecks as the sum's decimals.
-_KOPECKS = re.compile(r"^(?P<rub>.*?\d)\s*(?:руб\w*\.?|р\.)\s*(?P<kop>\d{2})\s*коп\w*\.?$", re.IGNORECASE)
+_KOPECKS = re.compile(r"^(?P<rub>.*?[0-9])\s*(?:руб\w*\.?|р\.)\s*(?P<kop>[0-9]{1,2})\s*коп\w*\.?$",
+                      re.IGNORECASE)
+# A sum's own decimals, which the kopecks written after it repeat ("1 250 000,00 рублей 00 копеек").
+_DECIMALS = re.compile(r"[.,](?P<dec>[0-9]{2})$")
+# Digits without grouping: a sum of a billion or more as the EIS prints it ("1250000000.00").
+# (up to the 15 digits a spreadsheet number keeps: more are no sum there either).
+_UNGROUPED = re.compile(r"(?P<int>[1-9][0-9]{9,14})(?P<rest>(?:[.,][0-9]+)?)")
 _ACCOUNT_WEIGHTS = (7, 1, 3)
 
 
@@ -86,15 +102,19 @@ def _bik(value: str) -> Checked:
 
 def account_key_ok(account: str, bik: str) -> bool:
     """Whether a 20-digit account's control key agrees with its bank's 9-digit BIK."""
-    prefix = "0" + bik[4:6] if account.startswith("301") else bik[-3:]
+    prefix = "0" + bik[4:6] if account.startswith(_CORRESPONDENT) else bik[-3:]
     digits = prefix + account
     return sum(int(d) * _ACCOUNT_WEIGHTS[i % 3] % 10 for i, d in enumerate(digits)) % 10 == 0
 
 
-def _account(value: str, bik: str | None) -> Checked:
+def _account(value: str, bik: str | None, correspondent: bool) -> Checked:
     compact = _digits(value)
-    if not re.fullmatch(r"\d{20}", compact):
+    if not re.fullmatch(r"[0-9]{20}", compact):
         return _bad(_("a bank account has 20 digits"))
+    if correspondent and not compact.startswith(_CORRESPONDENT):
+        return _bad(_("a correspondent account begins with 30101"))
+    if not correspondent and compact.startswith(_CORRESPONDENT):
+        return _bad(_("this is a bank's correspondent account (30101…), not a settlement account"))
     if bik is None or not _BIK.fullmatch(bik):
         return _bad(_("the account cannot be checked without its bank's valid BIK"))
     if not account_key_ok(compact, bik):
@@ -127,9 +147,12 @@ _CHECKS = {"inn": _inn, "ogrn": _ogrn, "kpp": _kpp, "bik": _bik, "email": _email
 
 
 def parse_date(value: str) -> str | None:
-    """The date written in ``value`` as YYYY-MM-DD, or None. Day first where it is ambiguous
-    ("01/02/2026" is 1 February), as Russian documents write it; a date is found inside a
-    longer phrase ("до 10:00 (МСК) 20.12.2026") too, but never a relative one ("завтра")."""
+    """The date written in ``value`` as YYYY-MM-DD, or None; with its time where one is
+    printed, as printed, its zone not converted (a deadline's "20.12.2026 10:00 (МСК)" is
+    "2026-12-20T10:00", so 10:00 and 18:00 differ).
+    Day first where it is ambiguous ("01/02/2026" is 1 February), as Russian documents write
+    it; a date is found inside a longer phrase ("до 10:00 (МСК) 20.12.2026") too, but never a
+    relative one ("завтра")."""
     import dateparser
     from dateparser.search import search_dates
 
@@ -139,10 +162,17 @@ def parse_date(value: str) -> str | None:
     found = dateparser.parse(text, languages=["ru", "en"], settings=settings)
     if found is None:
         hits = search_dates(text, languages=["ru", "en"], settings=settings) or []
-        found = next((when for part, when in hits if re.search(r"\d{4}|\d[./]\d", part)), None)
-    elif not re.search(r"\d{4}|\d[./]\d{1,2}[./]\d", text):
+        found = next((when for part, when in hits if re.search(r"[0-9]{4}|[0-9][./][0-9]", part)), None)
+    elif not re.search(r"[0-9]{4}|[0-9][./][0-9]{1,2}[./][0-9]", text):
         return None  # a relative date ("tomorrow") names no date of its own
-    return found.date().isoformat() if found else None
+    if found is None:
+        return None
+    times = list(_TIME.finditer(text))
+    if len(times) != 1:  # none printed, or several: which is the date's is not said
+        return found.date().isoformat()
+    hour = int(times[0]["h"])
+    hour = hour % 12 + (12 if times[0]["pm"] else 0) if times[0]["pm"] or times[0]["am"] else hour
+    return f"{found.date().isoformat()}T{hour:02}:{times[0]['m']}"
 
 
 def parse_sum(value: str, way: numbers.Convention) -> Decimal | None:
@@ -150,8 +180,19 @@ def parse_sum(value: str, way: numbers.Convention) -> Decimal | None:
     text = _SPACES.sub(" ", re.sub(r"\(.*?\)", " ", value)).strip()
     kopecks = _KOPECKS.match(text)
     if kopecks:
-        text = f"{kopecks['rub']}{',' if way == 'ru' else '.'}{kopecks['kop']}"
+        rub, kop = kopecks["rub"].strip(), kopecks["kop"].zfill(2)
+        decimals = _DECIMALS.search(rub)
+        if decimals is None:
+            text = f"{rub}{',' if way == 'ru' else '.'}{kop}"
+        elif decimals["dec"] == kop:
+            text = rub
+        else:
+            return None  # the figures and the words name different kopecks
     text = _CURRENCY.sub(" ", text).strip().rstrip(".").strip()
+    # Spreadsheet cells of 10 and more ungrouped digits are identifiers (models/numbers.py),
+    # but a money field's are a sum: grouped here, the number rules read them.
+    if ungrouped := _UNGROUPED.fullmatch(text):
+        text = f"{int(ungrouped['int']):,}".replace(",", " ") + ungrouped["rest"]
     found = numbers.number(text, way) or numbers.number(text, "en" if way == "ru" else "ru")
     return found.value if found else None
 
@@ -212,6 +253,6 @@ def check(field: TemplateField, value: Value, way: numbers.Convention = "ru",
     parsed = _by_type(field, value, way)
     if not parsed.ok or field.check is None:
         return parsed
-    if field.check == "account":
-        return _account(value, bik)
+    if field.check in ACCOUNT_CHECKS:
+        return _account(value, bik, correspondent=field.check == "correspondent_account")
     return _CHECKS[field.check](value)

@@ -3,19 +3,26 @@ Tesseract reads fields on the CPU, without a model.
 
 A field is found after one of its ``patterns`` — the phrases printed before its value —
 matched ignoring case, spacing, "ё" and the Latin letters OCR mistakes for Cyrillic ones
-(a phrase starts and ends at word edges, so "Заказчик" is not found in "заказчика"). The
-patterns are tried in the template's order, the more particular first ("ИНН заказчика"
-before "ИНН"), and the first that gives a value wins. The value is taken from the rest of
+(a phrase starts and ends at word edges, so "Заказчик" is not found in "заказчика"), where it
+is printed as a label: followed by ":" or "№", or starting its line or a part of it — not after
+a sentence's word ("5 % НМЦК, что составляет 62 500,00 ₽" names no НМЦК) and not in quotation
+marks (a defined term: "именуемое в дальнейшем «Заказчик»"). The patterns are tried in the
+template's order, the more particular first ("ИНН заказчика" before "ИНН"), and the first that
+gives a value wins. The value is taken from the rest of
 the line after the phrase and a ":" or "№", or from the next line where the phrase ends its
 line (a form's label above its value), unless that line starts with a label of its own.
 The field's type and check say which part of the rest is the value:
 
 - an identifier (``check``) is a word of its shape that passes its check — an INN of 10 or 12
   digits with python-stdnum's checksum, an account of 20 digits whose control key agrees with
-  the BIK found on the page, and so on; where none passes, the first of its shape is kept, so a
-  misprint shows up as invalid rather than missing;
-- a date is the part the date parser reads (the time after it is not the date), a sum is the
-  first amount that is no percentage, preferring one with a currency or kopecks;
+  the BIK found on the page, and so on, after any place the label is printed (1C prints "Сч. №"
+  before the correspondent account and the settlement one); where none passes, the first of its
+  shape is kept, so a misprint shows up as invalid rather than missing;
+- a date is the part the date parser reads, with a time printed beside it ("20.12.2026 10:00":
+  a deadline's hour counts); a sum is the first amount that is no percentage, preferring one
+  with a currency or kopecks, which may follow the sum in words ("2 500 000 (два миллиона
+  пятьсот тысяч) рублей 50 копеек"); a money field's bare digits in a sentence ("ст. 44 …
+  № 44-ФЗ") are no sum;
 - a number printed after a label (``verbatim`` without a check: "№ 245 от …") is one word;
 - other text runs to the end of the line or to another field's label on it; a label of two
   letters or fewer ("от") is too common a word to end a value;
@@ -59,26 +66,37 @@ _JOINED_AFTER = re.compile(r"(?:\s*/\s*[^\s/:]{1,12})+")
 _JOINED_VALUES = re.compile(r"[^\s/]+(?:\s*/\s*[^\s/]+)+")
 # A label this short is a common word ("от"): it starts a value, never ends another.
 _SHORT_LABEL = 2
+# A word in quotation marks is a defined term ("именуемое в дальнейшем «Заказчик»"), not a label.
+_QUOTES = "«»\"“”„'"
 
+# Digits are ASCII digits ([0-9], not \d, which takes any script's).
+_ACCOUNT = re.compile(r"(?<![0-9])[0-9]{20}(?![0-9])")
 _SHAPES = {
-    "inn": re.compile(r"(?<!\d)(?:\d{12}|\d{10})(?!\d)"),
-    "ogrn": re.compile(r"(?<!\d)(?:\d{15}|\d{13})(?!\d)"),
-    "kpp": re.compile(r"(?<![\dA-Z])\d{4}[\dA-Z]{2}\d{3}(?![\dA-Z])"),
-    "bik": re.compile(r"(?<!\d)04\d{7}(?!\d)"),
-    "account": re.compile(r"(?<!\d)\d{20}(?!\d)"),
+    "inn": re.compile(r"(?<![0-9])(?:[0-9]{12}|[0-9]{10})(?![0-9])"),
+    "ogrn": re.compile(r"(?<![0-9])(?:[0-9]{15}|[0-9]{13})(?![0-9])"),
+    "kpp": re.compile(r"(?<![0-9A-Z])[0-9]{4}[0-9A-Z]{2}[0-9]{3}(?![0-9A-Z])"),
+    "bik": re.compile(r"(?<![0-9])04[0-9]{7}(?![0-9])"),
+    "account": _ACCOUNT,
+    "correspondent_account": _ACCOUNT,
     "email": re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+"),
 }
 _MONTHS = r"(?:[а-яё]{3,}|[a-z]{3,})\.?"
+# A time printed with a date is part of it: "20.12.2026 10:00", "10:00 (МСК) 20.12.2026".
+_CLOCK = r"(?<![0-9:])(?:[01]?[0-9]|2[0-3]):[0-5][0-9](?::[0-5][0-9])?(?![0-9:])"
 _DATE = re.compile(
-    rf"«?\d{{1,2}}»?\s+{_MONTHS}\s+\d{{4}}(?:\s*(?:года|г\.?)(?!{_LETTER}))?"
-    r"|(?<!\d)\d{1,2}[./]\d{1,2}[./](?:\d{4}|\d{2})(?!\d)"
-    r"|(?<!\d)\d{4}-\d{2}-\d{2}(?!\d)"
-    rf"|{_MONTHS}\s+\d{{1,2}},?\s+\d{{4}}", re.IGNORECASE)
+    rf"(?:{_CLOCK}\s*(?:\([^()\n]{{1,12}}\)\s*)?)?(?:"
+    rf"«?[0-9]{{1,2}}»?\s+{_MONTHS}\s+[0-9]{{4}}(?:\s*(?:года|г\.?)(?!{_LETTER}))?"
+    r"|(?<![0-9])[0-9]{1,2}[./][0-9]{1,2}[./](?:[0-9]{4}|[0-9]{2})(?![0-9])"
+    r"|(?<![0-9])[0-9]{4}-[0-9]{2}-[0-9]{2}(?![0-9])"
+    rf"|{_MONTHS}\s+[0-9]{{1,2}},?\s+[0-9]{{4}})(?:,?\s*(?:в\s+)?{_CLOCK})?", re.IGNORECASE)
 _GAP = "[ \u00a0\u202f\u2009]"
+_CURRENCY = r"(?:российск\w*\s+)?руб\w*\.?|₽|RUB|р\.|USD|EUR|€"
+# A sum is no percentage ("5 %", "10 процентов"); its currency may follow the sum written out in
+# words, its kopecks the currency: "2 500 000 (два миллиона пятьсот тысяч) рублей 50 копеек".
 _SUM = re.compile(
-    rf"(?<![\d.,])(?P<int>\d{{1,3}}(?:(?:{_GAP}\d{{3}})+|(?:,\d{{3}})+)|\d+)(?P<dec>[.,]\d{{2}})?"
-    rf"(?![\d%]|[.,]\d|{_GAP}\d)(?!\s*%)"
-    rf"(?P<unit>\s*(?:руб\w*\.?|₽|RUB|р\.|USD|EUR|€)(?:\s*\d{{2}}\s*коп\w*\.?)?)?", re.IGNORECASE)
+    rf"(?<![0-9.,])(?P<int>[0-9]{{1,3}}(?:(?:{_GAP}[0-9]{{3}})+|(?:,[0-9]{{3}})+)|[0-9]+)"
+    rf"(?P<dec>[.,][0-9]{{2}})?(?![0-9]|[.,][0-9]|{_GAP}[0-9])(?!\s*(?:%|процент))"
+    rf"(?P<unit>(?:\s*\([^()]*\))?\s*(?:{_CURRENCY})(?:\s*[0-9]{{1,2}}\s*коп\w*\.?)?)?", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -139,8 +157,15 @@ def find(template: Template, lines: Sequence[TextSpan], page: int) -> list[Found
         def passes(value: str, field: TemplateField = field, bik: str | None = bik) -> bool:
             return check(field, value, template.language, bik).ok
         if field.patterns:
-            hit = next((h for line, start, end in _windows(template, field, lines, folded)
-                        if (h := _value(field, passes, template.language, line, start, end))), None)
+            hit = None
+            for pattern in field.patterns:
+                hits = [h for line, start, end in _windows(template, field, pattern, lines, folded)
+                        if (h := _value(field, passes, template.language, line, start, end))]
+                # An identifier that passes its check wherever the label is printed: in 1C's bank
+                # details "Сч. №" names the correspondent account first, the settlement one next.
+                hit = next((h for h in hits if field.check is None or passes(h.text)), hits[0] if hits else None)
+                if hit is not None:
+                    break
         else:  # no label: only a value that passes the check is taken for the field's
             hit = next((h for line in lines for h in _candidates(field, template.language, line, 0, len(line.text))
                         if passes(h.text)), None)
@@ -150,35 +175,60 @@ def find(template: Template, lines: Sequence[TextSpan], page: int) -> list[Found
             for f in template.fields if f.name in found]
 
 
-def _windows(template: Template, field: TemplateField, lines: list[TextSpan],
+def _short(pattern: str) -> bool:
+    return len(_fold(pattern).replace(" ", "")) <= _SHORT_LABEL
+
+
+def _as_label(text: str, match: re.Match[str], pattern: str, identifier: bool = False) -> bool:
+    """Whether the phrase ``match`` found in a line's ``text`` is printed as a label, not as
+    words of a sentence: not a term in quotation marks, and either marked as a label (followed
+    by ":" or "№") or starting its line or a part of it (after punctuation, a value or a
+    capitalised word, as a form's cells read into one line: "ИНН 7707083893 КПП 773601001",
+    "г. Москва БИК 044525225"), not after a sentence's word ("5 % от НМЦК, что составляет …").
+    A short label ("от") is a word anyway, and so is an ``identifier``'s label in a sentence
+    ("зарегистрировано с ИНН 7707083893", "Банк получателя БИК …"): their values' type and
+    check alone say whether they are ones."""
+    before = text[:match.start()].rstrip()
+    quoted = text[match.start() - 1:match.start()], text[match.end():match.end() + 1]
+    if all(mark and mark in _QUOTES for mark in quoted):
+        return False
+    if identifier or _short(pattern) or pattern.rstrip().endswith(("№", ":")) \
+            or text[match.end():].lstrip()[:1] in (":", "№"):
+        return True
+    word = before.rsplit(maxsplit=1)[-1] if before else ""
+    return not (word[:1].islower() or word.endswith("%"))
+
+
+def _windows(template: Template, field: TemplateField, pattern: str, lines: list[TextSpan],
              folded: list[str]) -> Iterator[tuple[TextSpan, int, int]]:
-    """Where the field's value may be, after each of its labels: a line and a span of its
-    text, in the order its patterns are tried."""
-    labels = [_phrase(p) for f in template.fields for p in f.patterns]
-    enders = [_phrase(p) for f in template.fields if f is not field for p in f.patterns
-              if len(_fold(p).replace(" ", "")) > _SHORT_LABEL]
-    for pattern in field.patterns:
-        for row, text in enumerate(folded):
-            for match in _phrase(pattern).finditer(text):
-                line = lines[row]
-                # "ИНН/КПП 7707083893/773601001": this label's place among the labels joined
-                # by slashes is its value's place among the values.
-                before = _JOINED_BEFORE.search(line.text, 0, match.start())
-                after = _JOINED_AFTER.match(line.text, match.end())
-                place = before.group().count("/") if before else 0
-                joined = place + 1 + (after.group().count("/") if after else 0)
-                start = _LEAD.match(line.text, after.end() if after else match.end()).end()
-                if start >= len(line.text.rstrip()):  # the label ends its line: the value is under it
-                    if row + 1 >= len(lines) or any(label.match(folded[row + 1]) for label in labels):
-                        continue
-                    row, line, start = row + 1, lines[row + 1], 0
-                end = min((m.start() for label in enders for m in label.finditer(folded[row], start)),
-                          default=len(line.text))
-                if joined > 1 and (values := _JOINED_VALUES.match(line.text, start, end)):
-                    parts = list(re.finditer(r"[^\s/]+", values.group()))
-                    if len(parts) == joined:
-                        start, end = start + parts[place].start(), start + parts[place].end()
-                yield line, start, end
+    """Where the field's value may be after its label ``pattern``: a line and a span of its text."""
+    labels = [p for f in template.fields for p in f.patterns]
+    enders = [p for f in template.fields if f is not field for p in f.patterns if not _short(p)]
+    for row, text in enumerate(folded):
+        for match in _phrase(pattern).finditer(text):
+            if not _as_label(lines[row].text, match, pattern, identifier=field.check is not None):
+                continue
+            line = lines[row]
+            # "ИНН/КПП 7707083893/773601001": this label's place among the labels joined
+            # by slashes is its value's place among the values.
+            before = _JOINED_BEFORE.search(line.text, 0, match.start())
+            after = _JOINED_AFTER.match(line.text, match.end())
+            place = before.group().count("/") if before else 0
+            joined = place + 1 + (after.group().count("/") if after else 0)
+            start = _LEAD.match(line.text, after.end() if after else match.end()).end()
+            if start >= len(line.text.rstrip()):  # the label ends its line: the value is under it
+                if row + 1 >= len(lines) or any(
+                        (m := _phrase(label).match(folded[row + 1])) and _as_label(lines[row + 1].text, m, label)
+                        for label in labels):
+                    continue
+                row, line, start = row + 1, lines[row + 1], 0
+            end = min((m.start() for label in enders for m in _phrase(label).finditer(folded[row], start)
+                       if _as_label(line.text, m, label)), default=len(line.text))
+            if joined > 1 and (values := _JOINED_VALUES.match(line.text, start, end)):
+                parts = list(re.finditer(r"[^\s/]+", values.group()))
+                if len(parts) == joined:
+                    start, end = start + parts[place].start(), start + parts[place].end()
+            yield line, start, end
 
 
 def _value(field: TemplateField, passes: Callable[[str], bool], way: Convention, line: TextSpan,
@@ -208,6 +258,11 @@ def _candidates(field: TemplateField, way: Convention, line: TextSpan, start: in
                 yield _Hit(line, match.start(), match.end())
     elif field.type in ("money", "number", "integer"):
         sums = [m for m in _SUM.finditer(text, start, end) if parse_sum(m.group(), way) is not None]
+        if field.type == "money":
+            # Bare digits in a sentence are an article's or a law's number ("ст. 44 … № 44-ФЗ"),
+            # a count or a percentage in words: a sum so written is one only on its own.
+            alone = text[start:end].strip(_TRAIL + " ")
+            sums = [m for m in sums if m["unit"] or m["dec"] or not m["int"].isdigit() or m.group() == alone]
         for match in sorted(sums, key=lambda m: not (m["unit"] or m["dec"])):
             yield _Hit(line, match.start(), match.end())
     elif field.type == "enum":

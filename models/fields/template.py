@@ -17,7 +17,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from models.i18n import Localized, _
 
 FieldType = Literal["string", "verbatim", "integer", "number", "money", "date", "enum", "list"]
-Check = Literal["inn", "kpp", "ogrn", "bik", "account", "email", "phone"]
+Check = Literal["inn", "kpp", "ogrn", "bik", "account", "correspondent_account", "email", "phone"]
+# Checks of a bank account: its control key depends on its bank's BIK.
+ACCOUNT_CHECKS = ("account", "correspondent_account")
 
 # Bounds that keep a constrained answer finite: a model that never closes a string (a small or
 # random one) still ends its JSON well inside requests.max_tokens.
@@ -38,7 +40,7 @@ class TemplateField(BaseModel):
     # Phrases printed before the value on the page ("ИНН", "Начальная (максимальная) цена
     # контракта"), matched ignoring case and spacing: how Tesseract's rules find it.
     patterns: list[str] = []
-    # check: account — the field holding the BIK of the account's bank (its control key
+    # check: account or correspondent_account — the field holding the BIK of the account's bank (its control key
     # depends on it).
     bik_field: str | None = None
 
@@ -48,10 +50,10 @@ class TemplateField(BaseModel):
             raise ValueError(_("an enum field needs its values"))
         if self.values and self.type != "enum":
             raise ValueError(_("values are only for enum fields"))
-        if self.check == "account" and not self.bik_field:
+        if self.check in ACCOUNT_CHECKS and not self.bik_field:
             raise ValueError(_("an account is checked with its bank's BIK: name that field in bik_field"))
-        if self.bik_field and self.check != "account":
-            raise ValueError(_("bik_field is only for fields with check: account"))
+        if self.bik_field and self.check not in ACCOUNT_CHECKS:
+            raise ValueError(_("bik_field is only for fields with check: account or correspondent_account"))
         return self
 
 
