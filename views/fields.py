@@ -22,7 +22,7 @@ from models.errors import ChatVLMError, ConfigError
 from models.fields.collect import correct
 from models.fields.result import FieldResult, Value, status_text
 from models.fields.sheet import sheet_bytes
-from models.fields.template import Template
+from models.fields.template import Template, kept
 from views.i18n import local, said, t, tn, tr
 
 # A value's box on the page, in its status's colour (a missing value has none).
@@ -77,11 +77,7 @@ def marks(fields: list[FieldResult], index: int) -> list:
 def template_of(config: AppConfig, run: runs.Run) -> Template | None:
     """The run's template, where config.yaml still has it with the same fields (else its
     values can be shown but not checked again)."""
-    try:
-        template = config.template(run.result.template)
-    except ConfigError:
-        return None
-    return template if [f.name for f in template.fields] == [f.name for f in run.result.fields] else None
+    return kept(config.templates, run.result.template, [f.name for f in run.result.fields])
 
 
 def show_fields(runtime: Runtime, run: runs.Run, key: str, image, index: int) -> None:
@@ -148,18 +144,19 @@ def conflict_choices(template: Template, fields: list[FieldResult], key: str) ->
 
 
 def keep_corrections(runtime: Runtime, run: runs.Run, template: Template, changes: dict[str, Value | None]) -> None:
-    """Each change checked again (an account again with a corrected BIK), the run's fields
-    replaced, and the fields that changed written to its row in the history."""
-    before = {f.name: f for f in run.result.fields}
+    """Each change checked again (an account again with a corrected BIK). A run in the history
+    is corrected there, on the fields as kept, and shows them as they are then — other
+    sessions' corrections included; one that is not, or whose history fails, here alone."""
+    if run.history_id is not None:
+        try:
+            run.result.fields = runtime.history.correct_fields(run.history_id, changes)
+            return
+        except ChatVLMError as exc:
+            st.session_state[SAVE_FAILED] = said(exc)
     fields = run.result.fields
     for name, value in changes.items():
         fields = correct(template, fields, name, value)
     run.result.fields = fields
-    if run.history_id is not None:
-        try:
-            runtime.history.correct_fields(run.history_id, [f for f in fields if f != before[f.name]])
-        except ChatVLMError as exc:
-            st.session_state[SAVE_FAILED] = said(exc)
 
 
 def fields_sheet(config: AppConfig, results: dict[str, runs.Run], documents: dict[str, Document]) -> None:
