@@ -217,6 +217,16 @@ def needs_out(fmt: str, out: Path | None) -> None:
         raise ChatVLMError(_("{format} is a binary format: give --out DIR.", format=fmt))
 
 
+def out_folder(out: Path | None) -> None:
+    """Refuse --out where no folder can be made (a file is there, or above it), before anything is read."""
+    for path in (out, *out.parents) if out else ():
+        if path.exists():
+            if not path.is_dir():
+                raise InputError(_("--out must be a folder, and {path} is a file; give a folder to write into.",
+                                   path=str(path)))
+            return
+
+
 def fields_template(config: AppConfig, task: str | None, template: str | None) -> Template | None:
     """The template --task fields reads (None for other tasks); refused in one sentence when
     it is missing or unknown, or given without --task fields."""
@@ -231,6 +241,7 @@ def fields_template(config: AppConfig, task: str | None, template: str | None) -
 
 
 def cmd_ocr(args, config) -> int:
+    out_folder(args.out)
     template = fields_template(config, args.task, args.template)
     one_sheet = template is not None and args.format in SHEET_FORMATS
     if not one_sheet or args.format == "xlsx":  # a CSV or JSON sheet can go to stdout
@@ -336,6 +347,7 @@ def parse_choices(spec: str, task: str | None, template: str | None = None) -> l
 
 
 def cmd_eval(args, config) -> int:
+    out_folder(args.out)
     template = fields_template(config, args.task, args.template)
     choices = [evaluation.resolve(config, c) for c in parse_choices(args.models, args.task, args.template)]
     chart = (args.out / eval_report.CHART_NAME).resolve()  # where --out is DIR: a chart, not a document
@@ -407,6 +419,7 @@ def cmd_history(args, config) -> int:
                 raise HistoryError(_("There is no run {id} in the history.", id=str(args.delete)))
             print(t("deleted run {id}", id=str(args.delete)), file=sys.stderr)
         elif args.export is not None:
+            out_folder(args.out)
             needs_out(args.format, args.out)
             stored = history.get(args.export)
             outputs = [(Path(stored.entry.name), stored.result)]
