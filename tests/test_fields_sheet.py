@@ -133,6 +133,14 @@ def test_csv_values_that_begin_like_a_formula_are_quoted_so_no_spreadsheet_runs_
     assert cells[column(header, "Customer")] == formula
 
 
+def test_documents_of_one_name_are_rows_named_apart(template, documents):
+    twins = [("invoice.png", documents[0][1]), ("invoice.png", documents[1][1]), ("invoice.pdf", documents[0][1])]
+    rows = list(csv.reader(io.StringIO(sheet_bytes(twins, template, "csv").decode("utf-8-sig"))))
+    names = ["invoice.png", "invoice (2).png", "invoice (3).pdf"]
+    assert [row[0] for row in rows[1:]] == names
+    assert [r["document"] for r in json.loads(sheet_bytes(twins, template, "json"))] == names
+
+
 def test_json_is_keyed_by_field_names(template, documents):
     records = json.loads(sheet_bytes(documents, template, "json", lang="ru"))
     assert [r["document"] for r in records] == ["a.pdf", "b.png"]
