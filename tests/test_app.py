@@ -416,6 +416,19 @@ def test_two_sessions_correcting_one_run_lose_neither_correction(config):
     assert (fields["customer_kpp"].value, fields["customer_kpp"].corrected) == ("773601001", True)
 
 
+def test_one_document_read_or_reopened_downloads_as_its_sheet(config):
+    at = start()
+    at.file_uploader[0].upload("notice.png", encode(render_lines(["ИНН 7707083893"]), "PNG"), "image/png")
+    at.run()
+    at.selectbox(key="task_tesseract").set_value("fields").run()
+    at.button[0].click().run()
+    assert not at.exception and not at.error
+    sheets = {"Fields .xlsx", "Fields .csv", "Fields .json"}
+    assert sheets <= {b.proto.label for b in at.get("download_button")}
+    reopened, _run_id = open_kept_run(config)
+    assert sheets <= {b.proto.label for b in reopened.get("download_button")}
+
+
 def test_several_documents_read_for_fields_make_one_sheet():
     at = start()
     at.file_uploader[0].upload("first.png", encode(render_lines(["ИНН 7707083893"]), "PNG"), "image/png")
