@@ -141,6 +141,20 @@ def test_documents_of_one_name_are_rows_named_apart(template, documents):
     assert [r["document"] for r in json.loads(sheet_bytes(twins, template, "json"))] == names
 
 
+def test_a_lone_surrogate_read_or_typed_is_writable_everywhere(template):
+    """JSON's "\\ud800" decodes to a lone surrogate: read by a rule or typed by a person, it
+    becomes "?" as it enters a field, so no sheet or history row fails on it."""
+    from models.fields.collect import correct
+
+    result = run(template, [("customer_name", "ГБУ \ud800 Арбат", 0)])
+    result.fields = correct(template, result.fields, "subject", "Уборка \udfff")
+    fields = {f.name: f for f in OCRResult.model_validate_json(result.model_dump_json()).fields}
+    assert fields["customer_name"].value == "ГБУ ? Арбат" and fields["customer_name"].found[0].value == "ГБУ ? Арбат"
+    assert (fields["subject"].value, fields["subject"].normalized) == ("Уборка ?", "Уборка ?")
+    for fmt in ("xlsx", "csv", "json"):
+        assert sheet_bytes([("a.pdf", result)], template, fmt)
+
+
 def test_json_is_keyed_by_field_names(template, documents):
     records = json.loads(sheet_bytes(documents, template, "json", lang="ru"))
     assert [r["document"] for r in records] == ["a.pdf", "b.png"]
