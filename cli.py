@@ -98,9 +98,10 @@ def choice_label(choice: runs.Choice) -> str:
 class ProgressBar:
     """A one-line bar on a terminal; one line per page when stderr is a file or a pipe."""
 
-    def __init__(self, label: str, total: int, stream=sys.stderr):
-        self.label, self.total, self.stream = label, total, stream
-        self.tty = stream.isatty()
+    def __init__(self, label: str, total: int, stream=None):
+        # sys.stderr as it is now, not as it was on import (a test may have swapped it since).
+        self.label, self.total, self.stream = label, total, stream or sys.stderr
+        self.tty = self.stream.isatty()
         self.started = time.perf_counter()
         self._draw(0, None)
 
@@ -212,9 +213,20 @@ def cmd_logs(args, config) -> int:
     return 0
 
 
-def needs_out(fmt: str, out: Path | None) -> None:
-    if fmt in exports.FORMATS and not out:
+def needs_out(fmt: str, out: Path | None, one_sheet: bool = False) -> None:
+    """Refuse a binary format without --out; a fields sheet as CSV or JSON can go to stdout."""
+    if fmt in exports.FORMATS and not out and not (one_sheet and fmt != "xlsx"):
         raise ChatVLMError(_("{format} is a binary format: give --out DIR.", format=fmt))
+
+
+def out_folder(out: Path | None) -> None:
+    """Refuse --out where no folder can be made (a file is there, or above it), before anything is read."""
+    for path in (out, *out.parents) if out else ():
+        if path.exists():
+            if not path.is_dir():
+                raise InputError(_("--out must be a folder, and {path} is a file; give a folder to write into.",
+                                   path=str(path)))
+            return
 
 
 def fields_template(config: AppConfig, task: str | None, template: str | None) -> Template | None:
@@ -231,10 +243,10 @@ def fields_template(config: AppConfig, task: str | None, template: str | None) -
 
 
 def cmd_ocr(args, config) -> int:
+    out_folder(args.out)
     template = fields_template(config, args.task, args.template)
     one_sheet = template is not None and args.format in SHEET_FORMATS
-    if not one_sheet or args.format == "xlsx":  # a CSV or JSON sheet can go to stdout
-        needs_out(args.format, args.out)
+    needs_out(args.format, args.out, one_sheet)
     model = config.model(args.model)
     if args.endpoint:
         if model.vllm is None:
@@ -250,64 +262,58 @@ def cmd_ocr(args, config) -> int:
     runs.make_ready(runtime, choice.key, choice.mode, on_event=print_event)  # the sidebar's path
     outputs: list[tuple[Path, OCRResult]] = []
     status = 0
-    sheet_path: Path | None = None
     history = runtime.history
-    for file in args.files:
-        try:
-            document = open_path(file, config.limits)
-            indexes = select_pages(document, args.pages)
-        except ChatVLMError as exc:
-            print(t("error: {error}", error=tr(exc)), file=sys.stderr)
-            status = 1
-            continue
-        bar = ProgressBar(Path(file).name, len(indexes))
-        try:
-            run = runs.read_document(runtime, choice, document.pages(indexes), on_page=bar, on_event=print_event)
-        except ChatVLMError as exc:  # e.g. the model was taken away: the other files still count
-            print(t("error: {file}: {error}", file=str(file), error=tr(exc)), file=sys.stderr)
-            status = 1
-            continue
-        result = run.result
-        if result.failed:
-            status = 1
-        outputs.append((Path(file), result))
-        keep(history, run, document)
-        if one_sheet and args.out:  # written again after every document, so an interrupt keeps those read
-            sheet_path = write_sheet(args.out, outputs, template, args.format)
-        elif args.out and not one_sheet and not _write(args.out, outputs, args.format, config.templates,
-                                                       lambda i: run.images.get(i) or document.page(i).image):
-            status = 1
-    if one_sheet and outputs:
-        if args.out and sheet_path:
-            print(t("wrote {path}", path=str(sheet_path)), file=sys.stderr)
-        elif not args.out and (data := sheet_data(outputs, template, args.format)) is not None:
-            sys.stdout.write(data.decode("utf-8-sig"))  # the byte-order mark is for Excel opening a file
-        else:
-            status = 1
-    elif not args.out and outputs:
+    try:
+        for file in args.files:
+            try:
+                document = open_path(file, config.limits)
+                indexes = select_pages(document, args.pages)
+            except ChatVLMError as exc:
+                print(t("error: {error}", error=tr(exc)), file=sys.stderr)
+                status = 1
+                continue
+            bar = ProgressBar(Path(file).name, len(indexes))
+            try:
+                run = runs.read_document(runtime, choice, document.pages(indexes), on_page=bar, on_event=print_event)
+            except ChatVLMError as exc:  # e.g. the model was taken away: the other files still count
+                print(t("error: {file}: {error}", file=str(file), error=tr(exc)), file=sys.stderr)
+                status = 1
+                continue
+            result = run.result
+            if result.failed:
+                status = 1
+            outputs.append((Path(file), result))
+            keep(history, run, document)
+            if args.out and not one_sheet and not _write(args.out, outputs, args.format, config.templates,
+                                                         lambda i: run.images.get(i) or document.page(i).image):
+                status = 1
+    finally:
+        # The sheet is written once, at the end, or when an interrupt or a failure ends the
+        # reading early: the rows of the documents read are kept either way.
+        if one_sheet and outputs:
+            status = max(status, put_sheet(args.out, outputs, template, args.format))
+    if not args.out and not one_sheet and outputs:
         sys.stdout.write(_joined(outputs, args.format, config.templates))
     say_warning(history)
     return status
 
 
-def sheet_data(outputs: list[tuple[Path, OCRResult]], template: Template, fmt: str) -> bytes | None:
-    """The documents' fields as one sheet; None when it cannot be made (said in one sentence)."""
+def put_sheet(out: Path | None, outputs: list[tuple[Path, OCRResult]], template: Template, fmt: str) -> int:
+    """The documents' fields as one sheet, ``fields.<fmt>`` under ``out`` or on stdout: 0, or
+    1 when it cannot be made (said in one sentence)."""
     try:
-        return sheet.sheet_bytes([(file.name, result) for file, result in outputs], template, fmt, LANG)
+        data = sheet.sheet_bytes([(file.name, result) for file, result in outputs], template, fmt, LANG)
     except ChatVLMError as exc:
         print(t("error: {error}", error=tr(exc)), file=sys.stderr)
-        return None
-
-
-def write_sheet(out: Path, outputs: list[tuple[Path, OCRResult]], template: Template, fmt: str) -> Path | None:
-    """``fields.<fmt>`` under ``out``: the path written, or None when it could not be made."""
-    data = sheet_data(outputs, template, fmt)
-    if data is None:
-        return None
+        return 1
+    if out is None:
+        sys.stdout.write(data.decode("utf-8-sig"))  # the byte-order mark is for Excel opening a file
+        return 0
     out.mkdir(parents=True, exist_ok=True)
     target = out / f"fields.{fmt}"
     target.write_bytes(data)
-    return target
+    print(t("wrote {path}", path=str(target)), file=sys.stderr)
+    return 0
 
 
 def keep(history: History, run: runs.Run, document: Document) -> None:
@@ -336,6 +342,7 @@ def parse_choices(spec: str, task: str | None, template: str | None = None) -> l
 
 
 def cmd_eval(args, config) -> int:
+    out_folder(args.out)
     template = fields_template(config, args.task, args.template)
     choices = [evaluation.resolve(config, c) for c in parse_choices(args.models, args.task, args.template)]
     chart = (args.out / eval_report.CHART_NAME).resolve()  # where --out is DIR: a chart, not a document
@@ -407,9 +414,14 @@ def cmd_history(args, config) -> int:
                 raise HistoryError(_("There is no run {id} in the history.", id=str(args.delete)))
             print(t("deleted run {id}", id=str(args.delete)), file=sys.stderr)
         elif args.export is not None:
-            needs_out(args.format, args.out)
+            out_folder(args.out)
             stored = history.get(args.export)
             outputs = [(Path(stored.entry.name), stored.result)]
+            # A fields run in a sheet's format is its sheet, as `ocr --task fields` writes it.
+            one_sheet = stored.result.task == FIELDS and args.format in SHEET_FORMATS
+            needs_out(args.format, args.out, one_sheet)
+            if one_sheet:
+                return put_sheet(args.out, outputs, config.template(stored.result.template), args.format)
             if args.out:
                 if not _write(args.out, outputs, args.format, config.templates, stored.page_image(config.limits)):
                     return 1

@@ -14,8 +14,9 @@ reload and a restart, and can be listed, reopened, exported again and deleted.
   renamed or deleted: ``add`` keeps nothing and ``warning`` holds the one sentence to show
   (for the thread that called it, until its next ``add``); listing or reopening says the
   same sentence as an error.
-- A person's corrections of a fields run are written into its kept result
-  (``correct_fields``), the value read kept beside each (models/fields/result.py).
+- A person's corrections of a fields run are applied to its kept result (``correct_fields``),
+  the value read kept beside each (models/fields/result.py): to the fields as stored, not as a
+  session read them, so sessions correcting one run never undo each other's corrections.
 - Results are stored with their messages as id and params (``RAW``), so a run reopened later
   reads in the language chosen then; rows kept as plain English text still load.
 """
@@ -31,7 +32,7 @@ import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -45,7 +46,9 @@ from models.config import AppConfig, Limits, data_dir
 from models.document import Document, open_document
 from models.errors import ChatVLMError, HistoryDamaged, HistoryError
 from models.i18n import Message, _
-from models.fields.result import FieldResult
+from models.fields.collect import correct
+from models.fields.result import FieldResult, Value
+from models.fields.template import kept as kept_template
 from models.result import OCRResult
 
 FILE_NAME = "history.sqlite3"
@@ -230,12 +233,14 @@ class History:
 
         return self._use(work)
 
-    def correct_fields(self, run_id: int, changed: list[FieldResult]) -> None:
-        """Keep a person's corrections with a fields run: each field in ``changed`` replaces the
-        kept one of its name (the value read stays in its ``original``). Only the fields that
-        changed are written, so two sessions correcting different fields of one run both keep
-        theirs."""
-        def work(conn: sqlite3.Connection) -> None:
+    def correct_fields(self, run_id: int, changes: Mapping[str, Value | None]) -> list[FieldResult]:
+        """Apply a person's corrections (a field's name → its new value; None empties it) to the
+        fields kept with a fields run, checked as models.fields.collect.correct checks them with
+        the run's template, and return the run's fields as they now are. The corrections are
+        applied to what is stored, in the write transaction that reads it: another session's
+        corrections of other fields stay, and an account is checked against the BIK as it is
+        kept now, never against the one a session read before."""
+        def work(conn: sqlite3.Connection) -> list[FieldResult]:
             with conn:
                 # Read and written in one write transaction: a correction elsewhere waits.
                 conn.execute("BEGIN IMMEDIATE")
@@ -247,13 +252,19 @@ class History:
                     result = OCRResult.model_validate_json(kept)
                 except ValueError:
                     raise _damaged_run(name) from None
-                by_name = {f.name: f for f in changed}
-                result.fields = [by_name.get(f.name, f) for f in result.fields]
+                template = kept_template(self.config.templates, result.template, [f.name for f in result.fields])
+                if template is None:
+                    raise HistoryError(_("The template '{template}' is no longer in config.yaml as it was, so "
+                                         "the values of '{name}' cannot be corrected.",
+                                         template=result.template or "-", name=name))
+                for field_name, value in changes.items():
+                    result.fields = correct(template, result.fields, field_name, value)
                 text = result.model_dump_json(context=RAW)
                 conn.execute("UPDATE runs SET result = ?, size = size + ? WHERE id = ?",
                              (text, len(text.encode()) - len(kept.encode()), run_id))
+                return result.fields
 
-        self._use(work)
+        return self._use(work)
 
     def delete(self, run_id: int) -> bool:
         """Remove a run (and its document, if no other run has it); False if it was not there."""

@@ -375,7 +375,7 @@ def test_a_kept_fields_run_shows_each_status_and_keeps_its_corrections(config):
     assert not any(s.label.startswith("Initial maximum price") for s in at.selectbox)
 
     fields = {f.name: f for f in History(config).get(run_id).result.fields}
-    assert (fields["customer_kpp"].value, fields["customer_kpp"].original) == ("773601001", "77360100")
+    assert (fields["customer_kpp"].value, fields["customer_kpp"].corrected) == ("773601001", True)
     assert (fields["initial_price"].status, fields["initial_price"].normalized) == ("valid", "1350000.00")
     again = start()  # another session reopens the run: the corrections are there
     again.sidebar.radio(key="view").set_value("history").run()
@@ -383,6 +383,50 @@ def test_a_kept_fields_run_shows_each_status_and_keeps_its_corrections(config):
     again.sidebar.selectbox(key="language").set_value("ru").run()
     assert row(again, "КПП заказчика") == ["КПП заказчика", "773601001", "верно", "", "77360100"]
     assert row(again, "ОГРН заказчика")[2] == "отсутствует: не найдено ни на одной странице"
+
+
+def edit(at: AppTest, label: str, value: str) -> None:
+    """Type ``value`` as the field ``label``'s value in the fields table, as a person does."""
+    editor = at.data_editor[0]
+    at.session_state[editor.key] = {"edited_rows": {editor.value["field"].tolist().index(label): {"value": value}},
+                                    "added_rows": [], "deleted_rows": []}
+    at.run()
+
+
+def test_two_sessions_correcting_one_run_lose_neither_correction(config):
+    """Session B read a page and still has its run on screen; session A reopens that run from
+    the history and corrects the INN. B's correction of the KPP keeps A's INN, and B's table
+    shows the run as it is kept now, A's correction included."""
+    from managers.history import History
+
+    second = start()
+    second.file_uploader[0].upload("notice.png", encode(render_lines(["ИНН 7707083893"]), "PNG"), "image/png")
+    second.run()
+    second.selectbox(key="task_tesseract").set_value("fields").run()
+    second.button[0].click().run()
+    assert row(second, "Customer's INN")[1:3] == ["7707083893", "valid"]
+    first = start()
+    first.sidebar.radio(key="view").set_value("history").run()
+    edit(first, "Customer's INN", "7707083894")
+    edit(second, "Customer's KPP", "773601001")
+    assert row(second, "Customer's INN") == ["Customer's INN", "7707083894", "invalid: the INN's check digits "
+                                             "do not match", "", "7707083893"]
+    fields = {f.name: f for f in History(config).get(History(config).list()[0].id).result.fields}
+    assert (fields["customer_inn"].value, fields["customer_inn"].original) == ("7707083894", "7707083893")
+    assert (fields["customer_kpp"].value, fields["customer_kpp"].corrected) == ("773601001", True)
+
+
+def test_one_document_read_or_reopened_downloads_as_its_sheet(config):
+    at = start()
+    at.file_uploader[0].upload("notice.png", encode(render_lines(["ИНН 7707083893"]), "PNG"), "image/png")
+    at.run()
+    at.selectbox(key="task_tesseract").set_value("fields").run()
+    at.button[0].click().run()
+    assert not at.exception and not at.error
+    sheets = {"Fields .xlsx", "Fields .csv", "Fields .json"}
+    assert sheets <= {b.proto.label for b in at.get("download_button")}
+    reopened, _run_id = open_kept_run(config)
+    assert sheets <= {b.proto.label for b in reopened.get("download_button")}
 
 
 def test_several_documents_read_for_fields_make_one_sheet():

@@ -1,5 +1,7 @@
 """The app in a real headless Chromium: upload a Russian+English page, read it in CPU mode."""
 
+import csv
+import io
 import os
 import re
 import shutil
@@ -539,6 +541,12 @@ def test_a_value_corrected_in_the_table_is_checked_and_kept_in_the_history(brows
         wait_for_colour(page, edge, COLOURS["valid"])
         kpp = next(f for f in history.get(run_id).result.fields if f.name == "customer_kpp")
         assert (kpp.value, kpp.status, kpp.corrected, kpp.original) == ("773601001", "valid", True, "77360100")
+        # The one document downloads as its sheet, the correction in it.
+        sheet = click_to_download(page, page.get_by_role("button", name="Fields .csv"))
+        header, row = csv.reader(io.StringIO(sheet.path().read_bytes().decode("utf-8-sig")))
+        cell = dict(zip(header, row))
+        assert (cell["Customer's KPP"], cell["Customer's KPP: check"]) == (
+            "773601001", "valid; corrected by hand, read as: 77360100")
         (ROOT / "test-results").mkdir(exist_ok=True)
         page.screenshot(path=str(ROOT / "test-results" / "browser-fields.png"), full_page=True)
 

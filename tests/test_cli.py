@@ -96,6 +96,23 @@ def test_bad_usage_is_one_line(scans, args, expected):
     assert done.stderr.startswith(expected), done.stderr
 
 
+@pytest.mark.parametrize("args", [
+    ["ocr", "two.pdf", "--model", "tesseract", "--format", "txt"],
+    ["ocr", "two.pdf", "--model", "tesseract", "--task", "fields", "--template", "invoice", "--format", "xlsx"],
+    ["history", "--export", "1", "--format", "txt"],
+    ["eval", ".", "--models", "tesseract"],
+])
+@pytest.mark.parametrize("under", [False, True])
+def test_out_that_is_a_file_is_one_sentence_before_anything_is_read(scans, tmp_path, args, under):
+    taken = tmp_path / "taken"
+    taken.write_text("mine")
+    args = [scans / a if a in ("two.pdf", ".") else a for a in args]
+    done = cli(*args, "--out", taken / "sub" if under else taken)
+    assert (done.returncode, done.stderr) == (2, f"error: --out must be a folder, and {taken} is a file; give a "
+                                                 "folder to write into.\n")
+    assert taken.read_text() == "mine"
+
+
 def test_one_bad_file_does_not_stop_the_others(scans, tmp_path):
     (tmp_path / "empty.png").write_bytes(b"")
     done = cli("ocr", tmp_path / "empty.png", scans / "mixed.png", "--model", "tesseract")

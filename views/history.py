@@ -55,7 +55,7 @@ def history_view(runtime: Runtime) -> None:
         st.warning(t("'{name}' was over history.max_document_mb, so only its text was kept.",
                      name=stored.entry.name))
         if stored.result.task == FIELDS:
-            show_fields(runtime, stored.run, f"history-{chosen}", None, 0)
+            show_fields(runtime, stored.run, f"history-{chosen}", stored.entry.name, None, 0)
         for page in stored.result.pages:
             st.code(page.text or t("(no text)"), language=None, wrap_lines=True)
         return

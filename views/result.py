@@ -114,7 +114,7 @@ def show_result(runtime: Runtime, run: runs.Run, file_id: str, document: Documen
     if result.task == FIELDS:
         fields_tab, *tabs = st.tabs([t("Fields"), *names])
         with fields_tab:
-            show_fields(runtime, run, file_id, page_image(run, document, index), index)
+            show_fields(runtime, run, file_id, document.name, page_image(run, document, index), index)
     else:
         tabs = st.tabs(names)
     text_tab, md_tab, layout_tab, json_tab, chat_tab = tabs

@@ -24,7 +24,7 @@ import re
 from dataclasses import dataclass, field
 
 from models import layout
-from models.fields.result import FoundValue, Value
+from models.fields.result import FoundValue, Value, writable
 from models.fields.template import Template
 from models.i18n import Message, _, n_
 
@@ -61,9 +61,9 @@ def find_object(answer: str) -> dict | None:
 
 
 def _text(value: str) -> str:
-    """A string that can be written out again: JSON's "\\ud800" decodes to a lone surrogate, and
-    control characters (which no document prints) are refused by spreadsheet cells."""
-    return _CONTROL.sub("", value.encode("utf-8", errors="replace").decode("utf-8"))
+    """A string without control characters (which no document prints), which spreadsheet
+    cells refuse; a lone surrogate FoundValue makes writable itself (models/fields/result.py)."""
+    return _CONTROL.sub("", value)
 
 
 def _wrong(raw) -> Message:
@@ -113,5 +113,5 @@ def read(answer: str, template: Template, page: int, seen_size: tuple[int, int],
             values.append(FoundValue(name=name, value=value, page=page, bbox=bbox, problem=problem))
     warnings = [n_("{n} key that is not a field of the template was left out: {names}",
                    "{n} keys that are not fields of the template were left out: {names}",
-                   len(unknown), names=", ".join(_text(key)[:40] for key in unknown[:5]))] if unknown else []
+                   len(unknown), names=", ".join(writable(_text(key))[:40] for key in unknown[:5]))] if unknown else []
     return Read(data, values, warnings)

@@ -5,18 +5,29 @@ A status is one of: ``valid`` (parsed by its type and, where the field has a che
 ``invalid`` (with the reason), ``missing`` (found on no page), ``conflict`` (found on several
 pages with different values: all of them are kept in ``found``, none is picked silently).
 A person's correction keeps the value read beside it (``original``).
+
+Every value is made writable here, once, whichever way it came (a VLM's JSON, Tesseract's
+text, a person's correction): JSON's "\\ud800" decodes to a lone surrogate, which no UTF-8
+file, history row or sheet can hold, so it becomes "?" as it enters.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel
+from pydantic import AfterValidator, BaseModel
 
 from models.i18n import Message, _
 
+
+def writable(text: str) -> str:
+    """``text`` with each lone surrogate as "?": what UTF-8 can hold."""
+    return text.encode("utf-8", errors="replace").decode("utf-8")
+
+
 Status = Literal["valid", "invalid", "missing", "conflict"]
-Value = str | list[str]
+Text = Annotated[str, AfterValidator(writable)]
+Value = Text | list[Text]
 STATUS_WORDS: dict[str, Message] = {"valid": _("valid"), "invalid": _("invalid"), "missing": _("missing"),
                                     "conflict": _("conflict")}
 
@@ -40,7 +51,7 @@ class FieldResult(BaseModel):
     value: Value | None = None
     # The value in one canonical form (a date as YYYY-MM-DD, a sum as digits with a point),
     # what conflicts are judged on and what a sheet's cell holds; None when it does not parse.
-    normalized: str | None = None
+    normalized: Text | None = None
     reason: Message | None = None
     page: int | None = None
     bbox: tuple[int, int, int, int] | None = None

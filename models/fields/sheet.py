@@ -1,6 +1,7 @@
 """Many documents read with one template → one sheet: a row per document (its file name
-first), and per template field its value as printed, then its check ("valid", "invalid: the
-INN's check digits do not match", "missing: …", "conflict: …"). The app's download and
+first; a later file of the same name, from another folder, as "invoice (2).png"), and per
+template field its value as printed, then its check ("valid", "invalid: the INN's check
+digits do not match", "missing: …", "conflict: …"). The app's download and
 ``cli.py ocr --task fields --format xlsx|csv|json`` both write it with ``sheet_bytes``.
 
 - A value is the text the document prints, never retyped: an INN, a KPP or an account as a
@@ -15,18 +16,21 @@ INN's check digits do not match", "missing: …", "conflict: …"). The app's do
 - Headers and check words are in ``lang``, for the person who opens the sheet; the JSON, for
   programs, is keyed by field names and keeps status words in English (its reasons in ``lang``).
 - The CSV is UTF-8 with a byte-order mark, comma-separated, as the tables' CSV
-  (models/exports/csv_files.py): without the mark Excel reads Cyrillic as mojibake.
+  (models/exports/csv_files.py): without the mark Excel reads Cyrillic as mojibake. As there,
+  a cell that begins like a formula ("=", "+", "-", "@", a tab, a carriage return) gets a
+  single quote before it, so that a spreadsheet opening the file never runs it: the phone
+  "+7 495 …" is written "'+7 495 …". The workbook needs none: its cells are typed as text.
 
 ``listing`` gives one document's fields as a small table for its txt or md output.
 """
 
 from __future__ import annotations
 
-import csv
 import datetime
 import io
 import json
 from decimal import Decimal
+from pathlib import PurePath
 from typing import Literal
 
 from openpyxl import Workbook
@@ -36,6 +40,7 @@ from openpyxl.styles import Font, PatternFill
 from models import numbers, render
 from models.elements import Heading, Table
 from models.errors import ExportError
+from models.exports import csv_files, unique_stems
 from models.fields.result import FieldResult, Value, status_text
 from models.fields.template import Template, TemplateField
 from models.i18n import Message, _, n_
@@ -55,11 +60,12 @@ def sheet_bytes(documents: list[tuple[str, OCRResult]], template: Template, fmt:
         raise ExportError(_("There are no documents to put in a sheet."))
     for name, result in documents:
         _check_fields(name, result, template)
+    named = list(zip(_unique([name for name, _result in documents]), (result for _name, result in documents)))
     if fmt == "json":
-        return json.dumps([_record(name, result, lang) for name, result in documents],
+        return json.dumps([_record(name, result, lang) for name, result in named],
                           ensure_ascii=False, indent=2).encode("utf-8") + b"\n"
     header = _header(template, lang)
-    rows = [_row(name, result, template, lang) for name, result in documents]
+    rows = [_row(name, result, template, lang) for name, result in named]
     return _workbook(header, rows, lang) if fmt == "xlsx" else _csv(header, rows)
 
 
@@ -71,6 +77,12 @@ def listing(result: OCRResult, template: Template, fmt: Literal["txt", "md"], la
               for f in template.fields if f.name in by_name]
     blocks = [Heading(text=template.label.render(lang)), Table(cells=cells)]
     return render.elements_text(blocks) if fmt == "txt" else render.elements_markdown(blocks)
+
+
+def _unique(names: list[str]) -> list[str]:
+    """The rows' names: two folders' invoice.png are "invoice.png" and "invoice (2).png", as
+    ``cli.py ocr --out`` names their own files (models.exports.unique_stems)."""
+    return [stem + PurePath(name).suffix for name, stem in zip(names, unique_stems(names))]
 
 
 def _check_fields(name: str, result: OCRResult, template: Template) -> None:
@@ -145,11 +157,7 @@ def _row(name: str, result: OCRResult, template: Template, lang: str) -> list[tu
 
 
 def _csv(header: list[str], rows: list[list[tuple[object, str | None]]]) -> bytes:
-    out = io.StringIO()
-    writer = csv.writer(out)
-    writer.writerow(header)
-    writer.writerows([_csv_cell(value) for value, _status in row] for row in rows)
-    return out.getvalue().encode("utf-8-sig")
+    return csv_files.csv_bytes([header, *([_csv_cell(value) for value, _status in row] for row in rows)])
 
 
 def _csv_cell(value: object) -> str:

@@ -10,6 +10,7 @@ instruction in the template's language, the language the documents are written i
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -154,3 +155,10 @@ def instruction(template: Template) -> str:
         lines.append(f"- {f.name}: {f.label.render(lang)}" + (f" ({hint})" if hint else ""))
     lines.append("\nJSON Schema: " + json.dumps(json_schema(template), ensure_ascii=False))
     return "\n".join(lines)
+
+
+def kept(templates: Mapping[str, Template], key: str | None, names: list[str]) -> Template | None:
+    """The template ``key`` a run was read with, where the config still has it with the run's
+    fields (``names``, in order): only then can the run's values be checked and corrected again."""
+    template = templates.get(key or "")
+    return template if template is not None and [f.name for f in template.fields] == names else None
