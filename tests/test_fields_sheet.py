@@ -96,7 +96,17 @@ def test_xlsx_sums_and_dates_are_typed_beside_the_printed_value(template, docume
     assert b[price + 2].value == "invalid: not a sum or a number"
     deadline = column(header, "Deadline for bids: as a date")
     assert a[deadline].value == datetime.datetime(2026, 12, 20) and a[deadline].is_date
+    assert a[deadline].number_format == "YYYY-MM-DD"
     assert a[deadline - 1].value == "«20» декабря 2026 г."
+
+
+def test_a_date_printed_with_its_time_keeps_it_in_the_workbook(template):
+    timed = run(template, [("bid_deadline", "20.12.2026 10:00", 0)])
+    sheet = load_workbook(io.BytesIO(sheet_bytes([("a.pdf", timed)], template, "xlsx", lang="ru"))).active
+    header, row = ([cell for cell in r] for r in sheet.iter_rows())
+    deadline = [c.value for c in header].index("Окончание подачи заявок: дата")
+    assert row[deadline].value == datetime.datetime(2026, 12, 20, 10, 0)
+    assert row[deadline].number_format == "DD.MM.YYYY HH:MM"
 
 
 def test_headers_and_checks_speak_the_language_asked(template, documents):

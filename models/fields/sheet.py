@@ -125,8 +125,9 @@ def _typed(field: TemplateField, result: FieldResult) -> object:
     the normalized text where a spreadsheet number would lose digits; None where it did not check."""
     if result.status != "valid" or result.normalized is None:
         return None
-    if field.type == "date":
-        return datetime.date.fromisoformat(result.normalized)
+    if field.type == "date":  # "2026-12-20", or "2026-12-20T10:00" where a time was printed
+        moment = datetime.datetime.fromisoformat(result.normalized)
+        return moment if "T" in result.normalized else moment.date()
     value = Decimal(result.normalized)
     return value if len(value.as_tuple().digits) <= numbers.EXCEL_DIGITS else result.normalized
 
@@ -180,8 +181,10 @@ def _workbook(header: list[str], rows: list[list[tuple[object, str | None]]], la
                 cell.value = value
                 places = -value.as_tuple().exponent
                 cell.number_format = "#,##0" + ("." + "0" * places if places > 0 else "")
-            elif isinstance(value, datetime.date):
-                cell.value, cell.number_format = value, "DD.MM.YYYY" if lang == "ru" else "YYYY-MM-DD"
+            elif isinstance(value, datetime.date):  # a datetime too: a time printed with the date
+                shape = "DD.MM.YYYY" if lang == "ru" else "YYYY-MM-DD"
+                timed = isinstance(value, datetime.datetime)
+                cell.value, cell.number_format = value, shape + (" HH:MM" if timed else "")
             elif value:
                 # Text as written: openpyxl would store "=…" as a formula and control
                 # characters make the file unreadable to Excel.
