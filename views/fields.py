@@ -23,7 +23,7 @@ from models.config import FIELDS, AppConfig
 from models.document import Document
 from models.errors import ChatVLMError, ConfigError
 from models.fields.collect import correct
-from models.fields.result import FieldResult, Value, status_text
+from models.fields.result import LIST_SEPARATOR, FieldResult, Value, as_text, status_text
 from models.fields.sheet import sheet_bytes
 from models.fields.template import Template, kept
 from models.result import OCRResult
@@ -31,16 +31,8 @@ from views.i18n import language, local, said, t, tn, tr
 
 # A value's box on the page, in its status's colour (a missing value has none).
 COLOURS = {"valid": (44, 160, 44), "invalid": (214, 39, 40), "conflict": (255, 127, 14)}
-LIST_SEPARATOR = "; "
 SHEET_FORMATS = {"xlsx": exports.MIME["xlsx"], "csv": "text/csv", "json": "application/json"}
 SAVE_FAILED = "fields_save_failed"  # why the last correction was not kept, shown after its rerun
-
-
-def text_of(value: Value | None) -> str:
-    """A value as one cell: a list's items joined."""
-    if value is None:
-        return ""
-    return LIST_SEPARATOR.join(value) if isinstance(value, list) else value
 
 
 def value_of(template: Template, name: str, text: str | None) -> Value | None:
@@ -57,15 +49,15 @@ def read_text(field: FieldResult) -> str:
     if not field.corrected:
         return ""
     if field.original is not None:
-        return text_of(field.original)
-    read = dict.fromkeys(text_of(found.value) for found in field.found)
+        return as_text(field.original)
+    read = dict.fromkeys(as_text(found.value) for found in field.found)
     return " | ".join(read) if read else t("(nothing read)")
 
 
 def fields_frame(template: Template | None, fields: list[FieldResult]) -> pd.DataFrame:
     """One row per field, numbered as its box on the page is."""
     labels = {f.name: local(f.label) for f in template.fields} if template else {}
-    rows = [{"field": labels.get(f.name, f.name), "value": text_of(f.value), "status": tr(status_text(f)),
+    rows = [{"field": labels.get(f.name, f.name), "value": as_text(f.value), "status": tr(status_text(f)),
              "page": str(f.page + 1) if f.page is not None else "",
              "read": read_text(f)} for f in fields]
     return pd.DataFrame(rows, index=pd.RangeIndex(1, len(rows) + 1),
@@ -139,7 +131,7 @@ def conflict_choices(template: Template, fields: list[FieldResult], key: str) ->
             continue
         values: dict[str, tuple[Value, list[int]]] = {}
         for found in f.found:
-            values.setdefault(text_of(found.value), (found.value, []))[1].append(found.page + 1)
+            values.setdefault(as_text(found.value), (found.value, []))[1].append(found.page + 1)
         options = list(values)
         names = {o: tn("{value} (page {pages})", "{value} (pages {pages})", len(values[o][1]), value=o,
                        pages=", ".join(map(str, sorted(set(values[o][1]))))) for o in options}

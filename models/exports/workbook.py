@@ -37,7 +37,7 @@ def export(result: OCRResult) -> bytes:
     read = ((page.number, line) for page in result.pages for line in page.text.splitlines() if line.strip())
     for r, (number, line) in enumerate(read, start=2):
         lines.cell(r, 1, number)
-        _text(lines.cell(r, 2), line)
+        text_cell(lines.cell(r, 2), line)
     buf = io.BytesIO()
     book.save(buf)
     return buf.getvalue()
@@ -48,10 +48,11 @@ def _put(sheet: Worksheet, row: int, column: int, text: str, way: numbers.Conven
     if (value := numbers.number(text, way)) is not None:
         cell.value, cell.number_format = value.value, value.format
     else:
-        _text(cell, text)
+        text_cell(cell, text)
 
 
-def _text(cell: Cell, text: str) -> None:
+def text_cell(cell: Cell, text: str) -> None:
+    """``text`` in ``cell`` as text, as written."""
     # Control characters make the file unreadable to Excel, and openpyxl would store read
     # text that starts with "=" as a formula.
     cell.value = ILLEGAL_CHARACTERS_RE.sub("", text)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from models import numbers
-from models.fields.result import Value
+from models.fields.result import Value, as_text
 from models.fields.template import ACCOUNT_CHECKS, TemplateField
 from models.i18n import Message, _
 
@@ -62,28 +62,30 @@ def _digits(value: str) -> str:
     return re.sub(r"[\s\u00a0-]", "", value)
 
 
-def _inn(value: str) -> Checked:
+def _stdnum(module, value: str, wrong_digits: Message, wrong_shape: Message) -> Checked:
+    """``value`` checked by a python-stdnum module: its checksum, then its shape."""
     from stdnum import exceptions
-    from stdnum.ru import inn
 
     try:
-        return Checked(True, inn.validate(_digits(value)))
+        return Checked(True, module.validate(_digits(value)))
     except exceptions.InvalidChecksum:
-        return _bad(_("the INN's check digits do not match"))
+        return _bad(wrong_digits)
     except exceptions.ValidationError:
-        return _bad(_("an INN has 10 digits (an organisation) or 12 (a person)"))
+        return _bad(wrong_shape)
+
+
+def _inn(value: str) -> Checked:
+    from stdnum.ru import inn
+
+    return _stdnum(inn, value, _("the INN's check digits do not match"),
+                   _("an INN has 10 digits (an organisation) or 12 (a person)"))
 
 
 def _ogrn(value: str) -> Checked:
-    from stdnum import exceptions
     from stdnum.ru import ogrn
 
-    try:
-        return Checked(True, ogrn.validate(_digits(value)))
-    except exceptions.InvalidChecksum:
-        return _bad(_("the OGRN's check digit does not match"))
-    except exceptions.ValidationError:
-        return _bad(_("an OGRN has 13 digits (an organisation) or 15 (a sole trader)"))
+    return _stdnum(ogrn, value, _("the OGRN's check digit does not match"),
+                   _("an OGRN has 13 digits (an organisation) or 15 (a sole trader)"))
 
 
 def _kpp(value: str) -> Checked:
@@ -245,7 +247,7 @@ def check(field: TemplateField, value: Value, way: numbers.Convention = "ru",
             return _bad(_("a list where one value was expected"))
         items = [check(field.model_copy(update={"type": "string"}), item, way, bik) for item in value]
         bad = next((c for c in items if not c.ok), None)
-        return bad or Checked(True, "; ".join(c.normalized or "" for c in items))
+        return bad or Checked(True, as_text([c.normalized or "" for c in items]))
     if not isinstance(value, str):
         return _bad(_("not a text value"))
     if field.type == "list":

@@ -28,6 +28,8 @@ def writable(text: str) -> str:
 Status = Literal["valid", "invalid", "missing", "conflict"]
 Text = Annotated[str, AfterValidator(writable)]
 Value = Text | list[Text]
+# A list field's items in one text: a table cell, a sheet's cell, what a person types back.
+LIST_SEPARATOR = "; "
 STATUS_WORDS: dict[str, Message] = {"valid": _("valid"), "invalid": _("invalid"), "missing": _("missing"),
                                     "conflict": _("conflict")}
 
@@ -65,3 +67,10 @@ def status_text(field: FieldResult) -> Message:
     """A field's status as people read it: the word, and why where there is a reason."""
     word = STATUS_WORDS[field.status]
     return _("{status}: {reason}", status=word, reason=field.reason) if field.reason else word
+
+
+def as_text(value: Value | None) -> str:
+    """A value as one text: a list's items joined; nothing, ""."""
+    if value is None:
+        return ""
+    return LIST_SEPARATOR.join(value) if isinstance(value, list) else value

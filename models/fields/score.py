@@ -28,13 +28,13 @@ texts agree with case and runs of whitespace folded.
 from __future__ import annotations
 
 import json
-import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
+from models import metrics
 from models.errors import InputError
 from models.fields.checks import check, same_form
-from models.fields.result import FieldResult, Value
+from models.fields.result import FieldResult, Value, as_text
 from models.fields.template import Template, TemplateField
 from models.i18n import _
 from models.result import OCRResult
@@ -75,8 +75,7 @@ def total(counts: dict[str, Counts]) -> Counts:
 
 
 def _folded(value: Value) -> str:
-    text = "; ".join(value) if isinstance(value, list) else value
-    return " ".join(unicodedata.normalize("NFC", text).casefold().split())
+    return metrics.normalise(as_text(value)).casefold()
 
 
 def same(field: TemplateField, truth: Value, truth_normalized: str | None, read: FieldResult) -> bool:

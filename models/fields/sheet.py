@@ -34,14 +34,13 @@ from pathlib import PurePath
 from typing import Literal
 
 from openpyxl import Workbook
-from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
 from openpyxl.styles import Font, PatternFill
 
 from models import numbers, render
 from models.elements import Heading, Table
 from models.errors import ExportError
-from models.exports import csv_files, unique_stems
-from models.fields.result import FieldResult, Value, status_text
+from models.exports import csv_files, unique_stems, workbook
+from models.fields.result import FieldResult, as_text, status_text
 from models.fields.template import Template, TemplateField
 from models.i18n import Message, _, n_
 from models.result import OCRResult
@@ -96,17 +95,13 @@ def _check_fields(name: str, result: OCRResult, template: Template) -> None:
 
 # --- the cells ------------------------------------------------------------------------------
 
-def _text(value: Value) -> str:
-    return "; ".join(value) if isinstance(value, list) else value
-
-
 def _printed(result: FieldResult, lang: str) -> str:
     """The value as printed; a conflict's values each with the pages it was found on."""
     if result.status != "conflict":
-        return "" if result.value is None else _text(result.value)
+        return as_text(result.value)
     pages: dict[str, set[int]] = {}
     for found in result.found:
-        pages.setdefault(_text(found.value), set()).add(found.page + 1)
+        pages.setdefault(as_text(found.value), set()).add(found.page + 1)
     return "; ".join(n_("{value} (page {pages})", "{value} (pages {pages})", len(on),
                         value=value, pages=", ".join(str(p) for p in sorted(on))).render(lang)
                      for value, on in pages.items())
@@ -116,7 +111,7 @@ def _status(result: FieldResult, lang: str) -> str:
     text = status_text(result)
     if result.corrected:
         text = _("{status}; corrected by hand, read as: {original}", status=text,
-                 original=_text(result.original) if result.original is not None else "—")
+                 original=as_text(result.original) if result.original is not None else "—")
     return text.render(lang)
 
 
@@ -186,9 +181,7 @@ def _workbook(header: list[str], rows: list[list[tuple[object, str | None]]], la
                 timed = isinstance(value, datetime.datetime)
                 cell.value, cell.number_format = value, shape + (" HH:MM" if timed else "")
             elif value:
-                # Text as written: openpyxl would store "=…" as a formula and control
-                # characters make the file unreadable to Excel.
-                cell.value, cell.data_type = ILLEGAL_CHARACTERS_RE.sub("", str(value)), "s"
+                workbook.text_cell(cell, str(value))
             if status in STATUS_FILLS:
                 cell.fill = PatternFill("solid", fgColor=STATUS_FILLS[status])
     sheet.freeze_panes = "B2"  # the header and the document's name stay in view
