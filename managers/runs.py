@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING
@@ -32,7 +32,7 @@ from models.fields.collect import collect
 from models.engine import Engine, OnPage, OnText, PageSource, Prepare
 from models.errors import Cancelled, ChatVLMError, NotAvailable
 from models.i18n import _
-from models.result import OCRResult
+from models.result import OCRResult, PageResult
 
 if TYPE_CHECKING:
     from managers.runtime import Runtime
@@ -189,12 +189,13 @@ def make_ready(runtime: Runtime, key: str, mode: Mode, on_event: OnEvent | None 
 def read_document(runtime: Runtime, choice: Choice, pages: list[PageSource], *,
                   on_page: OnPage | None = None, on_event: OnEvent | None = None,
                   cancel: threading.Event | None = None, prepare: Prepare | None = None,
-                  on_text: OnText | None = None) -> Run:
+                  on_text: OnText | None = None, kept: Sequence[PageResult] = ()) -> Run:
     """Read ``pages`` with ``choice``; a failed page keeps its error, a cancel returns at once
     with the pages read. Pages are prepared as the model's ``preprocess`` says unless
     ``prepare`` is given. ``on_text`` receives a page's answer while it is generated, where
-    the engine streams. Raises ChatVLMError (one sentence) when the model cannot be made
-    ready or is taken away before the first page."""
+    the engine streams. ``kept``: pages of this document read before (a job resumed after
+    a crash), which join the result and its fields in page order. Raises ChatVLMError (one
+    sentence) when the model cannot be made ready or is taken away before the first page."""
     config = runtime.config
     mode = check_mode(config, choice.key, choice.mode)
     # An unknown task or template is refused before anything starts.
@@ -229,6 +230,8 @@ def read_document(runtime: Runtime, choice: Choice, pages: list[PageSource], *,
 
         result = engine.ocr(pages, choice.task, on_page=counted, cancel=cancel,
                             prepare=prepared if prepare else None, on_text=on_text)
+    if kept:
+        result.pages = sorted([*kept, *result.pages], key=lambda page: page.index)
     if fields is not None:
         result.template = fields.template_key
         result.fields = collect(fields.template, [v for page in result.pages for v in page.fields],

@@ -21,8 +21,8 @@ from babel.messages.pofile import read_po, write_po
 from models.i18n import DOMAIN, KEYWORDS, LANGUAGES, ROOT, SOURCES, compile_catalogs
 
 # Where user-facing text lives; the rest (tests, bench, scripts) speaks to developers.
-SOURCE_DIRS = ("models", "managers", "views")
-SOURCE_FILES = ("app.py", "cli.py")
+SOURCE_DIRS = ("models", "managers", "views", "routes")
+SOURCE_FILES = ("app.py", "cli.py", "api.py")
 TEMPLATE = SOURCES / f"{DOMAIN}.pot"
 
 

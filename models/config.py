@@ -109,6 +109,41 @@ class History(Strict):
     max_total_mb: Annotated[float, Field(gt=0)] = 1000
 
 
+class Jobs(Strict):
+    """The HTTP API's jobs (managers/jobs/): kept in SQLite under the data dir, read by a
+    worker in the API's process (backend sqlite) or by ``cli.py worker`` processes on other
+    machines through Redis (backend redis)."""
+
+    backend: Literal["sqlite", "redis"] = "sqlite"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    # Unfinished jobs (queued, running, interrupted) past which a new one is refused (429).
+    queue_size: Annotated[int, Field(ge=1)] = 100
+    # Queued jobs go model by model so the GPU does not switch back and forth; a job that
+    # has waited this long goes next whatever model is loaded, so none starves.
+    max_wait_s: Annotated[float, Field(ge=0)] = 300
+    # A job the server was reading when it stopped (kill -9, a crash): resume it from its
+    # first unread page, requeue it to read again from the start, or keep it interrupted.
+    on_restart: Literal["resume", "requeue", "keep"] = "resume"
+    # Finished jobs, with their files and results, are removed after this long; 0 = never.
+    keep_days: Annotated[float, Field(ge=0)] = 7
+
+
+class API(Strict):
+    """The HTTP API (api.py)."""
+
+    host: str = "127.0.0.1"  # another address is reachable from the network: api.py warns
+    port: Annotated[int, Field(ge=1, le=65535)] = 8000
+    max_upload_mb: Annotated[float, Field(gt=0)] = 50  # the files of one request together
+    max_pages: Annotated[int, Field(gt=0)] = 200  # pages of one job
+    # Jobs of one API key unfinished at once; the next is refused (429) until one ends.
+    per_key_jobs: Annotated[int, Field(ge=1)] = 8
+    # POST /v1/ocr: documents of at most this many pages, waited for at most this long
+    # (past it the answer is the job to poll).
+    ocr_max_pages: Annotated[int, Field(ge=1)] = 5
+    ocr_wait_s: Annotated[float, Field(gt=0)] = 120
+    retry_after_s: Annotated[int, Field(ge=1)] = 10  # a 429's Retry-After
+
+
 class UI(Strict):
     # auto: the browser's language (Russian when it is Russian, else English)
     language: Literal["auto", "en", "ru"] = "auto"
@@ -305,6 +340,8 @@ class AppConfig(Strict):
     requests: Requests = Requests()
     history: History = History()
     ui: UI = UI()
+    jobs: Jobs = Jobs()
+    api: API = API()
     models: Annotated[dict[str, ModelConfig], Field(min_length=1)]
     # Kinds of documents whose fields the fields task reads (models/fields/).
     templates: dict[Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")], Template] = {}

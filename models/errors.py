@@ -61,3 +61,23 @@ class HistoryDamaged(HistoryError):
 
 class ExportError(ChatVLMError):
     """One document could not be written in the chosen format; the other documents are."""
+
+
+class JobError(ChatVLMError):
+    """An API job cannot be found or used, or the job store cannot be used."""
+
+
+class Busy(ChatVLMError):
+    """The job queue, or an API key's share of it, is full; ``retry_after`` says when to try again."""
+
+    def __init__(self, message: Message, retry_after: int):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class TooLarge(InputError):
+    """A request past the API's limits: too many bytes or pages."""
+
+
+class Unauthorized(ChatVLMError):
+    """A request to the API without a valid API key."""

@@ -39,8 +39,8 @@ LETTER = re.compile(r"[^\W\d_]")
 
 
 def sources() -> list[Path]:
-    return [ROOT / "app.py", ROOT / "cli.py",
-            *sorted(p for folder in ("views", "models", "managers") for p in (ROOT / folder).rglob("*.py"))]
+    return [ROOT / "app.py", ROOT / "cli.py", ROOT / "api.py",
+            *sorted(p for folder in ("views", "models", "managers", "routes") for p in (ROOT / folder).rglob("*.py"))]
 
 
 def _has_letters(node: ast.AST) -> bool:

@@ -1,0 +1,83 @@
+"""The HTTP API's keys: ``cli.py api-key create NAME`` makes one, the API checks bearers.
+
+Only a key's SHA-256 is kept (``api_keys.json`` in the data dir, mode 0600): a key is 32
+random bytes, so a fast hash is enough and a stolen file gives no key away. The key itself
+is shown once, when it is made. The file is written whole under a temporary name and then
+moved into place, so a reader never sees half of it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import secrets
+import time
+from pathlib import Path
+
+from models.errors import ConfigError
+from models.i18n import _
+
+FILE_NAME = "api_keys.json"
+PREFIX = "cvl_"
+
+
+def _digest(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+class APIKeys:
+    def __init__(self, directory: Path):
+        self.path = directory / FILE_NAME
+
+    def _read(self) -> dict[str, dict]:
+        try:
+            return json.loads(self.path.read_text())
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as exc:
+            raise ConfigError(_("The API key file {path} cannot be read ({reason}); move it aside and create the "
+                                "keys again.", path=str(self.path), reason=str(exc))) from None
+
+    def _write(self, keys: dict[str, dict]) -> None:
+        tmp = self.path.with_name(f".{FILE_NAME}.{os.getpid()}.{secrets.token_hex(4)}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            json.dump(keys, handle, indent=1)
+        tmp.replace(self.path)
+
+    def names(self) -> list[str]:
+        return sorted(self._read())
+
+    def any(self) -> bool:
+        return bool(self._read())
+
+    def create(self, name: str) -> str:
+        """A new key called ``name``; the key, which is not kept anywhere."""
+        if not name.strip() or len(name) > 64 or any(c.isspace() for c in name):
+            raise ConfigError(_("A key's name is 1 to 64 characters without spaces, e.g. tender-monitor."))
+        keys = self._read()
+        if name in keys:
+            raise ConfigError(_("There is a key called {name} already; revoke it first or choose another name.",
+                                name=name))
+        key = PREFIX + secrets.token_urlsafe(32)
+        keys[name] = {"sha256": _digest(key), "created": time.time()}
+        self._write(keys)
+        return key
+
+    def revoke(self, name: str) -> None:
+        keys = self._read()
+        if keys.pop(name, None) is None:
+            raise ConfigError(_("There is no key called {name}; the keys are: {known}.",
+                                name=name, known=", ".join(sorted(keys)) or "-"))
+        self._write(keys)
+
+    def owner(self, key: str) -> str | None:
+        """The name of the key ``key``, or None when it is none of them."""
+        digest = _digest(key)
+        found = None
+        for name, record in self._read().items():  # every key compared, in constant time each
+            if hmac.compare_digest(record.get("sha256", ""), digest):
+                found = name
+        return found

@@ -1,0 +1,53 @@
+"""A request's files and form, checked before a job is kept: one sentence for what is wrong.
+
+Every document is opened here, in the request, so a damaged or mistyped file is refused at
+once (400) and never becomes a job that fails later; the pages are chosen and counted
+against ``api.max_pages`` (413). The model, mode, task and template are checked as the
+runner checks them, so a job that is accepted can be read.
+"""
+
+from __future__ import annotations
+
+from models.config import FIELDS, AppConfig, fields_task
+from models.document import open_document, parse_page_range
+from models.errors import ConfigError, TooLarge
+from models.i18n import _, n_
+from managers.jobs.store import Spec
+from managers.runs import check_mode, managed
+
+MB = 2**20
+
+
+def spec_for(config: AppConfig, model: str, mode: str | None = None, task: str | None = None,
+             template: str | None = None, hide_header_footer: bool = False) -> Spec:
+    """The job's choice, resolved (the model's first mode and task where none is given)."""
+    chosen = check_mode(config, model, mode)
+    if task == FIELDS:
+        fields_task(template, config.template(template))
+    else:
+        if template:
+            raise ConfigError(_("A template is for the fields task only; send task=fields with it."))
+        task = config.model(model).task(task)[0]
+    return Spec(model, chosen, task, template if task == FIELDS else None, hide_header_footer,
+                managed(config, model, chosen))
+
+
+def documents_for(config: AppConfig, files: list[tuple[str, bytes]], pages: str | None,
+                  max_pages: int) -> list[tuple[str, bytes, list[int]]]:
+    """(name, bytes, page indexes) for each file, refused past the upload or page limits."""
+    size = sum(len(data) for _name, data in files)
+    if size > config.api.max_upload_mb * MB:
+        raise TooLarge(_("The upload is {size:.1f} MB, over the API's {limit} MB limit (api.max_upload_mb); send "
+                         "fewer or smaller files.", size=size / MB, limit=config.api.max_upload_mb))
+    documents = []
+    for name, data in files:
+        document = open_document(data, name, config.limits)
+        indexes = parse_page_range(pages, document.page_count) if pages else list(range(document.page_count))
+        documents.append((name, data, indexes))
+    total = sum(len(indexes) for _name, _data, indexes in documents)
+    if total > max_pages:
+        raise TooLarge(n_("The request has {count} pages, over the limit of {n} page; send a page range "
+                          "(pages=1-{n}) or fewer files.",
+                          "The request has {count} pages, over the limit of {n} pages; send a page range "
+                          "(pages=1-{n}) or fewer files.", max_pages, count=total))
+    return documents

@@ -1,0 +1,350 @@
+"""The API's jobs, kept in SQLite so nothing accepted is lost: each job with its documents'
+bytes, every page read as soon as it is read, and the events its clients follow.
+
+One database under the data dir (``jobs/jobs.sqlite3``), in WAL mode, written in short
+``BEGIN IMMEDIATE`` transactions so the API's request threads, its worker and its Redis
+collector never see half a change. Documents are kept as BLOBs beside their job, never as
+files named after an upload: no part of a request becomes a path.
+
+A job's state changes only through the guarded UPDATEs here (``claim`` takes a queued job,
+``finish`` ends a running one), so a cancel that lands while a worker finishes, or two
+workers racing for one job, leave one answer. ``recover`` is for a server starting again:
+what it was reading when it died is interrupted, with its pages kept, then resumed,
+requeued or left so, as ``jobs.on_restart`` says.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from models.errors import JobError
+from models.i18n import Message, _
+from models.jobs import (CANCELLED, DONE, FAILED, FINAL, INTERRUPTED, QUEUED, RUNNING, UNFINISHED,
+                         Waiting)
+from models.result import OCRResult, PageResult
+
+BUSY_S = 30
+RAW = {"messages": "raw"}
+SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS jobs (
+        id TEXT PRIMARY KEY, owner TEXT NOT NULL, created REAL NOT NULL, queued_at REAL NOT NULL,
+        started REAL, finished REAL, state TEXT NOT NULL, model TEXT NOT NULL, mode TEXT NOT NULL,
+        task TEXT, template TEXT, options TEXT NOT NULL, needs_gpu INTEGER NOT NULL,
+        error TEXT, interruptions INTEGER NOT NULL DEFAULT 0, worker TEXT)""",
+    "CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state, queued_at)",
+    """CREATE TABLE IF NOT EXISTS documents (
+        job TEXT NOT NULL REFERENCES jobs (id) ON DELETE CASCADE, n INTEGER NOT NULL,
+        name TEXT NOT NULL, pages TEXT NOT NULL, data BLOB NOT NULL, result TEXT, PRIMARY KEY (job, n))""",
+    """CREATE TABLE IF NOT EXISTS pages (
+        job TEXT NOT NULL REFERENCES jobs (id) ON DELETE CASCADE, n INTEGER NOT NULL,
+        page INTEGER NOT NULL, result TEXT NOT NULL, PRIMARY KEY (job, n, page))""",
+    """CREATE TABLE IF NOT EXISTS events (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT, job TEXT NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+        at REAL NOT NULL, kind TEXT NOT NULL, data TEXT NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS events_job ON events (job, seq)",
+)
+
+
+@dataclass(frozen=True)
+class Spec:
+    """What a job reads with: the runner's Choice, as the request gave it."""
+
+    model: str
+    mode: str
+    task: str | None = None
+    template: str | None = None
+    hide_header_footer: bool = False
+    needs_gpu: bool = True
+
+    def options(self) -> str:
+        return json.dumps({"hide_header_footer": self.hide_header_footer})
+
+
+@dataclass
+class Document:
+    n: int
+    name: str
+    pages: list[int]  # the page indexes to read, in order
+    done: int = 0
+
+
+@dataclass
+class Job:
+    id: str
+    owner: str  # the API key's name that submitted it
+    state: str
+    spec: Spec
+    created: float
+    queued_at: float
+    started: float | None
+    finished: float | None
+    error: Message | None
+    interruptions: int
+    worker: str | None
+    documents: list[Document] = field(default_factory=list)
+
+    @property
+    def pages_total(self) -> int:
+        return sum(len(d.pages) for d in self.documents)
+
+    @property
+    def pages_done(self) -> int:
+        return sum(d.done for d in self.documents)
+
+    @property
+    def final(self) -> bool:
+        return self.state in FINAL
+
+
+@dataclass(frozen=True)
+class Event:
+    seq: int
+    job: str
+    at: float
+    kind: str  # state, page, error
+    data: dict
+
+
+class JobStore:
+    def __init__(self, directory: Path):
+        directory.mkdir(parents=True, exist_ok=True)
+        self.path = directory / "jobs.sqlite3"
+        with self._conn() as conn:  # the tables exist before the first request needs them
+            conn.execute("BEGIN IMMEDIATE")
+            for statement in SCHEMA:
+                conn.execute(statement)
+
+    @contextlib.contextmanager
+    def _conn(self) -> Iterator[sqlite3.Connection]:
+        """A connection for one operation. Only SQLite ever opens the file, so closing it
+        drops no lock another connection holds (SQLite shares its file per process)."""
+        try:
+            conn = sqlite3.connect(self.path, timeout=BUSY_S, isolation_level=None)
+        except sqlite3.DatabaseError as exc:
+            raise _damaged(self.path, exc) from exc
+        try:
+            if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA foreign_keys = ON")
+            with conn:
+                yield conn
+        except sqlite3.DatabaseError as exc:
+            if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
+                raise
+            raise _damaged(self.path, exc) from exc
+        finally:
+            conn.close()
+
+    # --- accepting ---------------------------------------------------------------------
+
+    def add(self, owner: str, spec: Spec, documents: list[tuple[str, bytes, list[int]]],
+            limit: int | None = None, owner_limit: int | None = None) -> Job | None:
+        """Keep a new queued job with its documents (name, bytes, page indexes); None when
+        ``limit`` jobs are unfinished already, or ``owner_limit`` of this owner's, counted in
+        the same transaction so concurrent requests never slip past a full queue."""
+        job_id = uuid.uuid4().hex
+        now = time.time()
+        with self._conn() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            if limit is not None and self._unfinished(conn) >= limit:
+                return None
+            if owner_limit is not None and self._unfinished(conn, owner) >= owner_limit:
+                return None
+            conn.execute(
+                "INSERT INTO jobs (id, owner, created, queued_at, state, model, mode, task, template, options,"
+                " needs_gpu) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                (job_id, owner, now, now, QUEUED, spec.model, spec.mode, spec.task, spec.template, spec.options(),
+                 int(spec.needs_gpu)))
+            conn.executemany("INSERT INTO documents (job, n, name, pages, data) VALUES (?,?,?,?,?)",
+                             [(job_id, n, name, json.dumps(pages), data)
+                              for n, (name, data, pages) in enumerate(documents)])
+            _event(conn, job_id, "state", {"state": QUEUED})
+        return self.get(job_id)
+
+    @staticmethod
+    def _unfinished(conn: sqlite3.Connection, owner: str | None = None) -> int:
+        marks = ",".join("?" * len(UNFINISHED))
+        if owner is None:
+            return conn.execute(f"SELECT count(*) FROM jobs WHERE state IN ({marks})", tuple(UNFINISHED)).fetchone()[0]
+        return conn.execute(f"SELECT count(*) FROM jobs WHERE state IN ({marks}) AND owner = ?",
+                            (*UNFINISHED, owner)).fetchone()[0]
+
+    def unfinished(self, owner: str | None = None) -> int:
+        with self._conn() as conn:
+            return self._unfinished(conn, owner)
+
+    # --- reading -----------------------------------------------------------------------
+
+    def get(self, job_id: str) -> Job | None:
+        with self._conn() as conn:
+            row = conn.execute("SELECT id, owner, state, model, mode, task, template, options, needs_gpu, created,"
+                               " queued_at, started, finished, error, interruptions, worker FROM jobs WHERE id = ?",
+                               (job_id,)).fetchone()
+            if row is None:
+                return None
+            docs = conn.execute(
+                "SELECT d.n, d.name, d.pages, (SELECT count(*) FROM pages p WHERE p.job = d.job AND p.n = d.n)"
+                " FROM documents d WHERE d.job = ? ORDER BY d.n", (job_id,)).fetchall()
+        (id_, owner, state, model, mode, task, template, options, needs_gpu, created, queued_at, started,
+         finished, error, interruptions, worker) = row
+        spec = Spec(model, mode, task, template, json.loads(options).get("hide_header_footer", False), bool(needs_gpu))
+        return Job(id_, owner, state, spec, created, queued_at, started, finished,
+                   Message.of(json.loads(error)) if error else None, interruptions, worker,
+                   [Document(n, name, json.loads(pages), done) for n, name, pages, done in docs])
+
+    def document(self, job_id: str, n: int) -> bytes:
+        with self._conn() as conn:
+            row = conn.execute("SELECT data FROM documents WHERE job = ? AND n = ?", (job_id, n)).fetchone()
+        if row is None:
+            raise KeyError((job_id, n))
+        return row[0]
+
+    def pages(self, job_id: str, n: int) -> dict[int, PageResult]:
+        """The pages of document ``n`` read so far, by page index."""
+        with self._conn() as conn:
+            rows = conn.execute("SELECT page, result FROM pages WHERE job = ? AND n = ? ORDER BY page",
+                                (job_id, n)).fetchall()
+        return {page: PageResult.model_validate_json(result) for page, result in rows}
+
+    def waiting(self) -> list[Waiting]:
+        with self._conn() as conn:
+            rows = conn.execute("SELECT id, model, mode, queued_at, needs_gpu FROM jobs WHERE state = ?",
+                                (QUEUED,)).fetchall()
+        return [Waiting(id_, model, mode, queued_at, bool(gpu)) for id_, model, mode, queued_at, gpu in rows]
+
+    def events(self, job_id: str, after: int = 0) -> list[Event]:
+        with self._conn() as conn:
+            rows = conn.execute("SELECT seq, job, at, kind, data FROM events WHERE job = ? AND seq > ? ORDER BY seq",
+                                (job_id, after)).fetchall()
+        return [Event(seq, job, at, kind, json.loads(data)) for seq, job, at, kind, data in rows]
+
+    # --- the worker's side ---------------------------------------------------------------
+
+    def claim(self, job_id: str, worker: str) -> bool:
+        """Take a queued job for reading; False when it is no longer queued (cancelled, or
+        another worker was first)."""
+        with self._conn() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            taken = conn.execute("UPDATE jobs SET state = ?, started = coalesce(started, ?), worker = ?"
+                                 " WHERE id = ? AND state = ?",
+                                 (RUNNING, time.time(), worker, job_id, QUEUED)).rowcount
+            if taken:
+                _event(conn, job_id, "state", {"state": RUNNING, "worker": worker})
+        return bool(taken)
+
+    def page_read(self, job_id: str, n: int, page: PageResult) -> bool:
+        """Keep a page as soon as it is read; False when the job is gone or final (a cancel
+        came first), so a worker stops sending pages nobody keeps."""
+        with self._conn() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            state = conn.execute("SELECT state FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            if state is None or state[0] != RUNNING:
+                return False
+            conn.execute("INSERT OR REPLACE INTO pages (job, n, page, result) VALUES (?,?,?,?)",
+                         (job_id, n, page.index, page.model_dump_json(context=RAW)))
+            data = {"document": n, "page": page.index}
+            if page.error:
+                data["error"] = page.error.raw()
+            _event(conn, job_id, "page", data)
+        return True
+
+    def document_read(self, job_id: str, n: int, result: OCRResult) -> None:
+        """Keep a document's whole result but its pages (kept one by one): engine, time, fields."""
+        header = result.model_copy(update={"pages": []}).model_dump_json(context=RAW)
+        with self._conn() as conn:
+            conn.execute("UPDATE documents SET result = ? WHERE job = ? AND n = ?", (header, job_id, n))
+
+    def result(self, job: Job, n: int) -> OCRResult:
+        """Document ``n``'s result with every page read so far, in page order; a document
+        not read to its end (cancelled, failed) has no fields."""
+        with self._conn() as conn:
+            row = conn.execute("SELECT result FROM documents WHERE job = ? AND n = ?", (job.id, n)).fetchone()
+        header = (OCRResult.model_validate_json(row[0]) if row and row[0] else
+                  OCRResult(model=job.spec.model, engine=job.spec.mode, task=job.spec.task or ""))
+        header.pages = [page for _, page in sorted(self.pages(job.id, n).items())]
+        return header
+
+    def finish(self, job_id: str, state: str, error: Message | None = None) -> bool:
+        """End a running job (done or failed); False when it was cancelled meanwhile."""
+        assert state in (DONE, FAILED)
+        with self._conn() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            ended = conn.execute("UPDATE jobs SET state = ?, finished = ?, error = ? WHERE id = ? AND state = ?",
+                                 (state, time.time(), json.dumps(error.raw()) if error else None, job_id,
+                                  RUNNING)).rowcount
+            if ended:
+                _event(conn, job_id, "state", {"state": state, **({"error": error.raw()} if error else {})})
+        return bool(ended)
+
+    def interrupt(self, job_id: str, requeue: bool, resume: bool = True) -> bool:
+        """A running job whose reader died: interrupted, its pages kept; then queued again
+        (``requeue``) from its first unread page (``resume``) or from the start."""
+        with self._conn() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            cut = conn.execute("UPDATE jobs SET state = ?, interruptions = interruptions + 1, worker = NULL"
+                               " WHERE id = ? AND state = ?", (INTERRUPTED, job_id, RUNNING)).rowcount
+            if not cut:
+                return False
+            _event(conn, job_id, "state", {"state": INTERRUPTED})
+            if requeue:
+                if not resume:
+                    conn.execute("DELETE FROM pages WHERE job = ?", (job_id,))
+                conn.execute("UPDATE jobs SET state = ?, queued_at = ? WHERE id = ?", (QUEUED, time.time(), job_id))
+                _event(conn, job_id, "state", {"state": QUEUED, "resumed": resume})
+        return True
+
+    # --- the client's side ---------------------------------------------------------------
+
+    def cancel(self, job_id: str) -> Job | None:
+        """Cancel an unfinished job (its pages read are kept); a final one is left as it is."""
+        with self._conn() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            marks = ",".join("?" * len(UNFINISHED))
+            if conn.execute(f"UPDATE jobs SET state = ?, finished = ? WHERE id = ? AND state IN ({marks})",
+                            (CANCELLED, time.time(), job_id, *UNFINISHED)).rowcount:
+                _event(conn, job_id, "state", {"state": CANCELLED})
+        return self.get(job_id)
+
+    def state(self, job_id: str) -> str | None:
+        with self._conn() as conn:
+            row = conn.execute("SELECT state FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return row[0] if row else None
+
+    # --- keeping it tidy -------------------------------------------------------------------
+
+    def running(self) -> list[str]:
+        with self._conn() as conn:
+            return [row[0] for row in conn.execute("SELECT id FROM jobs WHERE state = ?", (RUNNING,))]
+
+    def recover(self, on_restart: str) -> list[str]:
+        """Interrupt what was running when the server stopped; requeue it as ``on_restart``
+        says (resume, requeue or keep). The interrupted jobs' ids."""
+        cut = self.running()
+        for job_id in cut:
+            self.interrupt(job_id, requeue=on_restart != "keep", resume=on_restart == "resume")
+        return cut
+
+    def purge(self, older_than_s: float) -> int:
+        """Remove final jobs that ended more than ``older_than_s`` ago; how many."""
+        marks = ",".join("?" * len(FINAL))
+        with self._conn() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            return conn.execute(f"DELETE FROM jobs WHERE state IN ({marks}) AND finished < ?",
+                                (*FINAL, time.time() - older_than_s)).rowcount
+
+
+def _event(conn: sqlite3.Connection, job_id: str, kind: str, data: dict) -> None:
+    conn.execute("INSERT INTO events (job, at, kind, data) VALUES (?,?,?,?)",
+                 (job_id, time.time(), kind, json.dumps(data, ensure_ascii=False)))
+
+
+def _damaged(path: Path, exc: sqlite3.DatabaseError) -> JobError:
+    return JobError(_("The job store {path} cannot be used ({reason}); move it aside and start the API "
+                            "again.", path=str(path), reason=str(exc)))

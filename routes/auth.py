@@ -1,0 +1,41 @@
+"""Who is asking: the name of the bearer's API key (managers/api_keys.py).
+
+With no key made yet the API answers this machine only (loopback clients, as "local"), so
+a fresh install is usable from its own shell and still closed to the network; once a key
+exists every request needs one.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+from fastapi import Request
+
+from models.errors import Unauthorized
+from models.i18n import _
+
+LOCAL_OWNER = "local"
+
+
+def loopback(host: str | None) -> bool:
+    try:
+        return host is not None and ipaddress.ip_address(host.split("%")[0]).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def owner(request: Request) -> str:
+    keys = request.app.state.keys
+    scheme, _sep, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        name = keys.owner(token.strip())
+        if name is None:
+            raise Unauthorized(_("The API key is not valid; ask for a new one (cli.py api-key create NAME on the "
+                                 "server)."))
+        return name
+    if not keys.any():
+        if loopback(request.client.host if request.client else None):
+            return LOCAL_OWNER
+        raise Unauthorized(_("This API has no keys yet, so it answers only its own machine; create one with cli.py "
+                             "api-key create NAME and send it as Authorization: Bearer KEY."))
+    raise Unauthorized(_("The request has no API key; send it as Authorization: Bearer KEY."))

@@ -1,0 +1,53 @@
+"""What runs here: ``GET /health`` and ``GET /v1/models`` (each model's modes, whether each
+can run on this machine and why not, as the sidebar says, and what holds the GPU)."""
+
+from __future__ import annotations
+
+import time
+
+from fastapi import APIRouter, Depends, Request
+
+from managers.availability import probe_host, why_not
+from models.config import FIELDS, MODE_LABELS
+from routes.auth import owner
+from routes.errors import language
+
+router = APIRouter(tags=["models"])
+FACTS_TTL_S = 10.0  # probing Docker and NVML on every request would be slow; facts change rarely
+
+
+def facts(request: Request):
+    state = request.app.state
+    cached = getattr(state, "facts", None)
+    if cached is None or time.monotonic() - cached[0] > FACTS_TTL_S:
+        state.facts = cached = (time.monotonic(), probe_host(state.config))
+    return cached[1]
+
+
+@router.get("/health")
+def health(request: Request):
+    """Liveness: 200 while the API answers, with what its queue holds."""
+    jobs = request.app.state.jobs
+    return {"status": "ok", "backend": request.app.state.config.jobs.backend,
+            "jobs_unfinished": jobs.store.unfinished(), "queue_size": request.app.state.config.jobs.queue_size}
+
+
+@router.get("/v1/models")
+def models(request: Request, who: str = Depends(owner)):
+    """Every model, its modes and tasks, and whether each mode can run here (and why not)."""
+    config, lang = request.app.state.config, language(request)
+    host = facts(request)
+    holder = request.app.state.runtime.arbiter.holder()
+    listed = []
+    for key, model in config.models.items():
+        modes = []
+        for mode in model.modes:
+            reason = why_not(model, mode, host, config)
+            modes.append({"mode": mode, "label": MODE_LABELS[mode].render(lang), "available": reason is None,
+                          "why_not": reason.render(lang) if reason else None})
+        listed.append({"key": key, "name": str(model.name), "modes": modes,
+                       "tasks": [*model.tasks, FIELDS], "default": key == config.default_model,
+                       "active": holder is not None and holder.model == key,
+                       "active_mode": holder.mode if holder is not None and holder.model == key else None})
+    return {"models": listed, "templates": list(config.templates),
+            "holder": {"mode": holder.mode, "model": holder.model} if holder else None}
