@@ -6,6 +6,8 @@ stays the same in every language, so a program can branch on it.
 
 from __future__ import annotations
 
+import logging
+
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -14,6 +16,8 @@ from starlette.exceptions import HTTPException
 from models.errors import (Busy, Cancelled, ChatVLMError, ConfigError, EngineError, InputError, JobError,
                            NothingToExport, NotAvailable, Superseded, SwitchError, TooLarge, Unauthorized)
 from models.i18n import Message, _, plain_language
+
+log = logging.getLogger(__name__)
 
 # The first class an error is an instance of decides; subclasses come before their bases.
 CODES: list[tuple[type[ChatVLMError], int, str]] = [
@@ -70,6 +74,12 @@ def install(app) -> None:
     @app.exception_handler(ChatVLMError)
     async def domain(request: Request, exc: ChatVLMError):
         return of(exc, language(request))
+
+    @app.exception_handler(Exception)
+    async def bug(request: Request, exc: Exception):  # a fault still answers in one sentence, and is logged
+        log.exception("%s %s failed", request.method, request.url.path)
+        return answer(500, "failed", _("The request failed unexpectedly ({reason}); the server log has the "
+                                       "details.", reason=type(exc).__name__), language(request))
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError):

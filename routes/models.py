@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Request
 
 from managers.availability import probe_host, why_not
 from models.config import FIELDS, MODE_LABELS
+from models.i18n import translate
 from routes.auth import owner
 from routes.errors import language
 
@@ -43,7 +44,7 @@ def models(request: Request, who: str = Depends(owner)):
         modes = []
         for mode in model.modes:
             reason = why_not(model, mode, host, config)
-            modes.append({"mode": mode, "label": MODE_LABELS[mode].render(lang), "available": reason is None,
+            modes.append({"mode": mode, "label": translate(MODE_LABELS[mode], lang), "available": reason is None,
                           "why_not": reason.render(lang) if reason else None})
         listed.append({"key": key, "name": str(model.name), "modes": modes,
                        "tasks": [*model.tasks, FIELDS], "default": key == config.default_model,
