@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import sys
 import time
 from collections.abc import Mapping
@@ -29,6 +28,7 @@ from managers.runs import check_mode
 from managers.operations import Operation
 from managers.runtime import Runtime
 from models import exports, render
+from models.outputs import file_for as output_file, joined as joined_outputs
 from models.config import FIELDS, MODE_LABELS, MODES, AppConfig, load_config
 from models.document import Document, open_path, select_pages
 from models.errors import (ChatVLMError, ConfigError, HistoryError, InputError, NothingToExport, Superseded,
@@ -446,14 +446,6 @@ def list_runs(entries: list[Entry], search: str | None) -> None:
     print_table(rows)
 
 
-def _with_fields(result: OCRResult, fmt: str, templates: Mapping[str, Template]) -> str | None:
-    """A fields run as txt or md: its fields as a table, then its text; None for the rest."""
-    template = templates.get(result.template or "")
-    if fmt not in ("txt", "md") or not result.fields or template is None:
-        return None
-    return sheet.listing(result, template, fmt, LANG) + "\n\n" + render.render(result, fmt, LANG)
-
-
 def _write(out: Path, outputs: list[tuple[Path, OCRResult]], fmt: str, templates: Mapping[str, Template],
            page_image: exports.PageImage) -> bool:
     """Write the newest output under ``out``, named after its input; an input whose name an
@@ -462,9 +454,7 @@ def _write(out: Path, outputs: list[tuple[Path, OCRResult]], fmt: str, templates
     file, result = outputs[-1]
     stem = exports.unique_stems([f.name for f, _ in outputs])[-1]
     try:
-        listed = _with_fields(result, fmt, templates)
-        made = (exports.file_for(result, fmt, stem + file.suffix, page_image, LANG) if listed is None else
-                exports.File(render.output_name(stem + file.suffix, fmt), listed.encode("utf-8"), render.FORMATS[fmt]))
+        made = output_file(result, fmt, stem + file.suffix, page_image, templates, LANG)
     except NothingToExport as exc:
         print(f"{file.name}: {tr(exc)}", file=sys.stderr)
         return True
@@ -480,11 +470,7 @@ def _write(out: Path, outputs: list[tuple[Path, OCRResult]], fmt: str, templates
 
 
 def _joined(outputs: list[tuple[Path, OCRResult]], fmt: str, templates: Mapping[str, Template]) -> str:
-    if fmt == "json":
-        results = [json.loads(render.json(r, LANG)) for _, r in outputs]
-        return json.dumps(results[0] if len(results) == 1 else results, ensure_ascii=False, indent=2) + "\n"
-    separator = render.PAGE_BREAK if fmt == "txt" else "\n\n---\n\n"
-    return separator.join(_with_fields(r, fmt, templates) or render.render(r, fmt, LANG) for _, r in outputs) + "\n"
+    return joined_outputs([result for _, result in outputs], fmt, templates, LANG)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import io
 import json
 import os
 import sqlite3
@@ -43,7 +42,7 @@ from PIL import Image
 from managers.locks import FileLock
 from managers.runs import Choice, Run, check_mode
 from models.config import AppConfig, Limits, data_dir
-from models.document import Document, open_document
+from models.document import Document, open_document, png_bytes, png_image
 from models.errors import ChatVLMError, HistoryDamaged, HistoryError
 from models.i18n import Message, _
 from models.fields.collect import correct
@@ -168,7 +167,7 @@ class History:
         if not self.settings.enabled:
             return None
         result = run.result.model_dump_json(context=RAW)
-        pngs = {index: _png(image) for index, image in run.images.items()}
+        pngs = {index: png_bytes(image) for index, image in run.images.items()}
         sha256 = hashlib.sha256(data).hexdigest()
         keep = len(data) <= self.settings.max_document_mb * MB
         choice = run.choice
@@ -224,7 +223,7 @@ class History:
                 read = OCRResult.model_validate_json(result)
                 choice = Choice(entry.model, entry.mode, entry.task, bool(hide),
                                 tuple(json.loads(box)) if box else None, read.template)
-                return Stored(entry, choice, read, {page: _image(png) for page, png in images},
+                return Stored(entry, choice, read, {page: png_image(png) for page, png in images},
                               document[0] if document else None)
             # A row SQLite reads back but we cannot: pydantic's and json's errors are
             # ValueErrors, a PNG that Pillow cannot open an OSError.
@@ -436,18 +435,6 @@ def _damage(exc: sqlite3.DatabaseError) -> bool:
     """Whether SQLite says the file is not a database or is malformed (not locked, not full)."""
     code = getattr(exc, "sqlite_errorcode", None)
     return code is not None and code & 0xFF in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
-
-
-def _png(image: Image.Image) -> bytes:
-    buf = io.BytesIO()
-    image.save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def _image(png: bytes) -> Image.Image:
-    image = Image.open(io.BytesIO(png))
-    image.load()
-    return image
 
 
 def keep(history: History, run: Run, document_name: str, data: bytes) -> Message | None:

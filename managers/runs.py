@@ -30,7 +30,7 @@ from models.answers import full_page
 from models.config import FIELDS, MODE_LABELS, AppConfig, Mode, fields_task, lock_dir
 from models.fields.collect import collect
 from models.engine import Engine, OnPage, OnText, PageSource, Prepare
-from models.errors import Cancelled, ChatVLMError, NotAvailable
+from models.errors import Cancelled, ChatVLMError, ConfigError, NotAvailable
 from models.i18n import _
 from models.result import OCRResult, PageResult
 
@@ -244,6 +244,8 @@ def chat(runtime: Runtime, choice: Choice, image: Image.Image, history: list[tup
     """A question about a page, through the model the page was read with; ``on_text``
     receives the answer so far while it is generated."""
     mode = check_mode(runtime.config, choice.key, choice.mode)
+    if mode == "cpu":  # Tesseract reads text; it cannot answer a question
+        raise ConfigError(_("Chat needs a vision-language model: read the page in vLLM or local mode."))
     make_ready(runtime, choice.key, mode)
     engine = make_engine(runtime, choice.key, mode)
     with _hold(runtime, choice.key, mode, 1):

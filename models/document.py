@@ -128,6 +128,19 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img if img.mode == "RGB" else img.convert("RGB")
 
 
+def png_bytes(image: Image.Image) -> bytes:
+    """A page kept as it was read (turned, straightened): PNG loses nothing of it."""
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def png_image(data: bytes) -> Image.Image:
+    image = Image.open(io.BytesIO(data))
+    image.load()
+    return image
+
+
 class Document:
     """An opened, validated document; use ``open_document`` or ``open_path``."""
 

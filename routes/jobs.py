@@ -1,6 +1,6 @@
 """Jobs: submit documents, follow them, cancel them, download what was read.
 
-    POST   /v1/jobs                 multipart files + model, mode, task, template, pages → 202
+    POST   /v1/jobs                 multipart files + model, mode, task, template, pages, box → 202
     GET    /v1/jobs/{id}            state, pages done of total, per-page errors
     GET    /v1/jobs/{id}/result     ?format=json|md|txt|… (the pages read so far, any state)
     GET    /v1/jobs/{id}/events     Server-Sent Events until the job ends
@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+from dataclasses import dataclass
+from typing import Annotated
 
-from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
@@ -22,7 +24,7 @@ from models.i18n import Message
 from models.jobs import STATE_WORDS
 from routes.auth import owner
 from routes.errors import language
-from routes.results import ALL_FORMATS, result_file
+from routes.results import result_file
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 EVENT_POLL_S = 0.25
@@ -35,7 +37,7 @@ def describe(job: Job, lang: str) -> dict:
         "id": job.id,
         "state": job.state,
         "state_text": STATE_WORDS[job.state].render(lang),
-        "model": job.spec.model, "mode": job.spec.mode, "task": job.spec.task, "template": job.spec.template,
+        "model": job.spec.model, "mode": job.spec.mode, "task": job.spec.task, "template": job.spec.template, "box": job.spec.box,
         "pages_done": job.pages_done, "pages_total": job.pages_total,
         "documents": [{"name": d.name, "pages": [i + 1 for i in d.pages], "pages_done": d.done} for d in job.documents],
         "page_errors": page_errors,
@@ -66,43 +68,81 @@ async def uploads(files: list[UploadFile], limit_mb: float) -> list[tuple[str, b
     return read
 
 
-async def accept(request: Request, who: str, files: list[UploadFile], model: str, mode: str | None,
-                 task: str | None, template: str | None, pages: str | None, hide_header_footer: bool,
-                 max_pages: int) -> Job:
+Files = Annotated[list[UploadFile], File(description="The documents: images (PNG, JPEG, TIFF, …) or PDFs; "
+                                                       "several files make one job.")]
+Model = Annotated[str, Form(description="A model key, as GET /v1/models lists them (e.g. tesseract, dots_ocr).")]
+Mode = Annotated[str | None, Form(description="vllm, local or cpu; default: the model's first mode.")]
+TaskField = Annotated[str | None, Form(description="One of the model's tasks (GET /v1/models), or fields with a "
+                                                   "template; default: the model's first task.")]
+TemplateField = Annotated[str | None, Form(description="With task=fields: the kind of document whose fields are "
+                                                       "read (GET /v1/models lists the templates).")]
+PagesField = Annotated[str | None, Form(description="Pages to read, e.g. 1-3,5 (1-based); default: all.")]
+HideHeaderFooter = Annotated[bool, Form(description="For layout tasks: leave out page headers and footers.")]
+BoxField = Annotated[str | None, Form(description="For a task that reads the text inside a box (e.g. dots_ocr's "
+                                                  "grounding_ocr): x1,y1,x2,y2 in the page's pixels. Required "
+                                                  "for such a task, refused for any other.")]
+
+
+@dataclass
+class ReadForm:
+    """What a request asks to read with (the form fields /v1/jobs and /v1/ocr share)."""
+
+    model: Model
+    mode: Mode = None
+    task: TaskField = None
+    template: TemplateField = None
+    pages: PagesField = None
+    hide_header_footer: HideHeaderFooter = False
+    box: BoxField = None
+
+
+async def accept(request: Request, who: str, files: list[UploadFile], form: ReadForm, max_pages: int) -> Job:
     config = request.app.state.config
     received = await uploads(files, config.api.max_upload_mb)
-    spec = spec_for(config, model, mode or None, task or None, template or None, hide_header_footer)
-    documents = await run_in_threadpool(documents_for, config, received, pages or None, max_pages)
+    spec = spec_for(config, form.model, form.mode or None, form.task or None, form.template or None,
+                    form.hide_header_footer, form.box or None)
+    documents = await run_in_threadpool(documents_for, config, received, form.pages or None, max_pages)
     return await run_in_threadpool(request.app.state.jobs.submit, who, spec, documents)
 
 
-@router.post("", status_code=202)
-async def submit(request: Request, files: list[UploadFile] = File(...), model: str = Form(...),
-                 mode: str | None = Form(None), task: str | None = Form(None), template: str | None = Form(None),
-                 pages: str | None = Form(None), hide_header_footer: bool = Form(False),
+@router.post("", status_code=202, summary="Submit documents to read",
+             responses={202: {"description": "The job, queued; poll it at Location."}})
+async def submit(request: Request, files: Files, form: Annotated[ReadForm, Depends()],
                  who: str = Depends(owner)):
-    """Queue documents to read; answers 202 with the job at once."""
-    job = await accept(request, who, files, model, mode, task, template, pages, hide_header_footer,
-                       request.app.state.config.api.max_pages)
+    """Queue documents to read with a model; answers 202 with the job at once. Follow it with
+    GET /v1/jobs/{id} or its events, and download what was read with GET /v1/jobs/{id}/result.
+    Refused in one sentence: a bad file (400), too many bytes or pages (413), an unknown
+    model, task or template, or a box missing for a task that needs one (422), a full queue
+    (429 with Retry-After)."""
+    job = await accept(request, who, files, form, request.app.state.config.api.max_pages)
     return JSONResponse(describe(job, language(request)), 202, headers={"Location": f"/v1/jobs/{job.id}"})
 
 
-@router.get("/{job_id}")
+@router.get("/{job_id}", summary="A job's state and progress")
 def status(request: Request, job_id: str, who: str = Depends(owner)):
-    """The job's state and progress."""
+    """The job's state (queued, running, done, failed, cancelled, interrupted), its pages done
+    of total, and each page that failed with its error."""
     lang = language(request)
     return with_page_errors(request, request.app.state.jobs.get(who, job_id), lang)
 
 
-@router.delete("/{job_id}")
+@router.delete("/{job_id}", summary="Cancel a job")
 def cancel(request: Request, job_id: str, who: str = Depends(owner)):
-    """Cancel the job; the pages read stay, and its result gives them."""
+    """Cancel the job; the pages read stay, and its result gives them. A job that has ended is
+    left as it is."""
     return describe(request.app.state.jobs.cancel(who, job_id), language(request))
 
 
-@router.get("/{job_id}/result")
-def result(request: Request, job_id: str, format: str = "json", who: str = Depends(owner)):
-    """What was read so far, in one of the export formats."""
+@router.get("/{job_id}/result", summary="Download what a job read")
+def result(request: Request, job_id: str,
+           format: Annotated[str, Query(description="json, md, txt, xlsx, docx, csv or pdf.")] = "json",
+           who: str = Depends(owner)):
+    """The pages read so far, in any state (a cancelled or failed job gives the pages it read),
+    as a file. Several documents give the text formats joined (JSON: a list) and the file
+    formats as one ZIP. A fields job's xlsx and csv are one sheet of its documents' fields,
+    a row per document; its txt and md list the fields before the text. 409 when there is
+    nothing to export (no page read yet, or csv of a document without tables). The header
+    X-Job-State says the job's state."""
     jobs = request.app.state.jobs
     job = jobs.get(who, job_id)
     made = result_file(request.app.state.config, jobs, job, jobs.results(who, job_id), format, language(request))
@@ -111,9 +151,12 @@ def result(request: Request, job_id: str, format: str = "json", who: str = Depen
                              "X-Job-State": job.state})
 
 
-@router.get("/{job_id}/events")
+@router.get("/{job_id}/events", summary="Follow a job as Server-Sent Events")
 async def events(request: Request, job_id: str, who: str = Depends(owner)):
-    """Progress as Server-Sent Events: ``state`` and ``page`` events, until the job ends."""
+    """Progress as Server-Sent Events until the job ends, then the stream closes: ``state``
+    events (queued, running, then the final state) and a ``page`` event for each page read,
+    with pages_done and pages_total. Each event has an id: reconnect with Last-Event-ID to
+    get only the events after it."""
     jobs, lang = request.app.state.jobs, language(request)
     await run_in_threadpool(jobs.get, who, job_id)  # an unknown job is a 404, not an empty stream
     after = int(request.headers.get("last-event-id") or 0)

@@ -25,17 +25,20 @@ def facts(request: Request):
     return cached[1]
 
 
-@router.get("/health")
+@router.get("/health", summary="Is the API up")
 def health(request: Request):
-    """Liveness: 200 while the API answers, with what its queue holds."""
+    """Liveness: 200 while the API answers, with its jobs backend and how many jobs are
+    unfinished of the queue's size. Needs no API key."""
     jobs = request.app.state.jobs
     return {"status": "ok", "backend": request.app.state.config.jobs.backend,
             "jobs_unfinished": jobs.store.unfinished(), "queue_size": request.app.state.config.jobs.queue_size}
 
 
-@router.get("/v1/models")
+@router.get("/v1/models", summary="What can read documents here")
 def models(request: Request, who: str = Depends(owner)):
-    """Every model, its modes and tasks, and whether each mode can run here (and why not)."""
+    """Every model with its modes — whether each can run on this machine and, where not, why,
+    in the words of the app's sidebar — its tasks (``fields`` reads a template's fields), the
+    templates, and which model holds the GPU now."""
     config, lang = request.app.state.config, language(request)
     host = facts(request)
     holder = request.app.state.runtime.arbiter.holder()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
@@ -24,22 +25,26 @@ from models.i18n import _, n_
 from models.jobs import DONE
 from routes.auth import owner
 from routes.errors import answer, language
-from routes.jobs import accept, describe, uploads
-from routes.results import result_file
+from routes.jobs import Files, Mode, Model, ReadForm, accept, describe, uploads
+from routes.results import check_format, result_file
 
 router = APIRouter(prefix="/v1", tags=["reading"])
 WAIT_POLL_S = 0.05
 
 
-@router.post("/ocr")
-async def ocr(request: Request, files: list[UploadFile] = File(...), model: str = Form(...),
-              mode: str | None = Form(None), task: str | None = Form(None), template: str | None = Form(None),
-              pages: str | None = Form(None), hide_header_footer: bool = Form(False), format: str = Form("json"),
+@router.post("/ocr", summary="Read a small document in one call",
+             responses={202: {"description": "Still being read when api.ocr_wait_s ended: the job to poll."},
+                        413: {"description": "More pages than api.ocr_max_pages: send it to /v1/jobs."}})
+async def ocr(request: Request, files: Files, form: Annotated[ReadForm, Depends()],
+              format: Annotated[str, Form(description="json, md, txt, xlsx, docx, csv or pdf.")] = "json",
               who: str = Depends(owner)):
-    """Read a small document and answer with the result (202 and the job when it takes longer)."""
+    """Read a small document (at most api.ocr_max_pages pages) and answer with the result in
+    ``format``, as GET /v1/jobs/{id}/result would. It is a job like any other: when it is not
+    read within api.ocr_wait_s the answer is 202 with the job, to poll or follow. A job that
+    fails answers 502 with its error in one sentence."""
     state, lang = request.app.state, language(request)
-    job = await accept(request, who, files, model, mode, task, template, pages, hide_header_footer,
-                       state.config.api.ocr_max_pages)
+    check_format(format)  # before the reading, not after it
+    job = await accept(request, who, files, form, state.config.api.ocr_max_pages)
     deadline = time.monotonic() + state.config.api.ocr_wait_s
     while not job.final and time.monotonic() < deadline:
         await asyncio.sleep(WAIT_POLL_S)
@@ -54,15 +59,22 @@ async def ocr(request: Request, files: list[UploadFile] = File(...), model: str 
     return Response(made.data, media_type=made.mime, headers={"X-Job-Id": job.id})
 
 
-@router.post("/chat")
-async def chat(request: Request, file: UploadFile = File(...), question: str = Form(...), model: str = Form(...),
-               mode: str | None = Form(None), page: int = Form(1), history: str = Form("[]"),
+@router.post("/chat", summary="Ask about a page")
+async def chat(request: Request,
+               file: Annotated[UploadFile, File(description="The document: an image or a PDF.")],
+               question: Annotated[str, Form(description="The question about the page.")],
+               model: Model, mode: Mode = None,
+               page: Annotated[int, Form(description="The page asked about, 1-based.")] = 1,
+               history: Annotated[str, Form(description="Earlier turns as a JSON list of [question, answer] "
+                                                        "pairs.")] = "[]",
                who: str = Depends(owner)):
-    """Ask about one page of a document; ``history``: earlier turns as [[question, answer], …]."""
+    """Ask a model about one page of a document; answers {"answer": …, "model": …}. Errors are
+    one sentence: a page outside the document or a malformed history (422), a model that
+    cannot run here (503), an endpoint that fails (502)."""
     state = request.app.state
     config = state.config
-    try:
-        turns = [(str(q), str(a)) for q, a in json.loads(history)]
+    try:  # the engines take the conversation as (role, text) turns, as the app keeps it
+        turns = [turn for q, a in json.loads(history) for turn in (("user", str(q)), ("assistant", str(a)))]
     except (ValueError, TypeError):
         raise ConfigError(_("history must be a JSON list of [question, answer] pairs.")) from None
     (name, data), = await uploads([file], config.api.max_upload_mb)

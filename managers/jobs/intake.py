@@ -8,7 +8,8 @@ runner checks them, so a job that is accepted can be read.
 
 from __future__ import annotations
 
-from models.config import FIELDS, AppConfig, fields_task
+from models.answers import GROUNDING_MARK
+from models.config import FIELDS, AppConfig, Task, fields_task
 from models.document import open_document, parse_page_range
 from models.errors import ConfigError, TooLarge
 from models.i18n import _, n_
@@ -19,17 +20,39 @@ MB = 2**20
 
 
 def spec_for(config: AppConfig, model: str, mode: str | None = None, task: str | None = None,
-             template: str | None = None, hide_header_footer: bool = False) -> Spec:
+             template: str | None = None, hide_header_footer: bool = False, box: str | None = None) -> Spec:
     """The job's choice, resolved (the model's first mode and task where none is given)."""
     chosen = check_mode(config, model, mode)
     if task == FIELDS:
-        fields_task(template, config.template(template))
+        reads = fields_task(template, config.template(template))
     else:
         if template:
             raise ConfigError(_("A template is for the fields task only; send task=fields with it."))
-        task = config.model(model).task(task)[0]
+        task, reads = config.model(model).task(task)
     return Spec(model, chosen, task, template if task == FIELDS else None, hide_header_footer,
-                managed(config, model, chosen))
+                managed(config, model, chosen), box_for(task, reads, box))
+
+
+def box_for(name: str, task: Task, box: str | None) -> tuple[int, int, int, int] | None:
+    """The box a grounding task reads (x1,y1,x2,y2 in page pixels): required for it, refused
+    for any other task, so that no job is accepted whose every page would fail."""
+    grounding = task.prompt.endswith(GROUNDING_MARK)
+    if not box:
+        if grounding:
+            raise ConfigError(_("The task {task} reads the text inside a box; send box=x1,y1,x2,y2 in the page's "
+                                "pixels.", task=name))
+        return None
+    if not grounding:
+        raise ConfigError(_("The task {task} reads the whole page; send box only with a task that reads a box, "
+                            "such as grounding_ocr.", task=name))
+    try:
+        x1, y1, x2, y2 = (int(part) for part in box.split(","))
+    except ValueError:
+        x1 = y1 = x2 = y2 = -1
+    if min(x1, y1) < 0 or x2 <= x1 or y2 <= y1:
+        raise ConfigError(_("box must be x1,y1,x2,y2 in the page's pixels, with x2 right of x1 and y2 below y1; "
+                            "it is '{box}'.", box=box))
+    return x1, y1, x2, y2
 
 
 def documents_for(config: AppConfig, files: list[tuple[str, bytes]], pages: str | None,

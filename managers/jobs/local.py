@@ -48,8 +48,8 @@ class StoreSink(Sink):
     def page_read(self, n: int, page: PageResult) -> bool:
         return self.store.page_read(self.job_id, n, page)
 
-    def document_read(self, n: int, result: OCRResult) -> None:
-        self.store.document_read(self.job_id, n, result)
+    def document_read(self, n: int, result: OCRResult, prepared: dict[int, bytes]) -> None:
+        self.store.document_read(self.job_id, n, result, prepared)
 
     def cancelled(self) -> bool:
         return self.store.state(self.job_id) != "running"

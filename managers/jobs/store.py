@@ -49,6 +49,10 @@ SCHEMA = (
         seq INTEGER PRIMARY KEY AUTOINCREMENT, job TEXT NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
         at REAL NOT NULL, kind TEXT NOT NULL, data TEXT NOT NULL)""",
     "CREATE INDEX IF NOT EXISTS events_job ON events (job, seq)",
+    # Pages as preparation turned or straightened them, which their boxes belong to (PNG).
+    """CREATE TABLE IF NOT EXISTS prepared (
+        job TEXT NOT NULL REFERENCES jobs (id) ON DELETE CASCADE, n INTEGER NOT NULL,
+        page INTEGER NOT NULL, png BLOB NOT NULL, PRIMARY KEY (job, n, page))""",
 )
 
 
@@ -62,9 +66,10 @@ class Spec:
     template: str | None = None
     hide_header_footer: bool = False
     needs_gpu: bool = True
+    box: tuple[int, int, int, int] | None = None  # for a grounding task, in page pixels
 
     def options(self) -> str:
-        return json.dumps({"hide_header_footer": self.hide_header_footer})
+        return json.dumps({"hide_header_footer": self.hide_header_footer, "box": self.box})
 
 
 @dataclass
@@ -194,7 +199,10 @@ class JobStore:
                 " FROM documents d WHERE d.job = ? ORDER BY d.n", (job_id,)).fetchall()
         (id_, owner, state, model, mode, task, template, options, needs_gpu, created, queued_at, started,
          finished, error, interruptions, worker) = row
-        spec = Spec(model, mode, task, template, json.loads(options).get("hide_header_footer", False), bool(needs_gpu))
+        options = json.loads(options)
+        box = options.get("box")
+        spec = Spec(model, mode, task, template, options.get("hide_header_footer", False), bool(needs_gpu),
+                    tuple(box) if box else None)
         return Job(id_, owner, state, spec, created, queued_at, started, finished,
                    Message.of(json.loads(error)) if error else None, interruptions, worker,
                    [Document(n, name, json.loads(pages), done) for n, name, pages, done in docs])
@@ -249,17 +257,30 @@ class JobStore:
                 return False
             conn.execute("INSERT OR REPLACE INTO pages (job, n, page, result) VALUES (?,?,?,?)",
                          (job_id, n, page.index, page.model_dump_json(context=RAW)))
-            data = {"document": n, "page": page.index}
+            done, total = conn.execute(
+                "SELECT (SELECT count(*) FROM pages WHERE job = ?),"
+                " (SELECT sum(json_array_length(pages)) FROM documents WHERE job = ?)", (job_id, job_id)).fetchone()
+            data = {"document": n, "page": page.number, "pages_done": done, "pages_total": total}
             if page.error:
                 data["error"] = page.error.raw()
             _event(conn, job_id, "page", data)
         return True
 
-    def document_read(self, job_id: str, n: int, result: OCRResult) -> None:
-        """Keep a document's whole result but its pages (kept one by one): engine, time, fields."""
+    def document_read(self, job_id: str, n: int, result: OCRResult, prepared: dict[int, bytes]) -> None:
+        """Keep a document's whole result but its pages (kept one by one): engine, time, fields;
+        and ``prepared``, its pages that preparation changed (index → PNG), so exports draw
+        the boxes on the page they belong to."""
         header = result.model_copy(update={"pages": []}).model_dump_json(context=RAW)
         with self._conn() as conn:
+            conn.execute("BEGIN IMMEDIATE")
             conn.execute("UPDATE documents SET result = ? WHERE job = ? AND n = ?", (header, job_id, n))
+            conn.executemany("INSERT OR REPLACE INTO prepared (job, n, page, png) VALUES (?,?,?,?)",
+                             [(job_id, n, index, png) for index, png in prepared.items()])
+
+    def prepared(self, job_id: str, n: int) -> dict[int, bytes]:
+        """Document ``n``'s pages as preparation changed them: index → PNG."""
+        with self._conn() as conn:
+            return dict(conn.execute("SELECT page, png FROM prepared WHERE job = ? AND n = ?", (job_id, n)))
 
     def result(self, job: Job, n: int) -> OCRResult:
         """Document ``n``'s result with every page read so far, in page order; a document

@@ -15,7 +15,7 @@ from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING
 
 from managers import runs
-from models.document import open_document
+from models.document import open_document, png_bytes
 from models.errors import Cancelled
 from models.i18n import _
 from models.result import OCRResult, PageResult
@@ -43,8 +43,9 @@ class Sink(ABC):
         """Keep a page; False when the job no longer wants pages (it was cancelled)."""
 
     @abstractmethod
-    def document_read(self, n: int, result: OCRResult) -> None:
-        """Keep what a document's whole result adds to its pages: engine, time, fields."""
+    def document_read(self, n: int, result: OCRResult, prepared: dict[int, bytes]) -> None:
+        """Keep what a document's whole result adds to its pages: engine, time, fields; and
+        ``prepared``, the pages preparation turned or straightened (index → PNG)."""
 
     @abstractmethod
     def cancelled(self) -> bool:
@@ -52,7 +53,7 @@ class Sink(ABC):
 
 
 def choice(spec: Spec) -> runs.Choice:
-    return runs.Choice(spec.model, spec.mode, spec.task, spec.hide_header_footer, template=spec.template)
+    return runs.Choice(spec.model, spec.mode, spec.task, spec.hide_header_footer, spec.box, spec.template)
 
 
 def read_job(runtime: Runtime, spec: Spec, documents: list[Document], sink: Sink) -> None:
@@ -93,4 +94,4 @@ def _read(runtime: Runtime, spec: Spec, document: Document, sink: Sink, cancel: 
                              kept=list(kept.values()))
     if cancel.is_set():
         raise Cancelled(_("The job was cancelled."))
-    sink.document_read(document.n, run.result)
+    sink.document_read(document.n, run.result, {index: png_bytes(image) for index, image in run.images.items()})
