@@ -189,12 +189,15 @@ def make_ready(runtime: Runtime, key: str, mode: Mode, on_event: OnEvent | None 
 def read_document(runtime: Runtime, choice: Choice, pages: list[PageSource], *,
                   on_page: OnPage | None = None, on_event: OnEvent | None = None,
                   cancel: threading.Event | None = None, prepare: Prepare | None = None,
-                  on_text: OnText | None = None, kept: Sequence[PageResult] = ()) -> Run:
+                  on_text: OnText | None = None, kept: Sequence[PageResult] = (),
+                  images: dict[int, Image.Image] | None = None) -> Run:
     """Read ``pages`` with ``choice``; a failed page keeps its error, a cancel returns at once
     with the pages read. Pages are prepared as the model's ``preprocess`` says unless
     ``prepare`` is given. ``on_text`` receives a page's answer while it is generated, where
     the engine streams. ``kept``: pages of this document read before (a job resumed after
-    a crash), which join the result and its fields in page order. Raises ChatVLMError (one
+    a crash), which join the result and its fields in page order. ``images``: where the pages
+    preparation changed go, each before its page is read, for a caller that keeps a page as
+    soon as it is read (the run's ``images`` either way). Raises ChatVLMError (one
     sentence) when the model cannot be made ready or is taken away before the first page."""
     config = runtime.config
     mode = check_mode(config, choice.key, choice.mode)
@@ -209,7 +212,7 @@ def read_document(runtime: Runtime, choice: Choice, pages: list[PageSource], *,
     engine.box = choice.box
     engine.fields = fields
     hold = _hold(runtime, choice.key, mode, len(pages))
-    images: dict[int, Image.Image] = {}
+    images = {} if images is None else images
     settings = config.model(choice.key).preprocess
     if prepare is None and any(settings.model_dump().values()):
         prepare = partial(prepare_page, settings=settings)

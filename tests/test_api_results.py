@@ -17,8 +17,8 @@ from openpyxl import load_workbook
 from models.render import PAGE_BREAK
 from tests import fields_pages as docs
 from tests.api_server import APIServer
-from tests.fixtures.openai_stub import OpenAIStub
-from tests.helpers import ENGLISH, RUSSIAN, encode, render_lines
+from tests.fixtures.openai_stub import OpenAIStub, ink_lines
+from tests.helpers import ENGLISH, MIXED, RUSSIAN, encode, render_lines
 from tests.degrade import turned
 
 TIMEOUT = 60
@@ -69,20 +69,17 @@ def api(tmp_path_factory):
 
 @pytest.fixture
 def stub():
-    """A stand-in dots.ocr endpoint; with ``hold_after`` set, the pages it is sent after that
-    many wait at ``gate``, so a test can act while a page is in flight."""
-    gate, lock, sent = threading.Event(), threading.Lock(), []
+    """A stand-in dots.ocr endpoint; a page for which ``hold`` (a function of the image it is
+    sent) is true waits at ``gate``, so a test can act while that page is in flight."""
+    gate = threading.Event()
 
-    def delay(_image) -> float:
-        with lock:
-            sent.append(1)
-            wait = server.hold_after is not None and len(sent) > server.hold_after
-        if wait:
+    def delay(image) -> float:
+        if server.hold is not None and server.hold(image):
             gate.wait(TIMEOUT)
         return 0.0
 
     server = OpenAIStub(delay=delay)
-    server.hold_after, server.gate = None, gate
+    server.hold, server.gate = None, gate
     yield server
     gate.set()
     server.close()
@@ -165,11 +162,17 @@ def test_a_fields_job_gives_the_sheet_and_lists_its_fields_in_text(api):
     assert docs.INVOICE.truth["supplier_inn"] in inn_row and "valid" in inn_row
 
 
-def test_a_cancelled_job_gives_the_pages_it_read(stub, stub_api):
-    stub.hold_after = 1
-    job = submit(stub_api, [("a.png", png(ENGLISH)), ("b.png", png(RUSSIAN))], model="dots_ocr",
+def test_a_cancelled_job_gives_the_pages_it_read_drawn_on_the_pages_as_read(stub, stub_api):
+    """Two documents; the first's first page is sideways, so preparation turns it before the
+    model sees it. Its second page waits at the stub while the job is cancelled: the result is
+    the one page read, and the PDF draws it on the page as it was read, kept with that page."""
+    upright = render_lines(MIXED)
+    frames = [turned(upright, 90), render_lines(RUSSIAN)]
+    tiff = io.BytesIO()
+    frames[0].save(tiff, format="TIFF", save_all=True, append_images=frames[1:])
+    stub.hold = lambda image: len(ink_lines(image)) != len(MIXED)  # every page but the sideways one
+    job = submit(stub_api, [("a.tiff", tiff.getvalue()), ("b.png", png(ENGLISH))], model="dots_ocr",
                  task="layout_all")
-    # The first document's page is read; the second's waits at the stub while the job is cancelled.
     with requests.get(f"{stub_api.url}/v1/jobs/{job['id']}/events", stream=True, timeout=TIMEOUT) as answer:
         for line in answer.iter_lines(decode_unicode=True):
             if line.startswith("event: page"):
@@ -179,10 +182,16 @@ def test_a_cancelled_job_gives_the_pages_it_read(stub, stub_api):
     assert requests.delete(f"{stub_api.url}/v1/jobs/{queued['id']}", timeout=TIMEOUT).json()["state"] == "cancelled"
     stub.gate.set()
 
-    pdf = result(stub_api, job["id"], "pdf")
-    assert pdf.status_code == 200 and pdf.headers["x-job-state"] == "cancelled"
-    assert pdf.headers["content-type"] == "application/pdf"  # the one document read, not a ZIP
-    assert pymupdf.open(stream=pdf.content).page_count == 1
+    made = result(stub_api, job["id"], "pdf")
+    assert made.status_code == 200 and made.headers["x-job-state"] == "cancelled"
+    assert made.headers["content-type"] == "application/pdf"  # the one document read, not a ZIP
+    pdf = pymupdf.open(stream=made.content)
+    assert pdf.page_count == 1
+    (xref, *_rest), = pdf.load_page(0).get_images()
+    shown = pdf.extract_image(xref)
+    assert (shown["width"], shown["height"]) == upright.size  # the page as read, not the sideways frame
+    read = result(stub_api, job["id"], "json").json()
+    assert [page["index"] for page in read["pages"]] == [0] and "turned 90°" in read["pages"][0]["warnings"][0]
     txt = result(stub_api, job["id"], "txt").text
     assert txt.startswith("line 1") and PAGE_BREAK not in txt
 

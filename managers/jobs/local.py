@@ -45,11 +45,11 @@ class StoreSink(Sink):
     def kept(self, n: int) -> dict[int, PageResult]:
         return self.store.pages(self.job_id, n)
 
-    def page_read(self, n: int, page: PageResult) -> bool:
-        return self.store.page_read(self.job_id, n, page)
+    def page_read(self, n: int, page: PageResult, prepared: bytes | None) -> bool:
+        return self.store.page_read(self.job_id, n, page, prepared)
 
-    def document_read(self, n: int, result: OCRResult, prepared: dict[int, bytes]) -> None:
-        self.store.document_read(self.job_id, n, result, prepared)
+    def document_read(self, n: int, result: OCRResult) -> None:
+        self.store.document_read(self.job_id, n, result)
 
     def cancelled(self) -> bool:
         return self.store.state(self.job_id) != "running"

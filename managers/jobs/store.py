@@ -247,9 +247,11 @@ class JobStore:
                 _event(conn, job_id, "state", {"state": RUNNING, "worker": worker})
         return bool(taken)
 
-    def page_read(self, job_id: str, n: int, page: PageResult) -> bool:
-        """Keep a page as soon as it is read; False when the job is gone or final (a cancel
-        came first), so a worker stops sending pages nobody keeps."""
+    def page_read(self, job_id: str, n: int, page: PageResult, prepared: bytes | None = None) -> bool:
+        """Keep a page as soon as it is read, with the page as preparation changed it (PNG)
+        where it did, so exports draw its boxes on the page they belong to; False when the
+        job is gone or final (a cancel came first), so a worker stops sending pages nobody
+        keeps."""
         with self._conn() as conn:
             conn.execute("BEGIN IMMEDIATE")
             state = conn.execute("SELECT state FROM jobs WHERE id = ?", (job_id,)).fetchone()
@@ -257,6 +259,9 @@ class JobStore:
                 return False
             conn.execute("INSERT OR REPLACE INTO pages (job, n, page, result) VALUES (?,?,?,?)",
                          (job_id, n, page.index, page.model_dump_json(context=RAW)))
+            if prepared is not None:
+                conn.execute("INSERT OR REPLACE INTO prepared (job, n, page, png) VALUES (?,?,?,?)",
+                             (job_id, n, page.index, prepared))
             done, total = conn.execute(
                 "SELECT (SELECT count(*) FROM pages WHERE job = ?),"
                 " (SELECT sum(json_array_length(pages)) FROM documents WHERE job = ?)", (job_id, job_id)).fetchone()
@@ -266,16 +271,11 @@ class JobStore:
             _event(conn, job_id, "page", data)
         return True
 
-    def document_read(self, job_id: str, n: int, result: OCRResult, prepared: dict[int, bytes]) -> None:
-        """Keep a document's whole result but its pages (kept one by one): engine, time, fields;
-        and ``prepared``, its pages that preparation changed (index → PNG), so exports draw
-        the boxes on the page they belong to."""
+    def document_read(self, job_id: str, n: int, result: OCRResult) -> None:
+        """Keep a document's whole result but its pages (kept one by one): engine, time, fields."""
         header = result.model_copy(update={"pages": []}).model_dump_json(context=RAW)
         with self._conn() as conn:
-            conn.execute("BEGIN IMMEDIATE")
             conn.execute("UPDATE documents SET result = ? WHERE job = ? AND n = ?", (header, job_id, n))
-            conn.executemany("INSERT OR REPLACE INTO prepared (job, n, page, png) VALUES (?,?,?,?)",
-                             [(job_id, n, index, png) for index, png in prepared.items()])
 
     def prepared(self, job_id: str, n: int) -> dict[int, bytes]:
         """Document ``n``'s pages as preparation changed them: index → PNG."""

@@ -21,6 +21,8 @@ from models.i18n import _
 from models.result import OCRResult, PageResult
 
 if TYPE_CHECKING:
+    from PIL import Image
+
     from managers.jobs.store import Document, Spec
     from managers.runtime import Runtime
 
@@ -39,13 +41,14 @@ class Sink(ABC):
         """Pages of document ``n`` read before, by index."""
 
     @abstractmethod
-    def page_read(self, n: int, page: PageResult) -> bool:
-        """Keep a page; False when the job no longer wants pages (it was cancelled)."""
+    def page_read(self, n: int, page: PageResult, prepared: bytes | None) -> bool:
+        """Keep a page, with the page as preparation turned or straightened it (PNG) where it
+        did, which its boxes belong to; False when the job no longer wants pages (it was
+        cancelled)."""
 
     @abstractmethod
-    def document_read(self, n: int, result: OCRResult, prepared: dict[int, bytes]) -> None:
-        """Keep what a document's whole result adds to its pages: engine, time, fields; and
-        ``prepared``, the pages preparation turned or straightened (index → PNG)."""
+    def document_read(self, n: int, result: OCRResult) -> None:
+        """Keep what a document's whole result adds to its pages: engine, time, fields."""
 
     @abstractmethod
     def cancelled(self) -> bool:
@@ -85,13 +88,16 @@ def _read(runtime: Runtime, spec: Spec, document: Document, sink: Sink, cancel: 
         raise Cancelled(_("The job was cancelled."))
     opened = open_document(sink.document(document.n), document.name, runtime.config.limits)
 
+    prepared: dict[int, Image.Image] = {}  # filled before each page is read
+
     def on_page(done: int, total: int, page: PageResult) -> None:
-        if not sink.page_read(document.n, page):
+        image = prepared.get(page.index)
+        if not sink.page_read(document.n, page, png_bytes(image) if image else None):
             cancel.set()
 
     # With nothing left (the crash came after its last page) it is still run, for its fields.
     run = runs.read_document(runtime, choice(spec), opened.pages(todo), on_page=on_page, cancel=cancel,
-                             kept=list(kept.values()))
+                             kept=list(kept.values()), images=prepared)
     if cancel.is_set():
         raise Cancelled(_("The job was cancelled."))
-    sink.document_read(document.n, run.result, {index: png_bytes(image) for index, image in run.images.items()})
+    sink.document_read(document.n, run.result)
