@@ -293,7 +293,7 @@ def cmd_ocr(args, config) -> int:
         if one_sheet and outputs:
             status = max(status, put_sheet(args.out, outputs, template, args.format))
     if not args.out and not one_sheet and outputs:
-        sys.stdout.write(_joined(outputs, args.format, config.templates))
+        sys.stdout.write(joined_outputs([r for _, r in outputs], args.format, config.templates, LANG))
     say_warning(history)
     return status
 
@@ -426,7 +426,7 @@ def cmd_history(args, config) -> int:
                 if not _write(args.out, outputs, args.format, config.templates, stored.page_image(config.limits)):
                     return 1
             else:
-                sys.stdout.write(_joined(outputs, args.format, config.templates))
+                sys.stdout.write(joined_outputs([r for _, r in outputs], args.format, config.templates, LANG))
         else:
             list_runs(history.list(args.search, args.limit), args.search)
     finally:
@@ -467,10 +467,6 @@ def _write(out: Path, outputs: list[tuple[Path, OCRResult]], fmt: str, templates
     print(t("wrote {path} ({file} has the name of an earlier input)", path=str(target), file=str(file))
           if stem != file.stem else t("wrote {path}", path=str(target)), file=sys.stderr)
     return True
-
-
-def _joined(outputs: list[tuple[Path, OCRResult]], fmt: str, templates: Mapping[str, Template]) -> str:
-    return joined_outputs([result for _, result in outputs], fmt, templates, LANG)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -9,6 +9,8 @@ import threading
 import pytest
 import requests
 
+from managers.availability import probe_host, why_not
+from models.config import load_config
 from tests.api_server import APIServer
 from tests.fixtures.openai_stub import OpenAIStub
 from tests.helpers import ENGLISH, encode, pdf_of_images, render_lines
@@ -121,10 +123,16 @@ def test_models_say_what_runs_here_and_the_docs_describe_every_route_and_field(a
     tesseract = models["tesseract"]
     assert tesseract["modes"] == [{"mode": "cpu", "label": "CPU", "available": True, "why_not": None}]
     assert tesseract["tasks"] == ["text", "fields"]
-    dots = models["dots_ocr"]
-    assert "grounding_ocr" in dots["tasks"] and "fields" in dots["tasks"]
-    for mode in dots["modes"]:
-        assert mode["available"] == (mode["why_not"] is None)
+    assert "grounding_ocr" in models["dots_ocr"]["tasks"] and "fields" in models["dots_ocr"]["tasks"]
+    # Each mode's reason is the sidebar's sentence for this machine and this config, in Russian.
+    served = load_config(api.config_path)
+    host = probe_host(served)
+    for key, model in served.models.items():
+        for mode in models[key]["modes"]:
+            reason = why_not(model, mode["mode"], host, served)
+            assert mode["why_not"] == (reason.render("ru") if reason else None)
+            assert mode["available"] == (reason is None)
+    assert [m["available"] for m in models["dots_ocr"]["modes"] if m["mode"] == "vllm"] == [True]  # the endpoint
 
     docs = requests.get(api.url + "/docs", timeout=TIMEOUT)
     assert docs.status_code == 200 and "swagger-ui" in docs.text
