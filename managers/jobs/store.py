@@ -317,6 +317,7 @@ class JobStore:
             if requeue:
                 if not resume:
                     conn.execute("DELETE FROM pages WHERE job = ?", (job_id,))
+                    conn.execute("DELETE FROM prepared WHERE job = ?", (job_id,))
                 conn.execute("UPDATE jobs SET state = ?, queued_at = ? WHERE id = ?", (QUEUED, time.time(), job_id))
                 _event(conn, job_id, "state", {"state": QUEUED, "resumed": resume})
         return True
