@@ -17,11 +17,14 @@ import sys
 from fastapi import FastAPI
 
 from managers.api_keys import APIKeys
-from managers.jobs.service import Jobs
+from managers.jobs.local import refuse_if_taken
+from managers.jobs.service import Jobs, jobs_dir
 from managers.runtime import Runtime
 from models.config import AppConfig, data_dir, load_config
+from models.errors import ChatVLMError
 from models.i18n import _, language_from_env
 from routes import errors, jobs, models, reading
+from routes.gate import Gate
 from routes.auth import loopback
 
 log = logging.getLogger("chatvlmllm.api")
@@ -48,6 +51,7 @@ def create_app(config: AppConfig | None = None) -> FastAPI:
 
     app = FastAPI(title="ChatVLMLLM", summary="Read documents into text, tables and fields.", lifespan=lifespan)
     errors.install(app)
+    app.add_middleware(Gate)
     for part in (models, jobs, reading):
         app.include_router(part.router)
     return app
@@ -65,7 +69,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", help=_("address to listen on (default: api.host, 127.0.0.1)").render(lang))
     parser.add_argument("--port", type=int, help=_("port (default: api.port, 8000)").render(lang))
     args = parser.parse_args(argv)
-    config = load_config(args.config)
+    try:
+        config = load_config(args.config)
+        refuse_if_taken(jobs_dir())
+    except ChatVLMError as exc:  # one sentence, not uvicorn's trace of a failed startup
+        print(_("error: {error}", error=exc.message).render(lang), file=sys.stderr)
+        return 1
     host, port = args.host or config.api.host, args.port or config.api.port
     if not loopback(host):
         print(_("warning: the API listens on {host}, reachable from the network; every request needs an API key "

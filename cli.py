@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """ChatVLMLLM without a browser: list models, read documents to txt, md or json (and the
 formats of models/exports), read the fields of many documents into one sheet, list or export
-again the runs the history keeps, and score models against documents whose true text or
-fields are known.
+again the runs the history keeps, score models against documents whose true text or
+fields are known, and make the HTTP API's keys.
 
 Results go to standard output (or files under --out); progress and messages go to
 standard error, in the language of --lang (default: from LANGUAGE, LC_ALL, LC_MESSAGES or
@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from managers import eval_report, evaluation, runs
+from managers.api_keys import APIKeys
 from managers.availability import probe_host, why_not
 from managers.history import Entry, History
 from managers.container_manager import SingleContainerManager, SwitchEvent
@@ -29,7 +30,7 @@ from managers.operations import Operation
 from managers.runtime import Runtime
 from models import exports, render
 from models.outputs import file_for as output_file, joined as joined_outputs
-from models.config import FIELDS, MODE_LABELS, MODES, AppConfig, load_config
+from models.config import FIELDS, MODE_LABELS, MODES, AppConfig, data_dir, load_config
 from models.document import Document, open_path, select_pages
 from models.errors import (ChatVLMError, ConfigError, HistoryError, InputError, NothingToExport, Superseded,
                            SwitchError)
@@ -434,6 +435,25 @@ def cmd_history(args, config) -> int:
     return 0
 
 
+def cmd_api_key(args, config) -> int:
+    keys = APIKeys(data_dir())
+    if args.action == "create":
+        print(keys.create(args.name))  # the only time the key is shown: only its hash is kept
+        print(t("made the API key {name}; keep it now, it is not shown again (send it as Authorization: "
+                "Bearer KEY)", name=args.name), file=sys.stderr)
+    elif args.action == "revoke":
+        keys.revoke(args.name)
+        print(t("revoked the API key {name}; requests with it are refused from now on", name=args.name),
+              file=sys.stderr)
+    elif listed := keys.listed():
+        print_table([(t("NAME"), t("CREATED")), *((name, time.strftime("%Y-%m-%d %H:%M", time.localtime(made)))
+                                                   for name, made in listed)])
+    else:
+        print(t("No API keys yet; the API answers only its own machine (cli.py api-key create NAME)."),
+              file=sys.stderr)
+    return 0
+
+
 def list_runs(entries: list[Entry], search: str | None) -> None:
     if not entries:
         print(t("No kept run's file name contains '{search}'.", search=search) if search
@@ -539,7 +559,16 @@ def build_parser() -> argparse.ArgumentParser:
     logs.add_argument("model", metavar="MODEL")
     logs.add_argument("--tail", type=int, default=100, metavar="N", help=t("last N lines (default 100)"))
     logs.set_defaults(run=cmd_logs)
-    for command in commands.choices.values():  # `cli.py ocr --lang ru …` too; unset, it leaves the top one
+    api_key = commands.add_parser("api-key", help=t("create, list or revoke the HTTP API's keys (api.py)"))
+    key_actions = api_key.add_subparsers(dest="action", required=True, metavar="ACTION")
+    create = key_actions.add_parser("create", help=t("make a key called NAME and print it (once: only its hash is kept)"))
+    create.add_argument("name", metavar="NAME", help=t("who the key is for, e.g. tender-monitor"))
+    key_actions.add_parser("list", help=t("the keys' names and when they were made"))
+    revoke = key_actions.add_parser("revoke", help=t("remove the key called NAME; requests with it are refused"))
+    revoke.add_argument("name", metavar="NAME")
+    api_key.set_defaults(run=cmd_api_key)
+    # `cli.py ocr --lang ru …` too; unset, it leaves the top one
+    for command in [*commands.choices.values(), *key_actions.choices.values()]:
         command.add_argument("--lang", choices=LANGUAGES, default=argparse.SUPPRESS,
                              help=t("language of messages (default: from LANGUAGE, LC_ALL, LC_MESSAGES or LANG)"))
     return parser

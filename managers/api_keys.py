@@ -47,8 +47,9 @@ class APIKeys:
             json.dump(keys, handle, indent=1)
         tmp.replace(self.path)
 
-    def names(self) -> list[str]:
-        return sorted(self._read())
+    def listed(self) -> list[tuple[str, float]]:
+        """(name, when it was made) of every key, by name."""
+        return sorted((name, record.get("created", 0.0)) for name, record in self._read().items())
 
     def any(self) -> bool:
         return bool(self._read())

@@ -18,13 +18,22 @@ LOCAL_OWNER = "local"
 
 
 def loopback(host: str | None) -> bool:
+    """Whether ``host`` is this machine; an IPv4 client of a server bound on ``::`` comes as
+    ``::ffff:127.0.0.1``."""
     try:
-        return host is not None and ipaddress.ip_address(host.split("%")[0]).is_loopback
+        address = ipaddress.ip_address((host or "").split("%")[0])
     except ValueError:
         return host == "localhost"
+    mapped = getattr(address, "ipv4_mapped", None)
+    return (mapped or address).is_loopback
 
 
 def owner(request: Request) -> str:
+    """The request's owner, as the gate (routes/gate.py) found it before the body was read."""
+    return getattr(request.state, "owner", None) or authenticate(request)
+
+
+def authenticate(request: Request) -> str:
     keys = request.app.state.keys
     scheme, _sep, token = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() == "bearer" and token.strip():

@@ -96,6 +96,9 @@ def install(app) -> None:
         if exc.status_code == 404:
             message, code = _("There is no {path} here; the API's routes are listed at /docs.",
                               path=request.url.path), "not_found"
+        elif exc.status_code == 413:  # the body limit (routes/gate.py), before the files were read
+            message, code = _("The upload is over the API's {limit:g} MB limit (api.max_upload_mb); send fewer or "
+                              "smaller files.", limit=request.app.state.config.api.max_upload_mb), "too_large"
         elif exc.status_code == 405:
             message, code = _("{path} does not take {method}; see /docs.", path=request.url.path,
                               method=request.method), "method_not_allowed"

@@ -58,14 +58,10 @@ def with_page_errors(request: Request, job: Job, lang: str) -> dict:
     return shown
 
 
-async def uploads(files: list[UploadFile], limit_mb: float) -> list[tuple[str, bytes]]:
-    """The files' names and bytes; reading stops past the limit, which intake then refuses."""
-    read, budget = [], int(limit_mb * 2**20) + 1
-    for upload in files:
-        data = await upload.read(budget)
-        budget = max(0, budget - len(data))
-        read.append((upload.filename or "document", data))
-    return read
+async def uploads(files: list[UploadFile]) -> list[tuple[str, bytes]]:
+    """The files' names and bytes: all of them, as the gate (routes/gate.py) bounds the body
+    they came in, so intake says how far past the limit they are."""
+    return [(upload.filename or "document", await upload.read()) for upload in files]
 
 
 Files = Annotated[list[UploadFile], File(description="The documents: images (PNG, JPEG, TIFF, …) or PDFs; "
@@ -98,11 +94,17 @@ class ReadForm:
 
 async def accept(request: Request, who: str, files: list[UploadFile], form: ReadForm, max_pages: int) -> Job:
     config = request.app.state.config
-    received = await uploads(files, config.api.max_upload_mb)
+    received = await uploads(files)
     spec = spec_for(config, form.model, form.mode or None, form.task or None, form.template or None,
                     form.hide_header_footer, form.box or None)
     documents = await run_in_threadpool(documents_for, config, received, form.pages or None, max_pages)
-    return await run_in_threadpool(request.app.state.jobs.submit, who, spec, documents)
+    chats = request.app.state.chats
+
+    def admit() -> Job:
+        with chats.lock:  # the key's chats in flight and its jobs are counted together
+            return request.app.state.jobs.submit(who, spec, documents, chats.count(who))
+
+    return await run_in_threadpool(admit)
 
 
 @router.post("", status_code=202, summary="Submit documents to read",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 from typing import Annotated
 
@@ -19,9 +20,10 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 
 from managers import runs
+from managers.jobs.intake import check_size
 from models.document import open_document
-from models.errors import ChatVLMError, ConfigError, Busy
-from models.i18n import _, n_
+from models.errors import ConfigError
+from models.i18n import _
 from models.jobs import DONE
 from routes.auth import owner
 from routes.errors import answer, language
@@ -54,8 +56,8 @@ async def ocr(request: Request, files: Files, form: Annotated[ReadForm, Depends(
     if job.state != DONE:
         message = job.error or _("The job was cancelled before it ended.")
         return answer(502, "job_failed", message, lang, {"Location": f"/v1/jobs/{job.id}"})
-    made = await run_in_threadpool(result_file, state.config, state.jobs, job, state.jobs.results(who, job.id),
-                                   format, lang)
+    results = await run_in_threadpool(state.jobs.results, who, job.id)
+    made = await run_in_threadpool(result_file, state.config, state.jobs, job, results, format, lang)
     return Response(made.data, media_type=made.mime, headers={"X-Job-Id": job.id})
 
 
@@ -77,11 +79,14 @@ async def chat(request: Request,
         turns = [turn for q, a in json.loads(history) for turn in (("user", str(q)), ("assistant", str(a)))]
     except (ValueError, TypeError):
         raise ConfigError(_("history must be a JSON list of [question, answer] pairs.")) from None
-    (name, data), = await uploads([file], config.api.max_upload_mb)
-    if not state.chats.take(who, config.api.per_key_jobs):
-        raise Busy(n_("This API key has {n} chat in progress, its limit (api.per_key_jobs); wait for it to end.",
-                      "This API key has {n} chats in progress, its limit (api.per_key_jobs); wait for one to end.",
-                      config.api.per_key_jobs), config.api.retry_after_s)
+    (name, data), = await uploads([file])
+    check_size(config, [(name, data)])
+    def admit() -> bool:
+        with state.chats.lock:  # counted with the key's unfinished jobs, against api.per_key_jobs
+            return state.chats.take(who, config.api.per_key_jobs - state.jobs.store.unfinished(who))
+
+    if not await run_in_threadpool(admit):
+        raise state.jobs.owner_busy()
     try:
         def ask() -> str:
             document = open_document(data, name, config.limits)
@@ -98,16 +103,24 @@ async def chat(request: Request,
 
 
 class Chats:
-    """Chats in flight per API key (jobs are counted by the store; a chat is no job)."""
+    """Chats in flight per API key. A chat is no job, but it counts against the key's
+    api.per_key_jobs together with its unfinished jobs: ``lock`` is held while either is
+    admitted, so a chat and a job that arrive together cannot both take the last place."""
 
     def __init__(self):
+        self.lock = threading.Lock()
         self._counts: dict[str, int] = {}
 
-    def take(self, who: str, limit: int) -> bool:
-        if self._counts.get(who, 0) >= limit:
+    def count(self, who: str) -> int:
+        return self._counts.get(who, 0)
+
+    def take(self, who: str, room: int) -> bool:
+        """Count a chat of ``who`` when ``room`` is left; called with ``lock`` held."""
+        if self.count(who) >= room:
             return False
-        self._counts[who] = self._counts.get(who, 0) + 1
+        self._counts[who] = self.count(who) + 1
         return True
 
     def give(self, who: str) -> None:
-        self._counts[who] -= 1
+        with self.lock:
+            self._counts[who] -= 1

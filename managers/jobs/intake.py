@@ -55,13 +55,22 @@ def box_for(name: str, task: Task, box: str | None) -> tuple[int, int, int, int]
     return x1, y1, x2, y2
 
 
+def too_large(config: AppConfig, size: int) -> TooLarge:
+    return TooLarge(_("The upload is {size:.1f} MB, over the API's {limit} MB limit (api.max_upload_mb); send "
+                      "fewer or smaller files.", size=size / MB, limit=config.api.max_upload_mb))
+
+
+def check_size(config: AppConfig, files: list[tuple[str, bytes]]) -> None:
+    """Refuse files past ``api.max_upload_mb`` together (413)."""
+    size = sum(len(data) for _name, data in files)
+    if size > config.api.max_upload_mb * MB:
+        raise too_large(config, size)
+
+
 def documents_for(config: AppConfig, files: list[tuple[str, bytes]], pages: str | None,
                   max_pages: int) -> list[tuple[str, bytes, list[int]]]:
     """(name, bytes, page indexes) for each file, refused past the upload or page limits."""
-    size = sum(len(data) for _name, data in files)
-    if size > config.api.max_upload_mb * MB:
-        raise TooLarge(_("The upload is {size:.1f} MB, over the API's {limit} MB limit (api.max_upload_mb); send "
-                         "fewer or smaller files.", size=size / MB, limit=config.api.max_upload_mb))
+    check_size(config, files)
     documents = []
     for name, data in files:
         document = open_document(data, name, config.limits)

@@ -16,11 +16,12 @@ import os
 import socket
 import threading
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from managers.jobs.store import JobStore
 from managers.jobs.work import Sink, read_job
-from managers.locks import FileLock
+from managers.locks import FileLock, held_by_someone
 from models.errors import Cancelled, ChatVLMError, ConfigError
 from models.i18n import _
 from models.jobs import DONE, FAILED, next_job
@@ -30,7 +31,20 @@ if TYPE_CHECKING:
     from managers.runtime import Runtime
 
 IDLE_POLL_S = 0.5
+LOCK_NAME = "worker.lock"
 log = logging.getLogger(__name__)
+
+
+def _taken(directory: Path) -> ConfigError:
+    return ConfigError(_("Another API server reads the jobs in {path}; stop it, or give this one a data dir of its "
+                         "own (CHATVLMLLM_DATA_DIR).", path=str(directory)))
+
+
+def refuse_if_taken(directory: Path) -> None:
+    """Refuse a second server on ``directory`` before it starts, so api.py says so in one
+    sentence instead of uvicorn's trace of a failed startup (``start`` still decides)."""
+    if held_by_someone(directory / LOCK_NAME):
+        raise _taken(directory)
 
 
 class StoreSink(Sink):
@@ -61,15 +75,14 @@ class LocalWorker:
         self.name = f"{socket.gethostname()}:{os.getpid()}"
         self.wake = threading.Event()  # a job was queued: look now, not at the next poll
         self.stopped = threading.Event()
-        self._lock = FileLock(store.path.with_name("worker.lock"))
+        self._lock = FileLock(store.path.with_name(LOCK_NAME))
         self._thread = threading.Thread(target=self._loop, name="jobs-worker", daemon=True)
 
     def start(self, on_restart: str) -> list[str]:
         """Take the store (refused while another server has it), interrupt what a dead
         server was reading, and start reading; the interrupted jobs' ids."""
         if not self._lock.acquire(blocking=False):
-            raise ConfigError(_("Another API server reads the jobs in {path}; stop it, or give this one a data dir "
-                                "of its own (CHATVLMLLM_DATA_DIR).", path=str(self.store.path.parent)))
+            raise _taken(self.store.path.parent)
         cut = self.store.recover(on_restart)
         self._thread.start()
         return cut

@@ -25,10 +25,15 @@ if TYPE_CHECKING:
     from managers.runtime import Runtime
 
 
+def jobs_dir() -> Path:
+    """Where the job store lives by default: ``jobs/`` in the data dir."""
+    return data_dir() / "jobs"
+
+
 class Jobs:
     def __init__(self, runtime: Runtime, directory: Path | None = None):
         self.config = runtime.config
-        self.store = JobStore(directory or data_dir() / "jobs")
+        self.store = JobStore(directory or jobs_dir())
         self.worker = LocalWorker(runtime, self.store)
 
     def start(self) -> list[str]:
@@ -40,19 +45,25 @@ class Jobs:
     def stop(self) -> None:
         self.worker.stop()
 
-    def submit(self, owner: str, spec: Spec, documents: list[tuple[str, bytes, list[int]]]) -> Job:
+    def submit(self, owner: str, spec: Spec, documents: list[tuple[str, bytes, list[int]]], chats: int = 0) -> Job:
+        """Keep a new job; Busy when the queue is full, or the owner's unfinished jobs and its
+        ``chats`` in flight reach api.per_key_jobs."""
         settings, api = self.config.jobs, self.config.api
-        job = self.store.add(owner, spec, documents, limit=settings.queue_size, owner_limit=api.per_key_jobs)
+        job = self.store.add(owner, spec, documents, limit=settings.queue_size, owner_limit=api.per_key_jobs - chats)
         if job is None and self.store.unfinished() >= settings.queue_size:
             raise Busy(n_("The job queue is full ({n} job unfinished); try again in a while.",
                           "The job queue is full ({n} jobs unfinished); try again in a while.", settings.queue_size),
                        api.retry_after_s)
         if job is None:
-            raise Busy(n_("This API key has {n} job unfinished, its limit (api.per_key_jobs); wait for one to end.",
-                          "This API key has {n} jobs unfinished, its limit (api.per_key_jobs); wait for one to end.",
-                          api.per_key_jobs), api.retry_after_s)
+            raise self.owner_busy()
         self.worker.wake.set()
         return job
+
+    def owner_busy(self) -> Busy:
+        api = self.config.api
+        return Busy(n_("This API key has {n} job or chat unfinished, its limit (api.per_key_jobs); wait for it to end.",
+                       "This API key has {n} jobs and chats unfinished, its limit (api.per_key_jobs); wait for one "
+                       "to end.", api.per_key_jobs), api.retry_after_s)
 
     def get(self, owner: str, job_id: str) -> Job:
         job = self.store.get(job_id)
