@@ -12,6 +12,7 @@ import socket
 import stat
 import subprocess
 import sys
+import threading
 import time
 from types import SimpleNamespace
 
@@ -179,3 +180,22 @@ def test_with_no_key_any_other_client_is_refused(tmp_path, host):
     assert owner(request_from(host, APIKeys(tmp_path), f"Bearer {key}")) == "someone"
     with pytest.raises(Unauthorized, match="has no API key"):
         owner(request_from("127.0.0.1", APIKeys(tmp_path)))
+
+
+def test_keys_made_at_the_same_time_are_all_kept(tmp_path):
+    """Two admins (or two scripts) making keys at once: none overwrites another's."""
+    made, start = {}, threading.Barrier(2)
+
+    def make(prefix: str) -> None:
+        start.wait(TIMEOUT)
+        for n in range(15):
+            made[f"{prefix}-{n}"] = APIKeys(tmp_path).create(f"{prefix}-{n}")
+
+    threads = [threading.Thread(target=make, args=(prefix,)) for prefix in ("one", "two")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(TIMEOUT)
+    keys = APIKeys(tmp_path)
+    assert [name for name, _made in keys.listed()] == sorted(made)
+    assert all(keys.owner(key) == name for name, key in made.items())

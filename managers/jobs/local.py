@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 from managers.jobs.store import JobStore
 from managers.jobs.work import Sink, read_job
 from managers.locks import FileLock, held_by_someone
-from models.errors import Cancelled, ChatVLMError, ConfigError
+from models.errors import ChatVLMError, ConfigError
 from models.i18n import _
 from models.jobs import DONE, FAILED, next_job
 from models.result import OCRResult, PageResult
@@ -100,21 +100,25 @@ class LocalWorker:
     def _loop(self) -> None:
         config = self.runtime.config
         while not self.stopped.is_set():
-            job = next_job(self.store.waiting(), self.holding(), time.time(), config.jobs.max_wait_s)
-            if job is None:
-                self.wake.wait(IDLE_POLL_S)
-                self.wake.clear()
-                continue
-            if self.store.claim(job.id, self.name):
-                self._read(job.id)
+            try:
+                job = next_job(self.store.waiting(), self.holding(), time.time(), config.jobs.max_wait_s)
+                if job is not None:
+                    if self.store.claim(job.id, self.name):  # not when cancelled meanwhile
+                        self._read(job.id)
+                    continue
+            except Exception:  # a store failing for a moment must not end the worker: jobs would wait forever
+                log.exception("the job worker failed; it goes on")
+            self.wake.wait(IDLE_POLL_S)
+            self.wake.clear()
 
     def _read(self, job_id: str) -> None:
         job = self.store.get(job_id)
         try:
             read_job(self.runtime, job.spec, job.documents, StoreSink(self.store, job_id))
-        except Cancelled:
-            return  # the cancel already made it final
         except ChatVLMError as exc:
+            # Cancelled too: the job's own cancel made it final already, which finish leaves as
+            # it is; a cancel from elsewhere (a model change it waited on, cancelled by another
+            # user) must not leave it running.
             self.store.finish(job_id, FAILED, exc.message)
             return
         except Exception as exc:  # a bug must still end the job with a sentence
