@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -20,7 +21,8 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from managers.jobs.intake import documents_for, spec_for
 from managers.jobs.store import Job
-from models.i18n import Message
+from models.errors import ConfigError
+from models.i18n import Message, _
 from models.jobs import STATE_WORDS
 from routes.auth import owner
 from routes.errors import language
@@ -28,6 +30,7 @@ from routes.results import result_file
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 EVENT_POLL_S = 0.25
+EVENT_ID = re.compile(r"[0-9]{1,18}")  # below SQLite's largest INTEGER
 
 
 def describe(job: Job, lang: str) -> dict:
@@ -153,6 +156,18 @@ def result(request: Request, job_id: str,
                              "X-Job-State": job.state})
 
 
+def last_event_id(request: Request) -> int:
+    """The id a reconnecting client saw last (0: none); refused unless it is one this API
+    sends, a whole number SQLite can compare, rather than failing mid-stream."""
+    last = request.headers.get("last-event-id", "").strip()
+    if not last:
+        return 0
+    if not EVENT_ID.fullmatch(last):
+        raise ConfigError(_("Last-Event-ID '{id}' is not the id of an event this API sent; reconnect without it "
+                            "to get the job's events from the start.", id=last))
+    return int(last)
+
+
 @router.get("/{job_id}/events", summary="Follow a job as Server-Sent Events")
 async def events(request: Request, job_id: str, who: str = Depends(owner)):
     """Progress as Server-Sent Events until the job ends, then the stream closes: ``state``
@@ -161,7 +176,7 @@ async def events(request: Request, job_id: str, who: str = Depends(owner)):
     get only the events after it."""
     jobs, lang = request.app.state.jobs, language(request)
     await run_in_threadpool(jobs.get, who, job_id)  # an unknown job is a 404, not an empty stream
-    after = int(request.headers.get("last-event-id") or 0)
+    after = last_event_id(request)
 
     async def stream():
         nonlocal after

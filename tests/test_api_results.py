@@ -109,6 +109,18 @@ def test_events_stream_every_step_then_close_and_resume_after_last_event_id(api)
     assert unknown.json()["error"]["code"] == "no_such_job"
 
 
+@pytest.mark.parametrize("last", ["abc", "1e3", "-1", "99999999999999999999999"])
+def test_a_last_event_id_that_is_no_event_id_is_refused_in_one_sentence(api, last):
+    job = submit(api, [("a.png", png(ENGLISH))], model="tesseract")
+    answer = requests.get(f"{api.url}/v1/jobs/{job['id']}/events",
+                          headers={"Last-Event-ID": last, "Accept-Language": "ru"}, timeout=TIMEOUT)
+    assert answer.status_code == 422, answer.text
+    error = answer.json()["error"]
+    assert error["code"] == "invalid_request" and last in error["message"], error
+    assert "Last-Event-ID" in error["message"] and "\n" not in error["message"]
+    assert any("а" <= char <= "я" for char in error["message"]), error  # in Accept-Language
+
+
 def test_several_documents_give_text_joined_and_files_zipped(api):
     job = submit(api, [("a.png", png(ENGLISH)), ("b.png", png(RUSSIAN))], model="tesseract")
     wait_done(api, job["id"])
