@@ -1,6 +1,6 @@
 """The HTTP API: other programs send documents and get text, tables and fields back.
 
-    .venv/bin/python api.py            (or: .venv/bin/uvicorn api:app --port 8000)
+    .venv/bin/python api.py      (or: .venv/bin/uvicorn api:app --port 8000 --timeout-graceful-shutdown 5)
 
 The same runner, arbiter and history as the app and the CLI, so one model holds the GPU
 whoever asks. Routes live in routes/, jobs in managers/jobs/; this file only builds the app,
@@ -28,6 +28,10 @@ from routes.gate import Gate
 from routes.auth import loopback
 
 log = logging.getLogger("chatvlmllm.api")
+# How long a stop waits for answers in progress. A job's events stream until the job ends
+# (never, for one kept interrupted), so without a limit uvicorn would wait for them forever;
+# a job cut by the stop is interrupted and resumed by the next start.
+SHUTDOWN_S = 5
 
 
 def create_app(config: AppConfig | None = None) -> FastAPI:
@@ -79,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     if not loopback(host):
         print(_("warning: the API listens on {host}, reachable from the network; every request needs an API key "
                 "(cli.py api-key create NAME).", host=host).render(lang), file=sys.stderr)
-    uvicorn.run(create_app(config), host=host, port=port)
+    uvicorn.run(create_app(config), host=host, port=port, timeout_graceful_shutdown=SHUTDOWN_S)
     return 0
 
 

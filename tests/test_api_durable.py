@@ -134,3 +134,24 @@ def test_kept_after_kill_9_the_job_stays_interrupted_with_its_pages_downloadable
         assert requests.delete(f"{again.url}/v1/jobs/{cut}", timeout=TIMEOUT).json()["state"] == "cancelled"
         assert states(again, cut)[-2:] == ["interrupted", "cancelled"]
         assert len(requests.get(f"{again.url}/v1/jobs/{cut}/result", timeout=TIMEOUT).json()["pages"]) == 2
+
+
+def test_stopped_while_a_client_follows_a_job_the_server_ends_and_the_job_resumes(tmp_path, stub):
+    """SIGTERM (systemd, Ctrl-C) while a client follows a job's events: a stream that lasts
+    as long as the job must not keep the server from stopping; the job resumes after."""
+    first = server(tmp_path, stub, "resume").start()
+    try:
+        cut = post(first, [("tender.tiff", three_pages())], model="dots_ocr", task="ocr").json()["id"]
+        assert stub.reached.wait(TIMEOUT)
+        following = requests.get(f"{first.url}/v1/jobs/{cut}/events", stream=True, timeout=TIMEOUT)
+        assert following.status_code == 200
+        first.process.terminate()
+        assert first.process.wait(TIMEOUT) is not None, first.log()[-2000:]
+        following.close()
+    finally:
+        first.kill()
+    stub.holding = False
+    stub.gate.set()
+    with server(tmp_path, stub, "resume") as again:
+        shown = wait_for(again, cut)
+        assert (shown["state"], shown["interruptions"], shown["pages_done"]) == ("done", 1, 3)
