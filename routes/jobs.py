@@ -23,7 +23,7 @@ from managers.jobs.intake import documents_for, spec_for
 from managers.jobs.store import Job
 from models.errors import ConfigError
 from models.i18n import Message, _
-from models.jobs import STATE_WORDS
+from models.jobs import INTERRUPTED, STATE_WORDS
 from routes.auth import owner
 from routes.errors import language
 from routes.results import result_file
@@ -170,7 +170,8 @@ def last_event_id(request: Request) -> int:
 
 @router.get("/{job_id}/events", summary="Follow a job as Server-Sent Events")
 async def events(request: Request, job_id: str, who: str = Depends(owner)):
-    """Progress as Server-Sent Events until the job ends, then the stream closes: ``state``
+    """Progress as Server-Sent Events until the job ends (or is left interrupted, as
+    jobs.on_restart: keep leaves it), then the stream closes: ``state``
     events (queued, running, then the final state) and a ``page`` event for each page read,
     with pages_done and pages_total. Each event has an id: reconnect with Last-Event-ID to
     get only the events after it."""
@@ -190,7 +191,10 @@ async def events(request: Request, job_id: str, who: str = Depends(owner)):
                     data["state_text"] = STATE_WORDS[data["state"]].render(lang)
                 yield f"id: {event.seq}\nevent: {event.kind}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
             job = await run_in_threadpool(jobs.get, who, job_id)
-            if job.final and not await run_in_threadpool(jobs.events, who, job_id, after):
+            # Interrupted lasts only while a job is kept so (jobs.on_restart: keep): nothing
+            # comes after it until a client cancels the job, so the stream ends there too.
+            ended = job.final or job.state == INTERRUPTED
+            if ended and not await run_in_threadpool(jobs.events, who, job_id, after):
                 return
             if await request.is_disconnected():
                 return

@@ -130,6 +130,8 @@ def test_kept_after_kill_9_the_job_stays_interrupted_with_its_pages_downloadable
         assert read.headers["x-job-state"] == "interrupted"
         assert [page["index"] for page in read.json()["pages"]] == [0, 1]
         assert stub.sent == {1: 1, 2: 1, 3: 1}
+        # Nothing more happens to it unless a client acts, so its events end there.
+        assert states(again, cut)[-1] == "interrupted"
         # Cancelled, it ends: its pages stay.
         assert requests.delete(f"{again.url}/v1/jobs/{cut}", timeout=TIMEOUT).json()["state"] == "cancelled"
         assert states(again, cut)[-2:] == ["interrupted", "cancelled"]
