@@ -19,13 +19,14 @@ from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from managers.jobs.intake import documents_for, spec_for
+from managers.jobs.intake import check_runs_here, documents_for, spec_for
 from managers.jobs.store import Job
 from models.errors import ConfigError
 from models.i18n import Message, _
 from models.jobs import INTERRUPTED, STATE_WORDS
 from routes.auth import owner
 from routes.errors import language
+from routes.models import facts
 from routes.results import result_file
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -100,6 +101,7 @@ async def accept(request: Request, who: str, files: list[UploadFile], form: Read
     received = await uploads(files)
     spec = spec_for(config, form.model, form.mode or None, form.task or None, form.template or None,
                     form.hide_header_footer, form.box or None)
+    check_runs_here(config, spec, await run_in_threadpool(facts, request))
     documents = await run_in_threadpool(documents_for, config, received, form.pages or None, max_pages)
     chats = request.app.state.chats
 
@@ -118,7 +120,7 @@ async def submit(request: Request, files: Files, form: Annotated[ReadForm, Depen
     GET /v1/jobs/{id} or its events, and download what was read with GET /v1/jobs/{id}/result.
     Refused in one sentence: a bad file (400), too many bytes or pages (413), an unknown
     model, task or template, or a box missing for a task that needs one (422), a full queue
-    (429 with Retry-After)."""
+    (429 with Retry-After), a mode this machine cannot run, as GET /v1/models says (503)."""
     job = await accept(request, who, files, form, request.app.state.config.api.max_pages)
     return JSONResponse(describe(job, language(request)), 202, headers={"Location": f"/v1/jobs/{job.id}"})
 

@@ -57,7 +57,10 @@ def stub():
 @pytest.fixture(scope="module")
 def api(tmp_path_factory, stub):
     root = tmp_path_factory.mktemp("limits")
-    with APIServer(root, models={"dots_ocr": {"vllm": {"endpoint": stub.url + "/v1"}}},
+    # Qwen3-VL's endpoint needs a key that this machine lacks: it cannot run here.
+    with APIServer(root, models={"dots_ocr": {"vllm": {"endpoint": stub.url + "/v1"}},
+                                 "qwen3_vl_2b": {"vllm": {"endpoint": stub.url + "/v1",
+                                                          "api_key_env": "CHATVLMLLM_TEST_UNSET_KEY"}}},
                    api={"max_upload_mb": 1, "max_pages": 3, "per_key_jobs": 2, "retry_after_s": RETRY_AFTER},
                    jobs={"queue_size": 4}) as server:
         server.keys = {name: APIKeys(server.data_dir).create(name) for name in KEYS}
@@ -143,6 +146,17 @@ def test_a_bad_file_is_refused_in_one_sentence_and_no_job_is_kept(api):
                        "bad_document") == sentence
         assert refusal(post(api, [(name, data)], key, route="/v1/ocr", model="tesseract"), 400,
                        "bad_document") == sentence
+    assert stored_jobs(api.data_dir) == before
+
+
+def test_a_model_that_cannot_run_here_is_refused_at_once_and_no_job_is_kept(api):
+    """As GET /v1/models says it: not accepted now to fail later."""
+    key, before = api.keys["alpha"], stored_jobs(api.data_dir)
+    sentence = ("Qwen3-VL 2B Instruct cannot run in vLLM on this machine: the endpoint's API key is not set — export "
+                "CHATVLMLLM_TEST_UNSET_KEY=….")
+    for route in ("/v1/jobs", "/v1/ocr"):
+        answer = post(api, [("a.png", small_page(ENGLISH))], key, route=route, model="qwen3_vl_2b", mode="vllm")
+        assert refusal(answer, 503, "not_available") == sentence
     assert stored_jobs(api.data_dir) == before
 
 

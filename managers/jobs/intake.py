@@ -3,16 +3,18 @@
 Every document is opened here, in the request, so a damaged or mistyped file is refused at
 once (400) and never becomes a job that fails later; the pages are chosen and counted
 against ``api.max_pages`` (413). The model, mode, task and template are checked as the
-runner checks them, so a job that is accepted can be read.
+runner checks them, and the mode against what this machine runs, so a job that is accepted
+can be read.
 """
 
 from __future__ import annotations
 
 from models.answers import GROUNDING_MARK
-from models.config import FIELDS, AppConfig, Task, fields_task
+from models.config import FIELDS, MODE_LABELS, AppConfig, Task, fields_task
 from models.document import open_document, parse_page_range
-from models.errors import ConfigError, TooLarge
+from models.errors import ConfigError, NotAvailable, TooLarge
 from models.i18n import _, n_
+from managers.availability import HostFacts, why_not
 from managers.jobs.store import Spec
 from managers.runs import check_mode, managed
 
@@ -31,6 +33,16 @@ def spec_for(config: AppConfig, model: str, mode: str | None = None, task: str |
         task, reads = config.model(model).task(task)
     return Spec(model, chosen, task, template if task == FIELDS else None, hide_header_footer,
                 managed(config, model, chosen), box_for(task, reads, box))
+
+
+def check_runs_here(config: AppConfig, spec: Spec, host: HostFacts) -> None:
+    """Refuse a choice this machine cannot run (503), for the reason GET /v1/models gives,
+    rather than keep a job that can only fail."""
+    model = config.model(spec.model)
+    reason = why_not(model, spec.mode, host, config)
+    if reason is not None:
+        raise NotAvailable(_("{model} cannot run in {mode} on this machine: {reason}.", model=model.name,
+                             mode=MODE_LABELS[spec.mode], reason=reason))
 
 
 def box_for(name: str, task: Task, box: str | None) -> tuple[int, int, int, int] | None:
