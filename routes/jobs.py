@@ -13,6 +13,7 @@ import asyncio
 import json
 import re
 from dataclasses import dataclass
+from pathlib import PureWindowsPath
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
@@ -64,8 +65,10 @@ def with_page_errors(request: Request, job: Job, lang: str) -> dict:
 
 async def uploads(files: list[UploadFile]) -> list[tuple[str, bytes]]:
     """The files' names and bytes: all of them, as the gate (routes/gate.py) bounds the body
-    they came in, so intake says how far past the limit they are."""
-    return [(upload.filename or "document", await upload.read()) for upload in files]
+    they came in, so intake says how far past the limit they are. A name is the file's own,
+    without the folders a client may send with it (either separator), as it names the
+    document's files in a download's ZIP."""
+    return [(PureWindowsPath(upload.filename or "").name or "document", await upload.read()) for upload in files]
 
 
 Files = Annotated[list[UploadFile], File(description="The documents: images (PNG, JPEG, TIFF, …) or PDFs; "

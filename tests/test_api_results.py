@@ -149,6 +149,18 @@ def test_several_documents_give_text_joined_and_files_zipped(api):
     assert csv.json()["error"]["message"].count(".") == 1
 
 
+def test_an_uploads_folders_stay_out_of_the_names_it_is_kept_and_downloaded_under(api):
+    """A client may send a file's whole path (old browsers on Windows did): only its last
+    part names the document, so no ZIP entry of a download climbs out of the folder it is
+    unpacked into, with either separator."""
+    job = submit(api, [("..\\..\\Startup\\a.png", png(ENGLISH)), ("../../etc/b.png", png(RUSSIAN))],
+                 model="tesseract")
+    assert [document["name"] for document in job["documents"]] == ["a.png", "b.png"]
+    wait_done(api, job["id"])
+    assert sorted(zipfile.ZipFile(io.BytesIO(result(api, job["id"], "docx").content)).namelist()) == [
+        "a.docx", "b.docx"]
+
+
 def test_a_fields_job_gives_the_sheet_and_lists_its_fields_in_text(api):
     invoice = encode(docs.INVOICE.images()[0], "PNG")
     job = submit(api, [("invoice.png", invoice), ("again.png", invoice)], model="tesseract", task="fields",
