@@ -75,10 +75,7 @@ async def chat(request: Request,
     cannot run here (503), an endpoint that fails (502)."""
     state = request.app.state
     config = state.config
-    try:  # the engines take the conversation as (role, text) turns, as the app keeps it
-        turns = [turn for q, a in json.loads(history) for turn in (("user", str(q)), ("assistant", str(a)))]
-    except (ValueError, TypeError):
-        raise ConfigError(_("history must be a JSON list of [question, answer] pairs.")) from None
+    turns = chat_turns(history)
     (name, data), = await uploads([file])
     check_size(config, [(name, data)])
     def admit() -> bool:
@@ -100,6 +97,21 @@ async def chat(request: Request,
     finally:
         state.chats.give(who)
     return {"answer": reply, "model": model}
+
+
+def chat_turns(history: str) -> list[tuple[str, str]]:
+    """The earlier turns as the engines take them, (role, text), as the app keeps them; each
+    pair checked whole, so a string or an object is not taken apart into a question and an
+    answer."""
+    try:
+        pairs = json.loads(history)
+    except ValueError:
+        pairs = None
+    if not isinstance(pairs, list) or not all(
+            isinstance(pair, list) and len(pair) == 2 and all(isinstance(text, str) for text in pair)
+            for pair in pairs):
+        raise ConfigError(_("history must be a JSON list of [question, answer] pairs."))
+    return [turn for question, answer in pairs for turn in (("user", question), ("assistant", answer))]
 
 
 class Chats:
