@@ -18,6 +18,7 @@ from models.errors import (Busy, Cancelled, ChatVLMError, ConfigError, EngineErr
 from models.i18n import Message, _, plain_language
 
 log = logging.getLogger(__name__)
+VALUE_SHOWN = 40  # of a refused field's value, quoted back
 
 # The first class an error is an instance of decides; subclasses come before their bases.
 CODES: list[tuple[type[ChatVLMError], int, str]] = [
@@ -85,10 +86,17 @@ def install(app) -> None:
     async def invalid(request: Request, exc: RequestValidationError):
         first = exc.errors()[0] if exc.errors() else {}
         where = ".".join(str(part) for part in first.get("loc", ())[1:]) or "request"
-        if first.get("type") == "missing":
+        kind, value = first.get("type", ""), str(first.get("input", ""))[:VALUE_SHOWN]
+        # Pydantic's reasons are English only: the kinds a form field can be wrong in are said here.
+        if kind == "missing":
             message = _("The request has no {field}; send it as a form field.", field=where)
+        elif kind.startswith("int_"):
+            message = _("The request's {field} must be a whole number, such as 1; it is '{value}'.", field=where,
+                        value=value)
+        elif kind.startswith("bool_"):
+            message = _("The request's {field} must be true or false; it is '{value}'.", field=where, value=value)
         else:
-            message = _("The request's {field} is not valid: {reason}.", field=where, reason=first.get("msg", ""))
+            message = _("The request's {field} is not what it takes; /docs says what it does take.", field=where)
         return answer(422, "invalid_request", message, language(request))
 
     @app.exception_handler(HTTPException)

@@ -118,6 +118,26 @@ def test_chat_answers_through_the_endpoint_and_refuses_in_one_sentence(api, stub
                                             "running?"})
 
 
+def test_a_form_field_of_the_wrong_kind_is_refused_in_the_readers_language(api):
+    """Pydantic's own reasons are English whatever the reader asked for; the API says what
+    the field takes in its own sentence."""
+    for lang, sentence in [("en", "The request's page must be a whole number, such as 1; it is 'x'."),
+                           ("ru", "Поле запроса page должно быть целым числом, например 1; передано 'x'.")]:
+        refused = requests.post(api.url + "/v1/chat", files={"file": ("a.png", page())},
+                                headers={"Accept-Language": lang},
+                                data={"model": "dots_ocr", "question": "What is it?", "page": "x"}, timeout=TIMEOUT)
+        assert (refused.status_code, refused.json()["error"]) == (422, {"code": "invalid_request",
+                                                                        "message": sentence})
+    flag = requests.post(api.url + "/v1/jobs", files={"files": ("a.png", page())}, headers={"Accept-Language": "ru"},
+                         data={"model": "tesseract", "hide_header_footer": "maybe"}, timeout=TIMEOUT)
+    assert (flag.status_code, flag.json()["error"]["message"]) == (
+        422, "Поле запроса hide_header_footer должно быть true или false; передано 'maybe'.")
+    text = requests.post(api.url + "/v1/jobs", data={"model": "tesseract", "files": "not a file"},
+                         headers={"Accept-Language": "ru"}, timeout=TIMEOUT)
+    assert (text.status_code, text.json()["error"]["message"]) == (
+        422, "Поле запроса files.0 не подходит; что оно принимает, описано в /docs.")
+
+
 def test_models_say_what_runs_here_and_the_docs_describe_every_route_and_field(api, config):
     listed = requests.get(api.url + "/v1/models", headers={"Accept-Language": "ru"}, timeout=TIMEOUT).json()
     models = {m["key"]: m for m in listed["models"]}
