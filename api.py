@@ -17,9 +17,11 @@ import sys
 from fastapi import FastAPI
 
 from managers.api_keys import APIKeys
+from managers.jobs.redis_queue import connect
 from managers.jobs.service import Jobs
 from managers.runtime import Runtime
 from models.config import AppConfig, data_dir, load_config
+from models.errors import NotAvailable
 from models.i18n import _, language_from_env
 from routes import errors, jobs, models, reading
 from routes.auth import loopback
@@ -66,6 +68,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, help=_("port (default: api.port, 8000)").render(lang))
     args = parser.parse_args(argv)
     config = load_config(args.config)
+    if config.jobs.backend == "redis":  # said in one sentence here, not as a failed startup's traceback
+        try:
+            connect(config.jobs.redis_url).close()
+        except NotAvailable as exc:
+            print(_("error: {error}", error=exc.message).render(lang), file=sys.stderr)
+            return 1
     host, port = args.host or config.api.host, args.port or config.api.port
     if not loopback(host):
         print(_("warning: the API listens on {host}, reachable from the network; every request needs an API key "

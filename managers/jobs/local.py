@@ -2,16 +2,13 @@
 queued jobs one at a time, model by model (models/jobs.py ``next_job``), through the
 process's runtime.
 
-One server reads a job store: the worker holds ``worker.lock`` beside the database for its
-life, so a second server on the same data dir is refused in one sentence instead of
-declaring the first one's jobs interrupted. The lock is a kernel lock, so a server killed
-with ``kill -9`` leaves nothing behind; the next one interrupts what it was reading and
+It holds the store's reader lock for its life (``JobStore.take``); a server killed with
+``kill -9`` leaves nothing behind, and the next one interrupts what it was reading and
 resumes it (``jobs.on_restart``).
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import socket
 import threading
@@ -19,18 +16,15 @@ import time
 from typing import TYPE_CHECKING
 
 from managers.jobs.store import JobStore
-from managers.jobs.work import Sink, read_job
+from managers.jobs.work import Sink, run_job
 from managers.locks import FileLock
-from models.errors import Cancelled, ChatVLMError, ConfigError
-from models.i18n import _
-from models.jobs import DONE, FAILED, next_job
+from models.jobs import next_job
 from models.result import OCRResult, PageResult
 
 if TYPE_CHECKING:
     from managers.runtime import Runtime
 
 IDLE_POLL_S = 0.5
-log = logging.getLogger(__name__)
 
 
 class StoreSink(Sink):
@@ -61,15 +55,13 @@ class LocalWorker:
         self.name = f"{socket.gethostname()}:{os.getpid()}"
         self.wake = threading.Event()  # a job was queued: look now, not at the next poll
         self.stopped = threading.Event()
-        self._lock = FileLock(store.path.with_name("worker.lock"))
+        self._lock: FileLock | None = None
         self._thread = threading.Thread(target=self._loop, name="jobs-worker", daemon=True)
 
     def start(self, on_restart: str) -> list[str]:
         """Take the store (refused while another server has it), interrupt what a dead
         server was reading, and start reading; the interrupted jobs' ids."""
-        if not self._lock.acquire(blocking=False):
-            raise ConfigError(_("Another API server reads the jobs in {path}; stop it, or give this one a data dir "
-                                "of its own (CHATVLMLLM_DATA_DIR).", path=str(self.store.path.parent)))
+        self._lock = self.store.take()
         cut = self.store.recover(on_restart)
         self._thread.start()
         return cut
@@ -78,7 +70,8 @@ class LocalWorker:
         self.stopped.set()
         self.wake.set()
         self._thread.join(timeout=5)
-        self._lock.release()
+        if self._lock is not None:
+            self._lock.release()
 
     def holding(self) -> tuple[str, str] | None:
         holder = self.runtime.arbiter.holder()
@@ -97,17 +90,6 @@ class LocalWorker:
 
     def _read(self, job_id: str) -> None:
         job = self.store.get(job_id)
-        try:
-            read_job(self.runtime, job.spec, job.documents, StoreSink(self.store, job_id))
-        except Cancelled:
-            return  # the cancel already made it final
-        except ChatVLMError as exc:
-            self.store.finish(job_id, FAILED, exc.message)
-            return
-        except Exception as exc:  # a bug must still end the job with a sentence
-            log.exception("job %s failed", job_id)
-            self.store.finish(job_id, FAILED, _("The job failed unexpectedly: {reason}", reason=exc))
-            return
-        self.store.finish(job_id, DONE)
-
-
+        ended = run_job(self.runtime, job.spec, job.documents, StoreSink(self.store, job_id))
+        if ended is not None:  # else the cancel already made it final
+            self.store.finish(job_id, *ended)

@@ -24,7 +24,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from models.errors import JobError
+from managers.locks import FileLock
+from models.errors import ConfigError, JobError
 from models.i18n import Message, _
 from models.jobs import (CANCELLED, DONE, FAILED, FINAL, INTERRUPTED, QUEUED, RUNNING, UNFINISHED,
                          Waiting)
@@ -146,6 +147,17 @@ class JobStore:
             raise _damaged(self.path, exc) from exc
         finally:
             conn.close()
+
+    def take(self) -> FileLock:
+        """The store's reader lock (``worker.lock`` beside the database), taken for the life of
+        whoever hands its jobs out — the embedded worker or the Redis dispatcher — so a second
+        server on the same data dir is refused in one sentence instead of declaring the first
+        one's jobs interrupted. A kernel lock: a server killed with ``kill -9`` leaves nothing."""
+        lock = FileLock(self.path.with_name("worker.lock"))
+        if not lock.acquire(blocking=False):
+            raise ConfigError(_("Another API server reads the jobs in {path}; stop it, or give this one a data dir "
+                                "of its own (CHATVLMLLM_DATA_DIR).", path=str(self.path.parent)))
+        return lock
 
     # --- accepting ---------------------------------------------------------------------
 
@@ -341,14 +353,15 @@ class JobStore:
 
     # --- keeping it tidy -------------------------------------------------------------------
 
-    def running(self) -> list[str]:
+    def running(self) -> dict[str, str | None]:
+        """The running jobs' ids, each with the worker reading it."""
         with self._conn() as conn:
-            return [row[0] for row in conn.execute("SELECT id FROM jobs WHERE state = ?", (RUNNING,))]
+            return dict(conn.execute("SELECT id, worker FROM jobs WHERE state = ?", (RUNNING,)))
 
     def recover(self, on_restart: str) -> list[str]:
         """Interrupt what was running when the server stopped; requeue it as ``on_restart``
         says (resume, requeue or keep). The interrupted jobs' ids."""
-        cut = self.running()
+        cut = list(self.running())
         for job_id in cut:
             self.interrupt(job_id, requeue=on_restart != "keep", resume=on_restart == "resume")
         return cut
