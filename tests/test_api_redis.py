@@ -182,13 +182,20 @@ def test_a_worker_gone_mid_job_gives_it_back_and_another_resumes_it(setup, stub,
         assert "worker dots stopped" in dots.log()
 
 
-def test_a_restarted_api_leaves_jobs_running_on_live_workers(setup, tmp_path, stub):
-    api, worker, changes = setup
+def held_on_one_worker(setup, stub) -> dict:
+    """A two-page dots.ocr job on worker "dots" alone, its first page held at the stub."""
+    api, worker, _changes = setup
     dots = worker("dots", "dots_ocr")
     live(api, "dots", workers=[dots])
     stub.hold_lines = 1
     started = submit(api, [("one.png", page(1)), ("two.png", page(2))], model="dots_ocr")
     assert stub.held.wait(TIMEOUT), dots.log()
+    return started
+
+
+def test_a_restarted_api_leaves_jobs_running_on_live_workers(setup, tmp_path, stub):
+    api, _worker, changes = setup
+    started = held_on_one_worker(setup, stub)
     api.kill()
 
     with APIServer(tmp_path, data_dir=api.data_dir, **changes) as again:
@@ -200,12 +207,8 @@ def test_a_restarted_api_leaves_jobs_running_on_live_workers(setup, tmp_path, st
 
 
 def test_cancel_stops_the_job_on_its_worker(setup, stub):
-    api, worker, _changes = setup
-    dots = worker("dots", "dots_ocr")
-    live(api, "dots", workers=[dots])
-    stub.hold_lines = 1
-    cancelled = submit(api, [("one.png", page(1)), ("two.png", page(2))], model="dots_ocr")
-    assert stub.held.wait(TIMEOUT), dots.log()
+    api = setup[0]
+    cancelled = held_on_one_worker(setup, stub)
 
     answer = requests.delete(f"{api.url}/v1/jobs/{cancelled['id']}", timeout=TIMEOUT)
     assert answer.status_code == 200 and answer.json()["state"] == "cancelled"

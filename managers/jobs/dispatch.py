@@ -7,8 +7,8 @@ The API's process reads no job itself. Each turn, in one thread so no two steps 
    leave Redis: an API killed in between applies them again, which the store takes as the
    same (a page is replaced, a final job stays final);
 2. reconcile — a running job whose worker's heartbeat lapsed (killed, its machine gone)
-   or restarted under the same name is interrupted in the store, pages kept, and queued
-   again as ``jobs.on_restart`` says; an attempt no longer running (cancelled, given back)
+   or restarted under the same name, or whose RQ job ended without a word back, is
+   interrupted in the store, pages kept, and queued again as ``jobs.on_restart`` says; an attempt no longer running (cancelled, given back)
    is withdrawn, which stops its worker; a dead worker's RQ queue and registries are
    removed, so nothing given to it runs twice;
 3. route — queued jobs go to idle workers (models/jobs.py ``route``): the job is claimed
@@ -29,8 +29,8 @@ import uuid
 
 import redis
 from rq import Queue
-from rq.exceptions import NoSuchJobError
-from rq.job import Job
+from rq.exceptions import InvalidJobOperation, NoSuchJobError
+from rq.job import Job, JobStatus
 
 from managers.jobs.redis_queue import (GIVEN_BACK, JOB_FUNCTION, RESULTS, RUNNING, WORKERS, Attempt, Heartbeat, connect,
                                        heartbeat_key, queue_name, unpack, unreachable)
@@ -103,34 +103,41 @@ class Dispatcher:
             self.wake.clear()
 
     def _turn(self) -> list[str]:
+        # Read before collecting: whatever a worker sent before its RQ job ended is then collected.
+        over = self._over(self._attempts())
         self._collect()
         live = self.workers()
-        cut = self._reconcile(live)
+        cut = self._reconcile(live, over)
         self._route(live)
         return cut
 
     # --- 1. collect ----------------------------------------------------------------------
 
     def _collect(self) -> None:
-        items = self.redis.lrange(RESULTS, 0, BATCH - 1)
-        if not items:
-            return
-        attempts = self._attempts()
-        for item in items:
-            header, payload = unpack(item)
-            job_id = header["job"]
-            attempt = attempts.get(job_id)
-            if attempt is None or attempt.token != header["token"]:
-                continue  # sent under an attempt given up: another worker reads the job now
-            if header["kind"] == "page":
-                self.store.page_read(job_id, header["n"], PageResult.model_validate_json(header["page"]),
-                                     payload or None)
-            elif header["kind"] == "document":
-                self.store.document_read(job_id, header["n"], OCRResult.model_validate_json(header["result"]))
-            else:
-                self._end(job_id, header["state"], header.get("error"))
-                del attempts[job_id]
-        self.redis.ltrim(RESULTS, len(items), -1)
+        """Every item sent so far into the store, a batch at a time."""
+        while items := self.redis.lrange(RESULTS, 0, BATCH - 1):
+            attempts = self._attempts()
+            for item in items:
+                try:
+                    self._apply(item, attempts)
+                except (ValueError, KeyError):  # not an item a worker of this version sends: dropped
+                    log.exception("a malformed item in %s was dropped", RESULTS)
+            self.redis.ltrim(RESULTS, len(items), -1)
+
+    def _apply(self, item: bytes, attempts: dict[str, Attempt]) -> None:
+        header, payload = unpack(item)
+        job_id = header["job"]
+        attempt = attempts.get(job_id)
+        if attempt is None or attempt.token != header["token"]:
+            return  # sent under an attempt given up: another worker reads the job now
+        if header["kind"] == "page":
+            self.store.page_read(job_id, header["n"], PageResult.model_validate_json(header["page"]),
+                                 payload or None)
+        elif header["kind"] == "document":
+            self.store.document_read(job_id, header["n"], OCRResult.model_validate_json(header["result"]))
+        else:
+            self._end(job_id, header["state"], header.get("error"))
+            del attempts[job_id]
 
     def _end(self, job_id: str, state: str, error: dict | None) -> None:
         if state in (DONE, FAILED):
@@ -144,16 +151,30 @@ class Dispatcher:
 
     # --- 2. reconcile --------------------------------------------------------------------
 
-    def _reconcile(self, live: dict[str, Heartbeat]) -> list[str]:
+    def _over(self, attempts: dict[str, Attempt]) -> set[str]:
+        """The jobs whose RQ job is no longer queued or started: its worker is done with it
+        (finished jobs are not kept), or lost it (an error RQ caught, its queue removed)."""
+        over = set()
+        for job_id, attempt in attempts.items():
+            try:
+                status = Job(attempt.token, connection=self.redis).get_status()
+            except InvalidJobOperation:
+                status = None
+            if status not in (JobStatus.QUEUED, JobStatus.STARTED):
+                over.add(job_id)
+        return over
+
+    def _reconcile(self, live: dict[str, Heartbeat], over: set[str]) -> list[str]:
         on_restart = self.config.jobs.on_restart
         attempts, cut = self._attempts(), []
         for job_id, worker in self.store.running().items():
             attempt = attempts.get(job_id)
             beat = live.get(attempt.worker) if attempt else None
-            if (attempt is None or attempt.worker != worker or beat is None or beat.instance != attempt.instance) \
+            gone = attempt is None or attempt.worker != worker or beat is None or beat.instance != attempt.instance
+            if (gone or job_id in over) \
                     and self.store.interrupt(job_id, requeue=on_restart != "keep", resume=on_restart == "resume"):
-                log.warning("job %s: its worker %s is gone; interrupted (jobs.on_restart: %s)", job_id, worker,
-                            on_restart)
+                log.warning("job %s: its worker %s is gone or lost it; interrupted (jobs.on_restart: %s)", job_id,
+                            worker, on_restart)
                 cut.append(job_id)
         running = self.store.running()
         withdrawn = [job_id for job_id in attempts if job_id not in running]
