@@ -137,16 +137,17 @@ def states(seen: list[tuple[int, str, dict]]) -> list[tuple[str, str | None]]:
 
 def test_jobs_go_to_the_worker_that_holds_their_model(setup):
     api, worker, _changes = setup
-    made = [worker("tess", "tesseract"), worker("dots", "dots_ocr")]
-    listed = live(api, "tess", "dots", workers=made)
-    assert listed["tess"]["holding"] == ["cpu", "tesseract"] and listed["dots"]["holding"] == ["vllm", "dots_ocr"]
+    # Named so that a tie decided by name would send each job to the wrong worker.
+    made = [worker("cpu", "tesseract"), worker("gpu", "dots_ocr")]
+    listed = live(api, "cpu", "gpu", workers=made)
+    assert listed["cpu"]["holding"] == ["cpu", "tesseract"] and listed["gpu"]["holding"] == ["vllm", "dots_ocr"]
 
     for _round in range(2):
         dots = submit(api, [("d.png", page(2))], model="dots_ocr")
         tess = submit(api, [("t.png", page(1))], model="tesseract")
-        assert states(wait_done(api, dots["id"]))[1:] == [("running", "dots"), ("done", None)]
-        assert states(wait_done(api, tess["id"]))[1:] == [("running", "tess"), ("done", None)]
-        assert job(api, dots["id"])["worker"] == "dots" and job(api, tess["id"])["worker"] == "tess"
+        assert states(wait_done(api, dots["id"]))[1:] == [("running", "gpu"), ("done", None)]
+        assert states(wait_done(api, tess["id"]))[1:] == [("running", "cpu"), ("done", None)]
+        assert job(api, dots["id"])["worker"] == "gpu" and job(api, tess["id"])["worker"] == "cpu"
     text = requests.get(f"{api.url}/v1/jobs/{tess['id']}/result", params={"format": "txt"}, timeout=TIMEOUT).text
     assert "Line 0 of the" in text
 
