@@ -17,8 +17,9 @@ import sys
 from fastapi import FastAPI
 
 from managers.api_keys import APIKeys
-from managers.jobs.local import refuse_if_taken
+from managers.jobs.redis_queue import connect
 from managers.jobs.service import Jobs, jobs_dir
+from managers.jobs.store import JobStore
 from managers.runtime import Runtime
 from models.config import AppConfig, data_dir, load_config
 from models.errors import ChatVLMError
@@ -73,10 +74,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", help=_("address to listen on (default: api.host, 127.0.0.1)").render(lang))
     parser.add_argument("--port", type=int, help=_("port (default: api.port, 8000)").render(lang))
     args = parser.parse_args(argv)
-    try:
+    try:  # each said in one sentence here, not as uvicorn's trace of a failed startup
         config = load_config(args.config)
-        refuse_if_taken(jobs_dir())
-    except ChatVLMError as exc:  # one sentence, not uvicorn's trace of a failed startup
+        JobStore(jobs_dir()).refuse_if_taken()
+        if config.jobs.backend == "redis":
+            connect(config.jobs.redis_url).close()
+    except ChatVLMError as exc:
         print(_("error: {error}", error=exc.message).render(lang), file=sys.stderr)
         return 1
     host, port = args.host or config.api.host, args.port or config.api.port

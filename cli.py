@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
+import socket
 import sys
 import time
 from collections.abc import Mapping
@@ -212,6 +214,34 @@ def cmd_stop(args, config) -> int:
 def cmd_logs(args, config) -> int:
     sys.stdout.write(SingleContainerManager(config).logs(args.model, args.tail))
     return 0
+
+
+def cmd_worker(args, config) -> int:
+    """Read the API's jobs from Redis on this machine until Ctrl-C or SIGTERM (the job being
+    read is handed back, for another worker to resume), then exit 0; 1 when it cannot start."""
+    from managers.jobs import redis_queue, remote_worker  # Redis and RQ load only for this command
+
+    if config.jobs.backend != "redis":
+        print(t("error: {error}", error=t("cli.py worker reads the API's jobs from Redis; set jobs.backend: redis "
+                                          "and jobs.redis_url in the config (as the API's).")), file=sys.stderr)
+        return 1
+    if args.model:
+        check_mode(config, args.model, args.mode)  # an unknown model or mode is bad usage (exit 2)
+    name = args.name or f"{socket.gethostname()}-{os.getpid()}"
+
+    def ready() -> None:
+        print(t("worker {name} reads jobs from {url}; Ctrl-C stops it", name=name,
+                url=redis_queue.shown(config.jobs.redis_url)), file=sys.stderr, flush=True)
+
+    try:
+        remote_worker.serve(config, name, args.model, args.mode, on_ready=ready)
+    except ChatVLMError as exc:
+        print(t("error: {error}", error=tr(exc)), file=sys.stderr)
+        return 1
+    print(t("worker {name} stopped", name=name), file=sys.stderr, flush=True)
+    # The job was handed back; a page abandoned in flight may still hold a thread on its
+    # socket until the model server's timeout (requests.timeout_s), which is not waited for.
+    os._exit(0)
 
 
 def needs_out(fmt: str, out: Path | None, one_sheet: bool = False) -> None:
@@ -567,6 +597,16 @@ def build_parser() -> argparse.ArgumentParser:
     revoke = key_actions.add_parser("revoke", help=t("remove the key called NAME; requests with it are refused"))
     revoke.add_argument("name", metavar="NAME")
     api_key.set_defaults(run=cmd_api_key)
+    worker = commands.add_parser("worker", help=t("read the API's jobs from Redis on this machine (jobs.backend: redis)"),
+                                 description=t("Read jobs the API (jobs.backend: redis) hands out, with this "
+                                               "machine's models, until Ctrl-C or SIGTERM; the job being read is "
+                                               "then handed back and another worker resumes it."))
+    worker.add_argument("--model", metavar="KEY", help=t("make this model ready at start, so this worker holds it "
+                                                         "and gets its jobs first"))
+    worker.add_argument("--mode", choices=MODES, help=t("the model's mode (default: its first backend)"))
+    worker.add_argument("--name", metavar="NAME", help=t("the worker's name, unique on the Redis (default: "
+                                                         "HOST-PID)"))
+    worker.set_defaults(run=cmd_worker)
     # `cli.py ocr --lang ru …` too; unset, it leaves the top one
     for command in [*commands.choices.values(), *key_actions.choices.values()]:
         command.add_argument("--lang", choices=LANGUAGES, default=argparse.SUPPRESS,

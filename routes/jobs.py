@@ -48,6 +48,7 @@ def describe(job: Job, lang: str) -> dict:
         "page_errors": page_errors,
         "error": job.error.render(lang) if job.error else None,
         "interruptions": job.interruptions,
+        "worker": job.worker,
         "created": job.created, "started": job.started, "finished": job.finished,
         "links": {"self": f"/v1/jobs/{job.id}", "result": f"/v1/jobs/{job.id}/result",
                   "events": f"/v1/jobs/{job.id}/events"},
@@ -131,7 +132,8 @@ async def submit(request: Request, files: Files, form: Annotated[ReadForm, Depen
 @router.get("/{job_id}", summary="A job's state and progress")
 def status(request: Request, job_id: str, who: str = Depends(owner)):
     """The job's state (queued, running, done, failed, cancelled, interrupted), its pages done
-    of total, and each page that failed with its error."""
+    of total, each page that failed with its error, and the worker reading it (or that read
+    it last)."""
     lang = language(request)
     return with_page_errors(request, request.app.state.jobs.get(who, job_id), lang)
 

@@ -8,6 +8,8 @@ import time
 from fastapi import APIRouter, Depends, Request
 
 from managers.availability import probe_host, why_not
+from managers.jobs.dispatch import Dispatcher
+from models.errors import NotAvailable
 from models.config import FIELDS, MODE_LABELS
 from models.i18n import translate
 from routes.auth import owner
@@ -28,10 +30,20 @@ def facts(request: Request):
 @router.get("/health", summary="Is the API up")
 def health(request: Request):
     """Liveness: 200 while the API answers, with its jobs backend and how many jobs are
-    unfinished of the queue's size. Needs no API key."""
-    jobs = request.app.state.jobs
-    return {"status": "ok", "backend": request.app.state.config.jobs.backend,
-            "jobs_unfinished": jobs.store.unfinished(), "queue_size": request.app.state.config.jobs.queue_size}
+    unfinished of the queue's size. With the redis backend, also the live workers (what each
+    holds) — or, while Redis does not answer, status "degraded" and the sentence why. Needs
+    no API key."""
+    jobs, config = request.app.state.jobs, request.app.state.config
+    shown = {"status": "ok", "backend": config.jobs.backend, "jobs_unfinished": jobs.store.unfinished(),
+             "queue_size": config.jobs.queue_size}
+    if isinstance(jobs.worker, Dispatcher):
+        try:
+            jobs.worker.check()
+            shown["workers"] = [{"name": name, "holding": list(beat.holding) if beat.holding else None}
+                                for name, beat in jobs.worker.workers().items()]
+        except NotAvailable as exc:
+            shown.update(status="degraded", error=exc.message.render(language(request)))
+    return shown
 
 
 @router.get("/v1/models", summary="What can read documents here")

@@ -4,7 +4,8 @@
 #   scripts/install.sh --local  also PyTorch and Transformers, for local mode
 #   scripts/install.sh --test   also what the test suite needs: Chromium for the browser tests,
 #                               a Docker engine (started if it is not running), debootstrap for
-#                               the offline test images, and vLLM's CPU build in .venv-vllm
+#                               the offline test images, redis-server (the tests start their own,
+#                               no service), and vLLM's CPU build in .venv-vllm
 # Safe to run again; apt steps use sudo when not run as root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,7 +18,7 @@ SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 
 RUNTIME_APT=(tesseract-ocr tesseract-ocr-eng tesseract-ocr-rus fonts-dejavu-core python3-venv python3-pip)
-TEST_APT=(chromium fonts-noto-color-emoji docker.io debootstrap)
+TEST_APT=(chromium fonts-noto-color-emoji docker.io debootstrap redis-server)
 
 phase() {  # phase NAME COMMAND...: run it and say how long it took
     local name=$1 start=$SECONDS

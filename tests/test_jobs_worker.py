@@ -12,7 +12,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from managers.jobs import local
+from managers.jobs import work
 from managers.jobs.local import LocalWorker
 from managers.jobs.store import JobStore, Spec
 from models.errors import Cancelled
@@ -45,7 +45,7 @@ def test_a_cancel_that_is_not_the_jobs_own_fails_the_job_instead_of_leaving_it_r
     def cancelled_elsewhere(*_args):
         raise Cancelled(_("Cancelled while the model was being made ready."))
 
-    monkeypatch.setattr(local, "read_job", cancelled_elsewhere)
+    monkeypatch.setattr(work, "read_job", cancelled_elsewhere)
     job = store.add("local", Spec("qwen3_vl_2b", "vllm"), PAGE)
     worker = worker_for(store, config)
     try:
@@ -60,7 +60,7 @@ def test_a_job_cancelled_by_its_client_stays_cancelled(store, config, monkeypatc
         store.cancel(sink.job_id)
         raise Cancelled(_("The job was cancelled."))
 
-    monkeypatch.setattr(local, "read_job", cancelled_by_client)
+    monkeypatch.setattr(work, "read_job", cancelled_by_client)
     job = store.add("local", Spec("tesseract", "cpu", needs_gpu=False), PAGE)
     worker = worker_for(store, config)
     try:
@@ -74,7 +74,7 @@ def test_a_store_that_fails_for_a_moment_does_not_stop_the_worker(store, config,
     """SQLite busy past its timeout, a full disk for a moment: the worker says so in its log
     and goes on, or every job accepted after it would wait forever."""
     read = threading.Event()
-    monkeypatch.setattr(local, "read_job", lambda *_args: read.set())
+    monkeypatch.setattr(work, "read_job", lambda *_args: read.set())
     real, failures = store.waiting, iter([sqlite3.OperationalError("database is locked")] * 2)
 
     def flaky():

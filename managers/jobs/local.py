@@ -2,10 +2,8 @@
 queued jobs one at a time, model by model (models/jobs.py ``next_job``), through the
 process's runtime.
 
-One server reads a job store: the worker holds ``worker.lock`` beside the database for its
-life, so a second server on the same data dir is refused in one sentence instead of
-declaring the first one's jobs interrupted. The lock is a kernel lock, so a server killed
-with ``kill -9`` leaves nothing behind; the next one interrupts what it was reading and
+It holds the store's reader lock for its life (``JobStore.take``); a server killed with
+``kill -9`` leaves nothing behind, and the next one interrupts what it was reading and
 resumes it (``jobs.on_restart``).
 """
 
@@ -16,35 +14,19 @@ import os
 import socket
 import threading
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from managers.jobs.store import JobStore
-from managers.jobs.work import Sink, read_job
-from managers.locks import FileLock, held_by_someone
-from models.errors import ChatVLMError, ConfigError
-from models.i18n import _
-from models.jobs import DONE, FAILED, next_job
+from managers.jobs.work import Sink, run_job
+from managers.locks import FileLock
+from models.jobs import next_job
 from models.result import OCRResult, PageResult
 
 if TYPE_CHECKING:
     from managers.runtime import Runtime
 
 IDLE_POLL_S = 0.5
-LOCK_NAME = "worker.lock"
 log = logging.getLogger(__name__)
-
-
-def _taken(directory: Path) -> ConfigError:
-    return ConfigError(_("Another API server reads the jobs in {path}; stop it, or give this one a data dir of its "
-                         "own (CHATVLMLLM_DATA_DIR).", path=str(directory)))
-
-
-def refuse_if_taken(directory: Path) -> None:
-    """Refuse a second server on ``directory`` before it starts, so api.py says so in one
-    sentence instead of uvicorn's trace of a failed startup (``start`` still decides)."""
-    if held_by_someone(directory / LOCK_NAME):
-        raise _taken(directory)
 
 
 class StoreSink(Sink):
@@ -75,14 +57,13 @@ class LocalWorker:
         self.name = f"{socket.gethostname()}:{os.getpid()}"
         self.wake = threading.Event()  # a job was queued: look now, not at the next poll
         self.stopped = threading.Event()
-        self._lock = FileLock(store.path.with_name(LOCK_NAME))
+        self._lock: FileLock | None = None
         self._thread = threading.Thread(target=self._loop, name="jobs-worker", daemon=True)
 
     def start(self, on_restart: str) -> list[str]:
         """Take the store (refused while another server has it), interrupt what a dead
         server was reading, and start reading; the interrupted jobs' ids."""
-        if not self._lock.acquire(blocking=False):
-            raise _taken(self.store.path.parent)
+        self._lock = self.store.take()
         cut = self.store.recover(on_restart)
         self._thread.start()
         return cut
@@ -91,7 +72,8 @@ class LocalWorker:
         self.stopped.set()
         self.wake.set()
         self._thread.join(timeout=5)
-        self._lock.release()
+        if self._lock is not None:
+            self._lock.release()
 
     def holding(self) -> tuple[str, str] | None:
         holder = self.runtime.arbiter.holder()
@@ -113,18 +95,6 @@ class LocalWorker:
 
     def _read(self, job_id: str) -> None:
         job = self.store.get(job_id)
-        try:
-            read_job(self.runtime, job.spec, job.documents, StoreSink(self.store, job_id))
-        except ChatVLMError as exc:
-            # Cancelled too: the job's own cancel made it final already, which finish leaves as
-            # it is; a cancel from elsewhere (a model change it waited on, cancelled by another
-            # user) must not leave it running.
-            self.store.finish(job_id, FAILED, exc.message)
-            return
-        except Exception as exc:  # a bug must still end the job with a sentence
-            log.exception("job %s failed", job_id)
-            self.store.finish(job_id, FAILED, _("The job failed unexpectedly: {reason}", reason=exc))
-            return
-        self.store.finish(job_id, DONE)
-
-
+        ended = run_job(self.runtime, job.spec, job.documents, StoreSink(self.store, job_id))
+        if ended is not None:  # else the cancel already made it final
+            self.store.finish(job_id, *ended)

@@ -2,8 +2,8 @@
 
 The store (managers/jobs/store.py) is the record on the API's machine whichever backend
 reads the jobs: the embedded worker (managers/jobs/local.py) reads them in this process;
-with ``jobs.backend: redis`` they are handed to ``cli.py worker`` processes through Redis
-(managers/jobs/redis_queue.py) and what those read comes back into the store.
+with ``jobs.backend: redis`` the dispatcher (managers/jobs/dispatch.py) hands them to
+``cli.py worker`` processes through Redis and brings what those read back into the store.
 
 A job belongs to the API key that submitted it: another key is told there is no such job,
 so ids never leak whose documents exist.
@@ -14,6 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from managers.jobs.dispatch import Dispatcher
 from managers.jobs.local import LocalWorker
 from managers.jobs.store import Event, Job, JobStore, Spec
 from models.config import data_dir
@@ -34,7 +35,8 @@ class Jobs:
     def __init__(self, runtime: Runtime, directory: Path | None = None):
         self.config = runtime.config
         self.store = JobStore(directory or jobs_dir())
-        self.worker = LocalWorker(runtime, self.store)
+        self.worker = (Dispatcher(self.config, self.store) if self.config.jobs.backend == "redis"
+                       else LocalWorker(runtime, self.store))
 
     def start(self) -> list[str]:
         """Start reading; the ids of jobs a dead server left interrupted."""
@@ -49,6 +51,8 @@ class Jobs:
         """Keep a new job; Busy when the queue is full, or the owner's unfinished jobs and its
         ``chats`` in flight reach api.per_key_jobs."""
         settings, api = self.config.jobs, self.config.api
+        if isinstance(self.worker, Dispatcher):
+            self.worker.check()  # a job no worker could be handed is refused now, not left waiting
         job = self.store.add(owner, spec, documents, limit=settings.queue_size, owner_limit=api.per_key_jobs - chats)
         if job is None and self.store.unfinished() >= settings.queue_size:
             raise Busy(n_("The job queue is full ({n} job unfinished); try again in a while.",
@@ -73,7 +77,9 @@ class Jobs:
 
     def cancel(self, owner: str, job_id: str) -> Job:
         self.get(owner, job_id)
-        return self.store.cancel(job_id)
+        job = self.store.cancel(job_id)
+        self.worker.wake.set()  # the dispatcher withdraws the job from its worker at once
+        return job
 
     def events(self, owner: str, job_id: str, after: int = 0) -> list[Event]:
         self.get(owner, job_id)

@@ -24,7 +24,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from models.errors import JobError
+from managers.locks import FileLock, held_by_someone
+from models.errors import ConfigError, JobError
 from models.i18n import Message, _
 from models.jobs import (CANCELLED, DONE, FAILED, FINAL, INTERRUPTED, QUEUED, RUNNING, UNFINISHED,
                          Waiting)
@@ -146,6 +147,30 @@ class JobStore:
             raise _damaged(self.path, exc) from exc
         finally:
             conn.close()
+
+    def take(self) -> FileLock:
+        """The store's reader lock (``worker.lock`` beside the database), taken for the life of
+        whoever hands its jobs out — the embedded worker or the Redis dispatcher — so a second
+        server on the same data dir is refused in one sentence instead of declaring the first
+        one's jobs interrupted. A kernel lock: a server killed with ``kill -9`` leaves nothing."""
+        lock = FileLock(self._lock_path)
+        if not lock.acquire(blocking=False):
+            raise self._taken()
+        return lock
+
+    def refuse_if_taken(self) -> None:
+        """Refuse a second server before it starts, so api.py says so in one sentence instead
+        of uvicorn's trace of a failed startup (``take`` still decides)."""
+        if held_by_someone(self._lock_path):
+            raise self._taken()
+
+    @property
+    def _lock_path(self) -> Path:
+        return self.path.with_name("worker.lock")
+
+    def _taken(self) -> ConfigError:
+        return ConfigError(_("Another API server reads the jobs in {path}; stop it, or give this one a data dir "
+                             "of its own (CHATVLMLLM_DATA_DIR).", path=str(self.path.parent)))
 
     # --- accepting ---------------------------------------------------------------------
 
@@ -341,14 +366,15 @@ class JobStore:
 
     # --- keeping it tidy -------------------------------------------------------------------
 
-    def running(self) -> list[str]:
+    def running(self) -> dict[str, str | None]:
+        """The running jobs' ids, each with the worker reading it."""
         with self._conn() as conn:
-            return [row[0] for row in conn.execute("SELECT id FROM jobs WHERE state = ?", (RUNNING,))]
+            return dict(conn.execute("SELECT id, worker FROM jobs WHERE state = ?", (RUNNING,)))
 
     def recover(self, on_restart: str) -> list[str]:
         """Interrupt what was running when the server stopped; requeue it as ``on_restart``
         says (resume, requeue or keep). The interrupted jobs' ids."""
-        cut = self.running()
+        cut = list(self.running())
         for job_id in cut:
             self.interrupt(job_id, requeue=on_restart != "keep", resume=on_restart == "resume")
         return cut

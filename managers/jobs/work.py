@@ -10,14 +10,16 @@ when the job was cancelled: reading stops at once and the pages read stay.
 
 from __future__ import annotations
 
+import logging
 import threading
 from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING
 
 from managers import runs
 from models.document import open_document, png_bytes
-from models.errors import Cancelled
-from models.i18n import _
+from models.errors import Cancelled, ChatVLMError
+from models.i18n import Message, _
+from models.jobs import DONE, FAILED
 from models.result import OCRResult, PageResult
 
 if TYPE_CHECKING:
@@ -27,6 +29,7 @@ if TYPE_CHECKING:
     from managers.runtime import Runtime
 
 CANCEL_POLL_S = 0.5
+log = logging.getLogger(__name__)
 
 
 class Sink(ABC):
@@ -79,6 +82,23 @@ def read_job(runtime: Runtime, spec: Spec, documents: list[Document], sink: Sink
             _read(runtime, spec, document, sink, cancel)
     finally:
         stop_watching.set()
+
+
+def run_job(runtime: Runtime, spec: Spec, documents: list[Document], sink: Sink) -> tuple[str, Message | None] | None:
+    """Read the job to its end: (DONE, None), (FAILED, the sentence why), or None when it was
+    cancelled (or its reader was told to stop: the pages read so far are kept either way)."""
+    try:
+        read_job(runtime, spec, documents, sink)
+    except Cancelled as exc:
+        if sink.cancelled():  # the job's own cancel, or its reader told to stop: its pages are kept
+            return None
+        return FAILED, exc.message  # e.g. a model change it waited on, cancelled by another user
+    except ChatVLMError as exc:
+        return FAILED, exc.message
+    except Exception as exc:  # a bug must still end the job with a sentence
+        log.exception("a job failed")
+        return FAILED, _("The job failed unexpectedly: {reason}", reason=exc)
+    return DONE, None
 
 
 def _read(runtime: Runtime, spec: Spec, document: Document, sink: Sink, cancel: threading.Event) -> None:

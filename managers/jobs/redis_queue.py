@@ -1,0 +1,120 @@
+"""What the API's dispatcher (managers/jobs/dispatch.py) and ``cli.py worker``
+(managers/jobs/remote_worker.py) share through Redis with ``jobs.backend: redis``: the
+keys, the connection and its one-sentence failure, and the records both sides read.
+
+    chatvlmllm:worker:<name>           a live worker (``Heartbeat``): it expires
+                                       HEARTBEAT_TTL_S after its last refresh, so a worker
+                                       killed with ``kill -9`` is gone within seconds
+    chatvlmllm:workers                 the names of workers seen, so a dead one is cleaned up
+    rq:queue:chatvlmllm:worker:<name>  the worker's own RQ queue, which only it reads
+    chatvlmllm:running                 job id → the ``Attempt`` the API gave out; a worker
+                                       whose attempt is no longer there stops reading
+    chatvlmllm:results                 what workers read, in order (``pack``): pages,
+                                       documents, ends; the API removes an item only after
+                                       its store has it
+
+The SQLite store on the API's machine stays the record of every job; Redis carries only the
+work in flight, so losing it loses no accepted job (they are interrupted and queued again).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from urllib.parse import urlsplit, urlunsplit
+
+import redis
+
+from models.errors import NotAvailable
+from models.i18n import _
+
+PREFIX = "chatvlmllm:"
+WORKERS = PREFIX + "workers"
+RUNNING = PREFIX + "running"
+RESULTS = PREFIX + "results"
+HEARTBEAT_TTL_S = 5
+HEARTBEAT_EVERY_S = 1.0
+JOB_FUNCTION = "managers.jobs.remote_worker.read"
+# How a worker's reading of a job ended besides done and failed: the API withdrew the job
+# (cancelled), or the worker was told to stop and handed the job back unfinished.
+CANCELLED_END, GIVEN_BACK = "cancelled", "back"
+
+
+def heartbeat_key(name: str) -> str:
+    return f"{PREFIX}worker:{name}"
+
+
+def queue_name(name: str) -> str:
+    return f"{PREFIX}worker:{name}"
+
+
+def connect(url: str, timeout: float | None = 10) -> redis.Redis:
+    """A client for ``url`` that answered a PING (``timeout``: None for a client that blocks
+    waiting for jobs); NotAvailable in one sentence otherwise."""
+    try:
+        client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=3)
+        client.ping()
+    except (redis.RedisError, ValueError) as exc:
+        raise unreachable(url, exc) from exc
+    return client
+
+
+def unreachable(url: str, exc: Exception) -> NotAvailable:
+    return NotAvailable(_("Redis at {url} does not answer ({reason}); start redis-server or set jobs.redis_url.",
+                          url=shown(url), reason=str(exc) or type(exc).__name__))
+
+
+def shown(url: str) -> str:
+    """``url`` without its password, for a message."""
+    parts = urlsplit(url)
+    if not parts.password:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    """What a live worker says of itself."""
+
+    instance: str  # a new one each time a worker starts: a restart under the same name is told apart
+    holding: tuple[str, str] | None  # (mode, model) its GPU holds, or else the last it read
+    can_run: frozenset[tuple[str, str]]  # (mode, model) pairs its machine can run
+
+    def dumps(self) -> str:
+        return json.dumps({"instance": self.instance, "holding": self.holding, "can_run": sorted(self.can_run)})
+
+    @classmethod
+    def loads(cls, raw: bytes) -> Heartbeat:
+        data = json.loads(raw)
+        holding = data["holding"]
+        return cls(data["instance"], tuple(holding) if holding else None,
+                   frozenset(tuple(pair) for pair in data["can_run"]))
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """A job given to a worker: what it sends back counts only while this is the job's attempt."""
+
+    worker: str
+    instance: str
+    token: str
+
+    def dumps(self) -> str:
+        return json.dumps({"worker": self.worker, "instance": self.instance, "token": self.token})
+
+    @classmethod
+    def loads(cls, raw: bytes) -> Attempt:
+        data = json.loads(raw)
+        return cls(data["worker"], data["instance"], data["token"])
+
+
+def pack(header: dict, payload: bytes = b"") -> bytes:
+    """One item of the results list: a JSON line (which never holds a raw newline), then the
+    bytes it carries (a prepared page's PNG)."""
+    return json.dumps(header, ensure_ascii=False).encode() + b"\n" + payload
+
+
+def unpack(item: bytes) -> tuple[dict, bytes]:
+    header, _sep, payload = item.partition(b"\n")
+    return json.loads(header), payload

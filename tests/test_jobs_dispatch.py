@@ -1,0 +1,80 @@
+"""The dispatcher's guards, turn by turn against a real redis-server and a real job store: what
+a worker sends counts only under the attempt it was given, and a worker whose heartbeat lapsed
+loses its job and its queue. The worker's side is its own code (``RedisSink``, ``Heartbeat``)
+driven by the test, so each step is seen without waiting on processes."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from rq import Queue
+
+from managers.jobs.dispatch import Dispatcher
+from managers.jobs.redis_queue import (HEARTBEAT_TTL_S, RUNNING, WORKERS, Attempt, Heartbeat, connect, heartbeat_key,
+                                       queue_name)
+from managers.jobs.remote_worker import RedisSink
+from managers.jobs.store import JobStore, Spec
+from models.result import PageResult
+from tests.redis_server import RedisServer
+
+TESS = ("cpu", "tesseract")
+
+
+@pytest.fixture
+def dispatcher(tmp_path, config):
+    with RedisServer(tmp_path) as server:
+        jobs = config.jobs.model_copy(update={"backend": "redis", "redis_url": server.url})
+        made = Dispatcher(config.model_copy(update={"jobs": jobs}), JobStore(tmp_path / "jobs"))
+        made.redis = connect(server.url)
+        yield made
+
+
+def alive(dispatcher: Dispatcher, name: str, instance: str = "first") -> None:
+    """What a live worker's heartbeat thread writes."""
+    dispatcher.redis.set(heartbeat_key(name), Heartbeat(instance, TESS, frozenset({TESS})).dumps(), ex=HEARTBEAT_TTL_S)
+    dispatcher.redis.sadd(WORKERS, name)
+
+
+def sink(dispatcher: Dispatcher, job_id: str, token: str) -> RedisSink:
+    return RedisSink(dispatcher.redis, job_id, token, {}, {}, threading.Event())
+
+
+def test_pages_count_only_under_the_attempt_given_and_a_dead_workers_job_and_queue_go(dispatcher):
+    store = dispatcher.store
+    job = store.add("local", Spec("tesseract", "cpu", needs_gpu=False), [("a.png", b"png", [0, 1])])
+    alive(dispatcher, "w1")
+    dispatcher._turn()
+    assert store.get(job.id).state == "running" and store.get(job.id).worker == "w1"
+    token = Attempt.loads(dispatcher.redis.hget(RUNNING, job.id)).token
+    assert Queue(queue_name("w1"), connection=dispatcher.redis).job_ids == [token]
+
+    assert sink(dispatcher, job.id, token).page_read(0, PageResult(index=0, text="first"), None)
+    sink(dispatcher, job.id, "not-the-attempt").page_read(0, PageResult(index=1, text="stray"), None)
+    dispatcher._turn()
+    assert {i: p.text for i, p in store.pages(job.id, 0).items()} == {0: "first"}
+
+    dispatcher.redis.delete(heartbeat_key("w1"))  # as a kill -9 leaves it once the key expires
+    assert dispatcher._turn() == [job.id]
+    again = store.get(job.id)
+    assert (again.state, again.interruptions, again.worker) == ("queued", 1, None)
+    assert not dispatcher.redis.exists(Queue(queue_name("w1"), connection=dispatcher.redis).key)
+    assert not dispatcher.redis.sismember(WORKERS, "w1")
+
+    alive(dispatcher, "w2")
+    dispatcher._turn()
+    assert store.get(job.id).worker == "w2"
+    late = sink(dispatcher, job.id, token)  # w1 was only slow, say: what it sends now is not kept
+    assert not late.page_read(0, PageResult(index=1, text="late"), None)  # and it is told to stop
+    dispatcher._turn()
+    assert sorted(store.pages(job.id, 0)) == [0]
+
+
+def test_a_worker_restarted_under_its_name_loses_the_job_its_last_life_held(dispatcher):
+    store = dispatcher.store
+    job = store.add("local", Spec("tesseract", "cpu", needs_gpu=False), [("a.png", b"png", [0])])
+    alive(dispatcher, "w1", "first")
+    dispatcher._turn()
+    alive(dispatcher, "w1", "second")
+    assert dispatcher._turn() == [job.id]
+    assert store.get(job.id).interruptions == 1
