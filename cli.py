@@ -221,6 +221,8 @@ def cmd_worker(args, config) -> int:
     read is handed back, for another worker to resume), then exit 0; 1 when it cannot start."""
     from managers.jobs import redis_queue, remote_worker  # Redis and RQ load only for this command
 
+    if args.mode and not args.model:
+        raise ConfigError(_("--mode is the mode of the model given with --model; give both, or neither."))
     if config.jobs.backend != "redis":
         print(t("error: {error}", error=t("cli.py worker reads the API's jobs from Redis; set jobs.backend: redis "
                                           "and jobs.redis_url in the config (as the API's).")), file=sys.stderr)

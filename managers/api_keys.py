@@ -26,6 +26,8 @@ from models.i18n import _
 FILE_NAME = "api_keys.json"
 LOCK_NAME = "api_keys.lock"
 PREFIX = "cvl_"
+# Jobs sent from this machine before any key existed belong to this name (routes/auth.py).
+RESERVED = "local"
 
 
 def _digest(key: str) -> str:
@@ -71,6 +73,9 @@ class APIKeys:
         """A new key called ``name``; the key, which is not kept anywhere."""
         if not name.strip() or len(name) > 64 or any(c.isspace() for c in name):
             raise ConfigError(_("A key's name is 1 to 64 characters without spaces, e.g. tender-monitor."))
+        if name == RESERVED:
+            raise ConfigError(_("The name {name} stands for this machine's own requests before any key exists; "
+                                "choose another.", name=name))
         with self._changing() as keys:
             if name in keys:
                 raise ConfigError(_("There is a key called {name} already; revoke it first or choose another name.",

@@ -11,10 +11,11 @@ import ipaddress
 
 from fastapi import Request
 
+from managers.api_keys import RESERVED
 from models.errors import Unauthorized
 from models.i18n import _
 
-LOCAL_OWNER = "local"
+LOCAL_OWNER = RESERVED
 
 
 def loopback(host: str | None) -> bool:

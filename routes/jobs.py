@@ -145,6 +145,14 @@ def cancel(request: Request, job_id: str, who: str = Depends(owner)):
     return describe(request.app.state.jobs.cancel(who, job_id), language(request))
 
 
+@router.post("/{job_id}/resume", summary="Resume an interrupted job")
+def resume(request: Request, job_id: str, who: str = Depends(owner)):
+    """Queue an interrupted job again (one the server kept interrupted after a crash, with
+    jobs.on_restart: keep); it goes on from its first unread page. 409 when the job is not
+    interrupted."""
+    return describe(request.app.state.jobs.resume(who, job_id), language(request))
+
+
 @router.get("/{job_id}/result", summary="Download what a job read")
 def result(request: Request, job_id: str,
            format: Annotated[str, Query(description="json, md, txt, xlsx, docx, csv or pdf.")] = "json",

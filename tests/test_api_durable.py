@@ -14,6 +14,7 @@ from collections import Counter
 import pytest
 import requests
 
+from managers.jobs.store import JobStore
 from tests.api_calls import TIMEOUT, job, post, wait_for
 from tests.api_server import APIServer
 from tests.fixtures.openai_stub import OpenAIStub, ink_lines
@@ -132,7 +133,20 @@ def test_kept_after_kill_9_the_job_stays_interrupted_with_its_pages_downloadable
         assert stub.sent == {1: 1, 2: 1, 3: 1}
         # Nothing more happens to it unless a client acts, so its events end there.
         assert states(again, cut)[-1] == "interrupted"
-        # Cancelled, it ends: its pages stay.
+        # Only an interrupted job is resumed; this one goes on from its first unread page.
+        refused = requests.post(f"{again.url}/v1/jobs/{queued}/resume", timeout=TIMEOUT)
+        assert (refused.status_code, refused.json()["error"]) == (409, {
+            "code": "superseded", "message": "The job is done, not interrupted; only an interrupted job is resumed."})
+        assert requests.post(f"{again.url}/v1/jobs/{cut}/resume", timeout=TIMEOUT).json()["state"] == "queued"
+        shown = wait_for(again, cut)
+        assert (shown["state"], shown["interruptions"], shown["pages_done"]) == ("done", 1, 3)
+        assert states(again, cut)[-4:] == ["interrupted", "queued", "running", "done"]
+        assert stub.sent == {1: 1, 2: 1, 3: 2}
+
+
+def test_a_kept_job_can_be_cancelled_and_its_pages_stay(tmp_path, stub):
+    cut, _queued = kill_mid_job(tmp_path, stub, "keep")
+    with server(tmp_path, stub, "keep") as again:
         assert requests.delete(f"{again.url}/v1/jobs/{cut}", timeout=TIMEOUT).json()["state"] == "cancelled"
         assert states(again, cut)[-2:] == ["interrupted", "cancelled"]
         assert len(requests.get(f"{again.url}/v1/jobs/{cut}/result", timeout=TIMEOUT).json()["pages"]) == 2
@@ -152,6 +166,9 @@ def test_stopped_while_a_client_follows_a_job_the_server_ends_and_the_job_resume
         following.close()
     finally:
         first.kill()
+    # Stopped, not killed: the server handed the job back itself, with the two pages read.
+    stopped = JobStore(tmp_path / "data" / "jobs").get(cut)
+    assert (stopped.state, stopped.interruptions, stopped.pages_done, stopped.worker) == ("queued", 1, 2, None)
     stub.holding = False
     stub.gate.set()
     with server(tmp_path, stub, "resume") as again:

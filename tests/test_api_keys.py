@@ -92,7 +92,10 @@ def test_keys_made_by_the_cli_open_the_api_and_revoked_or_wrong_ones_do_not(api)
                            (("create", "colleague"), "error: There is a key called colleague already; revoke it "
                                                      "first or choose another name.\n"),
                            (("create", "two words"), "error: A key's name is 1 to 64 characters without spaces, "
-                                                     "e.g. tender-monitor.\n")]:
+                                                     "e.g. tender-monitor.\n"),
+                           # else its bearer would own the jobs this machine sent before any key existed
+                           (("create", "local"), "error: The name local stands for this machine's own requests "
+                                                 "before any key exists; choose another.\n")]:
         refused = cli(api.data_dir, *args)
         assert (refused.returncode, refused.stderr, refused.stdout) == (2, sentence, "")
     assert WARNING not in api.log()  # it listens on loopback: nothing to warn about

@@ -237,6 +237,10 @@ def test_without_redis_each_part_says_so_in_one_sentence(tmp_path, redis_server)
     done = subprocess.run([sys.executable, "cli.py", "--config", str(local), "worker"], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=TIMEOUT)
     assert done.returncode == 1 and "set jobs.backend: redis" in done.stderr and done.stderr.count("\n") == 1
+    usage = subprocess.run([sys.executable, "cli.py", "--config", str(config), "worker", "--mode", "vllm"], cwd=ROOT,
+                           env=env, capture_output=True, text=True, timeout=TIMEOUT)
+    assert (usage.returncode, usage.stderr) == (
+        2, "error: --mode is the mode of the model given with --model; give both, or neither.\n")
 
     with APIServer(tmp_path, jobs={"backend": "redis", "redis_url": redis_server.url}) as api:
         redis_server.stop()

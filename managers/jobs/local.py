@@ -32,8 +32,9 @@ log = logging.getLogger(__name__)
 class StoreSink(Sink):
     """A job read in this process: pages go straight into the store."""
 
-    def __init__(self, store: JobStore, job_id: str):
+    def __init__(self, store: JobStore, job_id: str, stopping: threading.Event | None = None):
         self.store, self.job_id = store, job_id
+        self.stopping = stopping or threading.Event()
 
     def document(self, n: int) -> bytes:
         return self.store.document(self.job_id, n)
@@ -42,13 +43,15 @@ class StoreSink(Sink):
         return self.store.pages(self.job_id, n)
 
     def page_read(self, n: int, page: PageResult, prepared: bytes | None) -> bool:
-        return self.store.page_read(self.job_id, n, page, prepared)
+        # A page read while the server stops may have failed because the model is being
+        # unloaded under it: not kept, it is read again when the job resumes.
+        return not self.stopping.is_set() and self.store.page_read(self.job_id, n, page, prepared)
 
     def document_read(self, n: int, result: OCRResult) -> None:
         self.store.document_read(self.job_id, n, result)
 
     def cancelled(self) -> bool:
-        return self.store.state(self.job_id) != "running"
+        return self.stopping.is_set() or self.store.state(self.job_id) != "running"
 
 
 class LocalWorker:
@@ -95,6 +98,10 @@ class LocalWorker:
 
     def _read(self, job_id: str) -> None:
         job = self.store.get(job_id)
-        ended = run_job(self.runtime, job.spec, job.documents, StoreSink(self.store, job_id))
-        if ended is not None:  # else the cancel already made it final
+        ended = run_job(self.runtime, job.spec, job.documents, StoreSink(self.store, job_id, self.stopped))
+        if ended is not None:
             self.store.finish(job_id, *ended)
+        elif self.stopped.is_set():  # the server stops: the job is handed back now, its pages kept
+            on_restart = self.runtime.config.jobs.on_restart
+            self.store.interrupt(job_id, requeue=on_restart != "keep", resume=on_restart == "resume")
+        # else its cancel already made it final

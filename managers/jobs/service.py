@@ -11,6 +11,7 @@ so ids never leak whose documents exist.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,8 +19,9 @@ from managers.jobs.dispatch import Dispatcher
 from managers.jobs.local import LocalWorker
 from managers.jobs.store import Event, Job, JobStore, Spec
 from models.config import data_dir
-from models.errors import Busy, JobError
+from models.errors import Busy, JobError, Superseded
 from models.i18n import _, n_
+from models.jobs import STATE_WORDS
 from models.result import OCRResult
 
 if TYPE_CHECKING:
@@ -31,8 +33,12 @@ def jobs_dir() -> Path:
     return data_dir() / "jobs"
 
 
+PURGE_EVERY_S = 3600
+
+
 class Jobs:
     def __init__(self, runtime: Runtime, directory: Path | None = None):
+        self._purged = 0.0
         self.config = runtime.config
         self.store = JobStore(directory or jobs_dir())
         self.worker = (Dispatcher(self.config, self.store) if self.config.jobs.backend == "redis"
@@ -40,9 +46,15 @@ class Jobs:
 
     def start(self) -> list[str]:
         """Start reading; the ids of jobs a dead server left interrupted."""
-        if self.config.jobs.keep_days:
-            self.store.purge(self.config.jobs.keep_days * 86400)
+        self._purge()
         return self.worker.start(self.config.jobs.on_restart)
+
+    def _purge(self) -> None:
+        """Remove jobs past jobs.keep_days: at start and then at most hourly, on the next
+        submit, so a server that stays up for weeks keeps to it too."""
+        if self.config.jobs.keep_days:
+            self._purged = time.monotonic()
+            self.store.purge(self.config.jobs.keep_days * 86400)
 
     def stop(self) -> None:
         self.worker.stop()
@@ -51,6 +63,8 @@ class Jobs:
         """Keep a new job; Busy when the queue is full, or the owner's unfinished jobs and its
         ``chats`` in flight reach api.per_key_jobs."""
         settings, api = self.config.jobs, self.config.api
+        if time.monotonic() - self._purged > PURGE_EVERY_S:
+            self._purge()
         if isinstance(self.worker, Dispatcher):
             self.worker.check()  # a job no worker could be handed is refused now, not left waiting
         job = self.store.add(owner, spec, documents, limit=settings.queue_size, owner_limit=api.per_key_jobs - chats)
@@ -80,6 +94,15 @@ class Jobs:
         job = self.store.cancel(job_id)
         self.worker.wake.set()  # the dispatcher withdraws the job from its worker at once
         return job
+
+    def resume(self, owner: str, job_id: str) -> Job:
+        """Queue an interrupted job again from its first unread page."""
+        job = self.get(owner, job_id)
+        if not self.store.resume(job_id):
+            raise Superseded(_("The job is {state}, not interrupted; only an interrupted job is resumed.",
+                               state=STATE_WORDS[job.state]))
+        self.worker.wake.set()
+        return self.store.get(job_id)
 
     def events(self, owner: str, job_id: str, after: int = 0) -> list[Event]:
         self.get(owner, job_id)

@@ -120,7 +120,9 @@ class Event:
 
 class JobStore:
     def __init__(self, directory: Path):
-        directory.mkdir(parents=True, exist_ok=True)
+        # Uploaded documents are kept here: readable by this user only, like api_keys.json.
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        directory.chmod(0o700)
         self.path = directory / "jobs.sqlite3"
         with self._conn() as conn:  # the tables exist before the first request needs them
             conn.execute("BEGIN IMMEDIATE")
@@ -343,9 +345,24 @@ class JobStore:
                 if not resume:
                     conn.execute("DELETE FROM pages WHERE job = ?", (job_id,))
                     conn.execute("DELETE FROM prepared WHERE job = ?", (job_id,))
-                conn.execute("UPDATE jobs SET state = ?, queued_at = ? WHERE id = ?", (QUEUED, time.time(), job_id))
-                _event(conn, job_id, "state", {"state": QUEUED, "resumed": resume})
+                self._requeue(conn, job_id, resume)
         return True
+
+    def resume(self, job_id: str) -> bool:
+        """Queue an interrupted job again from its first unread page (one kept by
+        ``jobs.on_restart: keep``); False when it is not interrupted."""
+        with self._conn() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            if conn.execute("SELECT 1 FROM jobs WHERE id = ? AND state = ?", (job_id, INTERRUPTED)).fetchone() is None:
+                return False
+            self._requeue(conn, job_id, resume=True)
+        return True
+
+    @staticmethod
+    def _requeue(conn: sqlite3.Connection, job_id: str, resume: bool) -> None:
+        # queued_at stays: a job handed back keeps its place in the queue and its wait so far.
+        conn.execute("UPDATE jobs SET state = ? WHERE id = ?", (QUEUED, job_id))
+        _event(conn, job_id, "state", {"state": QUEUED, "resumed": resume})
 
     # --- the client's side ---------------------------------------------------------------
 
