@@ -9,6 +9,7 @@ import threading
 
 import pytest
 from rq import Queue
+from rq.job import Job
 
 from managers.jobs.dispatch import Dispatcher
 from managers.jobs.redis_queue import (HEARTBEAT_TTL_S, RUNNING, WORKERS, Attempt, Heartbeat, connect, heartbeat_key,
@@ -78,3 +79,19 @@ def test_a_worker_restarted_under_its_name_loses_the_job_its_last_life_held(disp
     alive(dispatcher, "w1", "second")
     assert dispatcher._turn() == [job.id]
     assert store.get(job.id).interruptions == 1
+
+
+def test_a_job_cancelled_before_its_worker_took_it_leaves_the_workers_queue(dispatcher):
+    """Else the worker would still take it, and switch its model for a job nobody wants."""
+    store = dispatcher.store
+    job = store.add("local", Spec("tesseract", "cpu", needs_gpu=False), [("a.png", b"png", [0])])
+    alive(dispatcher, "w1")
+    dispatcher._turn()
+    queue = Queue(queue_name("w1"), connection=dispatcher.redis)
+    token = Attempt.loads(dispatcher.redis.hget(RUNNING, job.id)).token
+    assert queue.job_ids == [token]
+
+    store.cancel(job.id)
+    dispatcher._turn()
+    assert not dispatcher.redis.hexists(RUNNING, job.id)
+    assert queue.job_ids == [] and not dispatcher.redis.exists(Job.key_for(token))  # its documents went too

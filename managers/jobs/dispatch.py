@@ -180,6 +180,8 @@ class Dispatcher:
         withdrawn = [job_id for job_id in attempts if job_id not in running]
         if withdrawn:
             self.redis.hdel(RUNNING, *withdrawn)
+        for job_id in withdrawn:
+            self._unqueue(attempts[job_id])
         for name in {name.decode() for name in self.redis.smembers(WORKERS)} - set(live):
             self._bury(name)
         return cut
@@ -224,4 +226,10 @@ class Dispatcher:
             log.info("job %s: to worker %s", job.id, worker)
             return
         self.redis.hdel(RUNNING, job.id)
-        queue.remove(token)
+        self._unqueue(Attempt(worker, beat.instance, token))
+
+    def _unqueue(self, attempt: Attempt) -> None:
+        """An attempt withdrawn before its worker took it is never taken, so the worker does not
+        switch its model for a job nobody wants, and its documents leave Redis with it."""
+        if Queue(queue_name(attempt.worker), connection=self.redis).remove(attempt.token):
+            Job(attempt.token, connection=self.redis).delete()
