@@ -17,7 +17,7 @@ import sys
 from fastapi import FastAPI
 
 from managers.api_keys import APIKeys
-from managers.jobs.redis_queue import connect
+from managers.jobs.redis_queue import connect, dispatcher_id, refuse_other_dispatcher
 from managers.jobs.service import Jobs, jobs_dir
 from managers.jobs.store import JobStore
 from managers.runtime import Runtime
@@ -78,7 +78,9 @@ def main(argv: list[str] | None = None) -> int:
         config = load_config(args.config)
         JobStore(jobs_dir()).refuse_if_taken()
         if config.jobs.backend == "redis":
-            connect(config.jobs.redis_url).close()
+            client = connect(config.jobs.redis_url)
+            refuse_other_dispatcher(client, config.jobs.redis_url, dispatcher_id(JobStore(jobs_dir()).path))
+            client.close()
     except ChatVLMError as exc:
         print(_("error: {error}", error=exc.message).render(lang), file=sys.stderr)
         return 1

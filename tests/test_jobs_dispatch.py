@@ -16,6 +16,7 @@ from managers.jobs.redis_queue import (HEARTBEAT_TTL_S, RUNNING, WORKERS, Attemp
                                        queue_name)
 from managers.jobs.remote_worker import RedisSink
 from managers.jobs.store import JobStore, Spec
+from models.errors import ConfigError
 from models.result import PageResult
 from tests.redis_server import RedisServer
 
@@ -95,3 +96,21 @@ def test_a_job_cancelled_before_its_worker_took_it_leaves_the_workers_queue(disp
     dispatcher._turn()
     assert not dispatcher.redis.hexists(RUNNING, job.id)
     assert queue.job_ids == [] and not dispatcher.redis.exists(Job.key_for(token))  # its documents went too
+
+
+def test_a_second_api_on_the_same_redis_is_refused_not_left_to_withdraw_the_first_ones_jobs(tmp_path, dispatcher):
+    """Each API withdraws every attempt its own store does not run and takes every result:
+    two on one Redis would cancel each other's jobs and drop each other's pages."""
+    config, url = dispatcher.config, dispatcher.config.jobs.redis_url
+    first = Dispatcher(config, JobStore(tmp_path / "first"))
+    first.start("requeue")
+    try:
+        second = Dispatcher(config, JobStore(tmp_path / "second"))
+        with pytest.raises(ConfigError, match=f"Another API server hands out jobs on {url}"):
+            second.start("requeue")
+        assert not second._thread.is_alive()
+    finally:
+        first.stop()
+    second = Dispatcher(config, JobStore(tmp_path / "second"))  # the first one stopped: this one may
+    second.start("requeue")
+    second.stop()

@@ -32,8 +32,9 @@ from rq import Queue
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job, JobStatus
 
-from managers.jobs.redis_queue import (GIVEN_BACK, JOB_FUNCTION, RESULTS, RUNNING, WORKERS, Attempt, Heartbeat, connect,
-                                       heartbeat_key, queue_name, unpack, unreachable)
+from managers.jobs.redis_queue import (DISPATCHER, DISPATCHER_TTL_S, GIVEN_BACK, JOB_FUNCTION, RESULTS, RUNNING, WORKERS,
+                                       Attempt, Heartbeat, connect, dispatcher_id, heartbeat_key, queue_name,
+                                       refuse_other_dispatcher, unpack, unreachable)
 from managers.jobs.store import RAW, JobStore
 from managers.locks import FileLock
 from models.config import AppConfig
@@ -52,6 +53,7 @@ class Dispatcher:
         self.config, self.store = config, store
         self.wake = threading.Event()  # a job was queued or cancelled: look now
         self.stopped = threading.Event()
+        self.me = dispatcher_id(store.path)
         self.redis: redis.Redis | None = None
         self._lock: FileLock | None = None
         self._thread = threading.Thread(target=self._loop, name="jobs-dispatch", daemon=True)
@@ -61,8 +63,13 @@ class Dispatcher:
         workers are gone, and start handing jobs out; the interrupted jobs' ids. Jobs still
         read by live workers go on."""
         self._lock = self.store.take()
-        self.redis = connect(self.config.jobs.redis_url)
-        cut = self._turn()
+        try:
+            self.redis = connect(self.config.jobs.redis_url)
+            refuse_other_dispatcher(self.redis, self.config.jobs.redis_url, self.me)
+            cut = self._turn()
+        except BaseException:
+            self._lock.release()
+            raise
         self._thread.start()
         return cut
 
@@ -71,6 +78,9 @@ class Dispatcher:
         self.wake.set()
         if self._thread.is_alive():
             self._thread.join(timeout=5)
+            with contextlib.suppress(redis.RedisError):  # another API may start at once
+                if self.redis.get(DISPATCHER) == self.me.encode():
+                    self.redis.delete(DISPATCHER)
         if self._lock is not None:
             self._lock.release()
 
@@ -103,6 +113,7 @@ class Dispatcher:
             self.wake.clear()
 
     def _turn(self) -> list[str]:
+        self.redis.set(DISPATCHER, self.me, ex=DISPATCHER_TTL_S)
         # Read before collecting: whatever a worker sent before its RQ job ended is then collected.
         over = self._over(self._attempts())
         self._collect()

@@ -5,6 +5,8 @@ keys, the connection and its one-sentence failure, and the records both sides re
     chatvlmllm:worker:<name>           a live worker (``Heartbeat``): it expires
                                        HEARTBEAT_TTL_S after its last refresh, so a worker
                                        killed with ``kill -9`` is gone within seconds
+    chatvlmllm:dispatcher              the one API handing jobs out (``dispatcher_id``): it
+                                       expires DISPATCHER_TTL_S after its last turn
     chatvlmllm:workers                 the names of workers seen, so a dead one is cleaned up
     rq:queue:chatvlmllm:worker:<name>  the worker's own RQ queue, which only it reads
     chatvlmllm:running                 job id → the ``Attempt`` the API gave out; a worker
@@ -20,18 +22,22 @@ work in flight, so losing it loses no accepted job (they are interrupted and que
 from __future__ import annotations
 
 import json
+import socket
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
 
-from models.errors import NotAvailable
+from models.errors import ConfigError, NotAvailable
 from models.i18n import _
 
 PREFIX = "chatvlmllm:"
 WORKERS = PREFIX + "workers"
 RUNNING = PREFIX + "running"
 RESULTS = PREFIX + "results"
+DISPATCHER = PREFIX + "dispatcher"
+DISPATCHER_TTL_S = 30
 HEARTBEAT_TTL_S = 5
 HEARTBEAT_EVERY_S = 1.0
 JOB_FUNCTION = "managers.jobs.remote_worker.read"
@@ -62,6 +68,23 @@ def connect(url: str, timeout: float | None = 10) -> redis.Redis:
 def unreachable(url: str, exc: Exception) -> NotAvailable:
     return NotAvailable(_("Redis at {url} does not answer ({reason}); start redis-server or set jobs.redis_url.",
                           url=shown(url), reason=str(exc) or type(exc).__name__))
+
+
+def dispatcher_id(store: Path) -> str:
+    """Who hands the jobs out: the same API started again (same machine, same store) takes
+    over at once; another API is refused while this one's key lives."""
+    return f"{socket.gethostname()}:{store.resolve()}"
+
+
+def refuse_other_dispatcher(client: redis.Redis, url: str, me: str) -> None:
+    """ConfigError when another API hands out jobs on this Redis: each one withdraws the
+    attempts its own store does not run and takes every result, so two would cancel each
+    other's jobs and drop each other's pages."""
+    holder = client.get(DISPATCHER)
+    if holder is not None and holder.decode() != me:
+        raise ConfigError(_("Another API server hands out jobs on {url} ({holder}); give each API a Redis "
+                            "database of its own (the /N at the end of jobs.redis_url), shared with its workers.",
+                            url=shown(url), holder=holder.decode()))
 
 
 def shown(url: str) -> str:
