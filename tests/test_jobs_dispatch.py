@@ -5,16 +5,18 @@ driven by the test, so each step is seen without waiting on processes."""
 
 from __future__ import annotations
 
+import os
 import threading
 
 import pytest
 from rq import Queue
+from rq.serializers import JSONSerializer
 from rq.job import Job
 
 from managers.jobs.dispatch import Dispatcher
-from managers.jobs.redis_queue import (HEARTBEAT_TTL_S, RUNNING, WORKERS, Attempt, Heartbeat, connect, heartbeat_key,
+from managers.jobs.redis_queue import (HEARTBEAT_TTL_S, JOB_FUNCTION, RUNNING, WORKERS, Attempt, Heartbeat, connect, heartbeat_key,
                                        queue_name)
-from managers.jobs.remote_worker import RedisSink
+from managers.jobs.remote_worker import RedisSink, rq_worker
 from managers.jobs.store import JobStore, Spec
 from models.errors import ConfigError
 from models.result import PageResult
@@ -114,3 +116,25 @@ def test_a_second_api_on_the_same_redis_is_refused_not_left_to_withdraw_the_firs
     second = Dispatcher(config, JobStore(tmp_path / "second"))  # the first one stopped: this one may
     second.start("requeue")
     second.stop()
+
+
+class Planted:
+    """Pickled, it makes whoever unpickles it create a folder."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return os.mkdir, (str(self.path),)
+
+
+def test_a_worker_runs_no_function_but_its_own_and_unpickles_nothing_from_redis(tmp_path, dispatcher):
+    """Whoever can write to the Redis would else run code on every worker: RQ imports a job's
+    function by the name it finds there, and unpickles its arguments by default."""
+    client, named, unpickled = dispatcher.redis, tmp_path / "named", tmp_path / "unpickled"
+    Queue(queue_name("w1"), connection=client, serializer=JSONSerializer).enqueue_call("os.mkdir", args=(str(named),))
+    Queue(queue_name("w1"), connection=client).enqueue_call(JOB_FUNCTION, args=(Planted(unpickled),))
+    worker = rq_worker(client, "w1", "first", threading.Event())
+    worker.work(burst=True, logging_level="CRITICAL")
+    assert not named.exists() and not unpickled.exists()
+    assert len(Queue(queue_name("w1"), connection=client).failed_job_registry) == 2

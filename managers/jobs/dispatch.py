@@ -32,9 +32,9 @@ from rq import Queue
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job, JobStatus
 
-from managers.jobs.redis_queue import (DISPATCHER, DISPATCHER_TTL_S, GIVEN_BACK, JOB_FUNCTION, RESULTS, RUNNING, WORKERS,
-                                       Attempt, Heartbeat, connect, dispatcher_id, heartbeat_key, queue_name,
-                                       refuse_other_dispatcher, unpack, unreachable)
+from managers.jobs.redis_queue import (DISPATCHER, DISPATCHER_TTL_S, GIVEN_BACK, JOB_FUNCTION, RESULTS, RUNNING,
+                                       SERIALIZER, WORKERS, Attempt, Heartbeat, connect, dispatcher_id, heartbeat_key,
+                                       job_args, queue_name, refuse_other_dispatcher, unpack, unreachable)
 from managers.jobs.store import RAW, JobStore
 from managers.locks import FileLock
 from models.config import AppConfig
@@ -230,9 +230,9 @@ class Dispatcher:
         data = {d.n: self.store.document(job.id, d.n) for d in job.documents}
         kept = {d.n: {index: page.model_dump_json(context=RAW) for index, page in self.store.pages(job.id, d.n).items()}
                 for d in job.documents}
-        queue = Queue(queue_name(worker), connection=self.redis)
-        queue.enqueue_call(JOB_FUNCTION, args=(job.id, token, job.spec, job.documents, data, kept), job_id=token,
-                           timeout=-1, result_ttl=0, failure_ttl=KEEP_FAILED_S)
+        queue = Queue(queue_name(worker), connection=self.redis, serializer=SERIALIZER)
+        queue.enqueue_call(JOB_FUNCTION, args=job_args(job.id, token, job.spec, job.documents, data, kept),
+                           job_id=token, timeout=-1, result_ttl=0, failure_ttl=KEEP_FAILED_S)
         if self.store.claim(job.id, worker):
             log.info("job %s: to worker %s", job.id, worker)
             return

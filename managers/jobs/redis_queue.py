@@ -21,14 +21,17 @@ work in flight, so losing it loses no accepted job (they are interrupted and que
 
 from __future__ import annotations
 
+import base64
 import json
 import socket
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
+from rq.serializers import JSONSerializer
 
+from managers.jobs.store import Document, Spec
 from models.errors import ConfigError, NotAvailable
 from models.i18n import _
 
@@ -41,6 +44,9 @@ DISPATCHER_TTL_S = 30
 HEARTBEAT_TTL_S = 5
 HEARTBEAT_EVERY_S = 1.0
 JOB_FUNCTION = "managers.jobs.remote_worker.read"
+# RQ pickles a job's arguments by default, and a worker would unpickle whatever it finds in
+# Redis: JSON it is, so a worker loads data from Redis, never code.
+SERIALIZER = JSONSerializer
 # How a worker's reading of a job ended besides done and failed: the API withdrew the job
 # (cancelled), or the worker was told to stop and handed the job back unfinished.
 CANCELLED_END, GIVEN_BACK = "cancelled", "back"
@@ -141,3 +147,20 @@ def pack(header: dict, payload: bytes = b"") -> bytes:
 def unpack(item: bytes) -> tuple[dict, bytes]:
     header, _sep, payload = item.partition(b"\n")
     return json.loads(header), payload
+
+
+def job_args(job_id: str, token: str, spec: Spec, documents: list[Document], data: dict[int, bytes],
+             kept: dict[int, dict[int, str]]) -> tuple:
+    """The RQ job's arguments as JSON can carry them (``SERIALIZER``)."""
+    return (job_id, token, asdict(spec), [asdict(d) for d in documents],
+            {str(n): base64.b64encode(raw).decode() for n, raw in data.items()},
+            {str(n): {str(index): page for index, page in pages.items()} for n, pages in kept.items()})
+
+
+def from_job_args(job_id: str, token: str, spec: dict, documents: list[dict], data: dict[str, str],
+                  kept: dict[str, dict[str, str]]) -> tuple:
+    """``job_args`` undone: what ``Worker.read`` takes."""
+    box = spec.get("box")
+    return (job_id, token, Spec(**{**spec, "box": tuple(box) if box else None}), [Document(**d) for d in documents],
+            {int(n): base64.b64decode(raw) for n, raw in data.items()},
+            {int(n): {int(index): page for index, page in pages.items()} for n, pages in kept.items()})

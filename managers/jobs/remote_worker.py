@@ -22,11 +22,13 @@ from collections.abc import Callable
 
 import redis
 from rq import Queue, SimpleWorker
+from rq.job import Job
 
 from managers import runs
 from managers.availability import probe_host, why_not
-from managers.jobs.redis_queue import (CANCELLED_END, GIVEN_BACK, HEARTBEAT_EVERY_S, HEARTBEAT_TTL_S, RESULTS, RUNNING, WORKERS, Attempt,
-                                       Heartbeat, connect, heartbeat_key, pack, queue_name, shown)
+from managers.jobs.redis_queue import (CANCELLED_END, GIVEN_BACK, HEARTBEAT_EVERY_S, HEARTBEAT_TTL_S, JOB_FUNCTION,
+                                       RESULTS, RUNNING, SERIALIZER, WORKERS, Attempt, Heartbeat, connect,
+                                       from_job_args, heartbeat_key, pack, queue_name, shown)
 from managers.jobs.store import RAW, Document, Spec
 from managers.jobs.work import Sink, run_job
 from managers.runtime import Runtime
@@ -130,11 +132,23 @@ class Worker:
         log.info("job %s: %s", job_id, ended[0] if ended else "stopped")
 
 
-def read(job_id: str, token: str, spec: Spec, documents: list[Document], data: dict[int, bytes],
-         kept: dict[int, dict[int, str]]) -> None:
-    """The RQ job: read one API job in this process's worker."""
+def read(*args) -> None:
+    """The RQ job: read one API job (``job_args``) in this process's worker."""
     assert _current is not None, "RQ jobs of chatvlmllm run only inside cli.py worker"
-    _current.read(job_id, token, spec, documents, data, kept)
+    _current.read(*from_job_args(*args))
+
+
+class _OurJob(Job):
+    """An RQ job that runs ``read`` or nothing: RQ would import any function, and call any
+    callback, that a job in Redis names."""
+
+    success_callback = failure_callback = stopped_callback = None
+
+    @property
+    def func(self):
+        if self.func_name != JOB_FUNCTION:
+            raise ValueError(f"not a job of chatvlmllm: {self.func_name}")
+        return read
 
 
 class _RQWorker(SimpleWorker):
@@ -151,6 +165,14 @@ class _RQWorker(SimpleWorker):
         """No RQ command channel: the API stops a job by withdrawing its attempt. (Its thread
         also held a stopping worker up to a minute: redis-py 8 joins it without a timeout
         while it waits 60 s for a message.)"""
+
+
+def rq_worker(client: redis.Redis, name: str, instance: str, stopping: threading.Event) -> _RQWorker:
+    """RQ's worker for the queue of the worker ``name``."""
+    rq = _RQWorker([Queue(queue_name(name), connection=client, serializer=SERIALIZER, job_class=_OurJob)],
+                   connection=client, name=f"{name}.{instance}", serializer=SERIALIZER, job_class=_OurJob)
+    rq.stopping = stopping
+    return rq
 
 
 def serve(config: AppConfig, name: str, model: str | None = None, mode: str | None = None,
@@ -186,9 +208,7 @@ def _run(worker: Worker, on_ready: Callable[[], None] | None) -> None:
     worker.beat()
     beating = threading.Thread(target=keep_alive, name="worker-heartbeat", daemon=True)
     beating.start()
-    rq = _RQWorker([Queue(queue_name(worker.name), connection=worker.client)], connection=worker.client,
-                   name=f"{worker.name}.{worker.instance}")
-    rq.stopping = worker.stopping
+    rq = rq_worker(worker.client, worker.name, worker.instance, worker.stopping)
     if on_ready:
         on_ready()
     try:
