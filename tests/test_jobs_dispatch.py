@@ -138,3 +138,18 @@ def test_a_worker_runs_no_function_but_its_own_and_unpickles_nothing_from_redis(
     worker.work(burst=True, logging_level="CRITICAL")
     assert not named.exists() and not unpickled.exists()
     assert len(Queue(queue_name("w1"), connection=client).failed_job_registry) == 2
+
+
+def test_a_job_its_worker_could_not_run_fails_in_one_sentence_instead_of_going_round_forever(dispatcher):
+    """An error RQ caught (here: read() outside cli.py worker; a worker of another version
+    alike) happens again on every try: requeued, the job went back to the same worker each turn."""
+    store = dispatcher.store
+    job = store.add("local", Spec("tesseract", "cpu", needs_gpu=False), [("a.png", b"png", [0])])
+    alive(dispatcher, "w1")
+    dispatcher._turn()
+    rq_worker(dispatcher.redis, "w1", "first", threading.Event()).work(burst=True, logging_level="CRITICAL")
+    dispatcher._turn()
+    failed = store.get(job.id)
+    assert (failed.state, failed.interruptions) == ("failed", 0)
+    assert failed.error.render("en") == ("Worker w1 could not run the job (AssertionError: RQ jobs of chatvlmllm "
+                                         "run only inside cli.py worker); see its log.")

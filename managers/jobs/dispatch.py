@@ -38,7 +38,7 @@ from managers.jobs.redis_queue import (DISPATCHER, DISPATCHER_TTL_S, GIVEN_BACK,
 from managers.jobs.store import RAW, JobStore
 from managers.locks import FileLock
 from models.config import AppConfig
-from models.i18n import Message
+from models.i18n import Message, _
 from models.jobs import DONE, FAILED, Reader, Waiting, route
 from models.result import OCRResult, PageResult
 
@@ -162,27 +162,36 @@ class Dispatcher:
 
     # --- 2. reconcile --------------------------------------------------------------------
 
-    def _over(self, attempts: dict[str, Attempt]) -> set[str]:
+    def _over(self, attempts: dict[str, Attempt]) -> dict[str, str | None]:
         """The jobs whose RQ job is no longer queued or started: its worker is done with it
-        (finished jobs are not kept), or lost it (an error RQ caught, its queue removed)."""
-        over = set()
+        (finished jobs are not kept), lost it (its queue removed), or failed it (an error RQ
+        caught: the reason)."""
+        over = {}
         for job_id, attempt in attempts.items():
+            rq_job = Job(attempt.token, connection=self.redis)
             try:
-                status = Job(attempt.token, connection=self.redis).get_status()
+                status = rq_job.get_status()
             except InvalidJobOperation:
                 status = None
-            if status not in (JobStatus.QUEUED, JobStatus.STARTED):
-                over.add(job_id)
+            if status == JobStatus.FAILED:
+                result = rq_job.latest_result()
+                lines = (result.exc_string or "").strip().splitlines() if result else []
+                over[job_id] = lines[-1] if lines else "?"
+            elif status not in (JobStatus.QUEUED, JobStatus.STARTED):
+                over[job_id] = None
         return over
 
-    def _reconcile(self, live: dict[str, Heartbeat], over: set[str]) -> list[str]:
+    def _reconcile(self, live: dict[str, Heartbeat], over: dict[str, str | None]) -> list[str]:
         on_restart = self.config.jobs.on_restart
         attempts, cut = self._attempts(), []
         for job_id, worker in self.store.running().items():
             attempt = attempts.get(job_id)
             beat = live.get(attempt.worker) if attempt else None
             gone = attempt is None or attempt.worker != worker or beat is None or beat.instance != attempt.instance
-            if (gone or job_id in over) \
+            if not gone and over.get(job_id):  # it would fail again on every try: not requeued
+                self.store.finish(job_id, FAILED, _("Worker {worker} could not run the job ({reason}); see its log.",
+                                                    worker=worker, reason=over[job_id]))
+            elif (gone or job_id in over) \
                     and self.store.interrupt(job_id, requeue=on_restart != "keep", resume=on_restart == "resume"):
                 log.warning("job %s: its worker %s is gone or lost it; interrupted (jobs.on_restart: %s)", job_id,
                             worker, on_restart)
