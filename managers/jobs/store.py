@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from managers.jobs.watch import Watchers
 from models.errors import JobError
 from models.i18n import Message, _
 from models.jobs import (CANCELLED, DONE, FAILED, FINAL, INTERRUPTED, QUEUED, RUNNING, UNFINISHED,
@@ -121,6 +122,7 @@ class JobStore:
     def __init__(self, directory: Path):
         directory.mkdir(parents=True, exist_ok=True)
         self.path = directory / "jobs.sqlite3"
+        self.watchers = Watchers()  # told after each change is committed, never before
         with self._conn() as conn:  # the tables exist before the first request needs them
             conn.execute("BEGIN IMMEDIATE")
             for statement in SCHEMA:
@@ -245,6 +247,8 @@ class JobStore:
                                  (RUNNING, time.time(), worker, job_id, QUEUED)).rowcount
             if taken:
                 _event(conn, job_id, "state", {"state": RUNNING, "worker": worker})
+        if taken:
+            self.watchers.changed(job_id)
         return bool(taken)
 
     def page_read(self, job_id: str, n: int, page: PageResult, prepared: bytes | None = None) -> bool:
@@ -269,6 +273,7 @@ class JobStore:
             if page.error:
                 data["error"] = page.error.raw()
             _event(conn, job_id, "page", data)
+        self.watchers.changed(job_id)
         return True
 
     def document_read(self, job_id: str, n: int, result: OCRResult) -> None:
@@ -302,6 +307,8 @@ class JobStore:
                                   RUNNING)).rowcount
             if ended:
                 _event(conn, job_id, "state", {"state": state, **({"error": error.raw()} if error else {})})
+        if ended:
+            self.watchers.changed(job_id)
         return bool(ended)
 
     def interrupt(self, job_id: str, requeue: bool, resume: bool = True) -> bool:
@@ -320,6 +327,7 @@ class JobStore:
                     conn.execute("DELETE FROM prepared WHERE job = ?", (job_id,))
                 conn.execute("UPDATE jobs SET state = ?, queued_at = ? WHERE id = ?", (QUEUED, time.time(), job_id))
                 _event(conn, job_id, "state", {"state": QUEUED, "resumed": resume})
+        self.watchers.changed(job_id)
         return True
 
     # --- the client's side ---------------------------------------------------------------
@@ -329,9 +337,12 @@ class JobStore:
         with self._conn() as conn:
             conn.execute("BEGIN IMMEDIATE")
             marks = ",".join("?" * len(UNFINISHED))
-            if conn.execute(f"UPDATE jobs SET state = ?, finished = ? WHERE id = ? AND state IN ({marks})",
-                            (CANCELLED, time.time(), job_id, *UNFINISHED)).rowcount:
+            cancelled = conn.execute(f"UPDATE jobs SET state = ?, finished = ? WHERE id = ? AND state IN ({marks})",
+                                     (CANCELLED, time.time(), job_id, *UNFINISHED)).rowcount
+            if cancelled:
                 _event(conn, job_id, "state", {"state": CANCELLED})
+        if cancelled:
+            self.watchers.changed(job_id)
         return self.get(job_id)
 
     def state(self, job_id: str) -> str | None:
