@@ -39,6 +39,7 @@ class Jobs:
 
     def stop(self) -> None:
         self.worker.stop()
+        self.store.close()
 
     def submit(self, owner: str, spec: Spec, documents: list[tuple[str, bytes, list[int]]]) -> Job:
         settings, api = self.config.jobs, self.config.api
