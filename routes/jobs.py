@@ -10,8 +10,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import PureWindowsPath
 from typing import Annotated
@@ -31,6 +33,7 @@ from routes.models import facts
 from routes.results import result_file
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+# A stream wakes when its job changes; it also looks this often, to notice a client gone.
 EVENT_POLL_S = 0.25
 EVENT_ID = re.compile(r"[0-9]{1,18}")  # below SQLite's largest INTEGER
 
@@ -62,6 +65,28 @@ def with_page_errors(request: Request, job: Job, lang: str) -> dict:
         {"document": d.name, "page": page.number, "error": page.error.render(lang)}
         for d in job.documents for page in jobs.store.pages(job.id, d.n).values() if page.error]
     return shown
+
+
+@contextlib.contextmanager
+def changes(jobs, job_id: str) -> Iterator[asyncio.Event]:
+    """An event set each time the store commits a change to the job (managers/jobs/watch.py);
+    the writer is another thread, so the news crosses into this loop thread-safely."""
+    loop, changed = asyncio.get_running_loop(), asyncio.Event()
+
+    def wake() -> None:
+        with contextlib.suppress(RuntimeError):  # the loop has closed: nobody waits any more
+            loop.call_soon_threadsafe(changed.set)
+
+    with jobs.store.watchers.watch(job_id, wake):
+        yield changed
+
+
+async def next_change(changed: asyncio.Event, timeout: float) -> None:
+    """Until the job changes, or ``timeout`` at most (a change from another process is not
+    told here); reading the job after this sees every change that woke it."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(changed.wait(), timeout)
+    changed.clear()
 
 
 async def uploads(files: list[UploadFile]) -> list[tuple[str, bytes]]:
@@ -196,23 +221,24 @@ async def events(request: Request, job_id: str, who: str = Depends(owner)):
 
     async def stream():
         nonlocal after
-        while True:
-            for event in await run_in_threadpool(jobs.events, who, job_id, after):
-                after = event.seq
-                data = dict(event.data)
-                if "error" in data:
-                    data["error"] = Message.of(data["error"]).render(lang)
-                if event.kind == "state":
-                    data["state_text"] = STATE_WORDS[data["state"]].render(lang)
-                yield f"id: {event.seq}\nevent: {event.kind}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
-            job = await run_in_threadpool(jobs.get, who, job_id)
-            # Interrupted lasts only while a job is kept so (jobs.on_restart: keep): nothing
-            # comes after it until a client cancels the job, so the stream ends there too.
-            ended = job.final or job.state == INTERRUPTED
-            if ended and not await run_in_threadpool(jobs.events, who, job_id, after):
-                return
-            if await request.is_disconnected():
-                return
-            await asyncio.sleep(EVENT_POLL_S)
+        with changes(jobs, job_id) as changed:
+            while True:
+                for event in await run_in_threadpool(jobs.events, who, job_id, after):
+                    after = event.seq
+                    data = dict(event.data)
+                    if "error" in data:
+                        data["error"] = Message.of(data["error"]).render(lang)
+                    if event.kind == "state":
+                        data["state_text"] = STATE_WORDS[data["state"]].render(lang)
+                    yield f"id: {event.seq}\nevent: {event.kind}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
+                job = await run_in_threadpool(jobs.get, who, job_id)
+                # Interrupted lasts only while a job is kept so (jobs.on_restart: keep): nothing
+                # comes after it until a client resumes or cancels the job, so the stream ends there too.
+                ended = job.final or job.state == INTERRUPTED
+                if ended and not await run_in_threadpool(jobs.events, who, job_id, after):
+                    return
+                if await request.is_disconnected():
+                    return
+                await next_change(changed, EVENT_POLL_S)
 
     return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})

@@ -9,7 +9,6 @@ ends is answered 202 with the job to poll, so no request holds a connection for 
 
 from __future__ import annotations
 
-import asyncio
 import json
 import threading
 import time
@@ -27,11 +26,12 @@ from models.i18n import _
 from models.jobs import DONE
 from routes.auth import owner
 from routes.errors import answer, language
-from routes.jobs import Files, Mode, Model, ReadForm, accept, describe, uploads
+from routes.jobs import Files, Mode, Model, ReadForm, accept, changes, describe, next_change, uploads
 from routes.results import check_format, result_file
 
 router = APIRouter(prefix="/v1", tags=["reading"])
-WAIT_POLL_S = 0.05
+# The wait wakes when its job changes; it also looks this often (a change from elsewhere).
+WAIT_POLL_S = 0.5
 
 
 @router.post("/ocr", summary="Read a small document in one call",
@@ -48,9 +48,11 @@ async def ocr(request: Request, files: Files, form: Annotated[ReadForm, Depends(
     check_format(format)  # before the reading, not after it
     job = await accept(request, who, files, form, state.config.api.ocr_max_pages)
     deadline = time.monotonic() + state.config.api.ocr_wait_s
-    while not job.final and time.monotonic() < deadline:
-        await asyncio.sleep(WAIT_POLL_S)
-        job = await run_in_threadpool(state.jobs.get, who, job.id)
+    with changes(state.jobs, job.id) as changed:
+        job = await run_in_threadpool(state.jobs.get, who, job.id)  # it may have ended before the watch
+        while not job.final and (left := deadline - time.monotonic()) > 0:
+            await next_change(changed, min(left, WAIT_POLL_S))
+            job = await run_in_threadpool(state.jobs.get, who, job.id)
     if not job.final:
         return JSONResponse(describe(job, lang), 202, headers={"Location": f"/v1/jobs/{job.id}"})
     if job.state != DONE:

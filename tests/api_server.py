@@ -40,10 +40,12 @@ def write_config(path: Path, **changes) -> Path:
 
 class APIServer:
     def __init__(self, tmp_path: Path, data_dir: Path | None = None, host: str = "127.0.0.1", env: dict | None = None,
-                 **config):
+                 config_path: Path | None = None, **config):
+        """``config``: changes to the shipped config.yaml; or ``config_path``, a config file
+        used as it is (one that other processes of a test use too)."""
         self.dir = tmp_path
         self.data_dir = data_dir or tmp_path / "api-data"
-        self.config_path = write_config(tmp_path / f"api-config-{id(self)}.yaml", **config)
+        self.config_path = config_path or write_config(tmp_path / f"api-config-{id(self)}.yaml", **config)
         self.host, self.port = host, free_port()
         self.env = {**os.environ, "CHATVLMLLM_DATA_DIR": str(self.data_dir), **(env or {})}
         self.log_path = tmp_path / f"api-{self.port}.log"

@@ -1,7 +1,8 @@
 """One model on the GPU, on a real Docker engine and real processes: under chaos (random
-switches, reads, local loads and stops from six processes, random SIGKILLs), after a crash
-whose pid a live process then owns, and at the exact moments the old arbiter got wrong —
-each reached with a subclass that holds a step or an event, not a sleep."""
+switches, reads, local loads and stops from six processes, random SIGKILLs, and API clients
+whose jobs a real api.py reads on the same arbiter), after a crash whose pid a live process
+then owns, and at the exact moments the old arbiter got wrong — each reached with a subclass
+that holds a step or an event, not a sleep."""
 
 import os
 import random
@@ -10,8 +11,10 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
+import requests
 
 from managers import runs
 from managers.arbiter import Arbiter
@@ -22,11 +25,17 @@ from managers.model_loader import ModelLoader
 from managers.runtime import Runtime
 from models.config import load_config
 from models.errors import Cancelled, NotAvailable, SwitchError
+from tests.api_server import APIServer
 from tests.conftest import ROOT
 from tests.containers import Sampler, fake_entry, local_entry, running_managed, write_config
+from tests.helpers import ENGLISH, encode, render_lines
 
 pytestmark = pytest.mark.docker
 CHAOS_SECONDS = 75
+# What the API's clients ask for: every model and mode the chaos workers switch to or load.
+API_CHOICES = [("fake_a", "vllm"), ("fake_b", "vllm"), ("fake_c", "vllm"), ("dual", "vllm"), ("tiny2", "local"),
+               ("dual", "local")]
+FINAL = ("done", "failed", "cancelled")
 
 
 @pytest.fixture
@@ -85,10 +94,73 @@ def waiting_events(events):
     return [e.message for e in events if e.stage == "waiting"]
 
 
+class APIClient(threading.Thread):
+    """A program using the API during the chaos: a one-page job for a random model and mode,
+    followed to its end (cancelled if it outlasts the chaos by a minute), then the next one
+    after a pause as short as the workers', until the deadline. ``ended``: each job as it
+    ended, when (monotonic ``ended_at``), and with its pages where it was done."""
+
+    def __init__(self, url: str, seed: int, deadline: float):
+        super().__init__(daemon=True)
+        self.url, self.rng, self.deadline = url, random.Random(seed), deadline
+        self.page = encode(render_lines(ENGLISH[:2], size=(800, 300), top=40), "PNG")
+        self.ended: list[dict] = []
+        self.error: BaseException | None = None
+
+    def run(self):
+        try:
+            while time.monotonic() < self.deadline:
+                self.ended.append(self.job(*self.rng.choice(API_CHOICES)))
+                time.sleep(self.rng.uniform(0.0, 0.3))
+        except BaseException as exc:  # the test reports it
+            self.error = exc
+
+    def job(self, model: str, mode: str) -> dict:
+        sent = requests.post(self.url + "/v1/jobs", files={"files": ("page.png", self.page)},
+                             data={"model": model, "mode": mode}, timeout=60)
+        assert sent.status_code == 202, sent.text
+        job = sent.json()
+        while job["state"] not in FINAL:
+            if time.monotonic() > self.deadline + 60:
+                requests.delete(f"{self.url}/v1/jobs/{job['id']}", timeout=60)
+            time.sleep(0.2)
+            job = requests.get(f"{self.url}/v1/jobs/{job['id']}", timeout=60).json()
+        job["ended_at"] = time.monotonic()
+        if job["state"] == "done":
+            job["result"] = requests.get(f"{self.url}/v1/jobs/{job['id']}/result", timeout=60).json()
+        return job
+
+
+class Holders(threading.Thread):
+    """The processes the arbiter's record names as holding the GPU, every 0.2 s, until stopped."""
+
+    def __init__(self, arbiter: Arbiter):
+        super().__init__(daemon=True)
+        self.arbiter, self.pids, self.stopped = arbiter, set(), threading.Event()
+
+    def run(self):
+        while not self.stopped.wait(0.2):
+            holder = self.arbiter.holder()
+            if holder:
+                self.pids.add(holder.pid)
+
+
+def read(job: dict) -> bool:
+    """Whether the API read the job's page: done, the page without error, and a vLLM model's
+    page in the words of the server that model runs in (tests/fixtures/fake_vllm.py)."""
+    if job["state"] != "done":
+        return False
+    page, = job["result"]["pages"]
+    return page["error"] is None and (job["mode"] != "vllm" or page["text"] == f"Read by {job['model']}.")
+
+
 @pytest.mark.local
 def test_chaos_never_two_models_on_the_gpu(setup, tmp_path, clean_docker):
     arbiter = Arbiter(setup)
     sampler = Sampler(clean_docker, lock_dir=arbiter.dir)
+    # The API on the workers' config and data dir: the same arbiter, so its own switches,
+    # loads and reads are what the sampler counts too.
+    api = APIServer(tmp_path, data_dir=arbiter.dir, config_path=Path(os.environ["CHATVLMLLM_CONFIG"])).start()
     logs = tmp_path / "logs"
     logs.mkdir()
     rng = random.Random(8)
@@ -101,12 +173,17 @@ def test_chaos_never_two_models_on_the_gpu(setup, tmp_path, clean_docker):
         workers[seed] = subprocess.Popen([sys.executable, str(ROOT / "tests" / "fixtures" / "chaos_worker.py"),
                                           str(seed), str(CHAOS_SECONDS)], stdout=out, stderr=subprocess.STDOUT)
 
+    holders = Holders(arbiter)
     sampler.start()
+    holders.start()
     kills = 0
+    deadline = time.monotonic() + CHAOS_SECONDS
+    clients = [APIClient(api.url, seed, deadline) for seed in range(3)]
     try:
         for _ in range(6):
             spawn()
-        deadline = time.monotonic() + CHAOS_SECONDS
+        for client in clients:
+            client.start()
         while time.monotonic() < deadline:
             time.sleep(rng.uniform(2, 6))
             seed = rng.choice([s for s, p in workers.items() if p.poll() is None] or [None])
@@ -115,17 +192,41 @@ def test_chaos_never_two_models_on_the_gpu(setup, tmp_path, clean_docker):
                 workers.pop(seed).wait()
                 kills += 1
                 spawn()
+        workers_gone = time.monotonic()
+        holders.stopped.set()
+        for process in workers.values():
+            process.send_signal(signal.SIGKILL)
+            process.wait()
+        workers.clear()
+        for client in clients:  # their last jobs end once nobody else holds the GPU
+            client.join(180)
+        # What the dead left does not keep the API from loading a model or switching to one.
+        late = APIClient(api.url, 99, time.monotonic() + 120)
+        after = [late.job("tiny2", "local"), late.job("fake_a", "vllm")]
     finally:
         for process in workers.values():
             process.send_signal(signal.SIGKILL)
             process.wait()
         sampler.stop()
+        api.stop()
     said = "".join(path.read_text() for path in logs.iterdir())
     assert sampler.samples > 100 and sampler.most <= 1, sampler.seen
     assert kills >= 8
     for action in ("switch ok", "read ok", "stop ok", "local ok"):  # every kind of request ran
         assert action in said, f"no '{action}' in the workers' logs"
     assert "BROKEN" not in said
+    # The API took part: jobs in both modes amid the workers, each ended with a state (a
+    # refusal under the chaos is one sentence), its process held the GPU among theirs, and
+    # once they were killed it loaded a local model and switched to a vLLM one and read.
+    jobs = [job for client in clients for job in client.ended]
+    outcomes = [(job["model"], job["mode"], job["state"], job["error"]) for job in jobs]
+    amid = f"{len([job for job in jobs if read(job) and job['ended_at'] < workers_gone])} read amid the chaos"
+    assert all(client.error is None and not client.is_alive() for client in clients), \
+        [client.error for client in clients]
+    assert {mode for _model, mode, *_ in outcomes} == {"vllm", "local"}, outcomes
+    assert all(state in FINAL and "unexpectedly" not in (error or "") for *_, state, error in outcomes), outcomes
+    assert api.process.pid in holders.pids, (amid, outcomes, api.log()[-3000:])
+    assert all(read(job) for job in after), after
     # The dead leave nothing behind: a switch that would wait forever for their pages does not wait.
     events = []
     patient = Arbiter(with_switching(tmp_path, setup, pages_wait_timeout_s=10**6))

@@ -58,6 +58,7 @@ class Jobs:
 
     def stop(self) -> None:
         self.worker.stop()
+        self.store.close()
 
     def submit(self, owner: str, spec: Spec, documents: list[tuple[str, bytes, list[int]]], chats: int = 0) -> Job:
         """Keep a new job; Busy when the queue is full, or the owner's unfinished jobs and its

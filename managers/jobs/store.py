@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from managers.jobs.watch import Watchers
 from managers.locks import FileLock, held_by_someone
 from models.errors import ConfigError, JobError
 from models.i18n import Message, _
@@ -124,15 +125,30 @@ class JobStore:
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         directory.chmod(0o700)
         self.path = directory / "jobs.sqlite3"
-        with self._conn() as conn:  # the tables exist before the first request needs them
+        self.watchers = Watchers()  # told after each change is committed, never before
+        with self._conn(durable=True) as conn:  # the tables exist before the first request needs them
             conn.execute("BEGIN IMMEDIATE")
             for statement in SCHEMA:
                 conn.execute(statement)
+        # Open (and read once, which is when SQLite opens the file) for the store's life: when
+        # the last connection closes SQLite checkpoints the WAL and deletes it, which with a
+        # connection per operation cost two syncs and an unlink each (bench/api.py: ~100 ms of
+        # a small job under load).
+        self._keeper = sqlite3.connect(self.path, check_same_thread=False)
+        self._keeper.execute("SELECT count(*) FROM jobs").fetchall()
+
+    def close(self) -> None:
+        self._keeper.close()
 
     @contextlib.contextmanager
-    def _conn(self) -> Iterator[sqlite3.Connection]:
+    def _conn(self, durable: bool = False) -> Iterator[sqlite3.Connection]:
         """A connection for one operation. Only SQLite ever opens the file, so closing it
-        drops no lock another connection holds (SQLite shares its file per process)."""
+        drops no lock another connection holds (SQLite shares its file per process).
+
+        ``durable``: on the disk before this returns — what a client was told was accepted or
+        cancelled. Other changes (a worker's progress) are synced at the next checkpoint: a
+        crashed process loses none of them (WAL), a power cut may lose the last ones, which
+        leaves a job to read those pages again when it resumes."""
         try:
             conn = sqlite3.connect(self.path, timeout=BUSY_S, isolation_level=None)
         except sqlite3.DatabaseError as exc:
@@ -141,6 +157,8 @@ class JobStore:
             if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
                 conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA foreign_keys = ON")
+            if not durable:
+                conn.execute("PRAGMA synchronous = NORMAL")
             with conn:
                 yield conn
         except sqlite3.DatabaseError as exc:
@@ -183,7 +201,7 @@ class JobStore:
         the same transaction so concurrent requests never slip past a full queue."""
         job_id = uuid.uuid4().hex
         now = time.time()
-        with self._conn() as conn:
+        with self._conn(durable=True) as conn:
             conn.execute("BEGIN IMMEDIATE")
             if limit is not None and self._unfinished(conn) >= limit:
                 return None
@@ -272,6 +290,8 @@ class JobStore:
                                  (RUNNING, time.time(), worker, job_id, QUEUED)).rowcount
             if taken:
                 _event(conn, job_id, "state", {"state": RUNNING, "worker": worker})
+        if taken:
+            self.watchers.changed(job_id)
         return bool(taken)
 
     def page_read(self, job_id: str, n: int, page: PageResult, prepared: bytes | None = None) -> bool:
@@ -296,6 +316,7 @@ class JobStore:
             if page.error:
                 data["error"] = page.error.raw()
             _event(conn, job_id, "page", data)
+        self.watchers.changed(job_id)
         return True
 
     def document_read(self, job_id: str, n: int, result: OCRResult) -> None:
@@ -329,6 +350,8 @@ class JobStore:
                                   RUNNING)).rowcount
             if ended:
                 _event(conn, job_id, "state", {"state": state, **({"error": error.raw()} if error else {})})
+        if ended:
+            self.watchers.changed(job_id)
         return bool(ended)
 
     def interrupt(self, job_id: str, requeue: bool, resume: bool = True) -> bool:
@@ -346,16 +369,18 @@ class JobStore:
                     conn.execute("DELETE FROM pages WHERE job = ?", (job_id,))
                     conn.execute("DELETE FROM prepared WHERE job = ?", (job_id,))
                 self._requeue(conn, job_id, resume)
+        self.watchers.changed(job_id)
         return True
 
     def resume(self, job_id: str) -> bool:
         """Queue an interrupted job again from its first unread page (one kept by
         ``jobs.on_restart: keep``); False when it is not interrupted."""
-        with self._conn() as conn:
+        with self._conn(durable=True) as conn:
             conn.execute("BEGIN IMMEDIATE")
             if conn.execute("SELECT 1 FROM jobs WHERE id = ? AND state = ?", (job_id, INTERRUPTED)).fetchone() is None:
                 return False
             self._requeue(conn, job_id, resume=True)
+        self.watchers.changed(job_id)
         return True
 
     @staticmethod
@@ -368,12 +393,15 @@ class JobStore:
 
     def cancel(self, job_id: str) -> Job | None:
         """Cancel an unfinished job (its pages read are kept); a final one is left as it is."""
-        with self._conn() as conn:
+        with self._conn(durable=True) as conn:
             conn.execute("BEGIN IMMEDIATE")
             marks = ",".join("?" * len(UNFINISHED))
-            if conn.execute(f"UPDATE jobs SET state = ?, finished = ? WHERE id = ? AND state IN ({marks})",
-                            (CANCELLED, time.time(), job_id, *UNFINISHED)).rowcount:
+            cancelled = conn.execute(f"UPDATE jobs SET state = ?, finished = ? WHERE id = ? AND state IN ({marks})",
+                                     (CANCELLED, time.time(), job_id, *UNFINISHED)).rowcount
+            if cancelled:
                 _event(conn, job_id, "state", {"state": CANCELLED})
+        if cancelled:
+            self.watchers.changed(job_id)
         return self.get(job_id)
 
     def state(self, job_id: str) -> str | None:
