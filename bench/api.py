@@ -127,7 +127,7 @@ def throughput(paths: Paths, rounds: int, each: bool) -> list[tuple[str, str, li
     compares them under the same load."""
     runs_ = [(CLI_ONCE, "process start + imports + reading + writing txt", paths.cli_once),
              (API_JOBS, "upload + queue + reading + events + txt download", paths.api_jobs),
-             (CLI_START, "process start + imports: part of each CLI call", paths.cli_start)]
+             (CLI_START, "process start + imports (a lower bound of a call's fixed cost)", paths.cli_start)]
     if each:
         runs_.append(("cli.py ocr, one call per document", "a process per document, one after another",
                       paths.cli_each))
