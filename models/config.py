@@ -124,6 +124,9 @@ class Jobs(Strict):
     # A job the server was reading when it stopped (kill -9, a crash): resume it from its
     # first unread page, requeue it to read again from the start, or keep it interrupted.
     on_restart: Literal["resume", "requeue", "keep"] = "resume"
+    # A job interrupted this many times (its reader died each time: a page that crashes it)
+    # fails, its pages read kept, instead of taking down one worker after another.
+    max_interruptions: Annotated[int, Field(ge=1)] = 5
     # Finished jobs, with their files and results, are removed after this long; 0 = never.
     keep_days: Annotated[float, Field(ge=0)] = 7
 

@@ -52,6 +52,7 @@ def describe(job: Job, lang: str) -> dict:
         "error": job.error.render(lang) if job.error else None,
         "interruptions": job.interruptions,
         "worker": job.worker,
+        "note": job.note.render(lang) if job.note else None,
         "created": job.created, "started": job.started, "finished": job.finished,
         "links": {"self": f"/v1/jobs/{job.id}", "result": f"/v1/jobs/{job.id}/result",
                   "events": f"/v1/jobs/{job.id}/events"},
@@ -226,8 +227,9 @@ async def events(request: Request, job_id: str, who: str = Depends(owner)):
                 for event in await run_in_threadpool(jobs.events, who, job_id, after):
                     after = event.seq
                     data = dict(event.data)
-                    if "error" in data:
-                        data["error"] = Message.of(data["error"]).render(lang)
+                    for said in ("error", "note"):
+                        if data.get(said):
+                            data[said] = Message.of(data[said]).render(lang)
                     if event.kind == "state":
                         data["state_text"] = STATE_WORDS[data["state"]].render(lang)
                     yield f"id: {event.seq}\nevent: {event.kind}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"

@@ -153,3 +153,43 @@ def test_a_job_its_worker_could_not_run_fails_in_one_sentence_instead_of_going_r
     assert (failed.state, failed.interruptions) == ("failed", 0)
     assert failed.error.render("en") == ("Worker w1 could not run the job (AssertionError: RQ jobs of chatvlmllm "
                                          "run only inside cli.py worker); see its log.")
+
+
+def test_a_job_no_live_worker_can_run_says_so_until_one_can(dispatcher):
+    store = dispatcher.store
+    job = store.add("local", Spec("dots_ocr", "vllm"), [("a.png", b"png", [0])])
+    alive(dispatcher, "w1")  # it runs Tesseract only
+    dispatcher._turn()
+    waits = store.get(job.id)
+    assert waits.state == "queued"
+    assert waits.note == ("No live worker can run dots_ocr in vllm mode; the job waits for one that can (cli.py "
+                          "worker on a machine with it).")
+    dispatcher._turn()  # said once, not every turn
+    assert [event.kind for event in store.events(job.id)] == ["state", "note"]
+
+    dispatcher.redis.set(heartbeat_key("w2"), Heartbeat("first", None, frozenset({("vllm", "dots_ocr")})).dumps(),
+                         ex=HEARTBEAT_TTL_S)
+    dispatcher.redis.sadd(WORKERS, "w2")
+    dispatcher._turn()
+    taken = store.get(job.id)
+    assert (taken.state, taken.worker, taken.note) == ("running", "w2", None)
+
+
+def test_a_job_whose_worker_dies_each_time_fails_at_its_limit_with_its_pages(tmp_path, dispatcher):
+    store = JobStore(tmp_path / "limited", max_interruptions=2)
+    dispatcher.store = store
+    job = store.add("local", Spec("tesseract", "cpu", needs_gpu=False), [("a.png", b"png", [0, 1])])
+    for life in ("first", "second"):
+        alive(dispatcher, "w1", life)
+        dispatcher._turn()
+        token = Attempt.loads(dispatcher.redis.hget(RUNNING, job.id)).token
+        if life == "first":
+            assert sink(dispatcher, job.id, token).page_read(0, PageResult(index=0, text="first"), None)
+            dispatcher._turn()
+        dispatcher.redis.delete(heartbeat_key("w1"))  # it died on the job
+        dispatcher._turn()
+    ended = store.get(job.id)
+    assert (ended.state, ended.interruptions) == ("failed", 2)
+    assert ended.error == ("The job was interrupted 2 times, its limit (jobs.max_interruptions), so it is not read "
+                           "again; the pages read are kept.")
+    assert {i: p.text for i, p in store.pages(job.id, 0).items()} == {0: "first"}

@@ -221,11 +221,17 @@ class Dispatcher:
     # --- 3. route ------------------------------------------------------------------------
 
     def _route(self, live: dict[str, Heartbeat]) -> None:
+        waiting = self.store.waiting()
+        runnable = set().union(*(beat.can_run for beat in live.values()))
+        if waiting:  # a job no live worker can run waits, and says so
+            self.store.notes({job.id: None if (job.mode, job.model) in runnable else _(
+                "No live worker can run {model} in {mode} mode; the job waits for one that can (cli.py worker on a "
+                "machine with it).", model=job.model, mode=job.mode) for job in waiting})
         busy = set(self.store.running().values())
         idle = [Reader(name, beat.holding, beat.can_run) for name, beat in live.items() if name not in busy]
         if not idle:
             return
-        for job, reader in route(self.store.waiting(), idle, time.time(), self.config.jobs.max_wait_s):
+        for job, reader in route(waiting, idle, time.time(), self.config.jobs.max_wait_s):
             self._give(job, reader.name, live[reader.name])
 
     def _give(self, waiting: Waiting, worker: str, beat: Heartbeat) -> None:

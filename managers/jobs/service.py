@@ -40,7 +40,7 @@ class Jobs:
     def __init__(self, runtime: Runtime, directory: Path | None = None):
         self._purged = 0.0
         self.config = runtime.config
-        self.store = JobStore(directory or jobs_dir())
+        self.store = JobStore(directory or jobs_dir(), self.config.jobs.max_interruptions)
         self.worker = (Dispatcher(self.config, self.store) if self.config.jobs.backend == "redis"
                        else LocalWorker(runtime, self.store))
 

@@ -27,7 +27,7 @@ from pathlib import Path
 from managers.jobs.watch import Watchers
 from managers.locks import FileLock, held_by_someone
 from models.errors import ConfigError, JobError
-from models.i18n import Message, _
+from models.i18n import Message, _, n_
 from models.jobs import (CANCELLED, DONE, FAILED, FINAL, INTERRUPTED, QUEUED, RUNNING, UNFINISHED,
                          Waiting)
 from models.result import OCRResult, PageResult
@@ -39,7 +39,8 @@ SCHEMA = (
         id TEXT PRIMARY KEY, owner TEXT NOT NULL, created REAL NOT NULL, queued_at REAL NOT NULL,
         started REAL, finished REAL, state TEXT NOT NULL, model TEXT NOT NULL, mode TEXT NOT NULL,
         task TEXT, template TEXT, options TEXT NOT NULL, needs_gpu INTEGER NOT NULL,
-        error TEXT, interruptions INTEGER NOT NULL DEFAULT 0, worker TEXT)""",
+        error TEXT, interruptions INTEGER NOT NULL DEFAULT 0, worker TEXT,
+        note TEXT)""",  # note: why a queued job waits, while no worker can read it
     "CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state, queued_at)",
     """CREATE TABLE IF NOT EXISTS documents (
         job TEXT NOT NULL REFERENCES jobs (id) ON DELETE CASCADE, n INTEGER NOT NULL,
@@ -96,6 +97,7 @@ class Job:
     interruptions: int
     worker: str | None
     documents: list[Document] = field(default_factory=list)
+    note: Message | None = None  # why it waits, while no worker can read it
 
     @property
     def pages_total(self) -> int:
@@ -120,7 +122,8 @@ class Event:
 
 
 class JobStore:
-    def __init__(self, directory: Path):
+    def __init__(self, directory: Path, max_interruptions: int | None = None):
+        self.max_interruptions = max_interruptions  # past it a job fails instead of being queued again
         # Uploaded documents are kept here: readable by this user only, like api_keys.json.
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         directory.chmod(0o700)
@@ -235,7 +238,7 @@ class JobStore:
     def get(self, job_id: str) -> Job | None:
         with self._conn() as conn:
             row = conn.execute("SELECT id, owner, state, model, mode, task, template, options, needs_gpu, created,"
-                               " queued_at, started, finished, error, interruptions, worker FROM jobs WHERE id = ?",
+                               " queued_at, started, finished, error, interruptions, worker, note FROM jobs WHERE id = ?",
                                (job_id,)).fetchone()
             if row is None:
                 return None
@@ -243,14 +246,15 @@ class JobStore:
                 "SELECT d.n, d.name, d.pages, (SELECT count(*) FROM pages p WHERE p.job = d.job AND p.n = d.n)"
                 " FROM documents d WHERE d.job = ? ORDER BY d.n", (job_id,)).fetchall()
         (id_, owner, state, model, mode, task, template, options, needs_gpu, created, queued_at, started,
-         finished, error, interruptions, worker) = row
+         finished, error, interruptions, worker, note) = row
         options = json.loads(options)
         box = options.get("box")
         spec = Spec(model, mode, task, template, options.get("hide_header_footer", False), bool(needs_gpu),
                     tuple(box) if box else None)
         return Job(id_, owner, state, spec, created, queued_at, started, finished,
                    Message.of(json.loads(error)) if error else None, interruptions, worker,
-                   [Document(n, name, json.loads(pages), done) for n, name, pages, done in docs])
+                   [Document(n, name, json.loads(pages), done) for n, name, pages, done in docs],
+                   Message.of(json.loads(note)) if note else None)
 
     def document(self, job_id: str, n: int) -> bytes:
         with self._conn() as conn:
@@ -285,7 +289,7 @@ class JobStore:
         another worker was first)."""
         with self._conn() as conn:
             conn.execute("BEGIN IMMEDIATE")
-            taken = conn.execute("UPDATE jobs SET state = ?, started = coalesce(started, ?), worker = ?"
+            taken = conn.execute("UPDATE jobs SET state = ?, started = coalesce(started, ?), worker = ?, note = NULL"
                                  " WHERE id = ? AND state = ?",
                                  (RUNNING, time.time(), worker, job_id, QUEUED)).rowcount
             if taken:
@@ -364,13 +368,39 @@ class JobStore:
             if not cut:
                 return False
             _event(conn, job_id, "state", {"state": INTERRUPTED})
-            if requeue:
+            count = conn.execute("SELECT interruptions FROM jobs WHERE id = ?", (job_id,)).fetchone()[0]
+            if requeue and self.max_interruptions and count >= self.max_interruptions:
+                # A job whose reader dies each time (a page that crashes it) would take every
+                # worker down in turn: it ends here, its pages read kept.
+                error = n_("The job was interrupted {n} time, its limit (jobs.max_interruptions), so it is not "
+                           "read again; the pages read are kept.",
+                           "The job was interrupted {n} times, its limit (jobs.max_interruptions), so it is not "
+                           "read again; the pages read are kept.", count)
+                conn.execute("UPDATE jobs SET state = ?, finished = ?, error = ? WHERE id = ?",
+                             (FAILED, time.time(), json.dumps(error.raw()), job_id))
+                _event(conn, job_id, "state", {"state": FAILED, "error": error.raw()})
+            elif requeue:
                 if not resume:
                     conn.execute("DELETE FROM pages WHERE job = ?", (job_id,))
                     conn.execute("DELETE FROM prepared WHERE job = ?", (job_id,))
                 self._requeue(conn, job_id, resume)
         self.watchers.changed(job_id)
         return True
+
+    def notes(self, notes: dict[str, Message | None]) -> None:
+        """Say why queued jobs wait (None: they no longer do), in one transaction; an event for
+        each job whose note changed."""
+        changed = []
+        with self._conn() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            for job_id, note in notes.items():
+                raw = json.dumps(note.raw()) if note else None
+                if conn.execute("UPDATE jobs SET note = ? WHERE id = ? AND state = ? AND note IS NOT ?",
+                                (raw, job_id, QUEUED, raw)).rowcount:
+                    _event(conn, job_id, "note", {"note": note.raw() if note else None})
+                    changed.append(job_id)
+        for job_id in changed:
+            self.watchers.changed(job_id)
 
     def resume(self, job_id: str) -> bool:
         """Queue an interrupted job again from its first unread page (one kept by
