@@ -76,11 +76,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:  # each said in one sentence here, not as uvicorn's trace of a failed startup
         config = load_config(args.config)
-        JobStore(jobs_dir()).refuse_if_taken()
-        if config.jobs.backend == "redis":
-            client = connect(config.jobs.redis_url)
-            refuse_other_dispatcher(client, config.jobs.redis_url, dispatcher_id(JobStore(jobs_dir()).path))
-            client.close()
+        store = JobStore(jobs_dir())
+        try:
+            store.refuse_if_taken()
+            if config.jobs.backend == "redis":
+                client = connect(config.jobs.redis_url)
+                refuse_other_dispatcher(client, config.jobs.redis_url, dispatcher_id(store.path))
+                client.close()
+        finally:
+            store.close()
     except ChatVLMError as exc:
         print(_("error: {error}", error=exc.message).render(lang), file=sys.stderr)
         return 1
