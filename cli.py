@@ -227,8 +227,8 @@ def cmd_worker(args, config) -> int:
         print(t("error: {error}", error=t("cli.py worker reads the API's jobs from Redis; set jobs.backend: redis "
                                           "and jobs.redis_url in the config (as the API's).")), file=sys.stderr)
         return 1
-    if args.model:
-        check_mode(config, args.model, args.mode)  # an unknown model or mode is bad usage (exit 2)
+    # An unknown model or mode is bad usage (exit 2); the mode resolved here is the one made ready.
+    mode = check_mode(config, args.model, args.mode) if args.model else None
     name = args.name or f"{socket.gethostname()}-{os.getpid()}"
 
     def ready() -> None:
@@ -236,7 +236,7 @@ def cmd_worker(args, config) -> int:
                 url=redis_queue.shown(config.jobs.redis_url)), file=sys.stderr, flush=True)
 
     try:
-        remote_worker.serve(config, name, args.model, args.mode, on_ready=ready)
+        remote_worker.serve(config, name, args.model, mode, on_ready=ready)
     except ChatVLMError as exc:
         print(t("error: {error}", error=tr(exc)), file=sys.stderr)
         return 1

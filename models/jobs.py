@@ -41,7 +41,7 @@ class Waiting:
     id: str
     model: str
     mode: str
-    queued_at: float  # when it was queued; a job handed back (interrupted) keeps its place
+    queued_at: float  # when the job was made: one handed back (interrupted) keeps its place
     needs_gpu: bool  # False: Tesseract or a remote endpoint, which never switch the GPU
 
 

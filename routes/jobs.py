@@ -213,8 +213,9 @@ def last_event_id(request: Request) -> int:
 async def events(request: Request, job_id: str, who: str = Depends(owner)):
     """Progress as Server-Sent Events until the job ends (or is left interrupted, as
     jobs.on_restart: keep leaves it), then the stream closes: ``state``
-    events (queued, running, then the final state) and a ``page`` event for each page read,
-    with pages_done and pages_total. Each event has an id: reconnect with Last-Event-ID to
+    events (queued, running, then the final state), a ``page`` event for each page read,
+    with pages_done and pages_total, and a ``note`` event when what the job waits for changes
+    (no live worker can run it, with the Redis backend). Each event has an id: reconnect with Last-Event-ID to
     get only the events after it."""
     jobs, lang = request.app.state.jobs, language(request)
     await run_in_threadpool(jobs.get, who, job_id)  # an unknown job is a 404, not an empty stream

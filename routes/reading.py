@@ -80,6 +80,7 @@ async def chat(request: Request,
     turns = chat_turns(history)
     (name, data), = await uploads([file])
     check_size(config, [(name, data)])
+
     def admit() -> bool:
         with state.chats.lock:  # counted with the key's unfinished jobs, against api.per_key_jobs
             return state.chats.take(who, config.api.per_key_jobs - state.jobs.store.unfinished(who))

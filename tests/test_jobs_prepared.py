@@ -37,7 +37,7 @@ def test_a_job_handed_back_keeps_its_place_in_the_queue(tmp_path):
     assert store.claim(first.id, "worker") and store.interrupt(first.id, requeue=True)
     waiting = sorted(store.waiting(), key=lambda job: job.queued_at)
     assert [job.id for job in waiting] == [first.id, later.id]
-    assert waiting[0].queued_at == first.queued_at
+    assert waiting[0].queued_at == first.created
 
 
 def test_the_uploads_are_readable_by_this_user_only(tmp_path):

@@ -191,8 +191,7 @@ class Dispatcher:
             if not gone and over.get(job_id):  # it would fail again on every try: not requeued
                 self.store.finish(job_id, FAILED, _("Worker {worker} could not run the job ({reason}); see its log.",
                                                     worker=worker, reason=over[job_id]))
-            elif (gone or job_id in over) \
-                    and self.store.interrupt(job_id, requeue=on_restart != "keep", resume=on_restart == "resume"):
+            elif (gone or job_id in over) and self.store.give_back(job_id, on_restart):
                 log.warning("job %s: its worker %s is gone or lost it; interrupted (jobs.on_restart: %s)", job_id,
                             worker, on_restart)
                 cut.append(job_id)

@@ -102,6 +102,5 @@ class LocalWorker:
         if ended is not None:
             self.store.finish(job_id, *ended)
         elif self.stopped.is_set():  # the server stops: the job is handed back now, its pages kept
-            on_restart = self.runtime.config.jobs.on_restart
-            self.store.interrupt(job_id, requeue=on_restart != "keep", resume=on_restart == "resume")
+            self.store.give_back(job_id, self.runtime.config.jobs.on_restart)
         # else its cancel already made it final

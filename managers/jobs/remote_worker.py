@@ -177,8 +177,9 @@ def rq_worker(client: redis.Redis, name: str, instance: str, stopping: threading
 
 def serve(config: AppConfig, name: str, model: str | None = None, mode: str | None = None,
           on_ready: Callable[[], None] | None = None) -> None:
-    """Be a worker named ``name`` until told to stop; with ``model``, make it ready first.
-    NotAvailable when Redis does not answer, ConfigError when a live worker has the name."""
+    """Be a worker named ``name`` until told to stop; with ``model``, make it ready first in
+    ``mode`` (as ``runs.check_mode`` resolved it). NotAvailable when Redis does not answer,
+    ConfigError when a live worker has the name."""
     url = config.jobs.redis_url
     client = connect(url, timeout=None)  # RQ blocks on its queue between jobs
     if client.exists(heartbeat_key(name)):
@@ -187,7 +188,7 @@ def serve(config: AppConfig, name: str, model: str | None = None, mode: str | No
     worker = Worker(config, name, client)
     try:
         if model:
-            worker.prepare(model, runs.check_mode(config, model, mode))
+            worker.prepare(model, mode)
         _run(worker, on_ready)
     finally:
         worker.runtime.close()

@@ -36,12 +36,12 @@ BUSY_S = 30
 RAW = {"messages": "raw"}
 SCHEMA = (
     """CREATE TABLE IF NOT EXISTS jobs (
-        id TEXT PRIMARY KEY, owner TEXT NOT NULL, created REAL NOT NULL, queued_at REAL NOT NULL,
+        id TEXT PRIMARY KEY, owner TEXT NOT NULL, created REAL NOT NULL,
         started REAL, finished REAL, state TEXT NOT NULL, model TEXT NOT NULL, mode TEXT NOT NULL,
         task TEXT, template TEXT, options TEXT NOT NULL, needs_gpu INTEGER NOT NULL,
         error TEXT, interruptions INTEGER NOT NULL DEFAULT 0, worker TEXT,
         note TEXT)""",  # note: why a queued job waits, while no worker can read it
-    "CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state, queued_at)",
+    "CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state, created)",
     """CREATE TABLE IF NOT EXISTS documents (
         job TEXT NOT NULL REFERENCES jobs (id) ON DELETE CASCADE, n INTEGER NOT NULL,
         name TEXT NOT NULL, pages TEXT NOT NULL, data BLOB NOT NULL, result TEXT, PRIMARY KEY (job, n))""",
@@ -90,7 +90,6 @@ class Job:
     state: str
     spec: Spec
     created: float
-    queued_at: float
     started: float | None
     finished: float | None
     error: Message | None
@@ -211,9 +210,9 @@ class JobStore:
             if owner_limit is not None and self._unfinished(conn, owner) >= owner_limit:
                 return None
             conn.execute(
-                "INSERT INTO jobs (id, owner, created, queued_at, state, model, mode, task, template, options,"
-                " needs_gpu) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                (job_id, owner, now, now, QUEUED, spec.model, spec.mode, spec.task, spec.template, spec.options(),
+                "INSERT INTO jobs (id, owner, created, state, model, mode, task, template, options,"
+                " needs_gpu) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                (job_id, owner, now, QUEUED, spec.model, spec.mode, spec.task, spec.template, spec.options(),
                  int(spec.needs_gpu)))
             conn.executemany("INSERT INTO documents (job, n, name, pages, data) VALUES (?,?,?,?,?)",
                              [(job_id, n, name, json.dumps(pages), data)
@@ -238,20 +237,20 @@ class JobStore:
     def get(self, job_id: str) -> Job | None:
         with self._conn() as conn:
             row = conn.execute("SELECT id, owner, state, model, mode, task, template, options, needs_gpu, created,"
-                               " queued_at, started, finished, error, interruptions, worker, note FROM jobs WHERE id = ?",
+                               " started, finished, error, interruptions, worker, note FROM jobs WHERE id = ?",
                                (job_id,)).fetchone()
             if row is None:
                 return None
             docs = conn.execute(
                 "SELECT d.n, d.name, d.pages, (SELECT count(*) FROM pages p WHERE p.job = d.job AND p.n = d.n)"
                 " FROM documents d WHERE d.job = ? ORDER BY d.n", (job_id,)).fetchall()
-        (id_, owner, state, model, mode, task, template, options, needs_gpu, created, queued_at, started,
+        (id_, owner, state, model, mode, task, template, options, needs_gpu, created, started,
          finished, error, interruptions, worker, note) = row
         options = json.loads(options)
         box = options.get("box")
         spec = Spec(model, mode, task, template, options.get("hide_header_footer", False), bool(needs_gpu),
                     tuple(box) if box else None)
-        return Job(id_, owner, state, spec, created, queued_at, started, finished,
+        return Job(id_, owner, state, spec, created, started, finished,
                    Message.of(json.loads(error)) if error else None, interruptions, worker,
                    [Document(n, name, json.loads(pages), done) for n, name, pages, done in docs],
                    Message.of(json.loads(note)) if note else None)
@@ -272,9 +271,10 @@ class JobStore:
 
     def waiting(self) -> list[Waiting]:
         with self._conn() as conn:
-            rows = conn.execute("SELECT id, model, mode, queued_at, needs_gpu FROM jobs WHERE state = ?",
+            # A job waits from when it was made: one handed back (interrupted) keeps its place.
+            rows = conn.execute("SELECT id, model, mode, created, needs_gpu FROM jobs WHERE state = ?",
                                 (QUEUED,)).fetchall()
-        return [Waiting(id_, model, mode, queued_at, bool(gpu)) for id_, model, mode, queued_at, gpu in rows]
+        return [Waiting(id_, model, mode, created, bool(gpu)) for id_, model, mode, created, gpu in rows]
 
     def events(self, job_id: str, after: int = 0) -> list[Event]:
         with self._conn() as conn:
@@ -415,7 +415,6 @@ class JobStore:
 
     @staticmethod
     def _requeue(conn: sqlite3.Connection, job_id: str, resume: bool) -> None:
-        # queued_at stays: a job handed back keeps its place in the queue and its wait so far.
         conn.execute("UPDATE jobs SET state = ? WHERE id = ?", (QUEUED, job_id))
         _event(conn, job_id, "state", {"state": QUEUED, "resumed": resume})
 
@@ -446,12 +445,17 @@ class JobStore:
         with self._conn() as conn:
             return dict(conn.execute("SELECT id, worker FROM jobs WHERE state = ?", (RUNNING,)))
 
+    def give_back(self, job_id: str, on_restart: str) -> bool:
+        """Interrupt a running job whose reader stopped or died, then requeue it as
+        ``on_restart`` (jobs.on_restart) says: resume, requeue (from the start) or keep."""
+        return self.interrupt(job_id, requeue=on_restart != "keep", resume=on_restart == "resume")
+
     def recover(self, on_restart: str) -> list[str]:
-        """Interrupt what was running when the server stopped; requeue it as ``on_restart``
-        says (resume, requeue or keep). The interrupted jobs' ids."""
+        """Give back what was running when the server stopped (``give_back``). The
+        interrupted jobs' ids."""
         cut = list(self.running())
         for job_id in cut:
-            self.interrupt(job_id, requeue=on_restart != "keep", resume=on_restart == "resume")
+            self.give_back(job_id, on_restart)
         return cut
 
     def purge(self, older_than_s: float) -> int:
