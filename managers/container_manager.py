@@ -266,7 +266,8 @@ class SingleContainerManager:
         report.start_s = time.monotonic() - mark
         report.total_s = time.monotonic() - started
         if plan.create or plan.start_existing:
-            self.history.record(key, report.start_s)
+            self.history.record(key, "cold", {"stop": report.stop_s, "memory": report.memory_s,
+                                              "pull": report.pull_s, "start": report.start_s})
         emit("ready", _("{model} is ready on port {port}", model=model.name, port=str(v.port)))
         return ModelStatus(key, State.READY, v.port, ContainerInfo.from_attrs(container.attrs).started_at,
                            v.container_name)

@@ -28,6 +28,9 @@ class State(str, Enum):
     READY = "ready"
     STOPPING = "stopping"
     FAILED = "failed"
+    # A vLLM server put to sleep (switching.sleep): its container runs and /health answers,
+    # but its weights and KV cache left the GPU and /v1 is refused until it is woken.
+    ASLEEP = "asleep"
 
 
 @dataclass(frozen=True)

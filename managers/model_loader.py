@@ -128,9 +128,9 @@ class ModelLoader:
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(data_dir() / "compile-cache")
         times, name = StartTimes(lock_dir(self.config)), f"compile:{engine.key}:{engine.device}"
         started = time.perf_counter()
-        engine.warm_up(self.config, on_progress, times.estimate(name), cancel)
+        engine.warm_up(self.config, on_progress, times.estimate(name, "warm_up"), cancel)
         if engine.compiled:
-            times.record(name, time.perf_counter() - started)
+            times.record(name, "warm_up", {"warm_up": time.perf_counter() - started})
 
     @staticmethod
     def _weights(model: ModelConfig) -> str:

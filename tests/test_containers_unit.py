@@ -177,8 +177,20 @@ def test_start_history_estimates_from_the_median(tmp_path):
     history = StartTimes(tmp_path)
     assert history.estimate("a") is None
     for seconds in (40, 42, 90):
-        history.record("a", seconds)
+        history.record("a", "cold", {"stop": 1.0, "start": seconds - 1.0})
     assert history.estimate("a") == 42
+    assert history.estimate("a", "wake") is None
+    history.record("a", "wake", {"stop": 0.5, "start": 0.25})
+    assert history.estimate("a", "wake") == 0.75
+    assert history.last("a", "cold").stages == {"stop": 1.0, "start": 89.0}
+
+
+def test_start_history_reads_the_format_kept_before_stages(tmp_path):
+    (tmp_path / "start_times.json").write_text('{"a": [40, 42, 90], "b": "garbage"}')
+    history = StartTimes(tmp_path)
+    assert history.estimate("a") == 42 and history.estimate("b") is None
+    history.record("a", "wake", {"start": 2.0})
+    assert history.estimate("a") == 42 and history.estimate("a", "wake") == 2.0
 
 
 def test_the_api_key_is_made_once_and_only_its_owner_reads_it(tmp_path):

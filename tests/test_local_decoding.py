@@ -244,7 +244,7 @@ def test_the_warm_up_says_how_long_it_usually_takes_and_caches_in_the_data_dir(c
     assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "data" / "compile-cache")
     runtime.loader.unload_all_models()
     said.clear()
-    first = StartTimes(lock_dir(config)).estimate("compile:compiled2:cpu")  # the first warm-up, timed
+    first = StartTimes(lock_dir(config)).estimate("compile:compiled2:cpu", "warm_up")  # the first warm-up, timed
     runtime.loader.load_model("compiled2", on_progress=said.append)
     assert [m for m in said if m.startswith("compiling")] == [f"compiling for faster reading… usually {first:.0f} s"]
 
@@ -267,7 +267,7 @@ def test_cancel_while_compiling_stops_the_load_and_frees_the_model(runtime, monk
     assert backend.compiled == 1  # the batch's shape was never compiled
     assert runtime.loader.current() is None
     assert held and held[0]() is None  # the weights are gone with the compiled code
-    assert StartTimes(lock_dir(runtime.config)).estimate("compile:compiled2:cpu") is None  # a cut warm-up is no timing
+    assert StartTimes(lock_dir(runtime.config)).estimate("compile:compiled2:cpu", "warm_up") is None  # a cut warm-up is no timing
 
 
 def test_a_compile_that_fails_leaves_plain_decoding_and_one_warning(runtime, monkeypatch):
