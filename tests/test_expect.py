@@ -1,0 +1,79 @@
+"""What the next switch will be and how long it should take, from the start-time store."""
+
+import pytest
+
+from managers.containers import State
+from managers.expect import asleep_note, duration, expect
+from managers.start_times import StartTimes
+
+
+@pytest.fixture
+def times(tmp_path):
+    return StartTimes(tmp_path)
+
+
+def said(expected, lang="en"):
+    return expected.message.render(lang)
+
+
+@pytest.mark.parametrize("seconds, text, russian", [
+    (0.3, "<1 s", "<1 с"), (0.8, "~1 s", "~1 с"), (45.4, "~45 s", "~45 с"), (89, "~89 s", "~89 с"),
+    (150, "~2 min", "~2 мин"), (3600, "~60 min", "~60 мин")])
+def test_durations_read_as_people_estimate_them(seconds, text, russian):
+    assert duration(seconds).render("en") == text
+    assert duration(seconds).render("ru") == russian
+
+
+def test_vllm_cold_wake_or_nothing(config, times):
+    assert said(expect(config, times, "qwen3_vl_2b", "vllm")) == "cold start; no time kept yet"
+    assert said(expect(config, times, "qwen3_vl_2b", "vllm", state=State.ASLEEP)) == "wakes from sleep; no time kept yet"
+    for seconds in (40, 45, 60):
+        times.record("qwen3_vl_2b", "cold", {"start": seconds - 2, "ready": 2})
+    times.record("qwen3_vl_2b", "wake", {"start": 0.8})
+    for state in (None, State.STOPPED, State.FAILED, State.STARTING):
+        assert said(expect(config, times, "qwen3_vl_2b", "vllm", state=state)) == "~45 s: cold start"
+    asleep = expect(config, times, "qwen3_vl_2b", "vllm", state=State.ASLEEP)
+    assert (asleep.kind, said(asleep)) == ("wake", "~1 s: wakes from sleep")
+    assert said(asleep, "ru") == "~1 с: пробуждение из сна"
+    assert said(expect(config, times, "qwen3_vl_2b", "vllm", state=State.READY)) == "already running"
+    # another model's records are its own
+    assert said(expect(config, times, "qwen2_vl_2b", "vllm")) == "cold start; no time kept yet"
+
+
+def test_local_load_or_kept_with_the_compiled_warm_up(config, times):
+    key = "qwen3_vl_2b"
+    assert said(expect(config, times, key, "local")) == "loads from disk; no time kept yet"
+    assert said(expect(config, times, key, "local", kept=[key])) == "copied back from RAM; no time kept yet"
+    times.record(key, "load", {"start": 20})
+    times.record(key, "kept", {"start": 1.5})
+    assert said(expect(config, times, key, "local", device="cuda")) == "~20 s: loads from disk"
+    times.record(f"compile:{key}:cuda", "warm_up", {"warm_up": 100})
+    assert said(expect(config, times, key, "local", device="cuda")) == "~2 min: loads from disk"
+    assert said(expect(config, times, key, "local", device="cpu")) == "~20 s: loads from disk"
+    kept = expect(config, times, key, "local", kept=["qwen2_vl_2b", key], device="cuda")
+    assert (kept.kind, kept.seconds) == ("kept", 101.5)
+    assert said(kept, "ru") == "~2 мин: копирование из ОЗУ"
+    assert said(expect(config, times, key, "local", loaded=key, kept=[key])) == "already loaded"
+
+
+def test_a_record_that_timed_its_warm_up_is_not_counted_twice(config, times):
+    times.record("qwen3_vl_2b", "kept", {"start": 1, "warm_up": 2})
+    times.record("compile:qwen3_vl_2b:cuda", "warm_up", {"warm_up": 100})
+    assert expect(config, times, "qwen3_vl_2b", "local", kept=["qwen3_vl_2b"], device="cuda").seconds == 3
+
+
+def test_cpu_and_remote_have_nothing_to_start(config, times):
+    assert said(expect(config, times, "tesseract", "cpu")) == "nothing to load"
+    model = config.models["qwen3_vl_2b"]
+    remote = model.model_copy(update={"vllm": model.vllm.model_copy(update={"endpoint": "http://example.invalid/v1"})})
+    config = config.model_copy(update={"models": {**config.models, "qwen3_vl_2b": remote}})
+    assert said(expect(config, times, "qwen3_vl_2b", "vllm")) == "remote endpoint: nothing to start"
+
+
+def test_sleeping_model_says_how_long_it_woke_last_time(times):
+    assert asleep_note("Qwen", None).render("en") == "asleep: Qwen · not woken yet"
+    times.record("q", "wake", {"start": 0.5, "ready": 0.3})
+    times.record("q", "wake", {"start": 2.0})
+    note = asleep_note("Qwen", times.last("q", "wake"))
+    assert note.render("en") == "asleep: Qwen · woke in 2.0 s last time"
+    assert note.render("ru") == "спит: Qwen · в прошлый раз проснулась за 2,0 с"
