@@ -77,3 +77,90 @@ def test_sleeping_model_says_how_long_it_woke_last_time(times):
     note = asleep_note("Qwen", times.last("q", "wake"))
     assert note.render("en") == "asleep: Qwen · woke in 2.0 s last time"
     assert note.render("ru") == "спит: Qwen · в прошлый раз проснулась за 2,0 с"
+
+
+# --- the sidebar: the caption under Switch/Load, the sleeping models -------------------------
+
+@pytest.fixture
+def app(tmp_path, monkeypatch):
+    """The app on a config of two stand-in vLLM servers and two local models, Docker taken as
+    reachable (the container states come from ``states``, as SingleContainerManager.status
+    gives them), and the start-time store of the test's data dir."""
+    import streamlit as st
+
+    from managers import availability
+    from managers.container_manager import SingleContainerManager
+    from managers.containers import ModelStatus
+    from tests.containers import fake_entry, local_entry, write_config
+
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    (weights / "config.json").write_text("{}")  # has_weights looks for it; nothing is loaded
+    entries = {"alpha": fake_entry("alpha"), "beta": fake_entry("beta"),
+               "one": local_entry("one", weights), "two": local_entry("two", weights)}
+    monkeypatch.setenv("CHATVLMLLM_CONFIG", str(write_config(tmp_path / "c.yaml", entries)))
+    monkeypatch.setattr(availability, "docker_error", lambda: None)
+    states = {"alpha": State.STOPPED, "beta": State.STOPPED}
+    monkeypatch.setattr(SingleContainerManager, "status",
+                        lambda self: {key: ModelStatus(key, state) for key, state in states.items()})
+    st.cache_resource.clear()
+    yield states
+    st.cache_resource.clear()
+
+
+def sidebar_at(mode: str, key: str, lang: str = "en"):
+    from streamlit.testing.v1 import AppTest
+
+    from tests.conftest import ROOT
+
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+    at.session_state["language"] = lang
+    at.run()
+    at.sidebar.radio(key="mode").set_value(mode).run()
+    at.sidebar.selectbox(key=f"model_{mode}").set_value(key).run()
+    assert not at.exception
+    return [c.value for c in at.sidebar.caption]
+
+
+def times_here() -> StartTimes:
+    from models.config import data_dir
+    return StartTimes(data_dir())
+
+
+def test_sidebar_says_how_long_a_vllm_switch_will_take(app):
+    assert "cold start; no time kept yet" in sidebar_at("vllm", "alpha")
+    times = times_here()
+    for seconds in (44, 45, 47):
+        times.record("alpha", "cold", {"start": seconds})
+    times.record("beta", "wake", {"start": 0.5, "ready": 0.3})
+    app["beta"] = State.ASLEEP
+    captions = sidebar_at("vllm", "alpha")
+    assert "~45 s: cold start" in captions
+    assert "asleep: Fake beta · woke in 0.8 s last time" in captions
+    assert "~1 s: wakes from sleep" in sidebar_at("vllm", "beta")
+    russian = sidebar_at("vllm", "beta", "ru")
+    assert "~1 с: пробуждение из сна" in russian
+    assert "спит: Fake beta · в прошлый раз проснулась за 0,8 с" in russian
+
+
+def test_sidebar_says_nothing_of_a_switch_to_the_running_model(app):
+    times_here().record("alpha", "cold", {"start": 45})
+    app["alpha"] = State.READY
+    captions = sidebar_at("vllm", "alpha")
+    assert not any("cold start" in c or "asleep" in c for c in captions)
+    assert "cold start; no time kept yet" in sidebar_at("vllm", "beta")
+
+
+def test_sidebar_says_how_long_a_local_load_will_take(app, monkeypatch):
+    from managers.model_loader import ModelLoader
+
+    assert "loads from disk; no time kept yet" in sidebar_at("local", "one")
+    times = times_here()
+    times.record("one", "load", {"start": 20})
+    times.record("two", "kept", {"start": 1.2})
+    times.record("compile:two:cpu", "warm_up", {"warm_up": 3})
+    assert "~20 s: loads from disk" in sidebar_at("local", "one")
+    # h-local's interface: the keys of the local models kept in host RAM, oldest first
+    monkeypatch.setattr(ModelLoader, "kept", lambda self: ["two"], raising=False)
+    assert "~4 s: copied back from RAM" in sidebar_at("local", "two")
+    assert "~4 с: копирование из ОЗУ" in sidebar_at("local", "two", "ru")

@@ -11,10 +11,12 @@ from managers import runs
 from managers.availability import default_choice, models_for_mode, vram_warning, why_not
 from managers.container_manager import SingleContainerManager
 from managers.containers import State
+from managers.expect import asleep_note, expect
 from managers.idle import idle_deadline
 from managers.operations import Operation
 from managers.runtime import Runtime
-from models.config import MODES, AppConfig
+from managers.start_times import StartTimes
+from models.config import MODES, AppConfig, lock_dir
 from models.errors import ChatVLMError
 from models.i18n import LANGUAGES, N_
 from views.cached import cached_remote_ready
@@ -69,7 +71,7 @@ def sidebar(runtime: Runtime, host) -> tuple[str, str, str | None]:
     elif mode == "vllm":
         vllm_controls(runtime, key, reason)
     elif mode == "local":
-        local_controls(runtime, key, reason)
+        local_controls(runtime, key, reason, host)
     elif mode == "cpu" and not reason:
         st.sidebar.markdown(t("**Active model:** {name}", name=local(model.name)))
     else:
@@ -110,9 +112,17 @@ def vllm_controls(runtime: Runtime, key: str, cannot_start: str | None) -> None:
         watch(runs.switch(runtime, key))
     if right.button(t("Stop"), disabled=active is None or busy, key="vllm_stop"):
         watch(runs.stop(runtime))
+    times = StartTimes(lock_dir(config))
+    if not cannot_start and not already:
+        state = statuses[key].state if key in statuses else None
+        st.sidebar.caption(said(expect(config, times, key, "vllm", state=state).message))
+    sleeping = [asleep_note(local(config.models[s.key].name), times.last(s.key, "wake"))
+                for s in statuses.values() if s.state is State.ASLEEP]
+    if sleeping:
+        st.sidebar.caption(said("; ".join(tr(note) for note in sleeping)))
 
 
-def local_controls(runtime: Runtime, key: str, cannot_load: str | None) -> None:
+def local_controls(runtime: Runtime, key: str, cannot_load: str | None, host) -> None:
     """The model loaded in this process, Load and Unload; they run as process operations."""
     current = runtime.loader.current()
     if current:
@@ -129,6 +139,13 @@ def local_controls(runtime: Runtime, key: str, cannot_load: str | None) -> None:
         watch(runs.load(runtime, key))
     if right.button(t("Unload"), disabled=current is None or busy, key="local_unload"):
         watch(runs.unload(runtime))
+    if not cannot_load and not loaded:
+        # Until h-local's ModelLoader.kept lands on main, a loader without it keeps nothing.
+        kept = getattr(runtime.loader, "kept", tuple)()
+        device = "cuda" if host.gpu.gpus else "cpu"  # as the loader picks: torch sees the GPU NVML sees
+        expected = expect(runtime.config, StartTimes(lock_dir(runtime.config)), key, "local",
+                          kept=kept, device=device)
+        st.sidebar.caption(said(expected.message))
 
 
 def watch(op: Operation) -> None:
