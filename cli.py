@@ -27,12 +27,15 @@ from managers.api_keys import APIKeys
 from managers.availability import probe_host, why_not
 from managers.history import Entry, History
 from managers.container_manager import SingleContainerManager, SwitchEvent
+from managers.containers import State
+from managers.expect import expect
 from managers.runs import check_mode
 from managers.operations import Operation
 from managers.runtime import Runtime
+from managers.start_times import StartTimes
 from models import exports, render
 from models.outputs import file_for as output_file, joined as joined_outputs
-from models.config import FIELDS, MODE_LABELS, MODES, AppConfig, data_dir, load_config
+from models.config import FIELDS, MODE_LABELS, MODES, AppConfig, data_dir, load_config, lock_dir
 from models.document import Document, open_path, select_pages
 from models.errors import (ChatVLMError, ConfigError, HistoryError, InputError, NothingToExport, Superseded,
                            SwitchError)
@@ -138,14 +141,30 @@ def print_table(rows: list[tuple[str, ...]]) -> None:
 
 def cmd_models(args, config) -> int:
     host = probe_host(config)
-    rows = [(t("KEY"), t("NAME"), t("MODE"), t("VRAM"), t("AVAILABLE HERE"))]
+    states = container_states(config) if host.docker_error is None else {}
+    times = StartTimes(lock_dir(config))
+    # This process holds no local model, and what the app keeps in RAM is the app's: a local
+    # load from here reads the weights from disk.
+    device = "cuda" if host.gpu.gpus else "cpu"
+    rows = [(t("KEY"), t("NAME"), t("MODE"), t("VRAM"), t("EXPECTED"), t("AVAILABLE HERE"))]
     for key, model in config.models.items():
         for mode in model.modes:
             reason = why_not(model, mode, host, config)
             vram = t("{gb:g} GB", gb=model.vram_gb) if model.vram_gb else "-"
-            rows.append((key, local(model.name), tr(MODE_LABELS[mode]), vram, tr(reason) if reason else t("yes")))
+            expected = expect(config, times, key, mode, state=states.get(key), device=device)
+            rows.append((key, local(model.name), tr(MODE_LABELS[mode]), vram, tr(expected.message),
+                         tr(reason) if reason else t("yes")))
     print_table(rows)
     return 0
+
+
+def container_states(config: AppConfig) -> dict[str, State]:
+    """Each managed vLLM model's container state; none where Docker cannot be read (then the
+    expected time is a cold start's)."""
+    try:
+        return {key: status.state for key, status in SingleContainerManager(config).status().items()}
+    except ChatVLMError:
+        return {}
 
 
 def print_event(event: SwitchEvent) -> None:

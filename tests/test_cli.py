@@ -32,7 +32,7 @@ def test_models_table_says_what_runs_here():
     done = cli("models", env={"DOCKER_HOST": "unix:///nonexistent.sock", "PATH": "/usr/bin:/bin"})
     assert done.returncode == 0
     lines = done.stdout.splitlines()
-    assert lines[0].split() == ["KEY", "NAME", "MODE", "VRAM", "AVAILABLE", "HERE"]
+    assert lines[0].split() == ["KEY", "NAME", "MODE", "VRAM", "EXPECTED", "AVAILABLE", "HERE"]
     tesseract = next(line for line in lines if line.startswith("tesseract"))
     assert tesseract.split()[-1] == "yes"
     qwen = next(line for line in lines if line.startswith("qwen3_vl_2b") and " vLLM " in line)

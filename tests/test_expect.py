@@ -1,5 +1,7 @@
 """What the next switch will be and how long it should take, from the start-time store."""
 
+import re
+
 import pytest
 
 from managers.containers import State
@@ -164,3 +166,41 @@ def test_sidebar_says_how_long_a_local_load_will_take(app, monkeypatch):
     monkeypatch.setattr(ModelLoader, "kept", lambda self: ["two"], raising=False)
     assert "~4 s: copied back from RAM" in sidebar_at("local", "two")
     assert "~4 с: копирование из ОЗУ" in sidebar_at("local", "two", "ru")
+
+
+# --- cli.py models: the EXPECTED column ------------------------------------------------------
+
+def test_cli_models_prints_the_expected_time_without_docker(tmp_path):
+    import os
+
+    from tests.containers import cli
+
+    data = tmp_path / "cli-data"
+    data.mkdir()
+    times = StartTimes(data)
+    for seconds in (40, 45, 50):
+        times.record("qwen3_vl_2b", "cold", {"memory": 1, "start": seconds - 1})
+    times.record("qwen2_vl_2b", "load", {"start": 150})
+    times.record("qwen2_vl_2b", "wake", {"start": 0.5})  # no state: Docker cannot say it sleeps
+    env = {**os.environ, "CHATVLMLLM_DATA_DIR": str(data), "DOCKER_HOST": "unix:///nonexistent.sock"}
+
+    def rows(*lang):
+        """The header's column names, and each (key, mode) row's EXPECTED cell."""
+        done = cli("models", *lang, env=env)
+        assert done.returncode == 0, done.stderr
+        header, *lines = done.stdout.splitlines()
+        columns = list(re.finditer(r"\S+(?: \S+)*", header))  # cells are two spaces apart
+        starts = [c.start() for c in columns] + [None]
+        cell = lambda line, i: line[starts[i]:starts[i + 1]].strip()  # noqa: E731
+        return [c.group() for c in columns], {(cell(line, 0), cell(line, 2)): cell(line, 4) for line in lines}
+
+    header, cells = rows()
+    assert header[4] == "EXPECTED"
+    assert cells[("qwen3_vl_2b", "vLLM")] == "~45 s: cold start"
+    assert cells[("qwen2_vl_2b", "vLLM")] == "cold start; no time kept yet"
+    assert cells[("qwen2_vl_2b", "Local")] == "~2 min: loads from disk"
+    assert cells[("qwen3_vl_2b", "Local")] == "loads from disk; no time kept yet"
+    assert cells[("tesseract", "CPU")] == "nothing to load"
+    header, cells = rows("--lang", "ru")
+    assert header[4] == "ОЖИДАЕТСЯ"
+    assert cells[("qwen3_vl_2b", "vLLM")] == "~45 с: холодный запуск"
