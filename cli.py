@@ -28,7 +28,7 @@ from managers.availability import probe_host, why_not
 from managers.history import Entry, History
 from managers.container_manager import SingleContainerManager, SwitchEvent
 from managers.containers import State
-from managers.expect import expect
+from managers.expect import duration, expect
 from managers.runs import check_mode
 from managers.operations import Operation
 from managers.runtime import Runtime
@@ -169,9 +169,9 @@ def container_states(config: AppConfig) -> dict[str, State]:
 
 def print_event(event: SwitchEvent) -> None:
     elapsed = number(event.elapsed, LANG, 1).rjust(6)
-    if event.estimate and event.stage == "starting":
-        line = t("[{elapsed}s] {message} (usually ready in {estimate:.0f}s)", elapsed=elapsed,
-                 message=tr(event.message), estimate=event.estimate)
+    if event.estimate and event.stage in ("starting", "waking"):
+        line = t("[{elapsed}s] {message} (usually ready in {time})", elapsed=elapsed,
+                 message=tr(event.message), time=duration(event.estimate))
     else:
         line = t("[{elapsed}s] {message}", elapsed=elapsed, message=tr(event.message))
     if event.log_line:

@@ -168,12 +168,23 @@ def test_sidebar_says_how_long_a_local_load_will_take(app, monkeypatch):
     assert "~4 с: копирование из ОЗУ" in sidebar_at("local", "two", "ru")
 
 
-# --- cli.py models: the EXPECTED column ------------------------------------------------------
+# --- cli.py: the EXPECTED column of models, the estimate while switching ---------------------
+
+def models_table(*args, env=None) -> tuple[list[str], dict[tuple[str, str], str]]:
+    """``cli.py models``: the header's column names, and each (key, mode) row's EXPECTED cell."""
+    from tests.containers import cli
+
+    done = cli("models", *args, env=env)
+    assert done.returncode == 0, done.stderr
+    header, *lines = done.stdout.splitlines()
+    columns = list(re.finditer(r"\S+(?: \S+)*", header))  # cells are two spaces apart
+    starts = [c.start() for c in columns] + [None]
+    cell = lambda line, i: line[starts[i]:starts[i + 1]].strip()  # noqa: E731
+    return [c.group() for c in columns], {(cell(line, 0), cell(line, 2)): cell(line, 4) for line in lines}
+
 
 def test_cli_models_prints_the_expected_time_without_docker(tmp_path):
     import os
-
-    from tests.containers import cli
 
     data = tmp_path / "cli-data"
     data.mkdir()
@@ -183,24 +194,51 @@ def test_cli_models_prints_the_expected_time_without_docker(tmp_path):
     times.record("qwen2_vl_2b", "load", {"start": 150})
     times.record("qwen2_vl_2b", "wake", {"start": 0.5})  # no state: Docker cannot say it sleeps
     env = {**os.environ, "CHATVLMLLM_DATA_DIR": str(data), "DOCKER_HOST": "unix:///nonexistent.sock"}
-
-    def rows(*lang):
-        """The header's column names, and each (key, mode) row's EXPECTED cell."""
-        done = cli("models", *lang, env=env)
-        assert done.returncode == 0, done.stderr
-        header, *lines = done.stdout.splitlines()
-        columns = list(re.finditer(r"\S+(?: \S+)*", header))  # cells are two spaces apart
-        starts = [c.start() for c in columns] + [None]
-        cell = lambda line, i: line[starts[i]:starts[i + 1]].strip()  # noqa: E731
-        return [c.group() for c in columns], {(cell(line, 0), cell(line, 2)): cell(line, 4) for line in lines}
-
-    header, cells = rows()
+    header, cells = models_table(env=env)
     assert header[4] == "EXPECTED"
     assert cells[("qwen3_vl_2b", "vLLM")] == "~45 s: cold start"
     assert cells[("qwen2_vl_2b", "vLLM")] == "cold start; no time kept yet"
     assert cells[("qwen2_vl_2b", "Local")] == "~2 min: loads from disk"
     assert cells[("qwen3_vl_2b", "Local")] == "loads from disk; no time kept yet"
     assert cells[("tesseract", "CPU")] == "nothing to load"
-    header, cells = rows("--lang", "ru")
+    header, cells = models_table("--lang", "ru", env=env)
     assert header[4] == "ОЖИДАЕТСЯ"
     assert cells[("qwen3_vl_2b", "vLLM")] == "~45 с: холодный запуск"
+
+
+@pytest.mark.docker
+def test_cli_switch_says_its_estimate_and_models_reads_the_containers(tmp_path, clean_docker, monkeypatch):
+    from tests.containers import cli, fake_entry, write_config
+
+    path = write_config(tmp_path / "config.yaml", {"fake_a": fake_entry("fake_a"), "fake_b": fake_entry("fake_b")})
+    monkeypatch.setenv("CHATVLMLLM_CONFIG", str(path))
+    times_here().record("fake_a", "cold", {"start": 45})
+    done = cli("switch", "fake_a")
+    assert done.returncode == 0, done.stderr
+    assert "(usually ready in ~45 s)" in done.stderr
+    _header, cells = models_table()
+    assert cells[("fake_a", "vLLM")] == "already running"  # the state read from Docker
+    assert cells[("fake_b", "vLLM")] == "cold start; no time kept yet"
+    assert cli("stop").returncode == 0
+
+
+def test_progress_says_the_estimate_as_people_read_it(config, capsys):
+    """A wake's estimate reads "~1 s", not "1s" or "0s"; the kind (wake or cold) is the
+    manager's choice of ``SwitchEvent.estimate``."""
+    import cli
+    from managers.container_manager import SwitchEvent
+    from managers.operations import Operation
+    from models.i18n import _
+    from views.sidebar import describe
+
+    capsys.readouterr()  # Streamlit's import-time warnings
+    cli.print_event(SwitchEvent("waking", _("waking {model}", model="q"), 0.2, estimate=0.8))
+    cli.print_event(SwitchEvent("starting", _("starting {container}", container="c"), 3.0, estimate=45.2))
+    cli.print_event(SwitchEvent("stopping", _("stopping {model}", model="p"), 0.1, estimate=45.2))
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0].endswith("waking q (usually ready in ~1 s)")
+    assert lines[1].endswith("starting c (usually ready in ~45 s)")
+    assert lines[2].endswith("stopping p")
+    op = Operation(1, "switch", "qwen3_vl_2b", "vllm")
+    op.events.append(SwitchEvent("waking", _("waking {model}", model="q"), 0.2, estimate=0.3))
+    assert describe(op, config) == "waking q · 0 s (usually <1 s)"

@@ -11,7 +11,7 @@ from managers import runs
 from managers.availability import default_choice, models_for_mode, vram_warning, why_not
 from managers.container_manager import SingleContainerManager
 from managers.containers import State
-from managers.expect import asleep_note, expect
+from managers.expect import asleep_note, duration, expect
 from managers.idle import idle_deadline
 from managers.operations import Operation
 from managers.runtime import Runtime
@@ -174,8 +174,8 @@ def describe(op: Operation, config: AppConfig) -> str:
             return t("Stopping {name}…", name=name) if name else t("Stopping the active model…")
         return t("Unloading {name}…", name=name) if name else t("Unloading the active model…")
     if event.estimate:
-        return t("{message} · {elapsed:.0f} s (usually {estimate:.0f} s)", message=tr(event.message),
-                 elapsed=event.elapsed, estimate=event.estimate)
+        return t("{message} · {elapsed:.0f} s (usually {time})", message=tr(event.message),
+                 elapsed=event.elapsed, time=duration(event.estimate))
     return t("{message} · {elapsed:.0f} s", message=tr(event.message), elapsed=event.elapsed)
 
 
