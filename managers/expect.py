@@ -17,35 +17,32 @@ from dataclasses import dataclass
 from managers.containers import State
 from managers.start_times import StartTimes, Timing
 from models.config import AppConfig, Mode
-from models.i18n import Message, _
+from models.i18n import Message, N_, _
+
+
+# Each kind of switch as it is said with a time kept, and before the first.
+TIMED = {
+    "cold": (N_("{time}: cold start"), N_("cold start; no time kept yet")),
+    "wake": (N_("{time}: wakes from sleep"), N_("wakes from sleep; no time kept yet")),
+    "load": (N_("{time}: loads from disk"), N_("loads from disk; no time kept yet")),
+    "kept": (N_("{time}: copied back from RAM"), N_("copied back from RAM; no time kept yet")),
+}
+# Where nothing has to start.
+NOTHING = {"ready": N_("already running"), "loaded": N_("already loaded"),
+           "remote": N_("remote endpoint: nothing to start"), "cpu": N_("nothing to load")}
 
 
 @dataclass(frozen=True)
 class Expected:
-    # cold, wake (vLLM); load, kept (local); ready, loaded, cpu, remote: nothing to start
-    kind: str
+    kind: str  # a key of TIMED or of NOTHING
     seconds: float | None = None
 
     @property
     def message(self) -> Message:
-        known = self.seconds is not None
-        time = duration(self.seconds) if known else None
-        if self.kind == "cold":
-            return _("{time}: cold start", time=time) if known else _("cold start; no time kept yet")
-        if self.kind == "wake":
-            return _("{time}: wakes from sleep", time=time) if known else _("wakes from sleep; no time kept yet")
-        if self.kind == "load":
-            return _("{time}: loads from disk", time=time) if known else _("loads from disk; no time kept yet")
-        if self.kind == "kept":
-            return (_("{time}: copied back from RAM", time=time) if known
-                    else _("copied back from RAM; no time kept yet"))
-        if self.kind == "ready":
-            return _("already running")
-        if self.kind == "loaded":
-            return _("already loaded")
-        if self.kind == "remote":
-            return _("remote endpoint: nothing to start")
-        return _("nothing to load")
+        if self.kind in NOTHING:
+            return Message(NOTHING[self.kind])
+        timed, untimed = TIMED[self.kind]
+        return Message(untimed) if self.seconds is None else Message(timed, {"time": duration(self.seconds)})
 
 
 def duration(seconds: float) -> Message:
