@@ -1,0 +1,172 @@
+"""Local models kept in host memory after an unload (``local.keep_in_ram``), so that loading
+one again copies it back instead of reading and building it.
+
+- On CUDA an unload moves the weights — parameters, buffers, and tensors a module keeps for
+  itself (Qwen2-VL's ``rope_deltas``) — into page-locked host memory, so the copy back is one
+  DMA, and the GPU keeps nothing of the model. On the CPU the built model simply stays.
+- Kept: the last ``keep_in_ram`` unloaded, within ``keep_in_ram_gb`` together, and never one
+  that would leave the host less than ``keep_min_available_gb`` of MemAvailable; the oldest
+  goes first. A kept model holds no claim: to the arbiter it is unloaded.
+- Tied weights stay tied: a parameter is moved in place (``.data``), once however many
+  modules share it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+from managers.engines.local import _torch
+from models.config import LocalMode
+
+log = logging.getLogger(__name__)
+MEMINFO = Path("/proc/meminfo")
+
+
+def available_bytes() -> int | None:
+    """The host's MemAvailable, or None where the kernel does not say."""
+    try:
+        for line in MEMINFO.read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def model_bytes(hf_model) -> int:
+    """Bytes of the model's tensors, each shared one counted once."""
+    seen = {id(t): t for t in (*hf_model.parameters(), *hf_model.buffers())}
+    return sum(t.numel() * t.element_size() for t in seen.values())
+
+
+def move(hf_model, to) -> None:
+    """Every tensor of the model through ``to``: parameters in place (the same objects, so
+    ties hold), buffers and plain tensor attributes replaced, each shared tensor once."""
+    torch = _torch()
+    done: dict[int, tuple] = {}  # the original is held too, so that its id is not reused meanwhile
+
+    def once(tensor):
+        if id(tensor) not in done:
+            done[id(tensor)] = (tensor, to(tensor))
+        return done[id(tensor)][1]
+
+    for parameter in hf_model.parameters():  # deduplicated: a tied weight moves once
+        parameter.data = to(parameter.data)
+    for module in hf_model.modules():
+        for name, buffer in list(module.named_buffers(recurse=False)):
+            setattr(module, name, once(buffer))
+        for name, value in list(vars(module).items()):
+            if torch.is_tensor(value):
+                module.__dict__[name] = once(value)
+
+
+def to_host(hf_model) -> None:
+    """CUDA weights into page-locked host memory; returns once the copies are done."""
+    torch = _torch()
+
+    def pinned(tensor):
+        if not tensor.is_cuda:
+            return tensor
+        host = torch.empty_like(tensor, device="cpu", pin_memory=True)
+        host.copy_(tensor, non_blocking=True)
+        return host
+
+    move(hf_model, pinned)
+    torch.cuda.synchronize()
+
+
+def to_device(hf_model, device: str) -> None:
+    """The kept weights back onto ``device``; returns once they are there."""
+    torch = _torch()
+    move(hf_model, lambda tensor: tensor.to(device, non_blocking=True))
+    torch.cuda.synchronize()
+    empty_host_cache()
+
+
+def empty_host_cache() -> None:
+    """Page-locked blocks torch caches after their tensors are gone go back to the system,
+    so host memory the app holds is only what it keeps."""
+    torch = _torch()
+    if torch.cuda.is_available():
+        empty = getattr(torch._C, "_host_emptyCache", None)
+        if empty:
+            empty()
+
+
+@dataclass
+class Kept:
+    key: str
+    hf_model: object
+    processor: object
+    device: str
+    bytes: int
+
+
+class KeptModels:
+    """What the loader keeps, oldest first; used under the loader's lock."""
+
+    def __init__(self, settings: LocalMode):
+        self.settings = settings
+        self._kept: OrderedDict[str, Kept] = OrderedDict()
+
+    def keys(self) -> list[str]:
+        return list(self._kept)
+
+    def bytes(self) -> int:
+        return sum(kept.bytes for kept in self._kept.values())
+
+    def take(self, key: str) -> Kept | None:
+        return self._kept.pop(key, None)
+
+    def keep(self, key: str, hf_model, processor, device: str) -> bool:
+        """Keep an unloaded model, the oldest evicted to make room; whether it was kept."""
+        size = model_bytes(hf_model)
+        if not self._room_for(size):
+            return False
+        # Kept on the CPU, the model already takes its memory; from CUDA it needs all of it anew.
+        need = size if device == "cuda" else 0
+        while True:
+            available = available_bytes()
+            if available is None or available - need >= self.settings.keep_min_available_gb * 1e9:
+                break
+            if not self._kept:
+                log.info("%s not kept in host memory: %.1f GB available", key, available / 1e9)
+                return False
+            self.evict()
+        if device == "cuda":
+            to_host(hf_model)
+        self._kept[key] = Kept(key, hf_model, processor, device, size)
+        return True
+
+    def put(self, kept: Kept) -> None:
+        """One taken out to be loaded, and not loaded after all, kept again as the newest."""
+        if self._room_for(kept.bytes):
+            self._kept[kept.key] = kept
+
+    def _room_for(self, size: int) -> bool:
+        """Make room for one more of ``size`` bytes, evicting the oldest; whether it fits."""
+        settings = self.settings
+        if settings.keep_in_ram == 0 or size > settings.keep_in_ram_gb * 1e9:
+            return False
+        while self._kept and (len(self._kept) >= settings.keep_in_ram
+                              or self.bytes() + size > settings.keep_in_ram_gb * 1e9):
+            self.evict()
+        return True
+
+    def evict(self) -> None:
+        """Let the oldest kept model go."""
+        _, kept = self._kept.popitem(last=False)
+        cuda = kept.device == "cuda"
+        del kept
+        if cuda:
+            import gc
+
+            gc.collect()  # the model's reference cycles hold its pinned blocks
+            empty_host_cache()
+
+    def clear(self) -> None:
+        while self._kept:
+            self.evict()
