@@ -13,6 +13,7 @@ one again copies it back instead of reading and building it.
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -63,37 +64,65 @@ def move(hf_model, to) -> None:
                 module.__dict__[name] = once(value)
 
 
-def to_host(hf_model) -> None:
-    """CUDA weights into page-locked host memory; returns once the copies are done."""
+def _tensors(hf_model) -> list:
+    """Every tensor ``move`` moves, once."""
     torch = _torch()
+    found = {id(p): p for p in hf_model.parameters()}
+    for module in hf_model.modules():
+        found.update((id(b), b) for b in module.buffers(recurse=False))
+        found.update((id(v), v) for v in vars(module).values() if torch.is_tensor(v))
+    return list(found.values())
+
+
+def to_host(hf_model):
+    """CUDA weights into one page-locked host buffer, returned once the copies are done. One
+    buffer registered with CUDA (as torch's checkpoint stager does) takes exactly the model's
+    bytes, where torch's pinned allocator would round each tensor up to a power of two."""
+    torch = _torch()
+    from torch.cuda._pin_memory_utils import pin_memory
+
+    sizes = [_aligned(t.numel() * t.element_size()) for t in _tensors(hf_model) if t.is_cuda]
+    flat = torch.empty(sum(sizes), dtype=torch.uint8)
+    pin_memory(flat.data_ptr(), flat.numel())
+    used = 0
 
     def pinned(tensor):
+        nonlocal used
         if not tensor.is_cuda:
             return tensor
-        host = torch.empty_like(tensor, device="cpu", pin_memory=True)
+        size = tensor.numel() * tensor.element_size()
+        host = flat[used:used + size].view(tensor.dtype).view(tensor.shape)
+        used += _aligned(size)
         host.copy_(tensor, non_blocking=True)
         return host
 
-    move(hf_model, pinned)
-    torch.cuda.synchronize()
+    try:
+        move(hf_model, pinned)
+    finally:
+        torch.cuda.synchronize()
+    return flat
 
 
-def to_device(hf_model, device: str) -> None:
-    """The kept weights back onto ``device``; returns once they are there."""
+def _aligned(size: int) -> int:
+    return (size + 255) // 256 * 256  # every view starts where any dtype may
+
+
+def to_device(hf_model, device: str, pinned) -> None:
+    """The kept weights back onto ``device``; returns once they are there, their host buffer
+    no longer page-locked (it goes with the last view of it)."""
     torch = _torch()
-    move(hf_model, lambda tensor: tensor.to(device, non_blocking=True))
-    torch.cuda.synchronize()
-    empty_host_cache()
+    try:
+        move(hf_model, lambda tensor: tensor.to(device, non_blocking=True))
+    finally:
+        torch.cuda.synchronize()
+        unpin(pinned)
 
 
-def empty_host_cache() -> None:
-    """Page-locked blocks torch caches after their tensors are gone go back to the system,
-    so host memory the app holds is only what it keeps."""
-    torch = _torch()
-    if torch.cuda.is_available():
-        empty = getattr(torch._C, "_host_emptyCache", None)
-        if empty:
-            empty()
+def unpin(pinned) -> None:
+    if pinned is not None:
+        from torch.cuda._pin_memory_utils import unpin_memory
+
+        unpin_memory(pinned.data_ptr())
 
 
 @dataclass
@@ -102,7 +131,8 @@ class Kept:
     hf_model: object
     processor: object
     device: str
-    bytes: int
+    bytes: int  # the host memory it takes
+    pinned: object = None  # the page-locked buffer the weights of a CUDA model are in
 
 
 class KeptModels:
@@ -136,9 +166,9 @@ class KeptModels:
                 log.info("%s not kept in host memory: %.1f GB available", key, available / 1e9)
                 return False
             self.evict()
-        if device == "cuda":
-            to_host(hf_model)
-        self._kept[key] = Kept(key, hf_model, processor, device, size)
+        pinned = to_host(hf_model) if device == "cuda" else None
+        size = pinned.numel() if pinned is not None else size
+        self._kept[key] = Kept(key, hf_model, processor, device, size, pinned)
         return True
 
     def put(self, kept: Kept) -> None:
@@ -159,13 +189,9 @@ class KeptModels:
     def evict(self) -> None:
         """Let the oldest kept model go."""
         _, kept = self._kept.popitem(last=False)
-        cuda = kept.device == "cuda"
+        unpin(kept.pinned)
         del kept
-        if cuda:
-            import gc
-
-            gc.collect()  # the model's reference cycles hold its pinned blocks
-            empty_host_cache()
+        gc.collect()  # the model's reference cycles hold its memory
 
     def clear(self) -> None:
         while self._kept:

@@ -85,7 +85,7 @@ class ModelLoader:
         self.gpu = gpu
         self._current: LocalModel | None = None
         self._kept = KeptModels(config.local)
-        self._unloaded: UnloadReport | None = None  # the last unload that let a model go
+        self.last_unload: UnloadReport | None = None  # of the model the load under way made way for
         self._baseline: int | None = None  # GPU bytes allocated before the first model loaded
         self._lock = threading.RLock()
 
@@ -95,6 +95,10 @@ class ModelLoader:
     def kept(self) -> list[str]:
         """The models kept in host memory, oldest first."""
         return self._kept.keys()
+
+    def kept_bytes(self) -> int:
+        """Host memory the kept models take (page-locked, for those that ran on CUDA)."""
+        return self._kept.bytes()
 
     def load_model(self, key: str, on_progress=None, cancel: threading.Event | None = None) -> LocalModel:
         model = self.config.model(key)
@@ -111,7 +115,7 @@ class ModelLoader:
         # fails must leave no reference behind.
         with self._lock:
             reserved = [self._kept.take(key)]
-        self._unloaded = None
+        self.last_unload = None
         asked = time.perf_counter()
         try:
             return self.arbiter.claim_local(key, lambda: self._load_claimed(
@@ -131,7 +135,7 @@ class ModelLoader:
                 self.unload_all_models()
             # What held the GPU went (the claim's unload, or a vLLM server stopped): those seconds
             # are the stop, but for the unload's freeing of memory.
-            memory_s = self._unloaded.memory_s if self._unloaded else 0.0
+            memory_s = self.last_unload.memory_s if self.last_unload else 0.0
             stop_s = max(0.0, time.perf_counter() - asked - memory_s)
             torch = _torch()
             device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -246,7 +250,7 @@ class ModelLoader:
         started = time.perf_counter()
         if device == "cuda":
             try:
-                to_device(kept.hf_model, device)
+                to_device(kept.hf_model, device, kept.pinned)
             except Exception as exc:
                 if _is_oom(exc):
                     raise NotAvailable(_("{model} did not fit in GPU memory while loading; close other GPU "
@@ -292,7 +296,7 @@ class ModelLoader:
                     report.holders = _cuda_holders()
             report.memory_s = time.perf_counter() - started
             if unloaded:
-                self._unloaded = report
+                self.last_unload = report
             self.arbiter.forget_local()
             return report
 
