@@ -389,7 +389,7 @@ def switch_back(args, family: str) -> dict:
     row["today_wall"] = time.perf_counter() - started
     row["today_same"] = model.view().ocr(page).pages[0].text == text
     loaded = times.last(a, "load").stages
-    row["today"] = {"stop": unloaded - unload.memory_s, "memory": unload.memory_s,
+    row["today"] = {"stop": unloaded - unload.memory_s + loaded["stop"], "memory": unload.memory_s,
                     "start": loaded["start"], "warm_up": loaded["warm_up"]}
     del model
     loader.load_model(b)  # A kept again

@@ -9,12 +9,16 @@ one again copies it back instead of reading and building it.
   goes first. A kept model holds no claim: to the arbiter it is unloaded.
 - Tied weights stay tied: a parameter is moved in place (``.data``), once however many
   modules share it.
+- Compiled code and CUDA graphs do not outlive the unload (LocalModel.drop resets them: the
+  graphs hold GPU memory, and the compiled code calls into them), so the warm-up after a copy
+  back compiles again, from the compile cache.
 """
 
 from __future__ import annotations
 
 import gc
 import logging
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -136,20 +140,25 @@ class Kept:
 
 
 class KeptModels:
-    """What the loader keeps, oldest first; used under the loader's lock."""
+    """What the loader keeps, oldest first. Changed under the loader's lock, which a load holds
+    for its whole length; ``_guard`` lets ``keys`` and ``bytes`` answer meanwhile."""
 
     def __init__(self, settings: LocalMode):
         self.settings = settings
         self._kept: OrderedDict[str, Kept] = OrderedDict()
+        self._guard = threading.Lock()
 
     def keys(self) -> list[str]:
-        return list(self._kept)
+        with self._guard:
+            return list(self._kept)
 
     def bytes(self) -> int:
-        return sum(kept.bytes for kept in self._kept.values())
+        with self._guard:
+            return sum(kept.bytes for kept in self._kept.values())
 
     def take(self, key: str) -> Kept | None:
-        return self._kept.pop(key, None)
+        with self._guard:
+            return self._kept.pop(key, None)
 
     def keep(self, key: str, hf_model, processor, device: str) -> bool:
         """Keep an unloaded model, the oldest evicted to make room; whether it was kept."""
@@ -168,13 +177,15 @@ class KeptModels:
             self.evict()
         pinned = to_host(hf_model) if device == "cuda" else None
         size = pinned.numel() if pinned is not None else size
-        self._kept[key] = Kept(key, hf_model, processor, device, size, pinned)
+        with self._guard:
+            self._kept[key] = Kept(key, hf_model, processor, device, size, pinned)
         return True
 
     def put(self, kept: Kept) -> None:
         """One taken out to be loaded, and not loaded after all, kept again as the newest."""
         if self._room_for(kept.bytes):
-            self._kept[kept.key] = kept
+            with self._guard:
+                self._kept[kept.key] = kept
 
     def _room_for(self, size: int) -> bool:
         """Make room for one more of ``size`` bytes, evicting the oldest; whether it fits."""
@@ -188,7 +199,8 @@ class KeptModels:
 
     def evict(self) -> None:
         """Let the oldest kept model go."""
-        _, kept = self._kept.popitem(last=False)
+        with self._guard:
+            _, kept = self._kept.popitem(last=False)
         unpin(kept.pinned)
         del kept
         gc.collect()  # the model's reference cycles hold its memory
