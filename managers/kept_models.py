@@ -102,8 +102,11 @@ def to_host(hf_model):
 
     try:
         move(hf_model, pinned)
-    finally:
         torch.cuda.synchronize()
+    except BaseException:
+        torch.cuda.synchronize()
+        unpin(flat)
+        raise
     return flat
 
 
@@ -175,7 +178,11 @@ class KeptModels:
                 log.info("%s not kept in host memory: %.1f GB available", key, available / 1e9)
                 return False
             self.evict()
-        pinned = to_host(hf_model) if device == "cuda" else None
+        try:
+            pinned = to_host(hf_model) if device == "cuda" else None
+        except Exception:  # an unload must not fail for want of keeping: the model is let go
+            log.warning("%s could not be kept in host memory", key, exc_info=True)
+            return False
         size = pinned.numel() if pinned is not None else size
         with self._guard:
             self._kept[key] = Kept(key, hf_model, processor, device, size, pinned)
