@@ -16,8 +16,17 @@ preparation is off: the model alone is measured. Each part finishes within 10 mi
       load in a fresh process (warm cache); graphs compiled after the warm-up by pages of
       other shapes and a short batch (goal 0).
 
+  python3 bench/local_gpu.py switch [qwen2_vl] [qwen3_vl]
+      switching back to a model, A → B → A with two models of one architecture, the Inductor
+      cache warm for both: today's way (B unloaded, A read from disk and built, then its
+      warm-up) against A kept in pinned host memory (``local.keep_in_ram``: B moved out, A
+      copied back, then its warm-up), in the same run; each stage's seconds, the ratio, the
+      host memory pinned, the bytes left on the GPU after each unload, and whether A reads
+      a page to the same text after its round trip.
+
 Goals: ≥ 8× pages/min at 8 pages, ≥ 3.5× tokens/s for one page, peak ≤ 10 GB, 0 B left
-after unload, second-load warm-up ≤ 25 % of the first. Run it with the `device` tool; the
+after unload, second-load warm-up ≤ 25 % of the first; switching back to a kept model ≥ 3×
+faster than today's, 0 B left after unload. Run it with the `device` tool; the
 page font comes from models/fonts, so no system fonts are needed.
 ``--smoke`` runs a part on the CPU with tiny models, to try the script without a GPU.
 """
@@ -44,7 +53,8 @@ import transformers as tf  # noqa: E402
 
 from managers.engines import local  # noqa: E402
 from managers.runtime import Runtime  # noqa: E402
-from models.config import parse_config  # noqa: E402
+from managers.start_times import StartTimes  # noqa: E402
+from models.config import lock_dir, parse_config  # noqa: E402
 from models.document import Page  # noqa: E402
 from models.errors import NotAvailable  # noqa: E402
 from tests.fixtures.tiny_vlm import CHAT_TEMPLATE, SPECIAL, build, build_tokenizer  # noqa: E402
@@ -110,19 +120,22 @@ def weights(family: str, out: Path, smoke: bool) -> Path:
     return path
 
 
-def config_for(paths: dict[str, Path], smoke: bool, **local_settings):
-    def entry(family, path):
-        return {"name": f"{family} (random)", "vram_gb": 5.0, "max_pixels": 401_408 if smoke else 1_003_520,
+def config_for(paths: dict[str, Path], smoke: bool, local_mode: dict | None = None, **local_settings):
+    """Models keyed as in ``paths``, each key starting with its family."""
+    def entry(key, path):
+        family = next(f for f in FAMILIES if key.startswith(f))
+        return {"name": f"{key} (random)", "vram_gb": 5.0, "max_pixels": 401_408 if smoke else 1_003_520,
                 "min_pixels": 3136, "resize_factor": 28 if family == "qwen2_vl" else 32,
                 "requests": {"max_tokens": 8 if smoke else NEW_TOKENS},
                 "tasks": {"text": {"label": "Text", "prompt": "Read all the text in the image."}},
-                "local": {"model_id": f"bench/{family}", "path": str(path), "dtype": "bfloat16",
+                "local": {"model_id": f"bench/{key}", "path": str(path), "dtype": "bfloat16",
                           **local_settings}}
 
     return parse_config({
         "default_model": "tesseract", "gpu": {"vram_total_gb": 12, "vram_usable_gb": 10, "vram_recommended_max_gb": 8},
         "limits": {"max_upload_mb": 200, "max_pages": 50, "max_image_pixels": 120_000_000, "pdf_dpi": 200},
-        "models": {**{family: entry(family, path) for family, path in paths.items()},
+        "local": local_mode or {},
+        "models": {**{key: entry(key, path) for key, path in paths.items()},
                    "tesseract": {"name": "Tesseract", "vram_gb": 0, "tasks": {"text": {"label": "Text"}}, "cpu": {}}}})
 
 
@@ -343,6 +356,84 @@ def speed(args) -> None:
           "(goal 0)")
 
 
+# --- part: switch ----------------------------------------------------------------------------------
+
+def switch_back(args, family: str) -> dict:
+    """A → B → A, today's way and with A kept, in one runtime (one GPU thread, as the app has)."""
+    path = weights(family, args.out / family, args.smoke)
+    a, b = family, f"{family}_b"
+    # Kept: A only, whatever the host has (the bench says how much was pinned).
+    config = config_for({a: path, b: path}, args.smoke,
+                        {"keep_in_ram": 1, "keep_in_ram_gb": 64, "keep_min_available_gb": 0}, compile=True)
+    times = StartTimes(lock_dir(config))
+    runtime = Runtime(config)
+    loader = runtime.loader
+    page = document(1)
+    baseline = allocated()
+    row = {}
+    started = time.perf_counter()
+    model = loader.load_model(a)
+    row["first"] = time.perf_counter() - started  # an empty Inductor cache: the cold compile
+    text = model.view().ocr(page).pages[0].text
+    del model
+    loader.load_model(b)  # A kept; B compiled from the warm cache
+    print(f"{family}: A loaded and compiled in {row['first']:.1f} s, B loaded", flush=True)
+
+    # Today: B unloaded, A read from disk and built, then warmed up.
+    loader.free_kept()
+    started = time.perf_counter()
+    unload = loader.unload_all_models(keep=False)
+    unloaded = time.perf_counter() - started
+    row["today_left"] = unload.leftover_bytes
+    model = loader.load_model(a)
+    row["today_wall"] = time.perf_counter() - started
+    row["today_same"] = model.view().ocr(page).pages[0].text == text
+    loaded = times.last(a, "load").stages
+    row["today"] = {"stop": unloaded - unload.memory_s + loaded["stop"], "memory": unload.memory_s,
+                    "start": loaded["start"], "warm_up": loaded["warm_up"]}
+    del model
+    loader.load_model(b)  # A kept again
+    kept = loader.kept()
+    row["pinned"] = loader.kept_bytes()
+
+    # Kept: B moved to host memory, A copied back, then warmed up.
+    started = time.perf_counter()
+    model = loader.load_model(a)
+    row["kept_wall"] = time.perf_counter() - started
+    row["kept_left"] = loader.last_unload.leftover_bytes if loader.last_unload else None
+    row["kept_was"] = kept
+    row["kept"] = times.last(a, "kept").stages
+    row["kept_same"] = model.view().ocr(page).pages[0].text == text
+    del model
+    runtime.close()
+    row["left"] = allocated() - baseline
+    return row
+
+
+def switch(args) -> None:
+    cap()
+    if args.smoke:
+        local.COMPILE_BACKEND = "eager"
+    os.environ["CHATVLMLLM_DATA_DIR"] = tempfile.mkdtemp(prefix="chatvlmllm-bench-")
+    rows = {family: switch_back(args, family) for family in args.families or ["qwen2_vl"]}
+    device = torch.cuda.get_device_name(0) if cuda() else "CPU (smoke)"
+    print(f"\nswitching back A → B → A: {device}, capped at {CARD / 2**30:.0f} GiB; torch {torch.__version__}, "
+          f"transformers {tf.__version__}; compiled decoding, the Inductor cache warm")
+    print(f"{'model':<10}{'path':<7}{'stop':>8}{'memory':>8}{'start':>8}{'warm-up':>9}{'total':>8}{'wall':>8}"
+          f"{'left after unload':>19}{'same text':>11}")
+    for family, row in rows.items():
+        for path in ("today", "kept"):
+            stages = row[path]
+            total = sum(stages.values())
+            print(f"{family:<10}{path:<7}" + "".join(f"{stages[s]:>7.2f}s" for s in ("stop", "memory", "start"))
+                  + f"{stages['warm_up']:>8.2f}s{total:>7.2f}s{row[path + '_wall']:>7.2f}s"
+                  f"{str(row[path + '_left']) + ' B':>19}{str(row[path + '_same']):>11}")
+        today, kept = sum(row["today"].values()), sum(row["kept"].values())
+        print(f"{family}: kept {today / kept:.1f}× faster than today's (goal ≥ 3×); host memory for "
+              f"{', '.join(row['kept_was'])}: {row['pinned'] / 1e9:.2f} GB; first load with an empty "
+              f"cache {row['first']:.1f} s; left on the GPU after closing: {row['left']} B (goal 0)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("/tmp/chatvlmllm-bench-models"))
@@ -350,14 +441,20 @@ def main() -> None:
     parts = parser.add_subparsers(dest="part", required=True)
     parts.add_parser("leaks").add_argument("--cycles", type=int, default=5)
     parts.add_parser("speed").add_argument("family", choices=FAMILIES)
+    # nargs="*" with choices refuses an empty list (Python < 3.12): checked below
+    parts.add_parser("switch").add_argument("families", nargs="*", metavar="qwen2_vl|qwen3_vl")
     warm = parts.add_parser("warm-load")
     warm.add_argument("family", choices=FAMILIES)
     warm.add_argument("--path", type=Path, required=True)
+    for part in parts.choices.values():  # after the part's name too
+        part.add_argument("--smoke", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.part == "switch" and not set(args.families) <= set(FAMILIES):
+        parser.error(f"switch: families are {', '.join(FAMILIES)}")
     if cuda():
         print(f"{torch.cuda.get_device_name(0)}; torch {torch.__version__}, transformers {tf.__version__}",
               flush=True)
-    {"leaks": leaks, "speed": speed, "warm-load": warm_load}[args.part](args)
+    {"leaks": leaks, "speed": speed, "switch": switch, "warm-load": warm_load}[args.part](args)
 
 
 if __name__ == "__main__":

@@ -9,12 +9,17 @@ Contract:
 - ``unload_all_models()`` drops every reference this process holds (the model lives only
   here, never in a Streamlit cache), collects garbage, empties the CUDA cache, and checks
   that allocated GPU memory is back at its baseline; the report names what still holds
-  memory when it is not.
+  memory when it is not. Unless it failed, the model stays in host memory
+  (managers/kept_models.py, ``local.keep_in_ram``): loading it again copies it back instead
+  of reading and building it, and ``kept()`` lists those, oldest first.
 - CUDA out-of-memory while loading or reading unloads the model and becomes one sentence.
 - The load's last stage is the engine's warm-up (batch size, compiled decoding), timed so the
   next one can say how long it usually takes; the compiler's cache lives in the data dir,
   so a second load, or the app started again, compiles far less. A cancel stops the warm-up
   at its next token or step (a compile under way ends first) and unloads the model.
+- Each load is timed stage by stage (stop: the unload of what was there; memory: its memory
+  given back; start: read and built, or copied back; warm_up) in the start-time store, as a
+  ``load`` from disk or a ``kept`` one from host memory, to say how long the next will take.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from __future__ import annotations
 import gc
 import logging
 import os
+import statistics
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -29,6 +35,7 @@ from dataclasses import dataclass, field
 from managers.admission import admit
 from managers.arbiter import Arbiter
 from managers.engines.local import LocalModel, _is_oom, _torch, has_weights
+from managers.kept_models import Kept, KeptModels, to_device
 from managers.start_times import StartTimes
 from models.config import AppConfig, ModelConfig, data_dir, lock_dir
 from models.errors import Cancelled, ChatVLMError, NotAvailable
@@ -42,9 +49,14 @@ class UnloadReport:
     freed_bytes: int = 0
     leftover_bytes: int = 0
     holders: list[str] = field(default_factory=list)  # what still holds GPU memory, if anything
+    kept: str | None = None  # the model's name, when it stays in host memory
+    memory_s: float = 0.0  # seconds to give its memory back and check it
 
     @property
     def message(self) -> Message:
+        if not self.leftover_bytes and self.kept:
+            return _("freed {freed:.2f} GB; {model} stays in host memory, so loading it again is fast",
+                     freed=self.freed_bytes / 1e9, model=self.kept)
         if not self.leftover_bytes:
             return _("freed {freed:.2f} GB", freed=self.freed_bytes / 1e9)
         if not self.holders:
@@ -72,11 +84,21 @@ class ModelLoader:
         self.arbiter = arbiter
         self.gpu = gpu
         self._current: LocalModel | None = None
+        self._kept = KeptModels(config.local)
+        self.last_unload: UnloadReport | None = None  # of the model the load under way made way for
         self._baseline: int | None = None  # GPU bytes allocated before the first model loaded
         self._lock = threading.RLock()
 
     def current(self) -> LocalModel | None:
         return self._current
+
+    def kept(self) -> list[str]:
+        """The models kept in host memory, oldest first."""
+        return self._kept.keys()
+
+    def kept_bytes(self) -> int:
+        """Host memory the kept models take (page-locked, for those that ran on CUDA)."""
+        return self._kept.bytes()
 
     def load_model(self, key: str, on_progress=None, cancel: threading.Event | None = None) -> LocalModel:
         model = self.config.model(key)
@@ -88,16 +110,33 @@ class ModelLoader:
             return current
         source = self._weights(model)  # a missing download is refused before anything stops
         on_event = on_progress and (lambda e: on_progress(e.message))
-        return self.arbiter.claim_local(
-            key, lambda: self._load_claimed(key, model, source, on_progress, cancel), on_event, cancel)
+        # Taken out of the kept ones first: the claim unloads the model there now, whose keeping
+        # could evict it. Held only in this list, which the load empties: a copy back that
+        # fails must leave no reference behind.
+        with self._lock:
+            reserved = [self._kept.take(key)]
+        self.last_unload = None
+        asked = time.perf_counter()
+        try:
+            return self.arbiter.claim_local(key, lambda: self._load_claimed(
+                key, model, source, reserved, asked, on_progress, cancel), on_event, cancel)
+        finally:
+            if reserved and reserved[0] is not None:  # refused before the load began: still kept
+                with self._lock:
+                    self._kept.put(reserved.pop())
 
-    def _load_claimed(self, key: str, model: ModelConfig, source: str, on_progress,
-                      cancel: threading.Event | None) -> LocalModel:
+    def _load_claimed(self, key: str, model: ModelConfig, source: str, reserved: list[Kept | None], asked: float,
+                      on_progress, cancel: threading.Event | None) -> LocalModel:
         with self._lock:
             if self._current is not None and self._current.key == key:
                 return self._current
-            if self._current is not None:
+            kept = reserved.pop()
+            if self._current is not None:  # the claim unloads it; here only if it came meanwhile
                 self.unload_all_models()
+            # What held the GPU went (the claim's unload, or a vLLM server stopped): those seconds
+            # are the stop, but for the unload's freeing of memory.
+            memory_s = self.last_unload.memory_s if self.last_unload else 0.0
+            stop_s = max(0.0, time.perf_counter() - asked - memory_s)
             torch = _torch()
             device = "cuda" if torch.cuda.is_available() else "cpu"
             try:
@@ -109,28 +148,49 @@ class ModelLoader:
                         self._baseline = torch.cuda.memory_allocated()
                 elif on_progress:
                     on_progress(_("no CUDA GPU: {model} runs on the CPU, which is slow", model=model.name))
-                if on_progress:
-                    on_progress(_("loading {model} from {source}", model=model.name, source=source))
-                self._current = self._load(key, model, source, device, on_progress)
-                self._warm_up(self._current, on_progress, cancel)
+                started = time.perf_counter()
+                if kept is not None:
+                    if on_progress:
+                        on_progress(_("loading {model} from host memory", model=model.name))
+                    self._current = self._restore(kept, model, device, on_progress)
+                else:
+                    if on_progress:
+                        on_progress(_("loading {model} from {source}", model=model.name, source=source))
+                    self._current = self._load(key, model, source, device, on_progress)
+                kind = "load" if kept is None else "kept"
+                start_s = time.perf_counter() - started
+                warm_up_s = self._warm_up(self._current, kind, on_progress, cancel)
                 if cancel is not None and cancel.is_set():  # after the warm-up's last look
                     raise Cancelled
+                StartTimes(lock_dir(self.config)).record(key, kind, {
+                    "stop": stop_s, "memory": memory_s, "start": start_s, "warm_up": warm_up_s})
                 return self._current
             except Cancelled:  # the warm-up's own sentence speaks of reading
-                self.unload_all_models()
+                kept = None  # a copy back cut midway is nothing to keep
+                self.unload_all_models(keep=False)
                 raise Cancelled(_("Loading {model} was cancelled; it was unloaded.", model=model.name)) from None
             except BaseException:
-                self.unload_all_models()
+                kept = None
+                self.unload_all_models(keep=False)
                 raise
 
-    def _warm_up(self, engine: LocalModel, on_progress, cancel: threading.Event | None) -> None:
+    def _warm_up(self, engine: LocalModel, kind: str, on_progress, cancel: threading.Event | None) -> float:
+        """The engine's warm-up, timed; its seconds. A warm-up after a load from disk is the
+        compile's own record; one after a copy back is a stage of the ``kept`` records."""
         # Set, not defaulted: torch writes its own default into the environment on first use.
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(data_dir() / "compile-cache")
         times, name = StartTimes(lock_dir(self.config)), f"compile:{engine.key}:{engine.device}"
+        if kind == "load":
+            usually = times.estimate(name, "warm_up")
+        else:
+            seen = [t.stages["warm_up"] for t in times.timings(engine.key, "kept") if "warm_up" in t.stages]
+            usually = statistics.median(seen) if seen else times.estimate(name, "warm_up")
         started = time.perf_counter()
-        engine.warm_up(self.config, on_progress, times.estimate(name, "warm_up"), cancel)
-        if engine.compiled:
-            times.record(name, "warm_up", {"warm_up": time.perf_counter() - started})
+        engine.warm_up(self.config, on_progress, usually, cancel)
+        seconds = time.perf_counter() - started
+        if engine.compiled and kind == "load":
+            times.record(name, "warm_up", {"warm_up": seconds})
+        return seconds
 
     @staticmethod
     def _weights(model: ModelConfig) -> str:
@@ -177,20 +237,49 @@ class ModelLoader:
         if on_progress:
             on_progress(_("{model} ready in {seconds:.1f} s, {memory:.2f} GB", model=model.name,
                           seconds=seconds, memory=memory / 1e9))
+        return self._engine(key, model, hf_model, processor, device, seconds, memory)
+
+    def _engine(self, key, model: ModelConfig, hf_model, processor, device: str, seconds: float,
+                memory: int) -> LocalModel:
         engine = LocalModel(key, model, self.config, hf_model, processor, device, seconds, memory, self.gpu)
-        engine.on_oom = self.unload_all_models
+        engine.on_oom = lambda: self.unload_all_models(keep=False)
         return engine
 
-    def unload_all_models(self) -> UnloadReport:
+    def _restore(self, kept: Kept, model: ModelConfig, device: str, on_progress) -> LocalModel:
+        """A kept model back on ``device``: its weights copied back, nothing read or built."""
+        started = time.perf_counter()
+        if device == "cuda":
+            try:
+                to_device(kept.hf_model, device, kept.pinned)
+            except Exception as exc:
+                if _is_oom(exc):
+                    raise NotAvailable(_("{model} did not fit in GPU memory while loading; close other GPU "
+                                         "programs or pick a smaller model.", model=model.name)) from None
+                raise
+        seconds = time.perf_counter() - started
+        if on_progress:
+            on_progress(_("{model} ready in {seconds:.1f} s, {memory:.2f} GB", model=model.name,
+                          seconds=seconds, memory=kept.bytes / 1e9))
+        return self._engine(kept.key, model, kept.hf_model, kept.processor, device, seconds, kept.bytes)
+
+    def unload_all_models(self, keep: bool = True) -> UnloadReport:
+        """Unload the model; ``keep``: it may stay in host memory (not after a failure)."""
         with self._lock:
             current = self._current
             self._current = None
             torch = _torch()
             cuda = torch.cuda.is_available()
             before = torch.cuda.memory_allocated() if cuda else 0
+            report = UnloadReport()
             if current is not None:
+                parts = (current.key, current.hf_model, current.processor, current.device)
                 current.drop()  # views of it (runs, chats) may outlive this call
+                if keep and parts[1] is not None and self._kept.keep(*parts):
+                    report.kept = current.model.name
+                del parts
+            unloaded = current is not None
             del current
+            started = time.perf_counter()
             gc.collect()
             if cuda:
                 # cuBLAS keeps a workspace per handle in the caching allocator (33 MiB on Hopper),
@@ -199,15 +288,23 @@ class ModelLoader:
                 if clear_workspaces:
                     clear_workspaces()
                 torch.cuda.empty_cache()
-            report = UnloadReport()
             if cuda:
                 after = torch.cuda.memory_allocated()
                 report.freed_bytes = max(0, before - after)
                 report.leftover_bytes = max(0, after - (self._baseline or 0))
                 if report.leftover_bytes:
                     report.holders = _cuda_holders()
+            report.memory_s = time.perf_counter() - started
+            if unloaded:
+                self.last_unload = report
             self.arbiter.forget_local()
             return report
+
+    def free_kept(self) -> None:
+        """Let every model kept in host memory go (the runtime closes)."""
+        with self._lock:
+            if self.kept():
+                self._kept.clear()
 
 
 def _cuda_holders(limit: int = 5) -> list[str]:

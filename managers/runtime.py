@@ -52,9 +52,11 @@ class Runtime:
             self.idle_watcher.start()
 
     def close(self) -> None:
-        """Let go of what this runtime holds: the idle watcher, the local model, the GPU thread."""
+        """Let go of what this runtime holds: the idle watcher, the local model and those kept
+        in host memory, the GPU thread."""
         if self.idle_watcher is not None:
             self.idle_watcher.stopped.set()
         if self.loader.current() is not None:  # the unload imports PyTorch, which a CPU-only install lacks
-            self.loader.unload_all_models()
+            self.loader.unload_all_models(keep=False)
+        self.loader.free_kept()
         self.gpu_thread.shutdown(wait=False)

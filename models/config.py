@@ -147,6 +147,18 @@ class API(Strict):
     retry_after_s: Annotated[int, Field(ge=1)] = 10  # a 429's Retry-After
 
 
+class LocalMode(Strict):
+    """Local mode's models (managers/kept_models.py): an unloaded one may stay in host
+    memory, so loading it again copies it back instead of reading and building it."""
+
+    # The last N unloaded models kept (pinned host memory when they ran on CUDA); 0 = none.
+    keep_in_ram: Annotated[int, Field(ge=0, le=8)] = 1
+    # Host memory all kept models may take together.
+    keep_in_ram_gb: Annotated[float, Field(ge=0)] = 8
+    # Never keep one that would leave less than this of the host's available memory.
+    keep_min_available_gb: Annotated[float, Field(ge=0)] = 4
+
+
 class UI(Strict):
     # auto: the browser's language (Russian when it is Russian, else English)
     language: Literal["auto", "en", "ru"] = "auto"
@@ -345,6 +357,7 @@ class AppConfig(Strict):
     ui: UI = UI()
     jobs: Jobs = Jobs()
     api: API = API()
+    local: LocalMode = LocalMode()
     models: Annotated[dict[str, ModelConfig], Field(min_length=1)]
     # Kinds of documents whose fields the fields task reads (models/fields/).
     templates: dict[Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")], Template] = {}

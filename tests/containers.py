@@ -117,8 +117,10 @@ def local_entry(name: str, path, factor=28, **extra) -> dict:
             "local": {"model_id": f"tiny/{name}", "path": str(path), "dtype": "float32", **extra}}
 
 
-def write_config(path: Path, entries: dict, **switching) -> Path:
+def write_config(path: Path, entries: dict, local: dict | None = None, **switching) -> Path:
+    """The shipped config with these models; ``local``: settings of its ``local:`` section."""
     data = yaml.safe_load((ROOT / "config.yaml").read_text())
+    data["local"].update(local or {})
     data["default_model"] = "tesseract"
     data["hf_cache_volume"] = TEST_VOLUME
     data["switching"].update({"stop_timeout_s": 10, "gpu_memory_wait_s": 0, **switching})

@@ -46,7 +46,11 @@ def test_load_and_read_a_page(runtime, key):
     assert isinstance(page.text, str)
 
 
-def test_one_model_at_a_time_and_no_reference_left(config, runtime):
+def test_one_model_at_a_time_and_no_reference_left(config):
+    """With nothing kept in host memory (local.keep_in_ram: 0), an unload lets go of everything."""
+    from models.config import LocalMode
+
+    runtime = Runtime(config.model_copy(update={"local": LocalMode(keep_in_ram=0)}))
     loader = runtime.loader
     first = weakref.ref(loader.load_model("tiny2").hf_model)
     assert loader.load_model("tiny2").hf_model is first()  # the same model joins
@@ -57,8 +61,9 @@ def test_one_model_at_a_time_and_no_reference_left(config, runtime):
     assert held_by_someone(arbiter.dir / "local.lock") and arbiter.holder().model == "tiny3"
     held = weakref.ref(second.hf_model)
     report = loader.unload_all_models()
-    assert held() is None and loader.current() is None
-    assert report.leftover_bytes == 0 and "freed" in str(report)
+    assert held() is None and loader.current() is None and loader.kept() == []
+    assert report.leftover_bytes == 0 and str(report) == "freed 0.00 GB"
+    runtime.close()
 
 
 def test_resident_memory_is_stable_over_load_unload_cycles(runtime):

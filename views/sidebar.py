@@ -140,8 +140,7 @@ def local_controls(runtime: Runtime, key: str, cannot_load: str | None, host) ->
     if right.button(t("Unload"), disabled=current is None or busy, key="local_unload"):
         watch(runs.unload(runtime))
     if not cannot_load and not loaded:
-        # Until h-local's ModelLoader.kept lands on main, a loader without it keeps nothing.
-        kept = getattr(runtime.loader, "kept", tuple)()
+        kept = runtime.loader.kept()
         device = "cuda" if host.gpu.gpus else "cpu"  # as the loader picks: torch sees the GPU NVML sees
         expected = expect(runtime.config, StartTimes(lock_dir(runtime.config)), key, "local",
                           kept=kept, device=device)
