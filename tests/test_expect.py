@@ -163,7 +163,7 @@ def test_sidebar_says_how_long_a_local_load_will_take(app, monkeypatch):
     times.record("compile:two:cpu", "warm_up", {"warm_up": 3})
     assert "~20 s: loads from disk" in sidebar_at("local", "one")
     # h-local's interface: the keys of the local models kept in host RAM, oldest first
-    monkeypatch.setattr(ModelLoader, "kept", lambda self: ["two"], raising=False)
+    monkeypatch.setattr(ModelLoader, "kept", lambda self: ["two"])
     assert "~4 s: copied back from RAM" in sidebar_at("local", "two")
     assert "~4 с: копирование из ОЗУ" in sidebar_at("local", "two", "ru")
 
