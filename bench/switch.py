@@ -10,6 +10,8 @@ and the ratio. Goal: ≤ 0.5 s of overhead per switch.
 
     .venv/bin/python bench/switch.py                  # light stand-in servers (2 s start)
     .venv/bin/python bench/switch.py --vllm           # the real vLLM CPU build, tiny model
+    .venv/bin/python bench/switch.py --compile-cache  # a start with the kept compile cache
+                                                      # against one without (bench/compile_cache.py)
 Needs what scripts/install.sh --test installs (Docker engine, test images, .venv-vllm).
 """
 
@@ -111,12 +113,17 @@ def main() -> None:
     parser.add_argument("--switches", type=int, default=6)
     parser.add_argument("--delay", type=float, default=2.0, help="start time of the light servers, s")
     parser.add_argument("--vllm", action="store_true", help="use the real vLLM CPU build")
+    parser.add_argument("--compile-cache", action="store_true",
+                        help="first start against a second on the kept compile cache (real vLLM)")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="chatvlmllm-bench-"))
     os.environ["CHATVLMLLM_DATA_DIR"] = str(work / "data")
     client = connect()
     ensure_images(client)
+    if args.compile_cache:
+        from bench.compile_cache import run
+        return run(work, client)
     if args.vllm:
         model_dir = work / "tiny"
         model_dir.mkdir(mode=0o755)

@@ -20,6 +20,9 @@ LABEL_MANAGED = "io.chatvlmllm.managed"
 LABEL_MODEL = "io.chatvlmllm.model"
 CONTAINER_PORT = 8000
 HF_CACHE_IN_CONTAINER = "/root/.cache/huggingface"
+# vLLM's VLLM_CACHE_ROOT for root: compiled graphs land here, so it lives on a volume that
+# outlasts the container and a model's next start skips compiling.
+VLLM_CACHE_IN_CONTAINER = "/root/.cache/vllm"
 
 
 class State(str, Enum):
@@ -137,7 +140,8 @@ def container_spec(key: str, model: ModelConfig, config: AppConfig, gpu_runtime:
     (names missing there are left out: a public model needs no HF_TOKEN)."""
     v = model.vllm
     assert v is not None
-    volumes = {config.hf_cache_volume: {"bind": HF_CACHE_IN_CONTAINER, "mode": "rw"}}
+    volumes = {config.hf_cache_volume: {"bind": HF_CACHE_IN_CONTAINER, "mode": "rw"},
+               config.vllm_cache_volume: {"bind": VLLM_CACHE_IN_CONTAINER, "mode": "rw"}}
     for mount in v.volumes:
         host, inside, *mode = mount.split(":")
         volumes[host] = {"bind": inside, "mode": mode[0] if mode else "rw"}

@@ -351,6 +351,8 @@ class AppConfig(Strict):
     gpu: GPUBudget
     limits: Limits
     hf_cache_volume: str = "chatvlmllm-hf-cache"
+    # vLLM's compile cache (torch.compile graphs, Inductor kernels), kept across containers.
+    vllm_cache_volume: str = "chatvlmllm-vllm-cache"
     switching: Switching = Switching()
     requests: Requests = Requests()
     history: History = History()

@@ -23,6 +23,8 @@ RUNTIME_IMAGE = "chatvlmllm-test/runtime:1"
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
 VLLM_VENV = ROOT / ".venv-vllm"
 TEST_VOLUME = "chatvlmllm-test-hf-cache"
+# The tests' vLLM compile cache: never the user's chatvlmllm-vllm-cache.
+TEST_VLLM_CACHE_VOLUME = "chatvlmllm-test-vllm-cache"
 # Every container a test makes carries this too; tests clean up by it, never by the product's
 # label alone, so a real model container on the machine is left alone.
 TEST_LABEL = "test.chatvlmllm.created-by"
@@ -123,6 +125,7 @@ def write_config(path: Path, entries: dict, local: dict | None = None, **switchi
     data["local"].update(local or {})
     data["default_model"] = "tesseract"
     data["hf_cache_volume"] = TEST_VOLUME
+    data["vllm_cache_volume"] = TEST_VLLM_CACHE_VOLUME
     data["switching"].update({"stop_timeout_s": 10, "gpu_memory_wait_s": 0, **switching})
     data["models"] = {**entries, "tesseract": data["models"]["tesseract"]}
     path.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False))

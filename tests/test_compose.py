@@ -6,7 +6,8 @@ import subprocess
 import pytest
 import yaml
 
-from managers.containers import CONTAINER_PORT, HF_CACHE_IN_CONTAINER, LABEL_MANAGED, LABEL_MODEL
+from managers.containers import (CONTAINER_PORT, HF_CACHE_IN_CONTAINER, LABEL_MANAGED, LABEL_MODEL,
+                                 VLLM_CACHE_IN_CONTAINER)
 from tests.conftest import ROOT
 from tests.containers import VLLM_VENV
 
@@ -33,9 +34,18 @@ def test_compose_defines_the_same_servers_as_the_config(config):
         assert svc["environment"] == [*v.env_from_host, "VLLM_API_KEY"], key
         assert not v.env, key
         assert f"{config.hf_cache_volume}:{HF_CACHE_IN_CONTAINER}" in svc["volumes"], key
+        assert f"{config.vllm_cache_volume}:{VLLM_CACHE_IN_CONTAINER}" in svc["volumes"], key
         assert "/health" in " ".join(svc["healthcheck"]["test"]), key
         devices = svc.get("deploy", {}).get("resources", {}).get("reservations", {}).get("devices", [])
         assert bool(devices and devices[0]["capabilities"] == ["gpu"]) == v.gpu, key
+
+
+def test_compose_names_the_config_volumes_as_they_are(config):
+    """Compose prefixes a volume with the project's name unless ``name:`` says otherwise; the
+    app's containers and compose's must share one HF cache and one compile cache."""
+    volumes = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["volumes"]
+    for volume in (config.hf_cache_volume, config.vllm_cache_volume):
+        assert volumes[volume] == {"name": volume}
 
 
 def test_ports_are_published_on_loopback_only():

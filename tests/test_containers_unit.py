@@ -100,7 +100,8 @@ def test_container_spec_follows_the_config(config):
     assert spec["name"] == "chatvlmllm-vllm-dots-ocr"
     assert spec["labels"] == {LABEL_MANAGED: "true", LABEL_MODEL: "dots_ocr"}
     assert spec["ports"] == {"8000/tcp": ("127.0.0.1", 8001)}
-    assert spec["volumes"] == {"chatvlmllm-hf-cache": {"bind": "/root/.cache/huggingface", "mode": "rw"}}
+    assert spec["volumes"] == {"chatvlmllm-hf-cache": {"bind": "/root/.cache/huggingface", "mode": "rw"},
+                               "chatvlmllm-vllm-cache": {"bind": "/root/.cache/vllm", "mode": "rw"}}
     assert spec["command"][:4] == ["--model", "rednote-hilab/dots.ocr", "--served-model-name", "dots-ocr"]
     assert "--trust-remote-code" in spec["command"] and "entrypoint" not in spec
 
@@ -287,3 +288,14 @@ def test_racing_processes_agree_on_one_key(tmp_path):
     keys = {p.communicate()[0].strip() for p in procs}
     assert len(keys) == 1 and len(keys.pop()) >= 40
     assert [p.name for p in folder.iterdir()] == ["vllm_api_key"]  # no temporary file left
+
+
+def test_every_container_keeps_both_caches_on_the_configured_volumes(config):
+    """The compile cache outlives the container only if it is on a volume: the names come
+    from the config, so tests and users never share one."""
+    mine = config.model_copy(update={"hf_cache_volume": "hf-x", "vllm_cache_volume": "vllm-x"})
+    for key, model in mine.models.items():
+        if model.vllm and not model.vllm.remote:
+            volumes = container_spec(key, model, mine, gpu_runtime=False)["volumes"]
+            assert volumes["hf-x"] == {"bind": "/root/.cache/huggingface", "mode": "rw"}, key
+            assert volumes["vllm-x"] == {"bind": "/root/.cache/vllm", "mode": "rw"}, key
