@@ -162,19 +162,18 @@ def sleep_or_stop(c: ContainerInfo, asleep: bool, facts: SleepFacts, kept_so_far
         return 0, facts.refusals.get(key, Message("")), False
     if not c.can_sleep:
         return 0, _("its container was created without --enable-sleep-mode and VLLM_SERVER_DEV_MODE=1 (by docker "
-                    "compose, or before sleep was turned on), so it was stopped"), False
+                    "compose, or before sleep was turned on)"), False
     if facts.total_gb is None or facts.need_gb is None:
-        return 0, _("the GPU's memory cannot be read (NVML), so whether it fits beside the next model is unknown; "
-                    "it was stopped"), False
+        return 0, _("the GPU's memory cannot be read (NVML), so whether it fits beside the next model is unknown"), False
     kept = facts.kept_gb.get(key)
     if kept is not None and kept_so_far + kept + facts.need_gb > facts.total_gb:
         return 0, _("asleep it keeps {kept:.1f} GB on the GPU, and with the {need:.1f} GB the next model reserves "
-                    "that does not fit in the card's {total:.1f} GB; it was stopped",
+                    "that does not fit in the card's {total:.1f} GB",
                     kept=kept_so_far + kept, need=facts.need_gb, total=facts.total_gb), False
     weights = facts.weights_gb.get(key, 0.0)
     if level == 1 and not asleep and (facts.ram_gb is None or facts.ram_gb < weights):
         return 0, _("sleep level 1 keeps its {weights:g} GB of weights in host RAM, but only {free} GB are "
-                    "available; it was stopped (sleep level 2 needs no RAM for them)", weights=weights,
+                    "available (sleep level 2 needs no RAM for them)", weights=weights,
                     free="?" if facts.ram_gb is None else f"{facts.ram_gb:.1f}"), False
     return level, Message(""), kept is None
 
