@@ -172,9 +172,8 @@ def sleep_or_stop(c: ContainerInfo, asleep: bool, facts: SleepFacts, kept_so_far
                     kept=kept_so_far + kept, need=facts.need_gb, total=facts.total_gb), False
     weights = facts.weights_gb.get(key, 0.0)
     if level == 1 and not asleep and (facts.ram_gb is None or facts.ram_gb < weights):
-        return 0, _("sleep level 1 keeps its {weights:g} GB of weights in host RAM, but only {free} GB are "
-                    "available (sleep level 2 needs no RAM for them)", weights=weights,
-                    free="?" if facts.ram_gb is None else f"{facts.ram_gb:.1f}"), False
+        return 0, _("sleep level 1 keeps its {weights:g} GB of weights in host RAM, but only {free:.1f} GB are "
+                    "available (sleep level 2 needs no RAM for them)", weights=weights, free=facts.ram_gb or 0.0), False
     return level, Message(""), kept is None
 
 
