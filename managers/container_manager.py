@@ -99,10 +99,10 @@ class SwitchReport:
     start_s: float = 0.0  # create and start calls, or the wake calls
     ready_s: float = 0.0  # then until the API answers
     total_s: float = 0.0
-    stopped: list[str] = field(default_factory=list)
+    stopped: list[str] = field(default_factory=list)  # model keys
     slept: list[str] = field(default_factory=list)
     woke: bool = False
-    # Why a server was stopped although sleep is on for it (model → one sentence).
+    # Why a server was stopped although sleep is on for it (model key → one sentence).
     why_stopped: dict[str, Message] = field(default_factory=dict)
     container_id: str = ""
 
@@ -245,15 +245,14 @@ class SingleContainerManager:
         plan = plan_switch(key, v.container_name, infos, asleep, self._sleep_facts(key, infos))
         mark = time.monotonic()
         for info in plan.stop:
-            name = self._name(info)
             if info.id in plan.why_stopped:
-                said = _("{model} was stopped rather than put to sleep: {reason}.", model=name,
+                said = _("{model} was stopped rather than put to sleep: {reason}.", model=self._name(info),
                          reason=plan.why_stopped[info.id])
-                report.why_stopped[name] = said
+                report.why_stopped[info.model or info.name] = said
                 emit("stopping", said)
-            emit("stopping", _("stopping {model}", model=name))
+            emit("stopping", _("stopping {model}", model=info.model or info.name))
             self._stop(containers[info.id])
-            report.stopped.append(name)
+            report.stopped.append(info.model or info.name)
         for step in plan.sleep:  # one at a time, and all before the target wakes or starts
             self._sleep_or_stop(containers[step.info.id], step, model, emit, cancel, report)
         for info in plan.remove:
@@ -361,13 +360,14 @@ class SingleContainerManager:
             said = reason and _("{model} was stopped rather than put to sleep: {reason}.", model=name, reason=reason)
         except SwitchError as exc:
             said = _("{model} could not be put to sleep, so it was stopped: {error}", model=name, error=exc.message)
+        key = step.info.model or step.info.name
         if not said:
-            report.slept.append(name)
+            report.slept.append(key)
             return
-        report.why_stopped[name] = said
+        report.why_stopped[key] = said
         emit("stopping", said)
         self._stop(container)
-        report.stopped.append(name)
+        report.stopped.append(key)
 
     def _put_to_sleep(self, key: str, name: str, level: int, measure: bool, target, emit,
                       cancel: threading.Event) -> Message | None:

@@ -75,7 +75,7 @@ def test_a_switch_back_wakes_the_sleeper(tmp_path, clean_docker, nvml, level, wa
 
     events = []
     arbiter.switch("fake_b", events.append)
-    assert manager.last_report.slept == ["Fake fake_a"] and manager.last_report.stopped == []
+    assert manager.last_report.slept == ["fake_a"] and manager.last_report.stopped == []
     assert f"putting Fake fake_a to sleep (level {level})" in said(events, "sleeping")
     statuses = manager.status()
     assert statuses["fake_a"].state is State.ASLEEP and statuses["fake_b"].state is State.READY
@@ -117,7 +117,7 @@ def test_requests_in_flight_finish_before_the_sleep(tmp_path, clean_docker, nvml
     reading.join(30)
     assert answer["text"] == "Read by fake_a."
     assert "waiting for 1 request in flight on Fake fake_a" in said(events, "sleeping")
-    assert manager.last_report.slept == ["Fake fake_a"]
+    assert manager.last_report.slept == ["fake_a"]
     assert manager.status()["fake_a"].state is State.ASLEEP
 
 
@@ -132,7 +132,7 @@ def test_a_slow_sleep_ends_before_the_next_model_starts(tmp_path, clean_docker, 
     finally:
         sampler.stop()
     assert sampler.most <= 1, sampler.seen  # never two servers awake on the card
-    assert manager.last_report.slept == ["Fake fake_a"]
+    assert manager.last_report.slept == ["fake_a"]
     assert sorted(running_managed(clean_docker)) == ["chatvlmllm-test-fake_a", "chatvlmllm-test-fake_b"]
 
 
