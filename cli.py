@@ -220,7 +220,7 @@ def cmd_status(args, config) -> int:
 def state_name(state: str) -> str:
     """A container's state (managers.containers.State) in the CLI's language."""
     names = {"stopped": t("stopped"), "starting": t("starting"), "ready": t("ready"), "stopping": t("stopping"),
-             "failed": t("failed")}
+             "failed": t("failed"), "asleep": t("asleep")}
     return names.get(state, state)
 
 

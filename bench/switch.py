@@ -12,7 +12,26 @@ and the ratio. Goal: ≤ 0.5 s of overhead per switch.
     .venv/bin/python bench/switch.py --vllm           # the real vLLM CPU build, tiny model
     .venv/bin/python bench/switch.py --compile-cache  # a start with the kept compile cache
                                                       # against one without (bench/compile_cache.py)
+    .venv/bin/python bench/switch.py --sleep 1        # stand-ins: cold switch vs waking a sleeper
 Needs what scripts/install.sh --test installs (Docker engine, test images, .venv-vllm).
+
+Sleep mode (README "Sleep mode"), in one run through the same Arbiter and manager: switches
+between two models with sleep off (every switch a cold start), then with sleep on (every
+switch after the first two wakes the other model); a table of stage medians and the ratio.
+
+--sleep 1|2 runs it on the stand-in server and the fake NVML (tests/fixtures): it checks the
+sequence and the bookkeeping, not vLLM's speed — its "wake" costs what the stand-in pretends.
+
+--real measures it on a machine with an NVIDIA GPU, Docker with the NVIDIA Container Toolkit,
+the vLLM image and the models' weights in the Hugging Face cache volume; it cannot run here:
+
+    .venv/bin/python bench/switch.py --real --config config.yaml --models qwen3_vl_2b qwen2_vl_2b
+
+It switches between the two models --switches times each way: sleep off, then level 1, then
+level 2 (its own copies of the config; config.yaml is not changed), and prints per kind the
+median switch, stop-or-sleep, start-or-wake and ready seconds, what each sleeper kept on the
+GPU (NVML, sleepers.json) and the ratios cold / level 1 and cold / level 2. Models with
+expose: true are switched cold whatever the setting. Put those figures in the README.
 """
 
 from __future__ import annotations
@@ -108,6 +127,79 @@ def seed_baseline(config, client):
     return switch
 
 
+def with_sleep(config, level: int):
+    """The same models, every one sleeping at ``level`` on a switch away (0: stopped)."""
+    from models.config import parse_config
+
+    data = config.model_dump(exclude_none=True)
+    data["switching"]["sleep"] = level
+    for model in data["models"].values():
+        if model.get("vllm"):
+            model["vllm"].pop("sleep", None)
+    return parse_config(data)
+
+
+def sleep_rows(config, keys: list[str], switches: int, levels: tuple[int, ...]) -> dict[str, list]:
+    """Per kind (cold, level N), the reports of ``switches`` measured switches back and forth;
+    the first two of each kind start both models and are not counted."""
+    rows = {}
+    for level in (0, *levels):
+        arbiter = Arbiter(with_sleep(config, level))
+        arbiter.stop()  # containers created under another setting lack (or carry) the sleep flags
+        reports = []
+        for i in range(switches + 2):
+            arbiter.switch(keys[i % 2])
+            if i >= 2:
+                reports.append(arbiter.manager.last_report)
+        assert level == 0 or all(r.woke for r in reports), "a switch did not wake its model: see its events"
+        rows["cold" if level == 0 else f"level {level}"] = reports
+        arbiter.stop()
+    return rows
+
+
+def print_sleep_rows(rows: dict[str, list], title: str, kept: dict[str, float]) -> None:
+    print(f"\n{title}, medians in seconds\n")
+    print(f"{'kind':<10}{'switch':>9}{'stop/sleep':>12}{'start/wake':>12}{'ready':>9}")
+    totals = {}
+    for kind, reports in rows.items():
+        med = {k: statistics.median(getattr(r, k) for r in reports) for k in ("total_s", "stop_s", "start_s", "ready_s")}
+        totals[kind] = med["total_s"]
+        print(f"{kind:<10}{med['total_s']:>9.2f}{med['stop_s']:>12.2f}{med['start_s']:>12.2f}{med['ready_s']:>9.2f}")
+    for kind in totals:
+        if kind != "cold":
+            print(f"cold / {kind}: {totals['cold'] / max(totals[kind], 1e-3):.1f}×")
+    if kept:
+        print("kept on the GPU while asleep (NVML): " + ", ".join(f"{k} {gb:.2f} GB" for k, gb in kept.items()))
+
+
+def sleep_bench(args, work: Path, client) -> None:
+    """Stand-ins on the fake NVML's card: the product's own import of pynvml reads it."""
+    from tests.containers import FAKE_NVML, on_fake_gpu
+
+    nvml = work / "nvml"
+    nvml.mkdir(mode=0o777)
+    nvml.chmod(0o777)
+    os.environ["FAKE_NVML_DIR"] = str(nvml)
+    sys.path.insert(0, str(FAKE_NVML))
+    entries = {k: on_fake_gpu(fake_entry(k, delay=args.delay), nvml) for k in ("bench_a", "bench_b")}
+    config = load_config(write_config(work / "config.yaml", entries))
+    rows = sleep_rows(config, ["bench_a", "bench_b"], args.switches, (args.sleep,))
+    from managers.sleepers import Sleepers
+    print_sleep_rows(rows, f"{args.switches} switches between two light stand-in servers ({args.delay:g} s start; "
+                     f"the fake NVML)", Sleepers(work / "data").kept_gb())
+    remove_test_containers(client)
+
+
+def real_bench(args) -> None:
+    from managers.sleepers import Sleepers
+    from models.config import lock_dir
+
+    config = load_config(args.config)
+    rows = sleep_rows(config, args.models, args.switches, (1, 2))
+    print_sleep_rows(rows, f"{args.switches} switches between {' and '.join(args.models)} on this GPU",
+                     Sleepers(lock_dir(config)).kept_gb())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--switches", type=int, default=6)
@@ -115,7 +207,14 @@ def main() -> None:
     parser.add_argument("--vllm", action="store_true", help="use the real vLLM CPU build")
     parser.add_argument("--compile-cache", action="store_true",
                         help="first start against a second on the kept compile cache (real vLLM)")
+    parser.add_argument("--sleep", type=int, choices=(1, 2), help="stand-ins: cold switches against wakes at this level")
+    parser.add_argument("--real", action="store_true", help="a real GPU: cold against level 1 and level 2 wakes")
+    parser.add_argument("--config", help="with --real: the config holding the two models (default config.yaml)")
+    parser.add_argument("--models", nargs=2, default=["qwen3_vl_2b", "qwen2_vl_2b"], help="with --real")
     args = parser.parse_args()
+    if args.real:
+        real_bench(args)
+        return
 
     work = Path(tempfile.mkdtemp(prefix="chatvlmllm-bench-"))
     os.environ["CHATVLMLLM_DATA_DIR"] = str(work / "data")
@@ -124,6 +223,9 @@ def main() -> None:
     if args.compile_cache:
         from bench.compile_cache import run
         return run(work, client)
+    if args.sleep:
+        sleep_bench(args, work, client)
+        return
     if args.vllm:
         model_dir = work / "tiny"
         model_dir.mkdir(mode=0o755)

@@ -16,6 +16,12 @@ Contract:
 - Containers it creates get the API key (``managers.api_key``) as ``VLLM_API_KEY``; every
   readiness check sends it.
 - It does not serialise callers: go through ``managers.arbiter.Arbiter``, which does.
+- Sleep mode (``switching.sleep`` / ``vllm.sleep``): the other server is put to sleep instead
+  of stopped where ``plan_switch`` says it fits — once none of its requests is in flight, then
+  ``/sleep``, confirmed by ``/is_sleeping``, what it kept measured with NVML — and a sleeping
+  target is woken instead of started. Strictly one step at a time: never a sleep while a wake
+  runs (vllm#36753). A sleep or wake that fails is one sentence (an event); that server is
+  stopped and the switch goes on the cold way. One model is awake; sleepers run beside it.
 
 The decisions (what to stop, what state a container is in, the create request) are pure
 functions in ``managers.containers``; this class only carries them out.
@@ -30,23 +36,25 @@ import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from managers import pulling
 from managers.admission import admit, vllm_reservation_gb
 from managers.api_key import api_key
 from managers.containers import (
-    LABEL_MANAGED, ContainerInfo, ModelStatus, State,
+    LABEL_MANAGED, ContainerInfo, ModelStatus, SleepFacts, State,
     container_spec, derive_state, has_gpu_runtime, plan_switch,
 )
 from managers.docker_host import connect
 from managers.gpu import GPUProbe, probe_gpus
 from managers.readiness import api_ready
+from managers.sleep import SleepEndpoints
+from managers.sleepers import Sleepers, available_ram_gb
 from managers.start_times import StartTimes
 from models.config import AppConfig, lock_dir
 from models.errors import Cancelled, NotAvailable, SwitchError
-from models.i18n import Message, _
+from models.i18n import Message, _, n_
 
 LOG_TAIL = 30
 log = logging.getLogger(__name__)
@@ -71,7 +79,7 @@ def docker_errors(doing: Message) -> Iterator[None]:
 
 @dataclass(frozen=True)
 class SwitchEvent:
-    stage: str  # waiting, stopping, memory, pulling, starting, ready
+    stage: str  # waiting, stopping, sleeping, memory, pulling, starting, waking, ready
     message: Message
     elapsed: float
     log_line: str = ""
@@ -88,9 +96,14 @@ class SwitchReport:
     stop_s: float = 0.0
     memory_s: float = 0.0
     pull_s: float = 0.0
-    start_s: float = 0.0  # create/start call until ready
+    start_s: float = 0.0  # create and start calls, or the wake calls
+    ready_s: float = 0.0  # then until the API answers
     total_s: float = 0.0
-    stopped: list[str] = field(default_factory=list)
+    stopped: list[str] = field(default_factory=list)  # model keys
+    slept: list[str] = field(default_factory=list)
+    woke: bool = False
+    # Why a server was stopped although sleep is on for it (model key → one sentence).
+    why_stopped: dict[str, Message] = field(default_factory=dict)
     container_id: str = ""
 
 
@@ -102,6 +115,7 @@ class SingleContainerManager:
         self.gpu_probe = gpu_probe
         self.dir = directory or lock_dir(config)
         self.history = StartTimes(self.dir)
+        self.sleepers = Sleepers(self.dir)
         self.last_report = SwitchReport()
 
     @property
@@ -140,6 +154,19 @@ class SingleContainerManager:
         with docker_errors(_("reading the model containers")):
             return self._status()
 
+    def _endpoints(self, key: str) -> SleepEndpoints:
+        return SleepEndpoints(self.base_url(key), self._vllm(key)[1].container_name, self.api_key,
+                              timeout=self.config.switching.stop_timeout_s)
+
+    def _asleep(self, info: ContainerInfo) -> bool:
+        """Whether this running container's server sleeps (False when it cannot or does not say)."""
+        if not (info.running and info.can_sleep and info.model in self.config.models):
+            return False
+        try:
+            return self._endpoints(info.model).is_sleeping()
+        except (SwitchError, NotAvailable):
+            return False
+
     def _status(self) -> dict[str, ModelStatus]:
         by_model = {}
         for c in self._managed():
@@ -151,26 +178,36 @@ class SingleContainerManager:
             if model.vllm is None or model.vllm.remote:
                 continue
             info = by_model.get(key)
-            ready = bool(info and info.status == "running"
+            asleep = bool(info and self._asleep(info))
+            ready = bool(info and info.status == "running" and not asleep
                          and api_ready(self.base_url(key), model.vllm.served_model_name,
                                        api_key=self.api_key)[0])
-            state = derive_state(info, ready)
+            state = derive_state(info, ready, asleep)
             detail = Message("")
             if state is State.FAILED and info and info.oom_killed:
                 detail = _("exited with code {code} (out of memory)", code=str(info.exit_code))
             elif state is State.FAILED and info:
                 detail = _("exited with code {code}", code=str(info.exit_code))
+            elif state is State.ASLEEP:
+                woke = self.history.last(key, "wake")
+                detail = (_("sleep level {level}; it woke in {seconds:.1f} s last time",
+                            level=str(self.sleepers.level(key) or "?"), seconds=woke.total) if woke
+                          else _("sleep level {level}; not woken yet", level=str(self.sleepers.level(key) or "?")))
+            elif self.config.switching.sleep and model.vllm.expose:
+                detail = _("stopped, never put to sleep, on a switch: it is published with expose: true and vLLM's "
+                           "/sleep is not behind its API key")
             since = (info.started_at if info and info.running else info.finished_at if info else None) or None
             result[key] = ModelStatus(key, state, model.vllm.port if info and info.running else None,
                                       since, info.name if info else None, detail)
         return result
 
     def active(self) -> str | None:
-        """The model whose container is running (ready or still starting), if any."""
+        """The model whose container is running (ready or still starting) and awake, if any:
+        sleepers run beside it."""
         with docker_errors(_("reading the model containers")):
             for c in self._managed():
                 info = ContainerInfo.from_attrs(c.attrs)
-                if info.running:
+                if info.running and not self._asleep(info):
                     return info.model
         return None
 
@@ -203,21 +240,37 @@ class SingleContainerManager:
                 on_event(SwitchEvent(stage, message, time.monotonic() - started, log_line, estimate))
 
         containers = {c.id: c for c in self._managed() + self._named(v.container_name)}
-        plan = plan_switch(key, v.container_name,
-                           [ContainerInfo.from_attrs(c.attrs) for c in containers.values()])
+        infos = [ContainerInfo.from_attrs(c.attrs) for c in containers.values()]
+        asleep = frozenset(i.id for i in infos if self._asleep(i))
+        plan = plan_switch(key, v.container_name, infos, asleep, self._sleep_facts(key, infos))
         mark = time.monotonic()
         for info in plan.stop:
+            if info.id in plan.why_stopped:
+                said = _("{model} was stopped rather than put to sleep: {reason}.", model=self._name(info),
+                         reason=plan.why_stopped[info.id])
+                report.why_stopped[info.model or info.name] = said
+                emit("stopping", said)
             emit("stopping", _("stopping {model}", model=info.model or info.name))
             self._stop(containers[info.id])
             report.stopped.append(info.model or info.name)
+        for step in plan.sleep:  # one at a time, and all before the target wakes or starts
+            self._sleep_or_stop(containers[step.info.id], step, model, emit, cancel, report)
         for info in plan.remove:
             if info not in plan.stop:  # stopped ones were removed already
                 self._remove(containers[info.id], force=True)
         report.stop_s = time.monotonic() - mark
 
+        if plan.wake is not None:
+            woken = self._wake(containers[plan.wake.id], key, emit, cancel, report)
+            if woken is not None:
+                return woken
+            # It was stopped: start it the cold way (docker compose's stays, to be started as is).
+            target = plan.wake
+            plan = replace(plan, wake=None, start_existing=target if target.compose else None)
+
         if plan.reuse is None:
             mark = time.monotonic()
-            if v.gpu:
+            if v.gpu or self.config.sleep_level(key):  # sleep mode is CUDA-only: its memory is NVML's
                 free_gb, total_gb = self._wait_for_gpu_memory(model, emit, cancel)
                 for warning in admit(model, self.config, free_gb, total_gb):
                     emit("memory", warning)
@@ -261,13 +314,136 @@ class SingleContainerManager:
                 self._quietly(self._abandon, container)
                 raise
         report.container_id = container.id
+        report.start_s = time.monotonic() - mark
+        mark = time.monotonic()
         # A server that was already running is not ours to stop when a join gives up.
         self._wait_ready(container, key, emit, cancel, abandon=plan.reuse is None)
-        report.start_s = time.monotonic() - mark
+        report.ready_s = time.monotonic() - mark
         report.total_s = time.monotonic() - started
         if plan.create or plan.start_existing:
             self.history.record(key, "cold", {"stop": report.stop_s, "memory": report.memory_s,
-                                              "pull": report.pull_s, "start": report.start_s})
+                                              "pull": report.pull_s, "start": report.start_s,
+                                              "ready": report.ready_s})
+        emit("ready", _("{model} is ready on port {port}", model=model.name, port=str(v.port)))
+        return ModelStatus(key, State.READY, v.port, ContainerInfo.from_attrs(container.attrs).started_at,
+                           v.container_name)
+
+    def _name(self, info: ContainerInfo) -> str:
+        return self.config.models[info.model].name if info.model in self.config.models else (info.model or info.name)
+
+    # --- sleep mode -----------------------------------------------------------------------
+
+    def _sleep_facts(self, key: str, infos: list[ContainerInfo]) -> SleepFacts | None:
+        """What plan_switch weighs, read only when some other running server might sleep."""
+        others = {i.model for i in infos if i.running and i.managed and i.model in self.config.models
+                  and i.model != key}
+        levels = {k: self.config.sleep_level(k) for k in others}
+        refusals = {k: _("it is published with expose: true, and vLLM's /sleep and /wake_up are not behind its "
+                         "API key") for k in others if self.config.switching.sleep and not levels[k]
+                    and self.config.models[k].vllm.expose}
+        if not any(levels.values()):
+            return SleepFacts(levels=levels, refusals=refusals)
+        probe = self.gpu_probe()
+        target = self.config.model(key)
+        return SleepFacts(
+            levels=levels, refusals=refusals, kept_gb=self.sleepers.kept_gb(),
+            weights_gb={k: self.config.models[k].vram_gb for k in others},
+            need_gb=vllm_reservation_gb(target, probe.total_gb) if probe.total_gb is not None else None,
+            total_gb=probe.total_gb, ram_gb=available_ram_gb())
+
+    def _sleep_or_stop(self, container, step, target, emit, cancel: threading.Event, report: SwitchReport) -> None:
+        """Put one server to sleep; when that fails, or the target turns out not to fit beside
+        it, say why in one sentence and stop it."""
+        name = self._name(step.info)
+        try:
+            reason = self._put_to_sleep(step.info.model, name, step.level, step.measure, target, emit, cancel)
+            said = reason and _("{model} was stopped rather than put to sleep: {reason}.", model=name, reason=reason)
+        except SwitchError as exc:
+            said = _("{model} could not be put to sleep, so it was stopped: {error}", model=name, error=exc.message)
+        key = step.info.model or step.info.name
+        if not said:
+            report.slept.append(key)
+            return
+        report.why_stopped[key] = said
+        emit("stopping", said)
+        self._stop(container)
+        report.stopped.append(key)
+
+    def _put_to_sleep(self, key: str, name: str, level: int, measure: bool, target, emit,
+                      cancel: threading.Event) -> Message | None:
+        """Wait until none of its requests is in flight, sleep, confirm, measure what it kept.
+        Returns why it must be stopped after all (the target does not fit), or None."""
+        endpoints = self._endpoints(key)
+        poll = self.config.switching.poll_interval_s
+        timeout = self.config.switching.pages_wait_timeout_s
+        deadline = time.monotonic() + timeout
+        while (busy := endpoints.in_flight()) > 0:
+            if time.monotonic() >= deadline:
+                raise SwitchError(n_("{model} still had {n} request in flight after {seconds:g} s "
+                                     "(switching.pages_wait_timeout_s).",
+                                     "{model} still had {n} requests in flight after {seconds:g} s "
+                                     "(switching.pages_wait_timeout_s).", busy, model=name, seconds=timeout))
+            if cancel.is_set():
+                raise Cancelled(_("The change was cancelled while {model} finished its requests.", model=name))
+            emit("sleeping", n_("waiting for {n} request in flight on {model}",
+                                "waiting for {n} requests in flight on {model}", busy, model=name))
+            time.sleep(poll)
+        before = self.gpu_probe()
+        emit("sleeping", _("putting {model} to sleep (level {level})", model=name, level=str(level)))
+        endpoints.sleep(level)
+        deadline = time.monotonic() + self.config.switching.stop_timeout_s
+        while not endpoints.is_sleeping():
+            if time.monotonic() >= deadline:
+                raise SwitchError(_("{model} did not report sleeping {seconds:g} s after /sleep.",
+                                    model=name, seconds=self.config.switching.stop_timeout_s))
+            time.sleep(poll)
+        after = self.gpu_probe()
+        kept = None
+        if before.free_gb is not None and after.free_gb is not None and after.total_gb is not None:
+            held = vllm_reservation_gb(self.config.models[key], after.total_gb)
+            kept = held - (after.free_gb - before.free_gb)
+        self.sleepers.record(key, level, kept)
+        if measure and after.free_gb is not None and after.total_gb is not None:
+            need = vllm_reservation_gb(target, after.total_gb)
+            if after.free_gb < need:
+                return _("asleep it keeps {kept:.1f} GB on the GPU, and the {need:.1f} GB the next model reserves "
+                         "do not fit in the {free:.1f} GB left free", kept=kept or 0.0, need=need, free=after.free_gb)
+        return None
+
+    def _wake(self, container, key: str, emit, cancel: threading.Event, report: SwitchReport) -> ModelStatus | None:
+        """Wake the target's sleeping server and wait until it answers; None when that failed
+        (it was stopped, with one sentence saying why)."""
+        model, v = self._vllm(key)
+        level = self.sleepers.level(key) or 2  # unknown: level 2's sequence is right for both levels
+        mark = time.monotonic()
+        try:
+            if v.gpu or self.config.sleep_level(key):
+                self._wait_for_gpu_memory(model, emit, cancel, kept=self.sleepers.kept_gb().get(key, 0.0))
+            report.memory_s = time.monotonic() - mark
+            mark = time.monotonic()
+            emit("waking", _("waking {model} (sleep level {level})", model=model.name, level=str(level)))
+            endpoints = self._endpoints(key)
+            endpoints.wake(level)
+            report.start_s = time.monotonic() - mark
+            mark = time.monotonic()
+            deadline = time.monotonic() + v.start_timeout_s
+            while endpoints.is_sleeping():
+                if time.monotonic() >= deadline:
+                    raise SwitchError(_("{model} still reported sleeping {seconds:g} s after it was woken.",
+                                        model=model.name, seconds=v.start_timeout_s))
+                cancel.wait(self.config.switching.poll_interval_s)
+            self._wait_ready(container, key, emit, cancel, abandon=False)
+        except SwitchError as exc:
+            emit("stopping", _("{model} could not be woken, so it was stopped and starts the cold way: {error}",
+                               model=model.name, error=exc.message))
+            self._stop(container)
+            return None
+        report.ready_s = time.monotonic() - mark
+        report.woke = True
+        report.container_id = container.id
+        report.total_s = report.stop_s + report.memory_s + report.start_s + report.ready_s
+        self.history.record(key, "wake", {"stop": report.stop_s, "memory": report.memory_s,
+                                          "start": report.start_s, "ready": report.ready_s})
         emit("ready", _("{model} is ready on port {port}", model=model.name, port=str(v.port)))
         return ModelStatus(key, State.READY, v.port, ContainerInfo.from_attrs(container.attrs).started_at,
                            v.container_name)
@@ -317,10 +493,11 @@ class SingleContainerManager:
             if "already in progress" not in str(exc):
                 raise
 
-    def _wait_for_gpu_memory(self, model, emit, cancel: threading.Event | None = None
+    def _wait_for_gpu_memory(self, model, emit, cancel: threading.Event | None = None, kept: float = 0.0
                              ) -> tuple[float | None, float | None]:
-        """Poll NVML until what vLLM will reserve is free again, bounded by gpu_memory_wait_s;
-        returns the free and total GB last read (None where NVML cannot be read)."""
+        """Poll NVML until what vLLM will reserve is free again (less ``kept``, what a sleeping
+        server still holds), bounded by gpu_memory_wait_s; returns the free and total GB last
+        read (None where NVML cannot be read)."""
         deadline = time.monotonic() + self.config.switching.gpu_memory_wait_s
         while True:
             if cancel is not None and cancel.is_set():
@@ -328,7 +505,7 @@ class SingleContainerManager:
             probe = self.gpu_probe()
             if probe.free_gb is None:
                 return None, None
-            need = vllm_reservation_gb(model, probe.total_gb)
+            need = vllm_reservation_gb(model, probe.total_gb) - kept
             if probe.free_gb >= need or time.monotonic() >= deadline:
                 return probe.free_gb, probe.total_gb
             emit("memory", _("waiting for GPU memory: {free:.1f} GB free, {need:.1f} GB needed",

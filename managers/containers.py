@@ -1,14 +1,15 @@
 """Model containers as data, and the pure decisions about them.
 
-Nothing here talks to Docker: ``plan_switch`` decides what must stop, be removed or be
-started for a model to become active; ``derive_state`` names a container's state;
-``container_spec`` is the exact create request. SingleContainerManager carries them out.
+Nothing here talks to Docker: ``plan_switch`` decides what must stop, sleep, be removed,
+woken or started for a model to become active (``sleep_or_stop`` is the sleep part);
+``derive_state`` names a container's state; ``container_spec`` is the exact create request.
+SingleContainerManager carries them out.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from enum import Enum
 
 from models.config import AppConfig, ModelConfig
@@ -23,6 +24,9 @@ HF_CACHE_IN_CONTAINER = "/root/.cache/huggingface"
 # vLLM's VLLM_CACHE_ROOT for root: compiled graphs land here, so it lives on a volume that
 # outlasts the container and a model's next start skips compiling.
 VLLM_CACHE_IN_CONTAINER = "/root/.cache/vllm"
+# vLLM serves /sleep, /wake_up, /is_sleeping and /collective_rpc only with both of these.
+SLEEP_FLAG = "--enable-sleep-mode"
+DEV_MODE_ENV = "VLLM_SERVER_DEV_MODE"
 
 
 class State(str, Enum):
@@ -48,6 +52,8 @@ class ContainerInfo:
     started_at: str = ""
     finished_at: str = ""
     compose: bool = False
+    # Created with --enable-sleep-mode and VLLM_SERVER_DEV_MODE=1: its server can sleep.
+    can_sleep: bool = False
 
     @property
     def running(self) -> bool:
@@ -59,6 +65,8 @@ class ContainerInfo:
         labels = attrs.get("Config", {}).get("Labels") or attrs.get("Labels") or {}
         state = attrs.get("State") or {}
         name = attrs.get("Name") or (attrs.get("Names") or [""])[0]
+        config = attrs.get("Config") or {}
+        args = [*(config.get("Entrypoint") or []), *(config.get("Cmd") or [])]
         return cls(
             id=attrs.get("Id", ""),
             name=name.lstrip("/"),
@@ -70,6 +78,7 @@ class ContainerInfo:
             started_at=state.get("StartedAt", "") if isinstance(state, dict) else "",
             finished_at=state.get("FinishedAt", "") if isinstance(state, dict) else "",
             compose="com.docker.compose.project" in labels,
+            can_sleep=SLEEP_FLAG in args and f"{DEV_MODE_ENV}=1" in (config.get("Env") or []),
         )
 
 
@@ -83,11 +92,13 @@ class ModelStatus:
     detail: Message = Message("")
 
 
-def derive_state(info: ContainerInfo | None, api_ready: bool) -> State:
+def derive_state(info: ContainerInfo | None, api_ready: bool, asleep: bool = False) -> State:
     if info is None:
         return State.STOPPED
     if info.status == "removing":
         return State.STOPPING
+    if asleep and info.status == "running":
+        return State.ASLEEP
     if info.status in ("running", "restarting", "created"):
         return State.READY if api_ready and info.status == "running" else State.STARTING
     if info.status == "paused":
@@ -98,20 +109,84 @@ def derive_state(info: ContainerInfo | None, api_ready: bool) -> State:
 
 
 @dataclass(frozen=True)
+class SleepFacts:
+    """What the sleep decisions read; the manager gathers them (NVML, /proc/meminfo, config).
+
+    ``levels``: each model's effective sleep level (0: off); ``refusals``: why a model may not
+    sleep although switching.sleep is on (expose: true); ``kept_gb``: what each model's server
+    kept on the GPU the last time it slept, as measured (absent: never measured);
+    ``weights_gb``: each model's weights (vram_gb), which level 1 keeps in host RAM;
+    ``need_gb``: what the target's vLLM server reserves; ``total_gb``: the card's memory
+    (None: NVML cannot be read); ``ram_gb``: the host's MemAvailable."""
+
+    levels: Mapping[str, int] = field(default_factory=dict)
+    refusals: Mapping[str, Message] = field(default_factory=dict)
+    kept_gb: Mapping[str, float] = field(default_factory=dict)
+    weights_gb: Mapping[str, float] = field(default_factory=dict)
+    need_gb: float | None = None
+    total_gb: float | None = None
+    ram_gb: float | None = None
+
+
+@dataclass(frozen=True)
+class Sleep:
+    """A server to put to sleep; ``measure``: nothing measured yet, so whether the target
+    still fits beside it is read from NVML once it sleeps."""
+
+    info: ContainerInfo
+    level: int
+    measure: bool = False
+
+
+@dataclass(frozen=True)
 class SwitchPlan:
     stop: tuple[ContainerInfo, ...] = ()
     remove: tuple[ContainerInfo, ...] = ()
-    reuse: ContainerInfo | None = None  # already running: only wait until it is ready
+    reuse: ContainerInfo | None = None  # already running and awake: only wait until it is ready
     start_existing: ContainerInfo | None = None  # created by docker compose: start it as is
+    sleep: tuple[Sleep, ...] = ()  # awake servers to put to sleep, one at a time, before the target
+    wake: ContainerInfo | None = None  # the target's server sleeps: wake it
+    # Why each stopped server (by container id) was not put to sleep although sleep is on for it.
+    why_stopped: Mapping[str, Message] = field(default_factory=dict)
 
     @property
     def create(self) -> bool:
-        return self.reuse is None and self.start_existing is None
+        return self.reuse is None and self.start_existing is None and self.wake is None
 
 
-def plan_switch(key: str, container_name: str, containers: list[ContainerInfo]) -> SwitchPlan:
-    """What must happen for ``key`` (served by ``container_name``) to be the one model running.
+def sleep_or_stop(c: ContainerInfo, asleep: bool, facts: SleepFacts, kept_so_far: float
+                  ) -> tuple[int, Message, bool]:
+    """For one running server that is not the target: (level, why not, measure). Level 0
+    means stop it, with ``why`` saying why it was not put to sleep (empty when sleep is off
+    for it); ``kept_so_far`` is what the sleepers kept beside it already hold."""
+    key = c.model or ""
+    level = facts.levels.get(key, 0)
+    if not level:
+        return 0, facts.refusals.get(key, Message("")), False
+    if not c.can_sleep:
+        return 0, _("its container was created without --enable-sleep-mode and VLLM_SERVER_DEV_MODE=1 (by docker "
+                    "compose, or before sleep was turned on)"), False
+    if facts.total_gb is None or facts.need_gb is None:
+        return 0, _("the GPU's memory cannot be read (NVML), so whether it fits beside the next model is unknown"), False
+    kept = facts.kept_gb.get(key)
+    if kept is not None and kept_so_far + kept + facts.need_gb > facts.total_gb:
+        return 0, _("asleep it keeps {kept:.1f} GB on the GPU, and with the {need:.1f} GB the next model reserves "
+                    "that does not fit in the card's {total:.1f} GB",
+                    kept=kept_so_far + kept, need=facts.need_gb, total=facts.total_gb), False
+    weights = facts.weights_gb.get(key, 0.0)
+    if level == 1 and not asleep and (facts.ram_gb is None or facts.ram_gb < weights):
+        return 0, _("sleep level 1 keeps its {weights:g} GB of weights in host RAM, but only {free:.1f} GB are "
+                    "available (sleep level 2 needs no RAM for them)", weights=weights, free=facts.ram_gb or 0.0), False
+    return level, Message(""), kept is None
 
+
+def plan_switch(key: str, container_name: str, containers: list[ContainerInfo],
+                asleep: frozenset[str] = frozenset(), facts: SleepFacts | None = None) -> SwitchPlan:
+    """What must happen for ``key`` (served by ``container_name``) to be the one model awake.
+
+    ``asleep``: ids of the running containers whose server sleeps; ``facts``: what the sleep
+    decisions need (None: every other server is stopped). Sleepers are weighed first, then
+    the awake servers, so what is already asleep keeps its place while it fits.
     Refuses when a container without the project's label holds the name: it is someone
     else's and is never touched."""
     for c in containers:
@@ -122,15 +197,29 @@ def plan_switch(key: str, container_name: str, containers: list[ContainerInfo]) 
                 "config.yaml.", container=container_name, label=LABEL_MANAGED))
     managed = [c for c in containers if c.managed]
     target = next((c for c in managed if c.name == container_name), None)
-    stop = tuple(c for c in managed if c.running and c is not target)
+    others = sorted((c for c in managed if c.running and c is not target), key=lambda c: c.id not in asleep)
+    stop, sleep, why, kept_so_far = [], [], {}, 0.0
+    for c in others:
+        level, reason, measure = sleep_or_stop(c, c.id in asleep, facts, kept_so_far) if facts else (0, "", False)
+        if level:
+            kept_so_far += facts.kept_gb.get(c.model or "", 0.0)
+            if c.id not in asleep:
+                sleep.append(Sleep(c, level, measure))
+            continue
+        stop.append(c)
+        if reason:
+            why[c.id] = reason
+    plan = SwitchPlan(stop=tuple(stop), sleep=tuple(sleep), why_stopped=why)
     if target is None:
-        return SwitchPlan(stop=stop)
+        return plan
     if target.model == key and target.status == "running":
-        return SwitchPlan(stop=stop, reuse=target)
+        if target.id in asleep:
+            return replace(plan, wake=target)
+        return replace(plan, reuse=target)
     if target.model == key and target.compose and not target.running:
-        return SwitchPlan(stop=stop, start_existing=target)
+        return replace(plan, start_existing=target)
     # A dead attempt, or a container of this name serving another model: make way for a fresh one.
-    return SwitchPlan(stop=stop + ((target,) if target.running else ()), remove=(target,))
+    return replace(plan, stop=plan.stop + ((target,) if target.running else ()), remove=(target,))
 
 
 def container_spec(key: str, model: ModelConfig, config: AppConfig, gpu_runtime: bool,
@@ -149,8 +238,12 @@ def container_spec(key: str, model: ModelConfig, config: AppConfig, gpu_runtime:
     environment.update({name: host_env[name] for name in v.env_from_host if host_env and name in host_env})
     if api_key:
         environment["VLLM_API_KEY"] = api_key
+    command = v.command()
+    if config.sleep_level(key):
+        command.append(SLEEP_FLAG)
+        environment[DEV_MODE_ENV] = "1"
     spec = dict(
-        image=v.image, command=v.command(), name=v.container_name, detach=True,
+        image=v.image, command=command, name=v.container_name, detach=True,
         labels={**v.labels, LABEL_MANAGED: "true", LABEL_MODEL: key},
         ports={f"{CONTAINER_PORT}/tcp": (v.host, v.port)},
         environment=environment, volumes=volumes, shm_size=v.shm_size,

@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator,
-                      model_validator)
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, ValidationError,
+                      field_validator, model_validator)
 
 from models.errors import ConfigError
 from models.fields.template import Template, instruction, json_schema
@@ -68,6 +68,20 @@ class Limits(Strict):
         return usable_cores() if value is None else value
 
 
+def _sleep_level(value):
+    """YAML 1.1 reads a bare ``off`` as False: False, "off" and 0 all mean off (0)."""
+    if value is False or (isinstance(value, str) and value.strip().lower() == "off"):
+        return 0
+    if isinstance(value, str) and value.strip() in ("1", "2"):
+        return int(value)
+    return value
+
+
+# vLLM's sleep level for a switch away from a model: 0 (off: stop it), 1 (weights kept in host
+# RAM), 2 (weights dropped, reloaded from disk on wake).
+SleepLevel = Annotated[Literal[0, 1, 2], BeforeValidator(_sleep_level)]
+
+
 class Switching(Strict):
     """How model switches behave; the defaults suit a 12 GB card and a 7 GB vLLM image."""
 
@@ -81,6 +95,9 @@ class Switching(Strict):
     # Unload the local model, or stop the container this app started or joined, after this
     # long with no page read or chat (Ollama's keep_alive, llama-swap's ttl); 0 = never.
     idle_unload_s: Annotated[float, Field(ge=0)] = 1800
+    # Put a vLLM server to sleep instead of stopping it when another model takes the GPU
+    # (off, 1 or 2; a model's vllm.sleep overrides it). Off until measured on a real card.
+    sleep: SleepLevel = 0
 
 
 class Requests(Strict):
@@ -219,6 +236,8 @@ class VLLMBackend(Strict):
     volumes: list[Annotated[str, Field(pattern=r"^[^:]+:[^:]+(:(ro|rw))?$")]] = []
     shm_size: str = "2g"
     start_timeout_s: Annotated[float, Field(gt=0)] = 900
+    # This model's sleep level (off, 1, 2); unset: switching.sleep.
+    sleep: SleepLevel | None = None
 
     @model_validator(mode="after")
     def _container_or_endpoint(self) -> VLLMBackend:
@@ -235,6 +254,11 @@ class VLLMBackend(Strict):
                                "the environment instead of writing them into the config", names=", ".join(secret)))
         if any(k.startswith("io.chatvlmllm.") for k in self.labels):
             raise ValueError(_("labels: the io.chatvlmllm.* labels are set by the manager"))
+        if self.expose and self.sleep:
+            # vLLM guards only /v1 with --api-key: /sleep and /wake_up would be open to the network.
+            raise ValueError(_("sleep {level} cannot be used with expose: true, because vLLM's /sleep and /wake_up "
+                               "are not behind its API key and anyone who reaches the port could put the model "
+                               "to sleep; remove vllm.sleep or expose", level=str(self.sleep)))
         return self
 
     @property
@@ -410,6 +434,14 @@ class AppConfig(Strict):
         """The request settings for one model: the defaults with its overrides."""
         overrides = self.model(key).requests.model_dump(exclude_none=True)
         return self.requests.model_copy(update=overrides)
+
+    def sleep_level(self, key: str) -> int:
+        """The sleep level a switch away from ``key`` uses: its own vllm.sleep, else
+        switching.sleep; 0 for a remote endpoint and for a model published with expose: true."""
+        v = self.model(key).vllm
+        if v is None or v.remote or v.expose:
+            return 0
+        return v.sleep if v.sleep is not None else self.switching.sleep
 
     @property
     def fallback_model(self) -> str:

@@ -3,6 +3,8 @@ entries for light fake servers and real vLLM servers, and a sampler of running c
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import socket
 import subprocess
@@ -84,6 +86,55 @@ def fake_entry(name: str, delay: float = 1.0, extra_args=(), timeout: float = 12
     }
 
 
+FAKE_NVML = ROOT / "tests" / "fixtures" / "fake_nvml"
+FAKE_NVML_TOTAL_GB = 24.0
+
+
+def on_fake_gpu(entry: dict, nvml_dir: Path, share: float = 0.5, asleep_gb: float = 1.0,
+                sleep: int | None = None) -> dict:
+    """A light server that holds memory of the fake NVML's card (tests/fixtures/fake_nvml):
+    ``share`` of it while awake (what vLLM reserves: gpu_memory_utilization × total),
+    ``asleep_gb`` while asleep; ``sleep``: its vllm.sleep."""
+    v = entry["vllm"]
+    v["gpu_memory_utilization"] = share
+    v["args"] = [*v["args"], "--fake-nvml-dir", "/nvml", "--fake-gpu-gb", str(share * FAKE_NVML_TOTAL_GB),
+                 "--fake-asleep-gb", str(asleep_gb)]
+    v["volumes"] = [*v.get("volumes", []), f"{nvml_dir}:/nvml"]
+    if sleep is not None:
+        v["sleep"] = sleep
+    return entry
+
+
+def use_fake_nvml(monkeypatch, folder: Path) -> Path:
+    """The fake NVML first on sys.path and PYTHONPATH (child processes), reading ``folder``,
+    which the servers of ``on_fake_gpu`` write into; the real bindings come back after the test."""
+    import importlib.util
+
+    folder.mkdir(exist_ok=True)
+    folder.chmod(0o777)  # the servers write as the container's user
+    monkeypatch.setenv("FAKE_NVML_DIR", str(folder))
+    monkeypatch.setenv("FAKE_NVML_TOTAL_GB", str(FAKE_NVML_TOTAL_GB))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(FAKE_NVML), os.environ.get("PYTHONPATH")])))
+    monkeypatch.syspath_prepend(str(FAKE_NVML))
+    spec = importlib.util.spec_from_file_location("pynvml", FAKE_NVML / "pynvml.py")
+    fake = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fake)
+    monkeypatch.setitem(sys.modules, "pynvml", fake)  # an earlier test may have imported the real one
+    return folder
+
+
+def awake_on_fake_gpu(nvml_dir: Path) -> list[str]:
+    """The servers the fake NVML's card holds awake (their weights on it)."""
+    found = []
+    for path in nvml_dir.glob("*.json"):
+        try:
+            if json.loads(path.read_text()).get("awake"):
+                found.append(path.stem)
+        except (OSError, ValueError):
+            continue  # being replaced or removed right now
+    return found
+
+
 def structured_outputs_args() -> list[str]:
     """The structured-outputs setting the shipped vLLM servers are started with (config.yaml),
     so test servers hold answers to a schema the way users' servers do."""
@@ -142,20 +193,25 @@ def remove_test_containers(client) -> None:
 
 
 class Sampler(threading.Thread):
-    """Counts what holds the GPU as the kernel sees it, every 0.2 s: running model containers,
-    plus a live local-model claim when ``lock_dir`` is given; ``most`` is the highest count."""
+    """Counts what holds the GPU as the kernel sees it, every 0.2 s: running model containers
+    (or, with ``nvml_dir``, the servers awake on the fake NVML's card: sleepers run beside
+    the one awake), plus a live local-model claim when ``lock_dir`` is given; ``most`` is
+    the highest count."""
 
-    def __init__(self, client, every: float = 0.2, lock_dir: Path | None = None):
+    def __init__(self, client, every: float = 0.2, lock_dir: Path | None = None, nvml_dir: Path | None = None):
         super().__init__(daemon=True)
-        self.client, self.every, self.lock_dir = client, every, lock_dir
+        self.client, self.every, self.lock_dir, self.nvml_dir = client, every, lock_dir, nvml_dir
         self.most, self.samples, self.seen = 0, 0, []
         self._stop_event = threading.Event()
 
+    def models(self) -> list[str]:
+        return awake_on_fake_gpu(self.nvml_dir) if self.nvml_dir else running_managed(self.client)
+
     def holders(self) -> list[str]:
         if self.lock_dir is None:
-            return running_managed(self.client)
+            return self.models()
         before = held_by_someone(self.lock_dir / "local.lock")
-        names = running_managed(self.client)
+        names = self.models()
         # held before and after the listing: held while the listed containers ran
         local = before and held_by_someone(self.lock_dir / "local.lock")
         return names + (["local model"] if local else [])

@@ -196,3 +196,28 @@ def test_cli_stops_on_a_config_not_in_utf8_with_one_sentence(tmp_path):
     assert "Traceback" not in done.stderr
     [line] = done.stderr.strip().splitlines()
     assert line.startswith(f"error: {copy} line ") and line.endswith("save the file in the UTF-8 encoding.")
+
+
+@pytest.mark.parametrize("written, level", [("off", 0), (False, 0), (0, 0), (1, 1), ("2", 2)])
+def test_sleep_reads_off_as_yaml_writes_it(written, level):
+    data = raw()
+    data["switching"]["sleep"] = written
+    config = parse_config(data)
+    assert config.switching.sleep == level and config.sleep_level("qwen2_vl_2b") == level
+    assert yaml.safe_load("sleep: off")["sleep"] is False  # why False must mean off
+    data["models"]["dots_ocr"]["vllm"]["sleep"] = 2 if level != 2 else "off"
+    assert parse_config(data).sleep_level("dots_ocr") == (2 if level != 2 else 0)  # a model's own wins
+
+
+def test_sleep_is_refused_for_an_exposed_model_and_skipped_by_the_global_setting():
+    data = raw()
+    data["models"]["qwen2_vl_2b"]["vllm"].update(host="0.0.0.0", expose=True, sleep=1)
+    with pytest.raises(ConfigError, match=r"models\.qwen2_vl_2b\.vllm: sleep 1 cannot be used with expose: true, "
+                                          r"because vLLM's /sleep and /wake_up are not behind its API key"):
+        parse_config(data)
+    del data["models"]["qwen2_vl_2b"]["vllm"]["sleep"]
+    data["switching"]["sleep"] = 1
+    config = parse_config(data)
+    assert config.sleep_level("qwen2_vl_2b") == 0 and config.sleep_level("qwen3_vl_2b") == 1
+    with pytest.raises(ConfigError, match=r"switching\.sleep"):
+        parse_config({**data, "switching": {**data["switching"], "sleep": 3}})

@@ -299,3 +299,86 @@ def test_every_container_keeps_both_caches_on_the_configured_volumes(config):
             volumes = container_spec(key, model, mine, gpu_runtime=False)["volumes"]
             assert volumes["hf-x"] == {"bind": "/root/.cache/huggingface", "mode": "rw"}, key
             assert volumes["vllm-x"] == {"bind": "/root/.cache/vllm", "mode": "rw"}, key
+
+
+# --- sleep mode: what the plan puts to sleep, stops (and why) or wakes ------------------------
+
+from managers.containers import SleepFacts  # noqa: E402
+
+
+def sleeper(name, model, can_sleep=True, compose=False):
+    return ContainerInfo(id=name, name=name, status="running", managed=True, model=model, can_sleep=can_sleep,
+                         compose=compose)
+
+
+def facts(**kw):
+    base = dict(levels={"a": 1, "c": 1}, kept_gb={}, weights_gb={"a": 4.0, "c": 4.0}, need_gb=10.0,
+                total_gb=24.0, ram_gb=64.0)
+    return SleepFacts(**{**base, **kw})
+
+
+def test_plan_without_sleep_facts_stops_as_before():
+    plan = plan_switch("b", "cb", [sleeper("ca", "a")])
+    assert [c.name for c in plan.stop] == ["ca"] and plan.sleep == () and plan.why_stopped == {}
+
+
+def test_plan_puts_a_sleep_capable_server_to_sleep_and_measures_it_the_first_time():
+    plan = plan_switch("b", "cb", [sleeper("ca", "a")], facts=facts())
+    assert plan.stop == () and [(s.info.name, s.level, s.measure) for s in plan.sleep] == [("ca", 1, True)]
+    plan = plan_switch("b", "cb", [sleeper("ca", "a")], facts=facts(kept_gb={"a": 1.0}, levels={"a": 2}))
+    assert [(s.info.name, s.level, s.measure) for s in plan.sleep] == [("ca", 2, False)]
+
+
+def test_plan_wakes_a_sleeping_target_and_leaves_other_sleepers_asleep():
+    plan = plan_switch("b", "cb", [sleeper("ca", "a"), sleeper("cb", "b")], asleep=frozenset({"ca", "cb"}),
+                       facts=facts(kept_gb={"a": 1.0}))
+    assert plan.wake.name == "cb" and plan.sleep == () and plan.stop == () and not plan.create
+
+
+@pytest.mark.parametrize("container, kw, reason", [
+    (sleeper("ca", "a"), dict(levels={"a": 0}), None),
+    (sleeper("ca", "a"), dict(levels={"a": 0}, refusals={"a": "exposed"}), "exposed"),
+    (sleeper("ca", "a", can_sleep=False), {}, "created without --enable-sleep-mode"),
+    (sleeper("ca", "a"), dict(total_gb=None), "cannot be read (NVML)"),
+    (sleeper("ca", "a"), dict(kept_gb={"a": 15.0}), "keeps 15.0 GB on the GPU, and with the 10.0 GB"),
+    (sleeper("ca", "a"), dict(ram_gb=3.0), "keeps its 4 GB of weights in host RAM, but only 3.0 GB"),
+])
+def test_plan_stops_with_the_reason_where_sleep_does_not_fit(container, kw, reason):
+    plan = plan_switch("b", "cb", [container], facts=facts(**kw))
+    assert [c.name for c in plan.stop] == ["ca"] and plan.sleep == ()
+    assert (plan.why_stopped.get("ca") is None) if reason is None else reason in plan.why_stopped["ca"]
+
+
+def test_level_2_needs_no_host_ram_for_the_weights():
+    plan = plan_switch("b", "cb", [sleeper("ca", "a")], facts=facts(levels={"a": 2}, ram_gb=0.5))
+    assert [s.level for s in plan.sleep] == [2]
+
+
+def test_sleepers_count_together_and_the_asleep_one_keeps_its_place():
+    """ca sleeps already (6 GB kept), cc is awake (6 GB kept when asleep): with 10 GB for the
+    target only one fits in 20 GB, so the awake one is stopped and the sleeper stays."""
+    plan = plan_switch("b", "cb", [sleeper("cc", "c"), sleeper("ca", "a")], asleep=frozenset({"ca"}),
+                       facts=facts(kept_gb={"a": 6.0, "c": 6.0}, total_gb=20.0))
+    assert [c.name for c in plan.stop] == ["cc"] and plan.sleep == ()
+    assert "keeps 12.0 GB" in plan.why_stopped["cc"]
+
+
+def test_sleep_flags_and_state():
+    spec_attrs = {"Id": "x", "Name": "/c", "Config": {"Cmd": ["--model", "m", "--enable-sleep-mode"],
+                                                     "Env": ["VLLM_SERVER_DEV_MODE=1"], "Labels": {}},
+                  "State": {"Status": "running"}}
+    assert ContainerInfo.from_attrs(spec_attrs).can_sleep
+    spec_attrs["Config"]["Env"] = []
+    assert not ContainerInfo.from_attrs(spec_attrs).can_sleep
+    assert derive_state(info("c"), True, asleep=True) is State.ASLEEP
+
+
+def test_a_sleep_enabled_model_is_created_able_to_sleep(config):
+    model = config.models["qwen3_vl_2b"]
+    off = container_spec("qwen3_vl_2b", model, config, gpu_runtime=False)
+    assert "--enable-sleep-mode" not in off["command"] and "VLLM_SERVER_DEV_MODE" not in off["environment"]
+    on = config.model_copy(update={"switching": config.switching.model_copy(update={"sleep": 1})})
+    spec = container_spec("qwen3_vl_2b", model, on, gpu_runtime=False)
+    assert spec["command"][-1] == "--enable-sleep-mode" and spec["environment"]["VLLM_SERVER_DEV_MODE"] == "1"
+    attrs = {"Config": {"Cmd": spec["command"], "Env": [f"{k}={v}" for k, v in spec["environment"].items()]}}
+    assert ContainerInfo.from_attrs(attrs).can_sleep

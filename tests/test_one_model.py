@@ -27,7 +27,9 @@ from models.config import load_config
 from models.errors import Cancelled, NotAvailable, SwitchError
 from tests.api_server import APIServer
 from tests.conftest import ROOT
-from tests.containers import Sampler, fake_entry, local_entry, running_managed, write_config
+from tests.containers import (
+    Sampler, awake_on_fake_gpu, fake_entry, local_entry, on_fake_gpu, running_managed, use_fake_nvml, write_config,
+)
 from tests.helpers import ENGLISH, encode, render_lines
 
 pytestmark = pytest.mark.docker
@@ -49,6 +51,21 @@ def setup(tmp_path, clean_docker, tiny_dirs, monkeypatch):
     path = write_config(tmp_path / "c.yaml", entries)
     monkeypatch.setenv("CHATVLMLLM_CONFIG", str(path))
     return load_config(path)
+
+
+@pytest.fixture
+def sleepy(tmp_path, setup, monkeypatch):
+    """The same models on the fake NVML's card, fake_a sleeping at level 1 and fake_b at level 2
+    on a switch away (fake_c and dual are stopped): the fake NVML's folder, where each server
+    says whether it is awake."""
+    nvml = use_fake_nvml(monkeypatch, tmp_path / "nvml")
+    data = setup.model_dump(exclude_none=True)
+    for key, level in (("fake_a", 1), ("fake_b", 2), ("fake_c", None), ("dual", None)):
+        data["models"][key] = on_fake_gpu(data["models"][key], nvml, share=0.3, sleep=level)
+    path = tmp_path / "sleepy.yaml"
+    path.write_text(__import__("yaml").safe_dump(data, sort_keys=False))
+    monkeypatch.setenv("CHATVLMLLM_CONFIG", str(path))
+    return load_config(path), nvml
 
 
 @pytest.fixture
@@ -155,9 +172,12 @@ def read(job: dict) -> bool:
 
 
 @pytest.mark.local
-def test_chaos_never_two_models_on_the_gpu(setup, tmp_path, clean_docker):
+def test_chaos_never_two_models_on_the_gpu(sleepy, tmp_path, clean_docker):
+    """Two of the models sleep instead of stopping: one model *awake* is the promise, counted
+    on the fake NVML's card (sleepers run beside the awake one)."""
+    setup, nvml = sleepy
     arbiter = Arbiter(setup)
-    sampler = Sampler(clean_docker, lock_dir=arbiter.dir)
+    sampler = Sampler(clean_docker, lock_dir=arbiter.dir, nvml_dir=nvml)
     # The API on the workers' config and data dir: the same arbiter, so its own switches,
     # loads and reads are what the sampler counts too.
     api = APIServer(tmp_path, data_dir=arbiter.dir, config_path=Path(os.environ["CHATVLMLLM_CONFIG"])).start()
@@ -232,7 +252,19 @@ def test_chaos_never_two_models_on_the_gpu(setup, tmp_path, clean_docker):
     patient = Arbiter(with_switching(tmp_path, setup, pages_wait_timeout_s=10**6))
     assert patient.switch("fake_a", events.append).state is State.READY
     assert waiting_events(events) == []
-    assert running_managed(clean_docker) == ["chatvlmllm-test-fake_a"]
+    assert awake_on_fake_gpu(nvml) == ["fake_a"] and "chatvlmllm-test-fake_a" in running_managed(clean_docker)
+    # The workers' mix is mostly stops and refusals, so a sleep amid it is left to chance: what
+    # the dead left must not keep a sleeper from sleeping and waking, one awake at a time.
+    final = Sampler(clean_docker, lock_dir=arbiter.dir, nvml_dir=nvml)
+    final.start()
+    try:
+        patient.switch("fake_b")
+        slept = patient.manager.last_report.slept
+        patient.switch("fake_a")
+    finally:
+        final.stop()
+    assert slept == ["fake_a"] and patient.manager.last_report.woke
+    assert final.most <= 1 and awake_on_fake_gpu(nvml) == ["fake_a"], final.seen
 
 
 LEASE_HOLDER = """
