@@ -233,7 +233,7 @@ class SingleContainerManager:
         model, v = self._vllm(key)
         started = time.monotonic()
         report = self.last_report = SwitchReport()
-        estimate = self.history.estimate(key)
+        estimate = None  # the median of this kind of switch, once the plan says which kind
 
         def emit(stage: str, message: Message, log_line: str = "") -> None:
             if on_event:
@@ -243,6 +243,7 @@ class SingleContainerManager:
         infos = [ContainerInfo.from_attrs(c.attrs) for c in containers.values()]
         asleep = frozenset(i.id for i in infos if self._asleep(i))
         plan = plan_switch(key, v.container_name, infos, asleep, self._sleep_facts(key, infos))
+        estimate = self.history.estimate(key, "wake" if plan.wake is not None else "cold")
         mark = time.monotonic()
         for info in plan.stop:
             if info.id in plan.why_stopped:
@@ -267,6 +268,7 @@ class SingleContainerManager:
             # It was stopped: start it the cold way (docker compose's stays, to be started as is).
             target = plan.wake
             plan = replace(plan, wake=None, start_existing=target if target.compose else None)
+            estimate = self.history.estimate(key, "cold")
 
         if plan.reuse is None:
             mark = time.monotonic()

@@ -99,6 +99,11 @@ def test_a_switch_back_wakes_the_sleeper(tmp_path, clean_docker, nvml, level, wa
     assert set(woke.stages) == {"stop", "memory", "start", "ready"}
     assert set(manager.history.last("fake_a", "cold").stages) == {"stop", "memory", "pull", "start", "ready"}
 
+    arbiter.switch("fake_b")
+    events = []
+    arbiter.switch("fake_a", events.append)  # its progress says how long a wake, not a cold start, takes
+    assert {e.estimate for e in events} == {woke.total} != {manager.history.estimate("fake_a", "cold")}
+
 
 def test_requests_in_flight_finish_before_the_sleep(tmp_path, clean_docker, nvml):
     """The stand-in dies (as vLLM can, vllm#45520) if put to sleep with a request in flight."""
