@@ -49,6 +49,20 @@ class Timing:
         return cls({k: float(v) for k, v in raw.get("stages", {}).items()}, float(raw.get("at", 0.0)))
 
 
+def _readable(kinds: dict) -> dict[str, list]:
+    """One model's records, without what no Timing can be read from (a file edited by hand):
+    a status or a switch that succeeded must not fail for it, and the next record replaces it."""
+    def parses(raw) -> bool:
+        try:
+            Timing.parse(raw)
+        except (AttributeError, TypeError, ValueError):
+            return False
+        return True
+
+    return {kind: [raw for raw in records if parses(raw)] for kind, records in kinds.items()
+            if isinstance(records, list)}
+
+
 class StartTimes:
     def __init__(self, data_dir: Path):
         self.path = data_dir / "start_times.json"
@@ -61,7 +75,7 @@ class StartTimes:
             return {}
         if not isinstance(data, dict):
             return {}
-        return {key: ({"cold": value} if isinstance(value, list) else value)
+        return {key: _readable({"cold": value} if isinstance(value, list) else value)
                 for key, value in data.items() if isinstance(value, (list, dict))}
 
     def record(self, key: str, kind: str, stages: dict[str, float]) -> Timing:

@@ -1,5 +1,7 @@
 """Pure decisions of vLLM mode, and the GPU-only parts with recorded responses (CI has no GPU)."""
 
+import json
+
 import pytest
 
 from managers.admission import admit
@@ -192,6 +194,20 @@ def test_start_history_reads_the_format_kept_before_stages(tmp_path):
     assert history.estimate("a") == 42 and history.estimate("b") is None
     history.record("a", "wake", {"start": 2.0})
     assert history.estimate("a") == 42 and history.estimate("a", "wake") == 2.0
+
+
+def test_start_history_skips_garbage_inside_a_model_and_records_over_it(tmp_path):
+    """A hand-edited or foreign file must not break a status or fail a switch that already
+    succeeded (the record comes after the model is ready)."""
+    (tmp_path / "start_times.json").write_text(json.dumps({
+        "a": {"wake": 5, "cold": [None, "x", {"stages": [1]}, {"stages": {"start": "slow"}},
+                                  {"stages": {"start": 40.0}}]}}))
+    history = StartTimes(tmp_path)
+    assert history.estimate("a") == 40 and history.estimate("a", "wake") is None
+    assert history.last("a", "wake") is None
+    history.record("a", "wake", {"start": 2.0})
+    history.record("a", "cold", {"start": 44.0})
+    assert history.estimate("a", "wake") == 2.0 and history.estimate("a") == 42
 
 
 def test_the_api_key_is_made_once_and_only_its_owner_reads_it(tmp_path):
