@@ -165,6 +165,7 @@ class KeptModels:
 
     def keep(self, key: str, hf_model, processor, device: str) -> bool:
         """Keep an unloaded model, the oldest evicted to make room; whether it was kept."""
+        self._let_go(key)  # two loads of it at once: the second read it from disk again
         size = model_bytes(hf_model)
         if not self._room_for(size):
             return False
@@ -190,6 +191,9 @@ class KeptModels:
 
     def put(self, kept: Kept) -> None:
         """One taken out to be loaded, and not loaded after all, kept again as the newest."""
+        if kept.key in self.keys():  # kept again meanwhile (another load's unload): that copy is newer
+            unpin(kept.pinned)
+            return
         if self._room_for(kept.bytes):
             with self._guard:
                 self._kept[kept.key] = kept
@@ -206,8 +210,17 @@ class KeptModels:
 
     def evict(self) -> None:
         """Let the oldest kept model go."""
+        self._let_go(None)
+
+    def _let_go(self, key: str | None) -> None:
+        """Let ``key`` go if kept (None: the oldest); no reference to it outlives the collection."""
         with self._guard:
-            _, kept = self._kept.popitem(last=False)
+            if key is None:
+                _, kept = self._kept.popitem(last=False)
+            elif key in self._kept:
+                kept = self._kept.pop(key)
+            else:
+                return
         unpin(kept.pinned)
         del kept
         gc.collect()  # the model's reference cycles hold its memory

@@ -129,6 +129,27 @@ def test_the_oldest_goes_past_the_budget_and_a_model_over_it_is_not_kept(make_co
         runtime.close()
 
 
+def test_a_model_kept_again_replaces_its_older_copy_as_the_newest(make_config):
+    """Two sessions loading one kept model at once: the second finds it taken, reads it from
+    disk, and its unload keeps a second copy. The older must go (on CUDA its page-locked buffer
+    unpinned), not stay counted as the oldest while the newer copy is evicted first."""
+    config = make_config(keep_in_ram=0)  # the loader keeps nothing: this test's KeptModels does
+    runtime = Runtime(config)
+    kept = kept_models.KeptModels(config.local.model_copy(update={"keep_in_ram": 3}))
+    try:
+        older = runtime.loader.load_model("a").hf_model
+        other = runtime.loader.load_model("b").hf_model
+        assert kept.keep("a", older, None, "cpu") and kept.keep("b", other, None, "cpu")
+        newer = runtime.loader.load_model("a").hf_model  # read from disk again: another copy
+        older = weakref.ref(older)
+        assert kept.keep("a", newer, None, "cpu")
+        gc.collect()
+        assert kept.keys() == ["b", "a"] and older() is None and kept.take("a").hf_model is newer
+    finally:
+        kept.clear()
+        runtime.close()
+
+
 def test_nothing_is_kept_that_would_leave_too_little_available_memory(make_config):
     available = kept_models.available_bytes()
     assert available and available > 0  # read from /proc/meminfo
