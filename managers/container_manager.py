@@ -50,7 +50,8 @@ from managers.docker_host import connect
 from managers.gpu import GPUProbe, probe_gpus
 from managers.readiness import api_ready
 from managers.sleep import SleepEndpoints
-from managers.sleepers import Sleepers, available_ram_gb
+from managers.host_memory import available_bytes
+from managers.sleepers import Sleepers
 from managers.start_times import StartTimes
 from models.config import AppConfig, lock_dir
 from models.errors import Cancelled, NotAvailable, SwitchError
@@ -351,7 +352,7 @@ class SingleContainerManager:
             levels=levels, refusals=refusals, kept_gb=self.sleepers.kept_gb(),
             weights_gb={k: self.config.models[k].vram_gb for k in others},
             need_gb=vllm_reservation_gb(target, probe.total_gb) if probe.total_gb is not None else None,
-            total_gb=probe.total_gb, ram_gb=available_ram_gb())
+            total_gb=probe.total_gb, ram_gb=_gb(available_bytes()))
 
     def _sleep_or_stop(self, container, step, target, emit, cancel: threading.Event, report: SwitchReport) -> None:
         """Put one server to sleep; when that fails, or the target turns out not to fit beside
@@ -626,3 +627,7 @@ def _log_tail(container, lines: int) -> str:
         return container.logs(tail=lines).decode(errors="replace")
     except docker.errors.APIError:
         return ""
+
+
+def _gb(size: int | None) -> float | None:
+    return None if size is None else size / 1e9

@@ -21,24 +21,12 @@ import logging
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
-from pathlib import Path
 
 from managers.engines.local import _torch
+from managers.host_memory import available_bytes
 from models.config import LocalMode
 
 log = logging.getLogger(__name__)
-MEMINFO = Path("/proc/meminfo")
-
-
-def available_bytes() -> int | None:
-    """The host's MemAvailable, or None where the kernel does not say."""
-    try:
-        for line in MEMINFO.read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
 
 
 def model_bytes(hf_model) -> int:

@@ -20,14 +20,16 @@ class Sleepers:
         self.path = data_dir / "sleepers.json"
 
     def _load(self) -> dict[str, dict]:
+        """What can be read of the file; anything else (an editor's slip, a half-written file
+        from another version) is dropped, to be measured again, rather than failing a switch."""
         try:
             data = json.loads(self.path.read_text())
         except (OSError, ValueError):
             return {}
-        return {k: v for k, v in data.items() if isinstance(v, dict)} if isinstance(data, dict) else {}
+        return {k: _readable(v) for k, v in data.items()} if isinstance(data, dict) else {}
 
     def kept_gb(self) -> dict[str, float]:
-        return {k: float(v["kept_gb"]) for k, v in self._load().items() if "kept_gb" in v}
+        return {k: v["kept_gb"] for k, v in self._load().items() if "kept_gb" in v}
 
     def level(self, key: str) -> int | None:
         """The level ``key`` was last put to sleep at (None: not by this app)."""
@@ -48,12 +50,11 @@ class Sleepers:
         tmp.replace(self.path)
 
 
-def available_ram_gb(meminfo: Path = Path("/proc/meminfo")) -> float | None:
-    """The kernel's estimate of memory available without swapping (MemAvailable)."""
-    try:
-        for line in meminfo.read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024 / 1e9
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
+def _readable(entry) -> dict:
+    if not isinstance(entry, dict):
+        return {}
+    kept, level = entry.get("kept_gb"), entry.get("level")
+    readable = {"level": level} if level in (1, 2) and not isinstance(level, bool) else {}
+    if isinstance(kept, (int, float)) and not isinstance(kept, bool) and kept >= 0:
+        readable["kept_gb"] = float(kept)
+    return readable

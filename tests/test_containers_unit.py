@@ -398,3 +398,27 @@ def test_a_sleep_enabled_model_is_created_able_to_sleep(config):
     assert spec["command"][-1] == "--enable-sleep-mode" and spec["environment"]["VLLM_SERVER_DEV_MODE"] == "1"
     attrs = {"Config": {"Cmd": spec["command"], "Env": [f"{k}={v}" for k, v in spec["environment"].items()]}}
     assert ContainerInfo.from_attrs(attrs).can_sleep
+
+
+def test_what_sleepers_kept_survives_garbage_in_its_file(tmp_path):
+    """A bad entry is measured again, never a raw error failing the switch that reads it."""
+    from managers.sleepers import Sleepers
+
+    (tmp_path / "sleepers.json").write_text(json.dumps({
+        "a": {"level": 1, "kept_gb": 1.5}, "b": {"level": "two", "kept_gb": "lots"}, "c": None,
+        "d": {"level": True, "kept_gb": -3}, "e": [1, 2]}))
+    sleepers = Sleepers(tmp_path)
+    assert sleepers.kept_gb() == {"a": 1.5}
+    assert [sleepers.level(k) for k in "abcde"] == [1, None, None, None, None]
+    sleepers.record("b", 2, 0.75)
+    assert sleepers.kept_gb() == {"a": 1.5, "b": 0.75} and sleepers.level("b") == 2
+
+
+def test_available_host_memory_is_the_kernels_memavailable(tmp_path):
+    from managers.host_memory import available_bytes
+
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemTotal:       24000000 kB\nMemFree:  100 kB\nMemAvailable:   17000000 kB\n")
+    assert available_bytes(meminfo) == 17_000_000 * 1024
+    meminfo.write_text("MemTotal: 1 kB\n")
+    assert available_bytes(meminfo) is None and available_bytes(tmp_path / "missing") is None

@@ -12,7 +12,7 @@ import weakref
 import pytest
 import transformers
 
-from managers import kept_models
+from managers import host_memory, kept_models
 from managers.arbiter import Arbiter
 from managers.engines import local
 from managers.locks import held_by_someone
@@ -151,7 +151,7 @@ def test_a_model_kept_again_replaces_its_older_copy_as_the_newest(make_config):
 
 
 def test_nothing_is_kept_that_would_leave_too_little_available_memory(make_config):
-    available = kept_models.available_bytes()
+    available = host_memory.available_bytes()
     assert available and available > 0  # read from /proc/meminfo
     runtime = Runtime(make_config(keep_in_ram=2, keep_min_available_gb=2 * available / 1e9))
     try:
