@@ -28,7 +28,10 @@ def idle_deadline(runtime: Runtime) -> float | None:
     ours = holder is not None and (
         (holder.mode == "local" and runtime.loader.current() is not None) or
         (holder.mode == "vllm" and holder.model in runtime.operations.joined))
-    return arbiter.state().last_used + idle if ours else None
+    # Nothing awake, yet servers this process started may run: a switch that put one to sleep
+    # and then failed to start the next leaves it asleep, holding its share of the card.
+    left_asleep = holder is None and bool(runtime.operations.joined)
+    return arbiter.state().last_used + idle if ours or left_asleep else None
 
 
 class IdleWatcher(threading.Thread):
@@ -57,5 +60,5 @@ class IdleWatcher(threading.Thread):
             except ChatVLMError:
                 log.exception("idle unload failed")  # the next check tries again
                 continue
-            if stopped:
+            if stopped or arbiter.holder() is None:  # nothing of ours is left to watch
                 operations.joined.clear()

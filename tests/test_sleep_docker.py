@@ -17,6 +17,7 @@ from managers.gpu import probe_gpus
 from managers.runtime import Runtime
 from managers import runs
 from models.config import load_config
+from models.errors import SwitchError
 from tests.containers import (
     Sampler, cli, fake_entry, on_fake_gpu, running_managed, use_fake_nvml, write_config,
 )
@@ -224,5 +225,27 @@ def test_idle_unload_stops_the_sleepers_too(tmp_path, clean_docker, nvml, monkey
         while running_managed(clean_docker):
             assert time.monotonic() < deadline, running_managed(clean_docker)
             time.sleep(0.2)
+    finally:
+        runtime.close()
+
+
+def test_idle_unload_stops_a_sleeper_left_by_a_failed_switch(tmp_path, clean_docker, nvml, monkeypatch):
+    """A → B puts A to sleep, then B dies while starting: nothing is awake, but A still holds
+    its share of the card; idle unload stops it all the same."""
+    config = config_of(tmp_path, nvml, b_args=["--crash-after", "0.2"], idle_unload_s=1)
+    monkeypatch.setenv("CHATVLMLLM_CONFIG", str(tmp_path / "c.yaml"))
+    runtime = Runtime(config)
+    try:
+        runs.switch(runtime, "fake_a").wait()
+        with pytest.raises(SwitchError):
+            runs.switch(runtime, "fake_b").wait()
+        assert runtime.arbiter.holder() is None
+        assert SingleContainerManager(config).status()["fake_a"].state is State.ASLEEP
+        runtime.watch_idle()
+        deadline = time.monotonic() + 60
+        while running_managed(clean_docker):
+            assert time.monotonic() < deadline, running_managed(clean_docker)
+            time.sleep(0.2)
+        assert not runtime.operations.joined
     finally:
         runtime.close()
