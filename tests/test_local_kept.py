@@ -33,6 +33,7 @@ def make_config(tmp_path, tiny_dirs, monkeypatch):
             "a": local_entry("a", tiny_dirs["qwen2_vl"], batch_pages=1),
             "b": local_entry("b", tiny_dirs["qwen3_vl"], factor=32, batch_pages=1),
             "c": local_entry("c", tiny_dirs["qwen2_vl"], batch_pages=1),
+            "d": local_entry("d", tiny_dirs["qwen2_vl"], batch_pages=1),
             "compiled": local_entry("compiled", tiny_dirs["qwen2_vl"], batch_pages=3, compile=True),
         }, local=settings)
         monkeypatch.setenv("CHATVLMLLM_CONFIG", str(path))
@@ -98,7 +99,7 @@ def test_the_oldest_goes_past_the_count(make_config):
         loader.load_model("b")
         loader.load_model("c")
         assert loader.kept() == ["a", "b"]
-        loader.load_model("compiled")
+        loader.load_model("d")
         gc.collect()
         assert loader.kept() == ["b", "c"] and oldest() is None
     finally:
@@ -115,7 +116,7 @@ def test_the_oldest_goes_past_the_budget_and_a_model_over_it_is_not_kept(make_co
         oldest = weakref.ref(loader.load_model("a").hf_model)
         loader.load_model("c")
         assert loader.kept() == ["a"]
-        loader.load_model("compiled")
+        loader.load_model("d")
         gc.collect()
         assert loader.kept() == ["c"] and oldest() is None
     finally:
