@@ -168,8 +168,9 @@ class LocalMode(Strict):
     """Local mode's models (managers/kept_models.py): an unloaded one may stay in host
     memory, so loading it again copies it back instead of reading and building it."""
 
-    # The last N unloaded models kept (pinned host memory when they ran on CUDA); 0 = none.
-    keep_in_ram: Annotated[int, Field(ge=0, le=8)] = 1
+    # The last N unloaded models kept (pinned host memory when they ran on CUDA); 0 = none,
+    # the default until the CUDA path is measured on a GPU (bench/local_gpu.py switch).
+    keep_in_ram: Annotated[int, Field(ge=0, le=8)] = 0
     # Host memory all kept models may take together.
     keep_in_ram_gb: Annotated[float, Field(ge=0)] = 8
     # Never keep one that would leave less than this of the host's available memory.
