@@ -38,7 +38,7 @@ from pathlib import Path
 
 from managers.container_manager import OnEvent, SingleContainerManager, SwitchEvent
 from managers.containers import ModelStatus
-from managers.locks import FILE_MODE, FileLock, Slots, held_by_someone
+from managers.locks import FileLock, Slots, held_by_someone, replace_file
 from models.config import AppConfig, lock_dir
 from models.errors import Cancelled, NotAvailable, Superseded, SwitchError
 from models.i18n import _, n_
@@ -130,11 +130,7 @@ class Arbiter:
 
     @staticmethod
     def _write(path: Path, state: GPUState) -> None:
-        tmp = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)  # shared with the group
-        with os.fdopen(fd, "w") as handle:
-            handle.write(json.dumps(asdict(state), indent=1))
-        tmp.replace(path)
+        replace_file(path, json.dumps(asdict(state), indent=1))
 
     def state(self) -> GPUState:
         with self._state() as state:

@@ -37,6 +37,16 @@ def _open(path: Path) -> int:
     return fd
 
 
+def replace_file(path: Path, text: str) -> None:
+    """Write ``path`` whole: a reader in any process sees the old text or the new one, never
+    half of either. The temporary name is this thread's own, so two writers never share it."""
+    tmp = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)  # shared with the group
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    tmp.replace(path)
+
+
 class FileLock:
     """An exclusive flock on ``path``, held by this object's own open file."""
 

@@ -9,10 +9,9 @@ writes it), replaced atomically so a reader never sees half of it.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
-from managers.locks import FILE_MODE
+from managers.locks import replace_file
 
 
 class Sleepers:
@@ -43,11 +42,7 @@ class Sleepers:
         elif "kept_gb" in data.get(key, {}):
             entry["kept_gb"] = data[key]["kept_gb"]
         data[key] = entry
-        tmp = self.path.with_suffix(f".{os.getpid()}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(json.dumps(data))
-        tmp.replace(self.path)
+        replace_file(self.path, json.dumps(data))
 
 
 def _readable(entry) -> dict:

@@ -18,13 +18,12 @@ before stages were kept (``{"model": [seconds, ...]}``) reads as cold starts.
 from __future__ import annotations
 
 import json
-import os
 import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from managers.locks import FILE_MODE, FileLock
+from managers.locks import FileLock, replace_file
 
 KEEP = 10
 KINDS = ("cold", "wake", "load", "kept", "warm_up")
@@ -86,11 +85,7 @@ class StartTimes:
             kept = data.setdefault(key, {}).setdefault(kind, [])
             kept.append({"stages": timing.stages, "at": round(timing.at, 3)})
             data[key][kind] = kept[-KEEP:]
-            tmp = self.path.with_suffix(f".{os.getpid()}.tmp")
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
-            with os.fdopen(fd, "w") as handle:
-                handle.write(json.dumps(data))
-            tmp.replace(self.path)
+            replace_file(self.path, json.dumps(data))
         return timing
 
     def timings(self, key: str, kind: str) -> list[Timing]:
