@@ -162,6 +162,14 @@ def cap(fraction_of: int = CARD) -> None:
         torch.cuda.set_per_process_memory_fraction(fraction_of / torch.cuda.get_device_properties(0).total_memory)
 
 
+def begin(args) -> None:
+    """Each compiling part's start: the card's cap, and with --smoke no compiler (the shapes
+    and the plumbing are what is tried)."""
+    cap()
+    if args.smoke:
+        local.COMPILE_BACKEND = "eager"
+
+
 def document(count: int) -> list[Page]:
     lines = [RUSSIAN + ENGLISH, ENGLISH + RUSSIAN, RUSSIAN[::-1] + ENGLISH[:1], ENGLISH[::-1] + RUSSIAN[1:]]
     return [Page(n, render_lines(lines[n % len(lines)][: 3 + n % 4])) for n in range(count)]
@@ -303,9 +311,7 @@ def measure_path(config, family: str, pages: list[Page]) -> dict:
 
 def warm_load(args) -> None:
     """A second load in a fresh process, finding the Inductor cache the first one filled."""
-    cap()
-    if args.smoke:
-        local.COMPILE_BACKEND = "eager"
+    begin(args)
     config = config_for({args.family: args.path}, args.smoke, compile=True)
     model, load_s, warm_s = load_timed(Runtime(config), args.family)
     ok = model.view().ocr(document(1)).pages[0].error is None
@@ -313,9 +319,7 @@ def warm_load(args) -> None:
 
 
 def speed(args) -> None:
-    cap()
-    if args.smoke:
-        local.COMPILE_BACKEND = "eager"  # no compiler needed: the shapes and the plumbing are what is tried
+    begin(args)
     # A data dir of its own: an empty compile cache, so the first load compiles everything.
     os.environ["CHATVLMLLM_DATA_DIR"] = tempfile.mkdtemp(prefix="chatvlmllm-bench-")
     path = weights(args.family, args.out / args.family, args.smoke)
@@ -411,9 +415,7 @@ def switch_back(args, family: str) -> dict:
 
 
 def switch(args) -> None:
-    cap()
-    if args.smoke:
-        local.COMPILE_BACKEND = "eager"
+    begin(args)
     os.environ["CHATVLMLLM_DATA_DIR"] = tempfile.mkdtemp(prefix="chatvlmllm-bench-")
     rows = {family: switch_back(args, family) for family in args.families or ["qwen2_vl"]}
     device = torch.cuda.get_device_name(0) if cuda() else "CPU (smoke)"
