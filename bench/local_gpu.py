@@ -396,6 +396,7 @@ def switch_back(args, family: str) -> dict:
     row["today"] = {"stop": unloaded - unload.memory_s + loaded["stop"], "memory": unload.memory_s,
                     "start": loaded["start"], "warm_up": loaded["warm_up"]}
     del model
+    print(f"{family}: today's way {row['today_wall']:.1f} s {row['today']}", flush=True)
     loader.load_model(b)  # A kept again
     kept = loader.kept()
     row["pinned"] = loader.kept_bytes()
@@ -408,6 +409,7 @@ def switch_back(args, family: str) -> dict:
     row["kept_was"] = kept
     row["kept"] = times.last(a, "kept").stages
     row["kept_same"] = model.view().ocr(page).pages[0].text == text
+    print(f"{family}: kept {row['kept_wall']:.1f} s {row['kept']}, {row['pinned'] / 1e9:.2f} GB pinned", flush=True)
     del model
     runtime.close()
     row["left"] = allocated() - baseline
