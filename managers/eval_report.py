@@ -17,10 +17,6 @@ import io
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from matplotlib.figure import Figure
-from matplotlib.patches import Patch
-from matplotlib.ticker import FuncFormatter
-
 from managers.evaluation import Evaluation, ModelResult, Row
 from models.config import MODE_LABELS
 from models.fields.score import Counts, total
@@ -103,6 +99,10 @@ def chart_png(evaluation: Evaluation, lang: str = "en") -> bytes:
     (or alone, where no text is scored) has each field's exact-match rate per model, and
     every model's precision, recall and exact match over all fields. Its words and numbers
     are written in ``lang``."""
+    # Imported here: matplotlib takes most of a second to import, which every cli.py command
+    # would otherwise pay for a chart only `cli.py eval` draws.
+    from matplotlib.figure import Figure
+
     models = evaluation.models
     fielded = [m for m in models if m.fields is not None]
     text = not fielded or any(m.score is not None for m in models)
@@ -122,10 +122,14 @@ def chart_png(evaluation: Evaluation, lang: str = "en") -> bytes:
 
 
 def _numbers_in(axes, lang: str) -> None:
+    from matplotlib.ticker import FuncFormatter
+
     axes.yaxis.set_major_formatter(FuncFormatter(lambda value, _position: number(value, lang)))
 
 
 def _fields_panels(models: list[ModelResult], names: list[str], per_field, overall, lang: str) -> None:
+    from matplotlib.patches import Patch
+
     width = 0.8 / len(models)
     for i, model in enumerate(models):
         rates = [model.fields[name].exact_match for name in names]
@@ -154,6 +158,8 @@ def _fields_panels(models: list[ModelResult], names: list[str], per_field, overa
 
 
 def _text_panels(models: list[ModelResult], errors, speed, lang: str) -> None:
+    from matplotlib.patches import Patch
+
     places = range(len(models))
     labels = [_label(m, lang) for m in models]
     width, highest = 0.38, 0.0

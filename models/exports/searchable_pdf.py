@@ -19,7 +19,6 @@ import math
 from collections.abc import Callable
 from pathlib import Path
 
-import pymupdf
 from PIL import Image
 
 from models.errors import ChatVLMError
@@ -33,6 +32,10 @@ POINTS = 72 / DPI
 
 
 def export(result: OCRResult, page_image: Callable[[int], Image.Image]) -> bytes:
+    # Imported here: pymupdf takes most of a second to import, which every cli.py command and
+    # server start would otherwise pay for an export few of them make.
+    import pymupdf
+
     pdf = pymupdf.open()
     font = pymupdf.Font(fontfile=str(FONT))
     for page in result.pages:
@@ -60,6 +63,8 @@ def _jpeg(image: Image.Image) -> bytes:
 
 
 def _text_layer(out: pymupdf.Page, page: PageResult, font: pymupdf.Font) -> None:
+    import pymupdf
+
     em = font.ascender - font.descender  # a line's height per point of font size
     for box, lines in _placed(page):
         x1, y1, x2, y2 = (v * POINTS for v in box)
