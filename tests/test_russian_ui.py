@@ -242,13 +242,15 @@ def test_choices_survive_a_change_of_language():
 
 
 def test_the_eval_chart_speaks_the_language_and_the_csv_stays_english(monkeypatch):
+    from matplotlib.figure import Figure
+
     from managers import eval_report
     from managers.evaluation import Evaluation, ModelResult
     from managers.runs import Choice
     from models.i18n import Message
 
     said: list[str] = []
-    original = eval_report.Figure.subplots
+    original = Figure.subplots
 
     def subplots(self, *args, **kwargs):  # keep the axes' titles and texts as they are set
         axes = original(self, *args, **kwargs)
@@ -257,7 +259,7 @@ def test_the_eval_chart_speaks_the_language_and_the_csv_stays_english(monkeypatc
             monkeypatch.setattr(one, "text", lambda x, y, text, *a, **k: said.append(text))
         return axes
 
-    monkeypatch.setattr(eval_report.Figure, "subplots", subplots)
+    monkeypatch.setattr(Figure, "subplots", subplots)
     evaluation = Evaluation(samples=[], models=[ModelResult(Choice("tesseract", "local", "text"),
                                                             error=Message("It could not be made ready."))])
     assert eval_report.chart_png(evaluation, lang="ru").startswith(b"\x89PNG")
