@@ -21,7 +21,9 @@ Contract:
   ``/sleep``, confirmed by ``/is_sleeping``, what it kept measured with NVML — and a sleeping
   target is woken instead of started. Strictly one step at a time: never a sleep while a wake
   runs (vllm#36753). A sleep or wake that fails is one sentence (an event); that server is
-  stopped and the switch goes on the cold way. One model is awake; sleepers run beside it.
+  stopped and the switch goes on the cold way. Requests still in flight when
+  ``switching.pages_wait_timeout_s`` ends refuse the switch instead (StillBusy), as pages still
+  read do in the arbiter: a stop would cut them too. One model is awake; sleepers run beside it.
 
 The decisions (what to stop, what state a container is in, the create request) are pure
 functions in ``managers.containers``; this class only carries them out.
@@ -54,7 +56,7 @@ from managers.host_memory import available_bytes
 from managers.sleepers import Sleepers
 from managers.start_times import StartTimes
 from models.config import AppConfig, lock_dir
-from models.errors import Cancelled, NotAvailable, SwitchError
+from models.errors import Cancelled, NotAvailable, StillBusy, SwitchError
 from models.i18n import Message, _, n_
 
 LOG_TAIL = 30
@@ -361,6 +363,8 @@ class SingleContainerManager:
         try:
             reason = self._put_to_sleep(step.info.model, name, step.level, step.measure, target, emit, cancel)
             said = reason and _("{model} was stopped rather than put to sleep: {reason}.", model=name, reason=reason)
+        except StillBusy:
+            raise
         except SwitchError as exc:
             said = _("{model} could not be put to sleep, so it was stopped: {error}", model=name, error=exc.message)
         key = step.info.model or step.info.name
@@ -382,10 +386,12 @@ class SingleContainerManager:
         deadline = time.monotonic() + timeout
         while (busy := endpoints.in_flight()) > 0:
             if time.monotonic() >= deadline:
-                raise SwitchError(n_("{model} still had {n} request in flight after {seconds:g} s "
-                                     "(switching.pages_wait_timeout_s).",
-                                     "{model} still had {n} requests in flight after {seconds:g} s "
-                                     "(switching.pages_wait_timeout_s).", busy, model=name, seconds=timeout))
+                raise StillBusy(n_("{model} still had {n} request in flight after {seconds:g} s "
+                                   "(switching.pages_wait_timeout_s), so it was left running; switch again "
+                                   "when it finishes.",
+                                   "{model} still had {n} requests in flight after {seconds:g} s "
+                                   "(switching.pages_wait_timeout_s), so it was left running; switch again "
+                                   "when they finish.", busy, model=name, seconds=timeout))
             if cancel.is_set():
                 raise Cancelled(_("The change was cancelled while {model} finished its requests.", model=name))
             emit("sleeping", n_("waiting for {n} request in flight on {model}",

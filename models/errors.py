@@ -39,6 +39,11 @@ class SwitchError(ChatVLMError):
         self.log_tail = log_tail
 
 
+class StillBusy(SwitchError):
+    """A server still ran requests when the switch's wait for them ended: the switch is refused
+    and the server left as it was, since a sleep or a stop would cut them."""
+
+
 class Superseded(ChatVLMError):
     """A newer switch request for another model overtook this one before it began."""
 

@@ -17,7 +17,7 @@ from managers.gpu import probe_gpus
 from managers.runtime import Runtime
 from managers import runs
 from models.config import load_config
-from models.errors import SwitchError
+from models.errors import StillBusy, SwitchError
 from tests.containers import (
     Sampler, cli, fake_entry, on_fake_gpu, running_managed, use_fake_nvml, write_config,
 )
@@ -125,6 +125,32 @@ def test_requests_in_flight_finish_before_the_sleep(tmp_path, clean_docker, nvml
     assert "waiting for 1 request in flight on Fake fake_a" in said(events, "sleeping")
     assert manager.last_report.slept == ["fake_a"]
     assert manager.status()["fake_a"].state is State.ASLEEP
+
+
+def test_requests_still_in_flight_when_the_wait_ends_refuse_the_switch(tmp_path, clean_docker, nvml):
+    """Neither a sleep nor a stop may cut them: the server is left awake, the target not started."""
+    config = config_of(tmp_path, nvml, a_args=["--answer-delay", "6"], pages_wait_timeout_s=1)
+    manager = SingleContainerManager(config)
+    manager.switch("fake_a")
+    first = container_id(clean_docker, "fake_a")
+    answer = {}
+    reading = threading.Thread(target=lambda: answer.update(text=chat(config, "fake_a", manager.api_key)))
+    reading.start()
+    from managers.sleep import SleepEndpoints
+    endpoints = SleepEndpoints(config.models["fake_a"].vllm.base_url, "a")
+    while endpoints.in_flight() == 0:
+        pass
+    with pytest.raises(StillBusy) as refused:
+        manager.switch("fake_b")
+    assert str(refused.value) == ("Fake fake_a still had 1 request in flight after 1 s "
+                                  "(switching.pages_wait_timeout_s), so it was left running; switch again "
+                                  "when it finishes.")
+    reading.join(30)
+    assert answer["text"] == "Read by fake_a."
+    assert running_managed(clean_docker) == ["chatvlmllm-test-fake_a"]
+    assert container_id(clean_docker, "fake_a") == first
+    assert manager.status()["fake_a"].state is State.READY
+    assert not manager.last_report.stopped and not manager.last_report.slept
 
 
 def test_a_slow_sleep_ends_before_the_next_model_starts(tmp_path, clean_docker, nvml):
