@@ -15,6 +15,7 @@ from managers.container_manager import SingleContainerManager
 from managers.containers import State
 from managers.gpu import probe_gpus
 from managers.runtime import Runtime
+from managers.sleep import SleepEndpoints
 from managers import runs
 from models.config import load_config
 from models.errors import StillBusy, SwitchError
@@ -52,6 +53,17 @@ def chat(config, key, api_key) -> str:
         headers={"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=30) as response:
         return json.load(response)["choices"][0]["message"]["content"]
+
+
+def chat_in_flight(config, manager) -> tuple[threading.Thread, dict]:
+    """A chat with fake_a, running in a thread; returns once fake_a's /metrics counts it."""
+    answer = {}
+    reading = threading.Thread(target=lambda: answer.update(text=chat(config, "fake_a", manager.api_key)))
+    reading.start()
+    endpoints = SleepEndpoints(config.models["fake_a"].vllm.base_url, "a")
+    while endpoints.in_flight() == 0:
+        pass
+    return reading, answer
 
 
 def container_id(client, key):
@@ -111,13 +123,7 @@ def test_requests_in_flight_finish_before_the_sleep(tmp_path, clean_docker, nvml
     config = config_of(tmp_path, nvml, a_args=["--answer-delay", "3"])
     manager = SingleContainerManager(config)
     manager.switch("fake_a")
-    answer = {}
-    reading = threading.Thread(target=lambda: answer.update(text=chat(config, "fake_a", manager.api_key)))
-    reading.start()
-    from managers.sleep import SleepEndpoints
-    endpoints = SleepEndpoints(config.models["fake_a"].vllm.base_url, "a")
-    while endpoints.in_flight() == 0:
-        pass
+    reading, answer = chat_in_flight(config, manager)
     events = []
     manager.switch("fake_b", events.append)
     reading.join(30)
@@ -133,13 +139,7 @@ def test_requests_still_in_flight_when_the_wait_ends_refuse_the_switch(tmp_path,
     manager = SingleContainerManager(config)
     manager.switch("fake_a")
     first = container_id(clean_docker, "fake_a")
-    answer = {}
-    reading = threading.Thread(target=lambda: answer.update(text=chat(config, "fake_a", manager.api_key)))
-    reading.start()
-    from managers.sleep import SleepEndpoints
-    endpoints = SleepEndpoints(config.models["fake_a"].vllm.base_url, "a")
-    while endpoints.in_flight() == 0:
-        pass
+    reading, answer = chat_in_flight(config, manager)
     with pytest.raises(StillBusy) as refused:
         manager.switch("fake_b")
     assert str(refused.value) == ("Fake fake_a still had 1 request in flight after 1 s "
