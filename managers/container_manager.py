@@ -398,6 +398,9 @@ class SingleContainerManager:
                                 "waiting for {n} requests in flight on {model}", busy, model=name))
             time.sleep(poll)
         before = self.gpu_probe()
+        # The level is written first: were this process to die mid-sleep, a wake with level 1's
+        # one call after a level-2 sleep would skip reloading the weights it dropped.
+        self.sleepers.record(key, level, None)
         emit("sleeping", _("putting {model} to sleep (level {level})", model=name, level=str(level)))
         endpoints.sleep(level)
         deadline = time.monotonic() + self.config.switching.stop_timeout_s

@@ -168,6 +168,26 @@ def test_a_slow_sleep_ends_before_the_next_model_starts(tmp_path, clean_docker, 
     assert sorted(running_managed(clean_docker)) == ["chatvlmllm-test-fake_a", "chatvlmllm-test-fake_b"]
 
 
+def test_the_sleep_level_is_recorded_before_the_sleep_begins(tmp_path, clean_docker, nvml):
+    """A record written only after the sleep would leave a stale level behind a process killed
+    mid-sleep, and level 1's single wake call would skip reloading what level 2 dropped."""
+    config = config_of(tmp_path, nvml, a_args=["--sleep-delay", "3"], a_sleep=2)
+    manager = SingleContainerManager(config)
+    manager.switch("fake_a")
+    manager.sleepers.record("fake_a", 1, None)  # a stale level from an earlier sleep
+    switching = threading.Thread(target=manager.switch, args=("fake_b",))
+    switching.start()
+    endpoints = SleepEndpoints(config.models["fake_a"].vllm.base_url, "a")
+    deadline = time.monotonic() + 30
+    while manager.sleepers.level("fake_a") == 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    asleep_already = endpoints.is_sleeping()
+    switching.join(60)
+    assert not asleep_already
+    assert manager.sleepers.level("fake_a") == 2
+    assert manager.last_report.slept == ["fake_a"]
+
+
 def test_a_sleep_slower_than_its_bound_stops_the_server(tmp_path, clean_docker, nvml):
     config = config_of(tmp_path, nvml, a_args=["--sleep-delay", "4"], stop_timeout_s=2)
     manager = SingleContainerManager(config)
