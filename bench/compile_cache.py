@@ -23,7 +23,7 @@ from pathlib import Path
 
 from managers.containers import CONTAINER_PORT, LABEL_MANAGED, VLLM_CACHE_IN_CONTAINER, container_spec
 from models.config import load_config
-from tests.containers import RUNTIME_IMAGE, TEST_LABEL, build_tiny_model, vllm_entry, write_config
+from tests.containers import TEST_LABEL, build_tiny_model, vllm_entry, volume_files, write_config
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH_IMAGE = "chatvlmllm-bench/compiler:1"
@@ -65,14 +65,6 @@ def read_log(log: str) -> dict:
         verdict = "no compile"
     return {"lines": lines, "warm_up": _seconds(done) - _seconds(began) if began and done else None,
             "engine": float(engine.group(1)) if engine else None, "cache": verdict}
-
-
-def volume_files(client, volume: str) -> list[tuple[int, str]]:
-    """(bytes, path) of every file on the volume, read by a throwaway container."""
-    out = client.containers.run(RUNTIME_IMAGE, ["find", "/c", "-type", "f", "-printf", "%s %P\\n"],
-                                volumes={volume: {"bind": "/c", "mode": "ro"}}, remove=True,
-                                labels={TEST_LABEL: "bench"})
-    return [(int(size), path) for size, path in (row.split(" ", 1) for row in out.decode().splitlines())]
 
 
 def ready_after(client, spec: dict, timeout: float = 600) -> float:
@@ -146,7 +138,7 @@ def run(work: Path, client) -> None:
         client.volumes.create(volume, labels={TEST_LABEL: "bench"})
     try:
         rows = [start(client, config, filled, "1 first (empty volume)")]
-        files = volume_files(client, filled)
+        files = [(len(data), path) for path, data in volume_files(client, filled, "bench").items()]
         rows.append(start(client, config, filled, "2 again (same volume)"))
         rows.append(start(client, config, control, "3 control (fresh empty volume)"))
     finally:

@@ -3,12 +3,14 @@ entries for light fake servers and real vLLM servers, and a sampler of running c
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
 import socket
 import subprocess
 import sys
+import tarfile
 import tempfile
 import threading
 import time
@@ -133,6 +135,20 @@ def awake_on_fake_gpu(nvml_dir: Path) -> list[str]:
         except (OSError, ValueError):
             continue  # being replaced or removed right now
     return found
+
+
+def volume_files(client, volume: str, label: str = "pytest") -> dict[str, bytes]:
+    """Every file of a named volume by its path there, copied out of a container that is
+    created but never started: a short-lived `cat` or `find` container's output can be lost
+    between its exit and the log stream (CI once read '' that way); a copy reads the volume."""
+    holder = client.containers.create(RUNTIME_IMAGE, ["true"], labels={TEST_LABEL: label},
+                                      volumes={volume: {"bind": "/c", "mode": "ro"}})
+    try:
+        chunks, _ = holder.get_archive("/c/.")
+        with tarfile.open(fileobj=io.BytesIO(b"".join(chunks))) as tar:
+            return {m.name.removeprefix("./"): tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}
+    finally:
+        holder.remove(force=True)
 
 
 def structured_outputs_args() -> list[str]:

@@ -3,15 +3,13 @@ vLLM's cache root, so a later container of the same model finds what the first c
 The light stand-in server compiles the way vLLM does for this purpose (--compile-cache):
 it loads the graph kept under /root/.cache/vllm or makes and keeps one."""
 
-import io
-import tarfile
 import uuid
 
 import pytest
 
 from managers.container_manager import SingleContainerManager
 from models.config import load_config
-from tests.containers import RUNTIME_IMAGE, TEST_LABEL, fake_entry, remove_test_containers, write_config
+from tests.containers import TEST_LABEL, fake_entry, remove_test_containers, volume_files, write_config
 
 pytestmark = pytest.mark.docker
 
@@ -45,18 +43,6 @@ def test_a_second_container_of_the_model_loads_what_the_first_compiled(tmp_path,
     assert (f"Directly load the compiled graph from /root/.cache/vllm/torch_compile_cache/cc, "
             f"compiled in {first.id[:12]}") in second.logs().decode()
     # and it is on the named volume itself, where the next container of any run finds it
-    assert read_from_volume(clean_docker, cache_volume, "torch_compile_cache/cc") == f"compiled in {first.id[:12]}"
+    kept = volume_files(clean_docker, cache_volume)["torch_compile_cache/cc"]
+    assert kept.decode() == f"compiled in {first.id[:12]}"
 
-
-def read_from_volume(client, volume, path):
-    """One file of a named volume, copied out of a container that is created but never started:
-    a short-lived `cat` container's output can be lost between its exit and the log stream
-    (CI once read '' that way), while a copy reads the volume itself."""
-    holder = client.containers.create(RUNTIME_IMAGE, ["true"], labels={TEST_LABEL: "pytest"},
-                                      volumes={volume: {"bind": "/c", "mode": "ro"}})
-    try:
-        chunks, _ = holder.get_archive(f"/c/{path}")
-        with tarfile.open(fileobj=io.BytesIO(b"".join(chunks))) as tar:
-            return tar.extractfile(tar.getmembers()[0]).read().decode()
-    finally:
-        holder.remove(force=True)
