@@ -57,9 +57,11 @@ from managers.sleepers import Sleepers
 from managers.start_times import StartTimes
 from models.config import AppConfig, lock_dir
 from models.errors import Cancelled, NotAvailable, StillBusy, SwitchError
-from models.i18n import Message, _, n_
+from models.i18n import N_, Message, _, n_
 
 LOG_TAIL = 30
+# Why switching.sleep passes over a model published with expose: true (config.sleep_level).
+EXPOSED = N_("it is published with expose: true, and vLLM's /sleep and /wake_up are not behind its API key")
 log = logging.getLogger(__name__)
 
 
@@ -193,12 +195,11 @@ class SingleContainerManager:
                 detail = _("exited with code {code}", code=str(info.exit_code))
             elif state is State.ASLEEP:
                 woke = self.history.last(key, "wake")
-                detail = (_("sleep level {level}; it woke in {seconds:.1f} s last time",
-                            level=str(self.sleepers.level(key) or "?"), seconds=woke.total) if woke
-                          else _("sleep level {level}; not woken yet", level=str(self.sleepers.level(key) or "?")))
+                level = str(self.sleepers.level(key) or "?")
+                detail = (_("sleep level {level}; it woke in {seconds:.1f} s last time", level=level,
+                            seconds=woke.total) if woke else _("sleep level {level}; not woken yet", level=level))
             elif self.config.switching.sleep and model.vllm.expose:
-                detail = _("stopped, never put to sleep, on a switch: it is published with expose: true and vLLM's "
-                           "/sleep is not behind its API key")
+                detail = _("stopped, never put to sleep, on a switch: {reason}", reason=Message(EXPOSED))
             since = (info.started_at if info and info.running else info.finished_at if info else None) or None
             result[key] = ModelStatus(key, state, model.vllm.port if info and info.running else None,
                                       since, info.name if info else None, detail)
@@ -329,6 +330,11 @@ class SingleContainerManager:
             self.history.record(key, "cold", {"stop": report.stop_s, "memory": report.memory_s,
                                               "pull": report.pull_s, "start": report.start_s,
                                               "ready": report.ready_s})
+        return self._ready(key, container, emit)
+
+    def _ready(self, key: str, container, emit) -> ModelStatus:
+        """The end of a switch, cold or woken: the target's server answers."""
+        model, v = self._vllm(key)
         emit("ready", _("{model} is ready on port {port}", model=model.name, port=str(v.port)))
         return ModelStatus(key, State.READY, v.port, ContainerInfo.from_attrs(container.attrs).started_at,
                            v.container_name)
@@ -343,8 +349,7 @@ class SingleContainerManager:
         others = {i.model for i in infos if i.running and i.managed and i.model in self.config.models
                   and i.model != key}
         levels = {k: self.config.sleep_level(k) for k in others}
-        refusals = {k: _("it is published with expose: true, and vLLM's /sleep and /wake_up are not behind its "
-                         "API key") for k in others if self.config.switching.sleep and not levels[k]
+        refusals = {k: Message(EXPOSED) for k in others if self.config.switching.sleep and not levels[k]
                     and self.config.models[k].vllm.expose}
         if not any(levels.values()):
             return SleepFacts(levels=levels, refusals=refusals)
@@ -456,9 +461,7 @@ class SingleContainerManager:
         report.total_s = report.stop_s + report.memory_s + report.start_s + report.ready_s
         self.history.record(key, "wake", {"stop": report.stop_s, "memory": report.memory_s,
                                           "start": report.start_s, "ready": report.ready_s})
-        emit("ready", _("{model} is ready on port {port}", model=model.name, port=str(v.port)))
-        return ModelStatus(key, State.READY, v.port, ContainerInfo.from_attrs(container.attrs).started_at,
-                           v.container_name)
+        return self._ready(key, container, emit)
 
     def stop_all(self, on_event: OnEvent | None = None) -> list[str]:
         """Stop every running container of this project; nothing to stop is not an error."""
