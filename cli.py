@@ -145,13 +145,12 @@ def cmd_models(args, config) -> int:
     times = StartTimes(lock_dir(config))
     # This process holds no local model, and what the app keeps in RAM is the app's: a local
     # load from here reads the weights from disk.
-    device = "cuda" if host.gpu.gpus else "cpu"
     rows = [(t("KEY"), t("NAME"), t("MODE"), t("VRAM"), t("EXPECTED"), t("AVAILABLE HERE"))]
     for key, model in config.models.items():
         for mode in model.modes:
             reason = why_not(model, mode, host, config)
             vram = t("{gb:g} GB", gb=model.vram_gb) if model.vram_gb else "-"
-            expected = expect(config, times, key, mode, state=states.get(key), device=device)
+            expected = expect(config, times, key, mode, state=states.get(key), device=host.local_device)
             rows.append((key, local(model.name), tr(MODE_LABELS[mode]), vram, tr(expected.message),
                          tr(reason) if reason else t("yes")))
     print_table(rows)

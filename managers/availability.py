@@ -29,6 +29,11 @@ class HostFacts:
     # (model_id, path) of the local backends whose weights are on this machine
     local_weights: frozenset[tuple[str, str | None]] = frozenset()
 
+    @property
+    def local_device(self) -> str:
+        """Where a local model would run: torch sees the GPUs NVML sees."""
+        return "cuda" if self.gpu.gpus else "cpu"
+
 
 def probe_host(config: AppConfig) -> HostFacts:
     try:

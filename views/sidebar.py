@@ -140,10 +140,8 @@ def local_controls(runtime: Runtime, key: str, cannot_load: str | None, host) ->
     if right.button(t("Unload"), disabled=current is None or busy, key="local_unload"):
         watch(runs.unload(runtime))
     if not cannot_load and not loaded:
-        kept = runtime.loader.kept()
-        device = "cuda" if host.gpu.gpus else "cpu"  # as the loader picks: torch sees the GPU NVML sees
         expected = expect(runtime.config, StartTimes(lock_dir(runtime.config)), key, "local",
-                          kept=kept, device=device)
+                          kept=runtime.loader.kept(), device=host.local_device)
         st.sidebar.caption(said(expected.message))
 
 
